@@ -1,0 +1,161 @@
+"""The `qmpctl` command line (typer). Exit codes: see errors.ExitCode."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from . import __version__
+from .errors import ExitCode, QmpctlError, UsageError
+from .report import RunReport, report_schema, summary_lines
+from .scenario import Hooks, MigrateOptions, error_report, resolve, run_migrate
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Drive QEMU live migration over QMP and prove no dirty page was lost.")
+err = Console(stderr=True)
+out = Console()
+
+
+def parse_exclusion(text: str) -> tuple[int, int, str]:
+    """`START-END[:REASON]`, guest-physical, hex or decimal."""
+    rng, _, reason = text.partition(":")
+    lo, sep, hi = rng.partition("-")
+    try:
+        if not sep:
+            raise ValueError
+        start, end = int(lo, 0), int(hi, 0)
+    except ValueError:
+        raise UsageError(f"--exclude {text!r}: expected START-END[:REASON], e.g. "
+                         "0xa0000-0x100000:vga") from None
+    return start, end, reason or "excluded by --exclude"
+
+
+def check_writable(path: Path, what: str) -> None:
+    if path.is_dir():
+        raise UsageError(f"{what} {path}: is a directory")
+    target = path if path.exists() else path.parent
+    if not target.exists():
+        raise UsageError(f"{what} {path}: directory {path.parent} does not exist")
+    if not os.access(target, os.W_OK):
+        raise UsageError(f"{what} {path}: not writable")
+
+
+def _progress_table(info: dict[str, Any], passes: int) -> Table:
+    ram = info.get("ram", {})
+    table = Table.grid(padding=(0, 2))
+    table.add_row(
+        f"[bold]{info.get('status', '?')}[/]", f"pass {ram.get('dirty-sync-count', passes)}",
+        f"sent {int(ram.get('transferred', 0)) >> 20} MiB",
+        f"remaining {int(ram.get('remaining', 0)) >> 20} MiB",
+        f"dirty {ram.get('dirty-pages-rate', 0)} pages/s", f"{ram.get('mbps', 0):.0f} Mbps",
+    )
+    return table
+
+
+async def _run(opts: MigrateOptions, live: bool) -> RunReport:
+    resolved = resolve(opts)
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    assert task is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    if not live:
+        return await run_migrate(resolved, Hooks())
+    with Live(console=err, transient=True, refresh_per_second=4) as view:
+        return await run_migrate(resolved, Hooks(),
+                                 lambda info, n: view.update(_progress_table(info, n)))
+
+
+def _emit(report: RunReport, as_json: bool, report_path: Path | None) -> None:
+    data = report.model_dump_json(indent=2)
+    if report_path is not None:
+        report_path.write_text(data + "\n")
+    if as_json:
+        out.print_json(data) if out.is_terminal else print(data)
+    else:
+        for line in summary_lines(report):
+            (out if report.exit_code == 0 else err).print(line, highlight=False, markup=False)
+
+
+@app.command()
+def migrate(
+    arch: Annotated[str, typer.Option(help="Guest architecture: x86_64 or aarch64")] = "x86_64",
+    accel: Annotated[str, typer.Option(help="auto (KVM when it can run the guest), kvm, tcg")]
+    = "auto",
+    dirty_ring: Annotated[int, typer.Option(help="KVM dirty ring entries per vCPU; 0 = bitmap")]
+    = 4096,
+    ram: Annotated[int, typer.Option(help="Guest RAM in MiB")] = 160,
+    smp: Annotated[int, typer.Option(help="vCPUs")] = 1,
+    wave_start: Annotated[int | None, typer.Option(help="Wave start, MiB into RAM")] = None,
+    wave_end: Annotated[int | None, typer.Option(help="Wave end, MiB into RAM")] = None,
+    stride: Annotated[int, typer.Option(help="Bytes between two written bytes")] = 4096,
+    delta: Annotated[int, typer.Option(help="Increment per pass (1..255)")] = 1,
+    transport: Annotated[str, typer.Option(help="unix or tcp (loopback)")] = "unix",
+    min_passes: Annotated[int, typer.Option(help="Dirty syncs before convergence is allowed")]
+    = 3,
+    throttle: Annotated[int, typer.Option(help="MiB/s while convergence is held back")] = 64,
+    downtime_limit: Annotated[int, typer.Option(help="ms allowed once it may converge")] = 1000,
+    timeout: Annotated[float, typer.Option(help="Seconds the migration may take")] = 300.0,
+    qemu: Annotated[str | None, typer.Option(help="QEMU binary for both sides")] = None,
+    qemu_src: Annotated[str | None, typer.Option(help="QEMU binary for the source")] = None,
+    qemu_dst: Annotated[str | None, typer.Option(help="QEMU binary for the destination")]
+    = None,
+    exclude: Annotated[list[str] | None, typer.Option(
+        help="START-END[:REASON] guest-physical range left out of the verdict (repeatable; "
+             "always listed in the report)")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the JSON report")] = False,
+    report: Annotated[Path | None, typer.Option(help="Write the JSON report here")] = None,
+    artifacts: Annotated[Path | None, typer.Option(help="Keep QEMU and serial logs here")]
+    = None,
+) -> None:
+    """Migrate a guest live while it dirties memory, then verify every page."""
+    try:
+        if transport not in ("unix", "tcp"):
+            raise UsageError(f"--transport {transport!r}: choose unix or tcp")
+        if accel not in ("auto", "kvm", "tcg"):
+            raise UsageError(f"--accel {accel!r}: choose auto, kvm or tcg")
+        if report is not None:
+            check_writable(report, "--report")
+        opts = MigrateOptions(
+            arch=arch, accel=accel, dirty_ring=dirty_ring, ram_mib=ram, smp=smp,  # type: ignore[arg-type]
+            wave_start_mib=wave_start, wave_end_mib=wave_end, stride=stride, delta=delta,
+            transport=transport, min_passes=min_passes, throttle_mib_s=throttle,  # type: ignore[arg-type]
+            downtime_limit_ms=downtime_limit, timeout_s=timeout,
+            qemu_src=qemu_src or qemu, qemu_dst=qemu_dst or qemu,
+            exclude=tuple(parse_exclusion(e) for e in exclude or ()), artifacts=artifacts,
+        )
+        result = asyncio.run(_run(opts, live=err.is_terminal and not json_out))
+    except QmpctlError as exc:
+        result = error_report(exc)
+        if not json_out:
+            err.print(f"qmpctl: {exc.message}", highlight=False, markup=False)
+            if report is not None and exc.exit_code != ExitCode.USAGE:
+                report.write_text(result.model_dump_json(indent=2) + "\n")
+            raise typer.Exit(int(exc.exit_code)) from None
+    _emit(result, json_out, report)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON schema of the run report."""
+    sys.stdout.write(report_schema())
+
+
+@app.command()
+def version() -> None:
+    """Print qmpctl's version."""
+    print(__version__)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,97 @@
+"""A typed description of one QEMU process, and the pure function that turns
+it into a command line.
+
+Source and destination are built from the same `MachineSpec` except for the
+per-side files and `incoming`, which is what makes them migration-compatible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from .host import Arch
+
+Accel = Literal["kvm", "tcg"]
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    """Everything that decides a QEMU command line."""
+
+    arch: Arch
+    binary: Path
+    accel: Accel
+    ram_mib: int
+    ram_path: Path  # memory-backend-file, share=on: the controller reads it directly
+    qmp_socket: Path  # QEMU connects to the controller's server here
+    serial_socket: Path  # first UART, likewise a client connection
+    serial_log: Path
+    dirty_ring_size: int = 0  # entries; 0 = dirty bitmap (KVM only)
+    smp: int = 1
+    kernel: Path | None = None
+    initrd: Path | None = None
+    append: str | None = None
+    fw_cfg: tuple[tuple[str, str], ...] = ()  # (name, string) pairs
+    devices: tuple[str, ...] = ()  # extra raw arguments, e.g. -netdev/-device pairs
+    incoming: bool = False  # destination: -incoming defer, paused (-S)
+    name: str = "guest"
+
+
+def machine_args(spec: MachineSpec) -> list[str]:
+    """-machine/-cpu for the architecture; the RAM backend is always ours."""
+    if spec.arch == "x86_64":
+        return ["-machine", "pc,memory-backend=ram0"]
+    cpu = "host" if spec.accel == "kvm" else "max"
+    return ["-machine", "virt,gic-version=3,its=on,memory-backend=ram0", "-cpu", cpu]
+
+
+def accel_args(spec: MachineSpec) -> list[str]:
+    if spec.accel == "tcg":
+        return ["-accel", "tcg"]
+    if spec.dirty_ring_size:
+        return ["-accel", f"kvm,dirty-ring-size={spec.dirty_ring_size}"]
+    return ["-accel", "kvm"]
+
+
+def _escape_opt(value: str) -> str:
+    """QEMU option values escape a comma by doubling it."""
+    return value.replace(",", ",,")
+
+
+def build_argv(spec: MachineSpec) -> list[str]:
+    """The full argv for `spec` (pure: same spec, same list)."""
+    argv = [
+        str(spec.binary),
+        "-name", spec.name,
+        "-nodefaults",
+        "-no-user-config",
+        "-display", "none",
+        "-no-reboot",
+        *accel_args(spec),
+        "-object",
+        f"memory-backend-file,id=ram0,size={spec.ram_mib}M,"
+        f"mem-path={_escape_opt(str(spec.ram_path))},share=on",
+        *machine_args(spec),
+        "-m", f"{spec.ram_mib}M",
+        "-smp", str(spec.smp),
+        "-chardev", f"socket,id=qmp0,path={_escape_opt(str(spec.qmp_socket))}",
+        "-mon", "chardev=qmp0,mode=control",
+        "-chardev",
+        f"socket,id=serial0,path={_escape_opt(str(spec.serial_socket))},"
+        f"logfile={_escape_opt(str(spec.serial_log))}",
+        "-serial", "chardev:serial0",
+    ]
+    if spec.kernel is not None:
+        argv += ["-kernel", str(spec.kernel)]
+    if spec.initrd is not None:
+        argv += ["-initrd", str(spec.initrd)]
+    if spec.append is not None:
+        argv += ["-append", spec.append]
+    for name, value in spec.fw_cfg:
+        argv += ["-fw_cfg", f"name={name},string={_escape_opt(value)}"]
+    argv += list(spec.devices)
+    if spec.incoming:
+        argv += ["-incoming", "defer", "-S"]
+    return argv

@@ -1,0 +1,135 @@
+"""Page-by-page comparison of two RAM images at close to memory bandwidth.
+
+The fast path compares large chunks as uint64 words (numpy releases the GIL,
+so two threads use both cores); only a chunk that differs is split into pages
+to find which ones. Every page is compared unless the caller excluded it
+explicitly, and exclusions are counted in the result.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from .ramimage import PAGE_SIZE, RamImage, RamLayout, Region
+
+CHUNK_BYTES = 64 << 20
+MAX_REPORTED = 16
+HEX_WINDOW = 16
+
+
+@dataclass(frozen=True)
+class PageMismatch:
+    """One differing page, with enough context to start debugging."""
+
+    page: int
+    offset: int
+    gpa: int
+    region: str
+    differing_bytes: int
+    first_diff: int  # byte offset within the page
+    src_hex: str  # 16 bytes around first_diff, source side
+    dst_hex: str
+
+
+@dataclass
+class CompareResult:
+    bytes_total: int
+    pages_total: int
+    pages_compared: int
+    pages_excluded: int
+    pages_differing: int
+    seconds: float
+    exclusions: list[Region] = field(default_factory=list)
+    mismatches: list[PageMismatch] = field(default_factory=list)
+
+    @property
+    def identical(self) -> bool:
+        return self.pages_differing == 0
+
+    @property
+    def gib_per_s(self) -> float:
+        return self.bytes_total / (1 << 30) / self.seconds if self.seconds > 0 else 0.0
+
+
+def differing_pages(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> npt.NDArray[np.intp]:
+    """Indices of the PAGE_SIZE pages where `a` and `b` differ (pure).
+
+    Both arrays must have the same length, a multiple of PAGE_SIZE.
+    """
+    wa = a.view(np.uint64).reshape(-1, PAGE_SIZE // 8)
+    wb = b.view(np.uint64).reshape(-1, PAGE_SIZE // 8)
+    return np.flatnonzero((wa != wb).any(axis=1))
+
+
+def _chunk_differs(src: RamImage, dst: RamImage, start: int, end: int) -> npt.NDArray[np.intp]:
+    maps = (src.map_range(start, end), dst.map_range(start, end))
+    try:
+        ca, cb = (np.frombuffer(m, dtype=np.uint8) for m in maps)
+        if np.array_equal(ca.view(np.uint64), cb.view(np.uint64)):
+            found = np.empty(0, dtype=np.intp)
+        else:
+            found = differing_pages(ca, cb) + start // PAGE_SIZE
+        del ca, cb
+    finally:
+        for m in maps:
+            m.close()
+    return found
+
+
+def describe_page(src: npt.NDArray[np.uint8], dst: npt.NDArray[np.uint8], page: int,
+                  layout: RamLayout) -> PageMismatch:
+    offset = page * PAGE_SIZE
+    ps, pd = src[offset:offset + PAGE_SIZE], dst[offset:offset + PAGE_SIZE]
+    diff = np.flatnonzero(ps != pd)
+    first = int(diff[0])
+    lo = first - first % HEX_WINDOW
+    gpa = layout.gpa(offset)
+    return PageMismatch(
+        page=page, offset=offset, gpa=gpa, region=layout.region_of(gpa),
+        differing_bytes=len(diff), first_diff=first,
+        src_hex=bytes(ps[lo:lo + HEX_WINDOW]).hex(" "),
+        dst_hex=bytes(pd[lo:lo + HEX_WINDOW]).hex(" "),
+    )
+
+
+def _excluded_mask(pages: int, layout: RamLayout,
+                   exclusions: list[Region]) -> npt.NDArray[np.bool_]:
+    mask = np.zeros(pages, dtype=bool)
+    for region in exclusions:
+        lo = max(0, layout.offset(max(region.start, layout.base_gpa)) // PAGE_SIZE)
+        hi = min(pages, -(-layout.offset(min(region.end, layout.base_gpa + layout.size))
+                          // PAGE_SIZE))
+        mask[lo:hi] = True
+    return mask
+
+
+def compare_images(src: RamImage, dst: RamImage, layout: RamLayout,
+                   exclusions: list[Region] | None = None, threads: int = 2,
+                   max_reported: int = MAX_REPORTED) -> CompareResult:
+    """Compare every page of two equally sized RAM images."""
+    exclusions = list(exclusions or [])
+    if src.size != dst.size:
+        raise ValueError(f"RAM sizes differ: {src.path} {src.size} vs {dst.path} {dst.size}")
+    if src.size % PAGE_SIZE:
+        raise ValueError(f"RAM size {src.size} is not a multiple of {PAGE_SIZE}")
+    pages = src.size // PAGE_SIZE
+    started = time.perf_counter()
+    bounds = [(s, min(s + CHUNK_BYTES, src.size)) for s in range(0, src.size, CHUNK_BYTES)]
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        parts = list(pool.map(lambda se: _chunk_differs(src, dst, *se), bounds))
+    found = np.concatenate(parts) if parts else np.empty(0, dtype=np.intp)
+    seconds = time.perf_counter() - started
+    excluded = _excluded_mask(pages, layout, exclusions)
+    found = found[~excluded[found]]
+    return CompareResult(
+        bytes_total=src.size, pages_total=pages,
+        pages_compared=pages - int(excluded.sum()), pages_excluded=int(excluded.sum()),
+        pages_differing=len(found), seconds=seconds, exclusions=exclusions,
+        mismatches=[describe_page(src.bytes, dst.bytes, int(p), layout)
+                    for p in found[:max_reported]],
+    )

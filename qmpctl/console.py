@@ -1,0 +1,191 @@
+"""The guest's first UART: a unix-socket server QEMU connects to, a parser for
+the guests' serial protocol, and waits on what the guest says.
+
+Protocol (shared by every guest in guestload/): a record is the rest of a line
+after `QMPCTL `, a kind followed by key=value fields; a `B` outside records is
+one completed pass of the bare-metal wave workload (QEMU migration-test's
+convention).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from .errors import GuestError
+
+T = TypeVar("T")
+MARK = "QMPCTL "
+
+
+@dataclass(frozen=True)
+class Record:
+    kind: str
+    fields: dict[str, str]
+    raw: str
+
+    def int(self, key: str) -> int:
+        """A numeric field (hex with 0x, or decimal)."""
+        try:
+            return int(self.fields[key], 0)
+        except (KeyError, ValueError) as exc:
+            raise GuestError(f"guest record {self.raw!r}: bad or missing field {key!r}") from exc
+
+
+def parse_record(text: str) -> Record:
+    kind, *tokens = text.split() or [""]
+    fields = dict(tok.partition("=")[::2] for tok in tokens)
+    return Record(kind, fields, text.strip())
+
+
+@dataclass
+class ConsoleView:
+    """What the guest has said so far."""
+
+    records: list[Record] = field(default_factory=list)
+    passes: int = 0
+
+    def find(self, kind: str, **match: str) -> list[Record]:
+        return [
+            r for r in self.records
+            if r.kind == kind and all(r.fields.get(k) == v for k, v in match.items())
+        ]
+
+    def last(self, kind: str) -> Record | None:
+        found = self.find(kind)
+        return found[-1] if found else None
+
+
+def scan_line(line: str, view: ConsoleView) -> None:
+    """Add one complete line to `view`."""
+    line = line.rstrip("\r")
+    head, mark, rest = line.partition(MARK)
+    view.passes += head.count("B")
+    if mark:
+        view.records.append(parse_record(rest))
+
+
+def parse_console(data: bytes) -> ConsoleView:
+    """Parse a whole console transcript (pure; used on logs and in tests)."""
+    view = ConsoleView()
+    *lines, tail = data.decode("utf-8", "replace").split("\n")
+    for line in lines:
+        scan_line(line, view)
+    view.passes += tail.partition(MARK)[0].count("B")
+    return view
+
+
+class SerialConsole:
+    """Accepts QEMU's serial chardev connection and keeps an incremental view.
+
+    QEMU is the client so that nothing the guest prints before we look is
+    lost, and so that a stale socket file can never be connected to.
+    """
+
+    def __init__(self, path: Path, name: str) -> None:
+        self.path = path
+        self.name = name
+        self.transcript = bytearray()
+        self._done = ConsoleView()  # complete lines only
+        self._partial = ""
+        self._changed = asyncio.Condition()
+        self._server: asyncio.Server | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._closed = False
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_unix_server(self._on_connect, path=str(self.path))
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._writer is not None:  # only the one QEMU we launched
+            writer.close()
+            return
+        self._writer = writer
+        self._connected.set()
+        self._reader_task = asyncio.current_task()
+        try:
+            while chunk := await reader.read(65536):
+                await self._feed(chunk)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            async with self._changed:
+                self._closed = True
+                self._changed.notify_all()
+
+    async def _feed(self, chunk: bytes) -> None:
+        self.transcript += chunk
+        *lines, self._partial = (self._partial + chunk.decode("utf-8", "replace")).split("\n")
+        for line in lines:
+            scan_line(line, self._done)
+        async with self._changed:
+            self._changed.notify_all()
+
+    def view(self) -> ConsoleView:
+        """Complete lines plus the `B` markers of the line being written."""
+        return ConsoleView(
+            list(self._done.records),
+            self._done.passes + self._partial.partition(MARK)[0].count("B"),
+        )
+
+    async def wait_for(self, probe: Callable[[ConsoleView], T | None], timeout: float,
+                       what: str) -> T:
+        """Wait until `probe(view)` returns something, or fail naming `what`.
+
+        A guest `error` record fails the wait at once: it will not recover.
+        """
+        async def _wait() -> T:
+            async with self._changed:
+                while True:
+                    view = self.view()
+                    if (err := view.last("error")) is not None:
+                        raise GuestError(f"{self.name} guest reported: {err.raw}")
+                    if (result := probe(view)) is not None:
+                        return result
+                    if self._closed:
+                        raise GuestError(f"{self.name}: console closed while waiting for {what}")
+                    await self._changed.wait()
+
+        try:
+            return await asyncio.wait_for(_wait(), timeout)
+        except TimeoutError:
+            raise GuestError(
+                f"{self.name}: timed out after {timeout:.0f}s waiting for {what}; "
+                f"last output: {self.tail()!r}"
+            ) from None
+
+    async def wait_passes(self, count: int, timeout: float) -> int:
+        """Wait until `count` more wave passes than now have been reported."""
+        target = self.view().passes + count
+        return await self.wait_for(
+            lambda v: v.passes if v.passes >= target else None, timeout,
+            f"{count} workload passes",
+        )
+
+    async def send(self, data: bytes) -> None:
+        if self._writer is None:
+            raise GuestError(f"{self.name}: console not connected")
+        self._writer.write(data)
+        await self._writer.drain()
+
+    def tail(self, nbytes: int = 200) -> str:
+        return bytes(self.transcript[-nbytes:]).decode("utf-8", "replace")
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await self._writer.wait_closed()
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()

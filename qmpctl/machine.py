@@ -1,0 +1,162 @@
+"""One QEMU process and its QMP monitor, modelled on qemu.machine.QEMUMachine.
+
+The controller owns the process from launch to `shutdown()`: QEMU runs in its
+own session (a Ctrl-C on the terminal reaches only us, so we can cancel the
+migration and resume the source first) and dies with us if we are killed
+(PR_SET_PDEATHSIG). `shutdown()` is idempotent: quit, then SIGTERM, then
+SIGKILL, and it always removes the sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import signal
+import subprocess
+from pathlib import Path
+from typing import IO, Any
+
+from qemu.qmp import ConnectError, EventListener, ExecuteError, QMPClient, QMPError
+
+from .cmdline import MachineSpec, build_argv
+from .console import SerialConsole
+from .errors import LaunchError, QMPCommandError
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+class QemuMachine:
+    """A launched QEMU: `qmp` for commands and events, `console` for the UART."""
+
+    def __init__(self, spec: MachineSpec, log_path: Path) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.argv = build_argv(spec)
+        self.log_path = log_path
+        self.qmp = QMPClient(spec.name)
+        self.console = SerialConsole(spec.serial_socket, spec.name)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._log: IO[bytes] | None = None
+        self._shut_down = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._proc.returncode if self._proc else None
+
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    def stderr_tail(self, nbytes: int = 2000) -> str:
+        try:
+            data = self.log_path.read_bytes()
+        except OSError:
+            return ""
+        return data[-nbytes:].decode("utf-8", "replace")
+
+    async def launch(self, timeout: float = 30.0) -> None:
+        """Start QEMU and wait until its QMP monitor has connected and negotiated."""
+        try:
+            await self.qmp.start_server(str(self.spec.qmp_socket))
+            await self.console.start()
+            self._log = self.log_path.open("wb")
+            self._proc = await asyncio.create_subprocess_exec(
+                *self.argv,
+                stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
+                start_new_session=True, preexec_fn=_die_with_parent,
+            )
+        except (OSError, QMPError) as exc:
+            await self.shutdown()
+            raise LaunchError(f"{self.name}: cannot start QEMU: {exc}", self.argv, None, "") \
+                from exc
+        accept = asyncio.ensure_future(self.qmp.accept())
+        exited = asyncio.ensure_future(self._proc.wait())
+        try:
+            done, _ = await asyncio.wait({accept, exited}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            exited.cancel()
+        if accept in done and accept.exception() is None:
+            return
+        accept.cancel()
+        with contextlib.suppress(BaseException):
+            await accept
+        reason = ("QEMU exited during start-up" if exited in done else
+                  f"QMP did not connect within {timeout:.0f}s")
+        if accept in done and isinstance(accept.exception(), ConnectError):
+            reason = f"QMP handshake failed: {accept.exception()}"
+        await self.shutdown()
+        raise LaunchError(f"{self.name}: {reason}", self.argv, self.exit_code, self.stderr_tail())
+
+    async def execute(self, command: str, arguments: dict[str, Any] | None = None,
+                      timeout: float = 30.0) -> Any:
+        """Run one QMP command; failures become QMPCommandError with QEMU's text."""
+        try:
+            return await asyncio.wait_for(self.qmp.execute(command, arguments), timeout)
+        except ExecuteError as exc:
+            raise QMPCommandError(self.name, command, str(exc)) from exc
+        except TimeoutError:
+            raise QMPCommandError(self.name, command, f"no reply within {timeout:.0f}s") \
+                from None
+        except (QMPError, OSError, EOFError) as exc:
+            raise QMPCommandError(self.name, command,
+                                  f"monitor unavailable ({type(exc).__name__}: {exc}); "
+                                  f"QEMU exit code {self.exit_code}") from exc
+
+    def listener(self, *names: str) -> EventListener:
+        """An event listener registered on this monitor (remove it when done)."""
+        listener = EventListener(names)
+        self.qmp.register_listener(listener)
+        return listener
+
+    async def status(self) -> str:
+        reply = await self.execute("query-status")
+        return str(reply["status"])
+
+    async def wait_exit(self, timeout: float) -> int | None:
+        if self._proc is None:
+            return None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._proc.wait(), timeout)
+        return self._proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL now (used by tests to simulate a crashed peer)."""
+        if self.is_running():
+            assert self._proc is not None
+            self._proc.kill()
+
+    async def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop QEMU and release everything; safe to call more than once."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        try:
+            if self.is_running() and self.qmp.runstate.name == "RUNNING":
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.qmp.execute("quit"), 5)
+            for sig in (None, signal.SIGTERM, signal.SIGKILL):
+                if not self.is_running():
+                    break
+                assert self._proc is not None
+                if sig is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        self._proc.send_signal(sig)
+                await self.wait_exit(timeout if sig is None else 5)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.qmp.disconnect(), 5)
+            await self.console.close()
+            if self._log is not None:
+                self._log.close()
+            with contextlib.suppress(FileNotFoundError):
+                self.spec.qmp_socket.unlink()

@@ -1,0 +1,97 @@
+"""Guest RAM as the controller sees it: the memory-backend-file of one QEMU,
+mapped read-only, and the map from file offsets to guest-physical addresses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+import numpy.typing as npt
+
+PAGE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class Region:
+    """A named guest-physical range [start, end), used to label pages in reports."""
+
+    name: str
+    start: int
+    end: int
+
+    def __contains__(self, gpa: int) -> bool:
+        return self.start <= gpa < self.end
+
+
+@dataclass(frozen=True)
+class RamLayout:
+    """Where the RAM file sits in guest-physical space, and what lives where.
+
+    qmpctl keeps x86 guests below the PCI hole (RAM <= 2 GiB) so the file maps
+    1:1 from address 0; arm64 `virt` RAM starts at 1 GiB.
+    """
+
+    base_gpa: int
+    size: int
+    regions: tuple[Region, ...] = ()
+
+    def gpa(self, offset: int) -> int:
+        return self.base_gpa + offset
+
+    def offset(self, gpa: int) -> int:
+        if not self.base_gpa <= gpa <= self.base_gpa + self.size:
+            raise ValueError(f"guest-physical 0x{gpa:x} is outside RAM")
+        return gpa - self.base_gpa
+
+    def region_of(self, gpa: int) -> str:
+        """The most specific (last listed) region containing `gpa`."""
+        for region in reversed(self.regions):
+            if gpa in region:
+                return region.name
+        return "other RAM"
+
+    def with_regions(self, *regions: Region) -> RamLayout:
+        return RamLayout(self.base_gpa, self.size, self.regions + regions)
+
+
+class RamImage:
+    """A read-only shared mapping of a RAM backing file (no copy)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.size = os.fstat(self._fd).st_size
+        self._mmap = mmap.mmap(self._fd, self.size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+        self.bytes: npt.NDArray[np.uint8] = np.frombuffer(self._mmap, dtype=np.uint8)
+
+    def map_range(self, start: int, end: int) -> mmap.mmap:
+        """A separate mapping of [start, end) (page aligned).
+
+        Bulk comparison maps chunk by chunk from worker threads: faulting in
+        and unmapping then happen in parallel, which measured ~1.4x faster
+        than walking one mapping of the whole file.
+        """
+        return mmap.mmap(self._fd, end - start, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ,
+                         offset=start)
+
+    def page(self, index: int) -> bytes:
+        return bytes(self.bytes[index * PAGE_SIZE:(index + 1) * PAGE_SIZE])
+
+    def close(self) -> None:
+        # numpy views pin the mapping; drop ours first so close() can unmap.
+        del self.bytes
+        with contextlib.suppress(BufferError):  # a caller still holds a view: GC unmaps
+            self._mmap.close()
+        os.close(self._fd)
+
+    def __enter__(self) -> RamImage:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,182 @@
+"""The run report: typed models, its JSON schema (a published artifact,
+docs/report.schema.json) and the human summary printed on the terminal.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+SCHEMA_VERSION = 1
+
+Verdict = Literal[
+    "verified", "mismatch", "migration-failed", "guest-failed", "environment-error",
+    "usage-error", "interrupted",
+]
+
+
+class RunConfig(BaseModel):
+    arch: str
+    guest: str
+    accel: str
+    accel_reason: str = Field(description="Why this accelerator was chosen")
+    dirty_ring_size: int = Field(description="KVM dirty ring entries per vCPU; 0 = dirty bitmap")
+    dirty_tracking: Literal["kvm-dirty-ring", "kvm-dirty-bitmap", "tcg"]
+    ram_mib: int
+    smp: int
+    transport: str
+    qemu_src: str
+    qemu_dst: str
+    qemu_src_version: str
+    qemu_dst_version: str
+    workload: dict[str, int | str]
+    min_passes: int
+    throttle_bandwidth: int
+    converge_downtime_ms: int
+    forced: list[str] = Field(default_factory=list,
+                              description="Safety checks the user overrode with --force")
+
+
+class HostSummary(BaseModel):
+    kvm_flavour: str
+    kvm_accessible: bool
+    kvm_caps: dict[str, int]
+    dirty_ring_max_entries: int
+
+
+class DirtyRateProbe(BaseModel):
+    mode: str
+    calc_time_s: float
+    dirty_rate_mib_s: int | None
+    vcpu_dirty_rates_mib_s: list[int] = Field(default_factory=list)
+
+
+class PassStat(BaseModel):
+    pass_no: int
+    elapsed_s: float
+    status: str
+    transferred: int
+    remaining: int
+    total: int
+    dirty_pages_rate: int
+    mbps: float
+    dirty_sync_count: int
+    pages_sent: int
+
+
+class MigrationStats(BaseModel):
+    status: str
+    passes: int = Field(description="dirty-bitmap syncs (ram.dirty-sync-count)")
+    throttled_passes: int
+    pages_resent: int = Field(description="pages sent beyond one copy of RAM")
+    transferred_bytes: int
+    total_time_ms: int | None
+    downtime_ms: int | None
+    setup_time_ms: int | None
+    wall_s: float
+    samples: list[PassStat]
+    error_desc: str | None = None
+
+
+class Exclusion(BaseModel):
+    start: int
+    end: int
+    reason: str
+
+
+class PageMismatchInfo(BaseModel):
+    page: int
+    offset: int
+    gpa: int
+    region: str
+    differing_bytes: int
+    first_diff: int
+    src_hex: str
+    dst_hex: str
+
+
+class MemoryVerdict(BaseModel):
+    identical: bool
+    bytes_compared: int
+    pages_total: int
+    pages_compared: int
+    pages_excluded: int
+    pages_differing: int
+    exclusions: list[Exclusion]
+    mismatches: list[PageMismatchInfo] = Field(description="the first differing pages")
+    seconds: float
+    gib_per_s: float
+
+
+class GuestCheck(BaseModel):
+    name: str
+    stage: str
+    ok: bool
+    detail: str
+
+
+class RunReport(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    qmpctl_version: str
+    started_at: str
+    verdict: Verdict
+    exit_code: int
+    error: str | None = None
+    config: RunConfig | None = None
+    host: HostSummary | None = None
+    boot_s: float | None = Field(None, description="launch to workload running, source")
+    dirty_rate: DirtyRateProbe | None = None
+    migration: MigrationStats | None = None
+    memory: MemoryVerdict | None = None
+    guest_checks: list[GuestCheck] = Field(default_factory=list)
+    source_state_after: str | None = Field(None, description="source run state at the end")
+    timings_s: dict[str, float] = Field(default_factory=dict)
+
+
+def report_schema() -> str:
+    return json.dumps(RunReport.model_json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def _bytes(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def summary_lines(report: RunReport) -> list[str]:
+    """A compact human summary; the JSON report has everything."""
+    out = [f"verdict: {report.verdict.upper()} (exit {report.exit_code})"]
+    if report.error:
+        out.append(f"error: {report.error}")
+    if (c := report.config) is not None:
+        out.append(f"guest: {c.guest} {c.arch}, {c.ram_mib} MiB, {c.smp} vCPU, "
+                   f"accel {c.accel} ({c.accel_reason}), tracking {c.dirty_tracking}"
+                   + (f" ring={c.dirty_ring_size}" if c.dirty_ring_size else ""))
+        for f in c.forced:
+            out.append(f"FORCED: {f}")
+    if (d := report.dirty_rate) is not None:
+        out.append(f"dirty rate ({d.mode}, {d.calc_time_s:g}s): {d.dirty_rate_mib_s} MiB/s"
+                   + (f", per vCPU {d.vcpu_dirty_rates_mib_s}" if d.vcpu_dirty_rates_mib_s else ""))
+    if (m := report.migration) is not None:
+        out.append(f"migration: {m.status}, {m.passes} passes ({m.throttled_passes} throttled), "
+                   f"{m.pages_resent} pages re-sent, {_bytes(m.transferred_bytes)} transferred, "
+                   f"total {m.total_time_ms} ms, downtime {m.downtime_ms} ms, "
+                   f"setup {m.setup_time_ms} ms")
+        if m.error_desc:
+            out.append(f"QEMU error: {m.error_desc}")
+    if (v := report.memory) is not None:
+        out.append(f"memory: {v.pages_compared}/{v.pages_total} pages compared, "
+                   f"{v.pages_differing} differ, {v.pages_excluded} excluded, "
+                   f"{v.gib_per_s:.2f} GiB/s")
+        for e in v.exclusions:
+            out.append(f"  EXCLUDED 0x{e.start:x}-0x{e.end:x}: {e.reason}")
+        for mm in v.mismatches:
+            out.append(f"  page {mm.page} gpa 0x{mm.gpa:x} ({mm.region}): {mm.differing_bytes} "
+                       f"bytes differ from +0x{mm.first_diff:x}")
+            out.append(f"    src {mm.src_hex}")
+            out.append(f"    dst {mm.dst_hex}")
+    for g in report.guest_checks:
+        out.append(f"check {g.name} [{g.stage}]: {'PASS' if g.ok else 'FAIL'} - {g.detail}")
+    if report.source_state_after:
+        out.append(f"source after run: {report.source_state_after}")
+    return out

@@ -1,0 +1,397 @@
+"""One `qmpctl migrate` run from validated options to a report.
+
+validate (pure + host facts, before anything starts) -> launch source ->
+wait for the workload -> prove the dirty ring is on -> launch destination ->
+migrate -> compare both RAM images page by page and check the workload's
+invariant -> resume the destination and check it again -> clean up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from . import __version__, migration
+from .cmdline import Accel, MachineSpec
+from .compare import CompareResult, compare_images
+from .errors import HostError, Interrupted, MigrationFailed, QmpctlError, UsageError
+from .guests import WaveGuest, default_wave
+from .host import ARCHES, Arch, KvmInfo, QemuBinary, find_qemu, kvm_can_run, probe_kvm
+from .machine import QemuMachine
+from .ramimage import RamImage, Region
+from .report import (
+    DirtyRateProbe,
+    Exclusion,
+    GuestCheck,
+    HostSummary,
+    MemoryVerdict,
+    MigrationStats,
+    PageMismatchInfo,
+    PassStat,
+    RunConfig,
+    RunReport,
+)
+from .rundir import RunDir
+from .wave import WaveParams, check_wave
+
+MiB = 1 << 20
+AccelChoice = Literal["auto", "kvm", "tcg"]
+
+
+@dataclass(frozen=True)
+class MigrateOptions:
+    """What the user asked for, as typed values (validated by `resolve`)."""
+
+    arch: str = "x86_64"
+    accel: AccelChoice = "auto"
+    dirty_ring: int = 4096
+    ram_mib: int = 160
+    smp: int = 1
+    wave_start_mib: int | None = None  # offsets into RAM
+    wave_end_mib: int | None = None
+    stride: int = 4096
+    delta: int = 1
+    transport: migration.Transport = "unix"
+    min_passes: int = 3
+    throttle_mib_s: int = 64
+    downtime_limit_ms: int = 1000
+    timeout_s: float = 300.0
+    boot_timeout_s: float = 60.0
+    qemu_src: str | None = None
+    qemu_dst: str | None = None
+    exclude: tuple[tuple[int, int, str], ...] = ()  # guest-physical [start, end), reason
+    resume_passes: int = 2
+    artifacts: Path | None = None
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Options checked against the host: everything needed to start."""
+
+    options: MigrateOptions
+    arch: Arch
+    accel: Accel
+    accel_reason: str
+    ring: int
+    guest: WaveGuest
+    qemu_src: QemuBinary
+    qemu_dst: QemuBinary
+    kvm: KvmInfo
+
+
+@dataclass
+class Hooks:
+    """Test seams: called at fixed points of a real run."""
+
+    on_pass: Callable[[int, QemuMachine, QemuMachine], Awaitable[None]] | None = None
+    before_verify: Callable[[Path, Path], Awaitable[None]] | None = None
+
+
+def _is_power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def choose_accel(requested: AccelChoice, arch: Arch, kvm: KvmInfo,
+                 needs_64bit: bool) -> tuple[Accel, str]:
+    """Pick KVM when it can run this guest here, and say why (pure)."""
+    if requested == "tcg":
+        return "tcg", "requested"
+    problem = None
+    if not kvm_can_run(arch):
+        problem = f"KVM cannot run {arch} guests on this host"
+    elif not kvm.accessible:
+        problem = f"KVM unavailable ({kvm.error or 'no /dev/kvm'})"
+    elif needs_64bit and kvm.runs_64bit_guests is False:
+        problem = f"this host's KVM ({kvm.flavour}) cannot run 64-bit guests"
+    if problem is None:
+        return "kvm", "requested" if requested == "kvm" else "auto: KVM can run this guest"
+    if requested == "kvm":
+        raise UsageError(f"--accel kvm: {problem}")
+    return "tcg", f"auto: {problem}"
+
+
+def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
+    """Check every option before any QEMU starts; raise UsageError/HostError."""
+    if opts.arch not in ARCHES:
+        raise UsageError(f"unknown arch {opts.arch!r}; choose one of {', '.join(ARCHES)}")
+    arch: Arch = opts.arch
+    if arch != "x86_64":
+        raise UsageError(f"--arch {arch}: not supported by this qmpctl yet")
+    if not 32 <= opts.ram_mib <= 2048:
+        raise UsageError(f"--ram {opts.ram_mib} MiB: must be 32..2048")
+    if opts.min_passes < 1:
+        raise UsageError("--min-passes must be at least 1")
+    if opts.throttle_mib_s < 1 or opts.downtime_limit_ms < 1:
+        raise UsageError("--throttle and --downtime-limit must be positive")
+    if opts.dirty_ring < 0:
+        raise UsageError("--dirty-ring must be >= 0 (0 = dirty bitmap)")
+    kvm = kvm or probe_kvm()
+    base_wave = default_wave(arch, opts.ram_mib)
+    wave = WaveParams(
+        start=base_wave.start if opts.wave_start_mib is None else opts.wave_start_mib * MiB,
+        end=base_wave.end if opts.wave_end_mib is None else opts.wave_end_mib * MiB,
+        stride=opts.stride, delta=opts.delta,
+    )
+    guest = WaveGuest(arch, opts.ram_mib, wave, smp=opts.smp)
+    guest.validate()
+    accel, reason = choose_accel(opts.accel, arch, kvm, guest.needs_64bit_kvm)
+    ring = opts.dirty_ring if accel == "kvm" else 0
+    if ring:
+        if not _is_power_of_two(ring):
+            raise UsageError(f"--dirty-ring {ring}: must be a power of two (or 0 for bitmap)")
+        if kvm.dirty_ring_max_entries == 0:
+            raise UsageError(f"--dirty-ring {ring}: this host's KVM has no dirty ring "
+                             "(KVM_CAP_DIRTY_LOG_RING is 0); use --dirty-ring 0")
+        if ring > kvm.dirty_ring_max_entries:
+            raise UsageError(f"--dirty-ring {ring}: above this host's maximum of "
+                             f"{kvm.dirty_ring_max_entries} entries")
+        if ring < 1024:
+            raise UsageError(f"--dirty-ring {ring}: QEMU needs at least 1024 entries")
+    for start, end, _ in opts.exclude:
+        if end <= start:
+            raise UsageError(f"--exclude 0x{start:x}-0x{end:x}: empty range")
+    src = find_qemu(arch, opts.qemu_src)
+    dst = find_qemu(arch, opts.qemu_dst) if opts.qemu_dst != opts.qemu_src else src
+    guest.kernel  # noqa: B018 - raises HostError when the image was not built
+    return Resolved(opts, arch, accel, reason, ring, guest, src, dst, kvm)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def machine_spec(r: Resolved, run: RunDir, side: str, binary: QemuBinary) -> MachineSpec:
+    return MachineSpec(
+        arch=r.arch, binary=binary.path, accel=r.accel, dirty_ring_size=r.ring,
+        ram_mib=r.guest.ram_mib, ram_path=run.side(side, "ram"),
+        qmp_socket=run.side(side, "qmp.sock"), serial_socket=run.side(side, "serial.sock"),
+        serial_log=run.side(side, "serial"), smp=r.guest.smp, kernel=r.guest.kernel,
+        fw_cfg=r.guest.fw_cfg(), incoming=side == "dst", name=f"qmpctl-{side}",
+    )
+
+
+async def probe_dirty_rate(machine: QemuMachine, mode: str, calc_time: float = 1.0
+                           ) -> DirtyRateProbe:
+    """calc-dirty-rate in `mode`; in dirty-ring mode success proves the ring is on."""
+    await machine.execute("calc-dirty-rate", {"calc-time": int(calc_time), "mode": mode})
+    deadline = time.monotonic() + calc_time + 10
+    while time.monotonic() < deadline:
+        info = await machine.execute("query-dirty-rate")
+        if info.get("status") == "measured":
+            return DirtyRateProbe(
+                mode=mode, calc_time_s=calc_time, dirty_rate_mib_s=info.get("dirty-rate"),
+                vcpu_dirty_rates_mib_s=[int(v["dirty-rate"])
+                                        for v in info.get("vcpu-dirty-rate", [])],
+            )
+        await asyncio.sleep(0.2)
+    raise HostError(f"calc-dirty-rate ({mode}) did not finish")
+
+
+def memory_verdict(result: CompareResult) -> MemoryVerdict:
+    return MemoryVerdict(
+        identical=result.identical, bytes_compared=result.bytes_total,
+        pages_total=result.pages_total, pages_compared=result.pages_compared,
+        pages_excluded=result.pages_excluded, pages_differing=result.pages_differing,
+        exclusions=[Exclusion(start=e.start, end=e.end, reason=e.name) for e in result.exclusions],
+        mismatches=[PageMismatchInfo(**vars(m)) for m in result.mismatches],
+        seconds=round(result.seconds, 4), gib_per_s=round(result.gib_per_s, 3),
+    )
+
+
+def wave_check(name: str, stage: str, ram: Path, guest: WaveGuest) -> GuestCheck:
+    with RamImage(ram) as image:
+        res = check_wave(image, guest.layout(), guest.wave)
+    detail = f"{res.blocks} blocks, {res.detail}, value 0x{res.value:02x}"
+    if res.first_bad_gpa is not None:
+        detail += f", first bad block at gpa 0x{res.first_bad_gpa:x}"
+    return GuestCheck(name=name, stage=stage, ok=res.ok, detail=detail)
+
+
+def _config(r: Resolved) -> RunConfig:
+    o = r.options
+    return RunConfig(
+        arch=r.arch, guest=r.guest.name, accel=r.accel, accel_reason=r.accel_reason,
+        dirty_ring_size=r.ring,
+        dirty_tracking="tcg" if r.accel == "tcg" else
+        ("kvm-dirty-ring" if r.ring else "kvm-dirty-bitmap"),
+        ram_mib=r.guest.ram_mib, smp=r.guest.smp, transport=o.transport,
+        qemu_src=str(r.qemu_src.path), qemu_dst=str(r.qemu_dst.path),
+        qemu_src_version=r.qemu_src.version_str, qemu_dst_version=r.qemu_dst.version_str,
+        workload={"kind": "wave", "start": r.guest.wave.start, "end": r.guest.wave.end,
+                  "stride": r.guest.wave.stride, "delta": r.guest.wave.delta},
+        min_passes=o.min_passes, throttle_bandwidth=o.throttle_mib_s * MiB,
+        converge_downtime_ms=o.downtime_limit_ms,
+    )
+
+
+def _host(kvm: KvmInfo) -> HostSummary:
+    return HostSummary(kvm_flavour=kvm.flavour, kvm_accessible=kvm.accessible,
+                       kvm_caps=dict(kvm.caps), dirty_ring_max_entries=kvm.dirty_ring_max_entries)
+
+
+def new_report(verdict: str, exit_code: int, error: str | None = None) -> RunReport:
+    return RunReport(qmpctl_version=__version__,
+                     started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                     verdict=verdict, exit_code=exit_code, error=error)
+
+
+_VERDICT = {1: "mismatch", 2: "usage-error", 3: "environment-error", 4: "migration-failed",
+            5: "guest-failed", 130: "interrupted"}
+
+
+@dataclass
+class Run:
+    """State of one run, so cleanup can see what exists whatever failed."""
+
+    r: Resolved
+    report: RunReport
+    dir: RunDir
+    src: QemuMachine | None = None
+    dst: QemuMachine | None = None
+    migration_started: bool = False
+    migration_completed: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def launch(self, side: str, binary: QemuBinary) -> QemuMachine:
+        return QemuMachine(machine_spec(self.r, self.dir, side, binary),
+                           self.dir.side(side, "log"))
+
+
+async def _migrate_and_verify(run: Run, hooks: Hooks,
+                              progress: migration.ProgressFn | None) -> None:
+    r, rep, o = run.r, run.report, run.r.options
+    t0 = time.monotonic()
+    run.src = run.launch("src", r.qemu_src)
+    await run.src.launch()
+    await run.src.console.wait_for(r.guest.ready, o.boot_timeout_s, "the workload to start")
+    rep.boot_s = round(time.monotonic() - t0, 3)
+
+    mode = "dirty-ring" if r.ring else ("dirty-bitmap" if r.accel == "kvm" else "page-sampling")
+    try:
+        rep.dirty_rate = await probe_dirty_rate(run.src, mode)
+    except QmpctlError as exc:
+        if r.ring:
+            raise HostError(f"dirty ring not active on the source: {exc}") from exc
+        raise
+
+    run.dst = run.launch("dst", r.qemu_dst)
+    await run.dst.launch()
+    uri = (f"unix:{run.dir.side('mig', 'sock')}" if o.transport == "unix"
+           else f"tcp:127.0.0.1:{_free_port()}")
+    plan = migration.MigrationPlan(
+        uri=uri, min_passes=o.min_passes, throttle_bandwidth=o.throttle_mib_s * MiB,
+        converge_downtime_ms=o.downtime_limit_ms, timeout=o.timeout_s,
+    )
+    await migration.prepare(run.src, run.dst, plan)
+    src, dst = run.src, run.dst
+
+    async def on_pass(n: int) -> None:
+        if hooks.on_pass is not None:
+            await hooks.on_pass(n, src, dst)
+
+    run.migration_started = True
+    t1 = time.monotonic()
+    try:
+        outcome = await migration.run(src, dst, plan, progress, on_pass)
+    except MigrationFailed as exc:
+        rep.migration = MigrationStats(
+            status="failed", passes=0, throttled_passes=0, pages_resent=0, transferred_bytes=0,
+            total_time_ms=None, downtime_ms=None, setup_time_ms=None,
+            wall_s=round(time.monotonic() - t1, 3), samples=[], error_desc=exc.error_desc)
+        raise
+    finally:
+        run.timings["migrate"] = round(time.monotonic() - t1, 3)
+    run.migration_completed = True
+    rep.migration = MigrationStats(
+        status=outcome.status, passes=outcome.passes, throttled_passes=outcome.throttled_passes,
+        pages_resent=outcome.pages_resent, transferred_bytes=outcome.transferred,
+        total_time_ms=outcome.total_time_ms, downtime_ms=outcome.downtime_ms,
+        setup_time_ms=outcome.setup_time_ms, wall_s=outcome.wall_s,
+        samples=[PassStat(**vars(s)) for s in outcome.samples],
+    )
+    if hooks.before_verify is not None:
+        await hooks.before_verify(src.spec.ram_path, dst.spec.ram_path)
+
+    t2 = time.monotonic()
+    exclusions = [Region(reason, start, end) for start, end, reason in o.exclude]
+    with RamImage(src.spec.ram_path) as si, RamImage(dst.spec.ram_path) as di:
+        result = compare_images(si, di, r.guest.layout(), exclusions)
+    rep.memory = memory_verdict(result)
+    run.timings["compare"] = round(time.monotonic() - t2, 3)
+    rep.guest_checks.append(wave_check("wave-invariant", "destination image, before resume",
+                                       dst.spec.ram_path, r.guest))
+
+    # The guest must keep running where it landed, and stay consistent.
+    await dst.execute("cont")
+    await dst.console.wait_passes(o.resume_passes, o.boot_timeout_s)
+    await dst.execute("stop")
+    rep.guest_checks.append(GuestCheck(
+        name="workload-resumes", stage="destination, after cont", ok=True,
+        detail=f"{o.resume_passes} more passes reported on the destination's serial port"))
+    rep.guest_checks.append(wave_check("wave-invariant", "destination image, after resume",
+                                       dst.spec.ram_path, r.guest))
+
+
+async def _cleanup(run: Run) -> None:
+    """Never raises. Cancels an unfinished migration so the source runs again."""
+    src, dst = run.src, run.dst
+    if src is not None and src.is_running():
+        if run.migration_started and not run.migration_completed:
+            run.report.source_state_after = await migration.cancel(src)
+        elif run.report.source_state_after is None:
+            with contextlib.suppress(QmpctlError):
+                run.report.source_state_after = await src.status()
+    for machine in (dst, src):
+        if machine is not None:
+            await machine.shutdown()
+    if run.r.options.artifacts is not None:
+        with contextlib.suppress(OSError):
+            run.dir.keep_logs(run.r.options.artifacts)
+    run.dir.remove()
+
+
+async def run_migrate(r: Resolved, hooks: Hooks | None = None,
+                      progress: migration.ProgressFn | None = None) -> RunReport:
+    """Run a resolved migration end to end; always returns a report."""
+    report = new_report("verified", 0)
+    report.config, report.host = _config(r), _host(r.kvm)
+    run = Run(r, report, RunDir.create())
+    t0 = time.monotonic()
+    try:
+        try:
+            await _migrate_and_verify(run, hooks or Hooks(), progress)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            raise Interrupted("interrupted; migration cancelled") from None
+    except QmpctlError as exc:
+        report.error = exc.message
+        report.exit_code = int(exc.exit_code)
+    finally:
+        await _cleanup(run)
+        run.timings["total"] = round(time.monotonic() - t0, 3)
+        report.timings_s = run.timings
+    if report.exit_code == 0:
+        failed = (report.memory is not None and not report.memory.identical) or any(
+            not c.ok for c in report.guest_checks)
+        if failed:
+            report.exit_code = 1
+    report.verdict = "verified" if report.exit_code == 0 else _VERDICT.get(  # type: ignore[assignment]
+        report.exit_code, "environment-error")
+    return report
+
+
+def error_report(exc: QmpctlError) -> RunReport:
+    """A report for a run that failed before starting (bad input, host)."""
+    return new_report(_VERDICT.get(int(exc.exit_code), "environment-error"),
+                      int(exc.exit_code), exc.message)
