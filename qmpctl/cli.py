@@ -19,7 +19,7 @@ from .errors import ExitCode, QmpctlError, UsageError
 from .report import RunReport, report_schema, summary_lines
 from .scenario import Hooks, MigrateOptions, error_report, resolve, run_migrate
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Drive QEMU live migration over QMP and prove no dirty page was lost.")
 err = Console(stderr=True)
 out = Console()

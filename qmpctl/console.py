@@ -60,11 +60,16 @@ class ConsoleView:
         return found[-1] if found else None
 
 
+def pass_marks(text: str) -> int:
+    """`B` markers in text outside records; other text (firmware noise) counts 0."""
+    text = text.rstrip("\r")
+    return len(text) if text and text.count("B") == len(text) else 0
+
+
 def scan_line(line: str, view: ConsoleView) -> None:
     """Add one complete line to `view`."""
-    line = line.rstrip("\r")
-    head, mark, rest = line.partition(MARK)
-    view.passes += head.count("B")
+    head, mark, rest = line.rstrip("\r").partition(MARK)
+    view.passes += pass_marks(head)
     if mark:
         view.records.append(parse_record(rest))
 
@@ -75,7 +80,7 @@ def parse_console(data: bytes) -> ConsoleView:
     *lines, tail = data.decode("utf-8", "replace").split("\n")
     for line in lines:
         scan_line(line, view)
-    view.passes += tail.partition(MARK)[0].count("B")
+    view.passes += pass_marks(tail.partition(MARK)[0])
     return view
 
 
@@ -131,7 +136,7 @@ class SerialConsole:
         """Complete lines plus the `B` markers of the line being written."""
         return ConsoleView(
             list(self._done.records),
-            self._done.passes + self._partial.partition(MARK)[0].count("B"),
+            self._done.passes + pass_marks(self._partial.partition(MARK)[0]),
         )
 
     async def wait_for(self, probe: Callable[[ConsoleView], T | None], timeout: float,

@@ -32,6 +32,7 @@ class MigrationPlan:
     converge_bandwidth: int = 8 << 30  # bytes/s once it may converge
     converge_downtime_ms: int = 1000
     timeout: float = 300.0
+    hold_timeout: float = 30.0  # longest wait for the workload to re-dirty sent pages
     capabilities: tuple[tuple[str, bool], ...] = ()  # extra, e.g. ("dirty-limit", True)
 
 
@@ -64,10 +65,12 @@ class MigrationOutcome:
     wall_s: float = 0.0
     samples: list[PassSample] = field(default_factory=list)
     error_desc: str | None = None
+    workload_stalled: bool = False
 
 
 ProgressFn = Callable[[dict[str, Any], int], None]
 PassHook = Callable[[int], Awaitable[None]]
+DirtiedAgain = Callable[[], bool]
 
 
 def sample_from(info: dict[str, Any], pass_no: int, elapsed: float) -> PassSample:
@@ -119,12 +122,16 @@ async def _watch_destination(dst: QemuMachine) -> str:
 
 
 async def run(src: QemuMachine, dst: QemuMachine, plan: MigrationPlan,
-              progress: ProgressFn | None = None, on_pass: PassHook | None = None
-              ) -> MigrationOutcome:
+              progress: ProgressFn | None = None, on_pass: PassHook | None = None,
+              dirtied_again: DirtiedAgain | None = None) -> MigrationOutcome:
     """Migrate `src` into `dst`; raise MigrationFailed with QEMU's error-desc.
 
-    `prepare()` must have been called. On any exception the caller is
-    responsible for `cancel()`.
+    Convergence stays held back until `min_passes` syncs have happened and
+    `dirtied_again()` says the workload rewrote memory since the migration
+    began (pages already sent are dirty again), or `hold_timeout` passes —
+    then `outcome.workload_stalled` records that the tracking was not
+    exercised. `prepare()` must have been called; on any exception the caller
+    is responsible for `cancel()`.
     """
     outcome = MigrationOutcome(status="setup")
     listener = src.listener("MIGRATION", "MIGRATION_PASS")
@@ -135,27 +142,33 @@ async def run(src: QemuMachine, dst: QemuMachine, plan: MigrationPlan,
         await src.execute("migrate", {"uri": plan.uri})
         async with asyncio.timeout(plan.timeout):
             while True:
+                event: Any = None
                 with contextlib.suppress(TimeoutError):
-                    event: Any = await asyncio.wait_for(listener.get(), 0.5)
-                    if event["event"] == "MIGRATION":
-                        outcome.status = str(event["data"]["status"])
-                        if outcome.status in ("completed", "failed", "cancelled"):
-                            break
-                        continue
+                    event = await asyncio.wait_for(listener.get(), 0.5)
+                if event is not None and event["event"] == "MIGRATION":
+                    outcome.status = str(event["data"]["status"])
+                    if outcome.status in ("completed", "failed", "cancelled"):
+                        break
+                elif event is not None:
                     pass_no = int(event["data"]["pass"])
                     info = await src.execute("query-migrate")
                     outcome.samples.append(sample_from(info, pass_no, time.monotonic() - started))
-                    if throttled and pass_no > plan.min_passes:
-                        # min_passes syncs have completed while pages kept
-                        # being dirtied: now let it converge.
-                        throttled = False
-                        outcome.throttled_passes = pass_no - 1
-                        await set_limits(src, plan.converge_bandwidth, plan.converge_downtime_ms)
                     if on_pass is not None:
                         await on_pass(pass_no)
-                    continue
-                if progress is not None:  # no event for 0.5 s: refresh the live view
+                elif progress is not None:  # no event for 0.5 s: refresh the live view
                     progress(await src.execute("query-migrate"), len(outcome.samples))
+                if throttled and outcome.samples and \
+                        outcome.samples[-1].pass_no > plan.min_passes:
+                    redirtied = dirtied_again is None or dirtied_again()
+                    held = time.monotonic() - started
+                    if redirtied or held > plan.hold_timeout:
+                        # Enough syncs while sent pages were dirtied again:
+                        # now let it converge.
+                        throttled = False
+                        outcome.workload_stalled = not redirtied
+                        outcome.throttled_passes = outcome.samples[-1].pass_no - 1
+                        await set_limits(src, plan.converge_bandwidth,
+                                         plan.converge_downtime_ms)
     except TimeoutError:
         outcome.status = "timeout"
     finally:

@@ -53,6 +53,14 @@ class DirtyRateProbe(BaseModel):
     vcpu_dirty_rates_mib_s: list[int] = Field(default_factory=list)
 
 
+class DirtyRingEvidence(BaseModel):
+    """From QEMU's trace events on the source: the ring really carried the pages."""
+
+    reaps: int
+    pages_reaped: int
+    full_exits: int
+
+
 class PassStat(BaseModel):
     pass_no: int
     elapsed_s: float
@@ -77,7 +85,12 @@ class MigrationStats(BaseModel):
     setup_time_ms: int | None
     wall_s: float
     samples: list[PassStat]
+    guest_passes_during: int | None = Field(
+        None, description="wave passes the source guest completed while migrating")
     error_desc: str | None = None
+    workload_stalled: bool = Field(
+        False, description="the workload rewrote no memory while convergence was held back: "
+                           "dirty tracking was not exercised")
 
 
 class Exclusion(BaseModel):
@@ -128,6 +141,7 @@ class RunReport(BaseModel):
     host: HostSummary | None = None
     boot_s: float | None = Field(None, description="launch to workload running, source")
     dirty_rate: DirtyRateProbe | None = None
+    dirty_ring: DirtyRingEvidence | None = None
     migration: MigrationStats | None = None
     memory: MemoryVerdict | None = None
     guest_checks: list[GuestCheck] = Field(default_factory=list)
@@ -161,7 +175,11 @@ def summary_lines(report: RunReport) -> list[str]:
         out.append(f"migration: {m.status}, {m.passes} passes ({m.throttled_passes} throttled), "
                    f"{m.pages_resent} pages re-sent, {_bytes(m.transferred_bytes)} transferred, "
                    f"total {m.total_time_ms} ms, downtime {m.downtime_ms} ms, "
-                   f"setup {m.setup_time_ms} ms")
+                   f"setup {m.setup_time_ms} ms, guest passes during migration "
+                   f"{m.guest_passes_during}")
+        if m.workload_stalled:
+            out.append("WARNING: the workload made no progress during migration; "
+                       "dirty tracking was not exercised")
         if m.error_desc:
             out.append(f"QEMU error: {m.error_desc}")
     if (v := report.memory) is not None:

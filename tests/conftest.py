@@ -1,0 +1,46 @@
+"""Shared fixtures. Tests that launch QEMU use the real binaries and images
+built by the README's set-up; KVM tests skip with the missing capability named.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from qmpctl.host import KvmInfo, probe_kvm
+
+OUR_QEMU = "qmpctl-"  # every QEMU we launch is named qmpctl-src / qmpctl-dst / qmpctl-probe
+
+
+def our_qemu_processes() -> list[str]:
+    out = subprocess.run(["pgrep", "-a", "-f", "qemu-system-"], capture_output=True, text=True)
+    return [line for line in out.stdout.splitlines() if f"-name {OUR_QEMU}" in line]
+
+
+@pytest.fixture(scope="session")
+def kvm() -> KvmInfo:
+    return probe_kvm()
+
+
+def kvm_skip_reason(kvm: KvmInfo, need_ring: bool = False) -> str | None:
+    if not kvm.accessible:
+        return f"KVM not usable here: {kvm.error}"
+    if need_ring and kvm.dirty_ring_max_entries == 0:
+        return "host KVM lacks KVM_CAP_DIRTY_LOG_RING (cap 192 = 0)"
+    return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_qemu_left_behind() -> Iterator[None]:
+    """After the whole suite, no QEMU process of ours may survive."""
+    before = our_qemu_processes()
+    yield
+    leftover = [p for p in our_qemu_processes() if p not in before]
+    assert not leftover, f"QEMU processes survived the suite: {leftover}"
+
+
+def have_qemu(arch: str) -> bool:
+    return shutil.which(f"qemu-system-{arch}") is not None

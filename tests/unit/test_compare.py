@@ -1,0 +1,78 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qmpctl.compare import compare_images, differing_pages
+from qmpctl.ramimage import PAGE_SIZE, RamImage, RamLayout, Region
+
+PAGES = 64
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> tuple[Path, Path]:
+    data = np.random.default_rng(1).integers(0, 256, PAGES * PAGE_SIZE, dtype=np.uint8)
+    a, b = tmp_path / "a.ram", tmp_path / "b.ram"
+    a.write_bytes(data.tobytes())
+    b.write_bytes(data.tobytes())
+    return a, b
+
+
+def poke(path: Path, offset: int, value: int) -> None:
+    with path.open("r+b") as f:
+        f.seek(offset)
+        f.write(bytes([value]))
+
+
+def test_differing_pages_pure() -> None:
+    a = np.zeros(4 * PAGE_SIZE, dtype=np.uint8)
+    b = a.copy()
+    b[2 * PAGE_SIZE + 4095] = 1
+    assert differing_pages(a, b).tolist() == [2]
+
+
+def test_identical(images: tuple[Path, Path]) -> None:
+    with RamImage(images[0]) as s, RamImage(images[1]) as d:
+        res = compare_images(s, d, RamLayout(0, PAGES * PAGE_SIZE))
+    assert res.identical and res.pages_compared == PAGES and res.pages_excluded == 0
+
+
+def test_one_byte_reports_exact_page_and_region(images: tuple[Path, Path]) -> None:
+    a, b = images
+    original = a.read_bytes()[37 * PAGE_SIZE + 100]
+    poke(b, 37 * PAGE_SIZE + 100, original ^ 0xFF)
+    layout = RamLayout(0x4000_0000, PAGES * PAGE_SIZE,
+                       (Region("workload", 0x4000_0000 + 32 * PAGE_SIZE, 0x4000_0000 + 40 * PAGE_SIZE),))
+    with RamImage(a) as s, RamImage(b) as d:
+        res = compare_images(s, d, layout)
+    assert res.pages_differing == 1
+    m = res.mismatches[0]
+    assert (m.page, m.gpa, m.region, m.first_diff, m.differing_bytes) == (
+        37, 0x4000_0000 + 37 * PAGE_SIZE, "workload", 100, 1)
+    assert m.src_hex.split()[4] == f"{original:02x}"
+    assert m.dst_hex.split()[4] == f"{original ^ 0xFF:02x}"
+
+
+def test_exclusion_is_counted_not_silent(images: tuple[Path, Path]) -> None:
+    a, b = images
+    poke(b, 5 * PAGE_SIZE, a.read_bytes()[5 * PAGE_SIZE] ^ 1)
+    excl = [Region("firmware scratch", 4 * PAGE_SIZE, 6 * PAGE_SIZE)]
+    with RamImage(a) as s, RamImage(b) as d:
+        res = compare_images(s, d, RamLayout(0, PAGES * PAGE_SIZE), excl)
+    assert res.identical
+    assert (res.pages_excluded, res.pages_compared) == (2, PAGES - 2)
+    assert res.exclusions == excl
+
+
+def test_many_chunks_and_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import qmpctl.compare as cmp
+    monkeypatch.setattr(cmp, "CHUNK_BYTES", 4 * PAGE_SIZE)
+    size = 40 * PAGE_SIZE
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(bytes(size))
+    b.write_bytes(bytes(size))
+    for page in (0, 9, 39):
+        poke(b, page * PAGE_SIZE + 7, 1)
+    with RamImage(a) as s, RamImage(b) as d:
+        res = cmp.compare_images(s, d, RamLayout(0, size), threads=2)
+    assert [m.page for m in res.mismatches] == [0, 9, 39]

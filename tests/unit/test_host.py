@@ -1,0 +1,41 @@
+import pytest
+
+from qmpctl.errors import UsageError
+from qmpctl.host import KvmInfo
+from qmpctl.scenario import choose_accel
+
+PVM = KvmInfo("/dev/kvm", True, "pvm", 12,
+              {"dirty-log-ring": 1 << 20, "dirty-log-ring-acq-rel": 1 << 20,
+               "dirty-log-ring-with-bitmap": 0, "manual-dirty-log-protect2": 3})
+NOKVM = KvmInfo("/dev/kvm", False, "none", error="/dev/kvm: No such file or directory")
+
+
+def test_ring_max_entries_from_bytes() -> None:
+    assert PVM.dirty_ring_max_entries == 65536
+    assert not PVM.has_ring_with_bitmap
+    arm = KvmInfo("/dev/kvm", True, "arm64", 12, {"dirty-log-ring-acq-rel": 1 << 16})
+    assert arm.dirty_ring_max_entries == 4096
+
+
+def test_pvm_cannot_run_64bit_guests() -> None:
+    assert PVM.runs_64bit_guests is False
+    assert KvmInfo("/dev/kvm", True, "vmx").runs_64bit_guests is True
+    assert KvmInfo("/dev/kvm", True, "unknown").runs_64bit_guests is None
+
+
+def test_auto_accel_prefers_kvm_for_32bit_guest() -> None:
+    assert choose_accel("auto", "x86_64", PVM, needs_64bit=False) == (
+        "kvm", "auto: KVM can run this guest")
+
+
+def test_auto_accel_falls_back_to_tcg_and_says_why() -> None:
+    accel, why = choose_accel("auto", "x86_64", PVM, needs_64bit=True)
+    assert accel == "tcg"
+    assert why == "auto: this host's KVM (pvm) cannot run 64-bit guests"
+    accel, why = choose_accel("auto", "x86_64", NOKVM, needs_64bit=False)
+    assert (accel, why) == ("tcg", "auto: KVM unavailable (/dev/kvm: No such file or directory)")
+
+
+def test_kvm_requested_where_there_is_none() -> None:
+    with pytest.raises(UsageError, match=r"^--accel kvm: KVM unavailable \(/dev/kvm: No such"):
+        choose_accel("kvm", "x86_64", NOKVM, needs_64bit=False)
