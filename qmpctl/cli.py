@@ -83,7 +83,8 @@ def _emit(report: RunReport, as_json: bool, report_path: Path | None) -> None:
         out.print_json(data) if out.is_terminal else print(data)
     else:
         for line in summary_lines(report):
-            (out if report.exit_code == 0 else err).print(line, highlight=False, markup=False)
+            (out if report.exit_code == 0 else err).print(line, highlight=False, markup=False,
+                                                          soft_wrap=True)
 
 
 @app.command()
@@ -137,7 +138,7 @@ def migrate(
     except QmpctlError as exc:
         result = error_report(exc)
         if not json_out:
-            err.print(f"qmpctl: {exc.message}", highlight=False, markup=False)
+            print(f"qmpctl: {exc.message}", file=sys.stderr)
             if report is not None and exc.exit_code != ExitCode.USAGE:
                 report.write_text(result.model_dump_json(indent=2) + "\n")
             raise typer.Exit(int(exc.exit_code)) from None

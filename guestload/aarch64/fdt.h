@@ -1,0 +1,8 @@
+/* Minimal flattened-device-tree reader (only what the guest needs). */
+#ifndef GUEST_FDT_H
+#define GUEST_FDT_H
+#include "lib.h"
+
+/* Size of the /memory node range that starts at `base`, 0 if not found. */
+u64 fdt_ram_size(u64 fdt, u64 base);
+#endif

@@ -1,0 +1,21 @@
+/* Wave parameters: parsed from fw_cfg "opt/qmpctl/params", then validated. */
+#ifndef GUEST_PARAMS_H
+#define GUEST_PARAMS_H
+#include "lib.h"
+
+struct wave_params {
+	u64 start, end, stride, delta, offset;
+};
+
+struct mem_range {
+	u64 base, end;          /* [base, end) */
+};
+
+/* Fills defaults, then overrides from the string.  On error returns false
+ * and points *why at a one-word reason and *what at the offending key. */
+bool params_parse(const char *s, struct wave_params *w, const char **why, const char **what);
+/* ram: usable RAM; reserved: guest image + stacks + GIC tables (and the DTB
+ * QEMU may place below the image). */
+bool params_validate(const struct wave_params *w, struct mem_range ram,
+		     struct mem_range reserved, const char **why);
+#endif

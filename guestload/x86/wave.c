@@ -1,0 +1,399 @@
+/*
+ * qmpctl x86 wave guest: the QEMU migration-test memory workload.
+ *
+ * Forever: for p in [start, end) step stride, add delta to the byte at
+ * p + offset, then send one 'B' to COM1. A migration verifier can therefore
+ * check the destination's RAM: every touched byte holds v or v + delta
+ * (mod 256), with at most one edge where the newer value stops.
+ *
+ * Runs in 32-bit protected mode without paging: the least demanding mode, so
+ * it works under TCG and under this host's kvm_pvm (which hangs 64-bit Linux
+ * guests and, in our tests, 32-bit paging with 4 MiB pages). Parameters come
+ * from the fw_cfg file "opt/qmpctl/params", e.g.
+ *   start=0x200000 end=0x6600000 stride=0x1000 delta=0x1 offset=0x0
+ * Every serial record is a whole line starting with "QMPCTL ".
+ */
+#include <stdint.h>
+
+#define COM1        0x3f8
+#define LSR_THRE    0x20
+
+#define FW_CFG_SEL      0x510
+#define FW_CFG_DATA     0x511
+#define FW_CFG_SIGNATURE 0x00
+#define FW_CFG_FILE_DIR 0x19
+#define PARAMS_FILE     "opt/qmpctl/params"
+
+#define MB_BOOT_MAGIC   0x2badb002
+#define MBI_MEM         (1u << 0)
+#define MBI_CMDLINE     (1u << 2)
+#define MBI_MMAP        (1u << 6)
+#define MBI_LOADER_NAME (1u << 9)
+#define E820_RAM        1
+
+/* Multiboot v1 info block, up to the fields we look at. */
+struct mb_info {
+    uint32_t flags, mem_lower, mem_upper, boot_device, cmdline;
+    uint32_t mods_count, mods_addr, syms[4];
+    uint32_t mmap_length, mmap_addr;
+    uint32_t drives_length, drives_addr, config_table, boot_loader_name;
+};
+
+struct mb_mmap {
+    uint32_t size;              /* of the rest of the entry */
+    uint64_t addr, len;
+    uint32_t type;
+} __attribute__((packed));
+
+struct params {
+    uint32_t start, end, stride, delta, offset;
+};
+
+extern char __image_start[], __image_end[];
+
+static inline void outb(uint16_t port, uint8_t v)
+{
+    __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
+}
+
+static inline void outw(uint16_t port, uint16_t v)
+{
+    __asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(port));
+}
+
+static inline uint8_t inb(uint16_t port)
+{
+    uint8_t v;
+    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
+    return v;
+}
+
+static __attribute__((noreturn)) void halt_forever(void)
+{
+    for (;;)
+        __asm__ volatile("cli; hlt");
+}
+
+/* ---- COM1 ---------------------------------------------------------------- */
+
+static void serial_init(void)
+{
+    /* Polled 115200 8N1. The BIOS may have left things configured, but we do
+     * not rely on it (and we must not get an interrupt: there is no IDT). */
+    outb(COM1 + 1, 0x00);
+    outb(COM1 + 3, 0x80);
+    outb(COM1 + 0, 0x01);
+    outb(COM1 + 1, 0x00);
+    outb(COM1 + 3, 0x03);
+    outb(COM1 + 2, 0x07);
+}
+
+static void putc(char c)
+{
+    while (!(inb(COM1 + 5) & LSR_THRE))
+        ;
+    outb(COM1, (uint8_t)c);
+}
+
+static void puts(const char *s)
+{
+    while (*s)
+        putc(*s++);
+}
+
+static void puthex(uint32_t v)
+{
+    int shift = 28;
+
+    puts("0x");
+    while (shift > 0 && !(v >> shift))
+        shift -= 4;
+    for (; shift >= 0; shift -= 4)
+        putc("0123456789abcdef"[(v >> shift) & 0xf]);
+}
+
+static void put_params(const struct params *p)
+{
+    puts(" start=");  puthex(p->start);
+    puts(" end=");    puthex(p->end);
+    puts(" stride="); puthex(p->stride);
+    puts(" delta=");  puthex(p->delta);
+    puts(" offset="); puthex(p->offset);
+}
+
+static __attribute__((noreturn)) void fail(const char *reason,
+                                            const struct params *p)
+{
+    puts("QMPCTL error reason=");
+    puts(reason);
+    if (p)
+        put_params(p);
+    puts("\n");
+    halt_forever();
+}
+
+/* ---- fw_cfg (legacy port interface, present on every QEMU x86 machine) ---- */
+
+static void fwcfg_read(uint16_t key, void *buf, uint32_t len)
+{
+    uint8_t *b = buf;
+
+    if (key != 0xffff)          /* 0xffff: keep reading the current item */
+        outw(FW_CFG_SEL, key);
+    while (len--)
+        *b++ = inb(FW_CFG_DATA);
+}
+
+static uint32_t be32(const uint8_t *b)
+{
+    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | b[2] << 8 | b[3];
+}
+
+static int streq(const char *a, const char *b)
+{
+    while (*a && *a == *b)
+        a++, b++;
+    return *a == *b;
+}
+
+/* Returns the file's size and sets *key, or -1 if there is no such file. */
+static int32_t fwcfg_find(const char *name, uint16_t *key)
+{
+    uint8_t sig[4], ent[64];
+    uint32_t n;
+
+    fwcfg_read(FW_CFG_SIGNATURE, sig, 4);
+    if (sig[0] != 'Q' || sig[1] != 'E' || sig[2] != 'M' || sig[3] != 'U')
+        return -1;
+    fwcfg_read(FW_CFG_FILE_DIR, sig, 4);
+    for (n = be32(sig); n; n--) {
+        fwcfg_read(0xffff, ent, sizeof(ent));
+        ent[63] = 0;
+        if (streq((const char *)ent + 8, name)) {
+            *key = (uint16_t)(ent[4] << 8 | ent[5]);
+            return (int32_t)(be32(ent) & 0x7fffffff);
+        }
+    }
+    return -1;
+}
+
+/* ---- parameters ---------------------------------------------------------- */
+
+static int is_space(char c)
+{
+    /* NUL too: a file= source may carry a trailing NUL or newline. */
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == 0;
+}
+
+/* Parses a whole token [s, e) as hex (0x...) or decimal; 0 on any junk. */
+static int parse_num(const char *s, const char *e, uint32_t *out)
+{
+    uint32_t v = 0, base = 10, d;
+
+    if (e - s > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+        base = 16;
+        s += 2;
+    }
+    if (s == e)
+        return 0;
+    for (; s < e; s++) {
+        char c = *s;
+        if (c >= '0' && c <= '9')
+            d = c - '0';
+        else if (base == 16 && c >= 'a' && c <= 'f')
+            d = c - 'a' + 10;
+        else if (base == 16 && c >= 'A' && c <= 'F')
+            d = c - 'A' + 10;
+        else
+            return 0;
+        if (d >= base || v > (0xffffffffu - d) / base)
+            return 0;           /* 32-bit physical addresses only */
+        v = v * base + d;
+    }
+    *out = v;
+    return 1;
+}
+
+static int key_is(const char *s, const char *eq, const char *key)
+{
+    while (s < eq && *key && *s == *key)
+        s++, key++;
+    return s == eq && !*key;
+}
+
+static void parse_params(const char *s, const char *end, struct params *p)
+{
+    while (s < end) {
+        const char *tok, *eq, *te;
+        uint32_t *dst, v;
+
+        while (s < end && is_space(*s))
+            s++;
+        if (s == end)
+            break;
+        tok = s;
+        while (s < end && !is_space(*s))
+            s++;
+        te = s;
+        for (eq = tok; eq < te && *eq != '='; eq++)
+            ;
+        if (key_is(tok, eq, "start"))
+            dst = &p->start;
+        else if (key_is(tok, eq, "end"))
+            dst = &p->end;
+        else if (key_is(tok, eq, "stride"))
+            dst = &p->stride;
+        else if (key_is(tok, eq, "delta"))
+            dst = &p->delta;
+        else if (key_is(tok, eq, "offset"))
+            dst = &p->offset;
+        else
+            fail("unknown-key", p);
+        if (eq == te || !parse_num(eq + 1, te, &v))
+            fail("bad-number", p);
+        *dst = v;
+    }
+}
+
+/* ---- memory layout ------------------------------------------------------- */
+
+static uint32_t umax(uint32_t a, uint32_t b)
+{
+    return a > b ? a : b;
+}
+
+static uint32_t strend(uint32_t addr)
+{
+    const char *s = (const char *)addr;
+
+    while (*s)
+        s++;
+    return (uint32_t)s + 1;
+}
+
+/*
+ * End of everything above 1 MiB the guest must not overwrite. QEMU's
+ * multiboot loader copies the command line (the -kernel path plus -append)
+ * and its loader name just past the ELF image, so they extend our footprint:
+ * they are not zero at boot and a wave over them would start non-uniform.
+ * (The info block and memory map themselves sit below 1 MiB, at 0x9000.)
+ */
+static uint32_t footprint_end(const struct mb_info *mbi)
+{
+    uint32_t hi = (uint32_t)__image_end;
+
+    if (!mbi)
+        return hi;
+    hi = umax(hi, (uint32_t)mbi + sizeof(*mbi));
+    if (mbi->flags & MBI_CMDLINE)
+        hi = umax(hi, strend(mbi->cmdline));
+    if (mbi->flags & MBI_LOADER_NAME)
+        hi = umax(hi, strend(mbi->boot_loader_name));
+    if (mbi->flags & MBI_MMAP)
+        hi = umax(hi, mbi->mmap_addr + mbi->mmap_length);
+    return hi;
+}
+
+/*
+ * Is [start, end) usable RAM? Prefer the firmware's E820 map (passed on by
+ * the multiboot loader): unlike mem_upper it excludes what SeaBIOS reserved
+ * at the top of RAM (ACPI tables, its own high data).
+ */
+static int range_in_ram(const struct mb_info *mbi, uint32_t start,
+                        uint32_t end)
+{
+    if (mbi && (mbi->flags & MBI_MMAP)) {
+        uint32_t a = mbi->mmap_addr, e = a + mbi->mmap_length;
+
+        for (; a < e; a += ((const struct mb_mmap *)a)->size + 4) {
+            const struct mb_mmap *m = (const struct mb_mmap *)a;
+            if (m->type == E820_RAM && m->addr <= start &&
+                end <= m->addr + m->len)
+                return 1;
+        }
+        return 0;
+    }
+    if (mbi && (mbi->flags & MBI_MEM))
+        return start >= 0x100000 && end - 0x100000 <= mbi->mem_upper * 1024u;
+    return 0;
+}
+
+/* ---- main ---------------------------------------------------------------- */
+
+void wave_main(uint32_t magic, const struct mb_info *mbi)
+{
+    struct params p = { 0x200000, 0x6600000, 0x1000, 1, 0 };
+    static char buf[256];
+    uint32_t img_lo = (uint32_t)__image_start, img_hi, a;
+    uint16_t key;
+    int32_t size;
+
+    if (magic != MB_BOOT_MAGIC)
+        mbi = 0;
+    img_hi = footprint_end(mbi);
+
+    serial_init();
+    puts("QMPCTL wave-guest v1 arch=x86_64 mode=32bit image=");
+    puthex(img_lo);
+    puts("-");
+    puthex(img_hi);
+    puts("\n");
+
+    size = fwcfg_find(PARAMS_FILE, &key);
+    if (size >= (int32_t)sizeof(buf))
+        fail("params-too-long", 0);
+    if (size >= 0) {
+        fwcfg_read(key, buf, (uint32_t)size);
+        parse_params(buf, buf + size, &p);
+    }
+
+    if (!p.stride)
+        fail("bad-stride", &p);
+    if (p.start % p.stride || p.end % p.stride)
+        fail("unaligned", &p);
+    if (p.start >= p.end)
+        fail("empty-range", &p);
+    if (p.offset >= p.stride)
+        fail("bad-offset", &p);
+    if (p.delta < 1 || p.delta > 255)
+        fail("bad-delta", &p);
+    /* Low memory holds the IVT, BIOS data, the multiboot info, option ROMs
+     * and the VGA hole: never a meaningful place for the wave. */
+    if (p.start < 0x100000)
+        fail("low-memory", &p);
+    if (p.start < img_hi && img_lo < p.end)
+        fail("overlaps-image", &p);
+    if (!range_in_ram(mbi, p.start, p.end))
+        fail("outside-ram", &p);
+    /* The verifier assumes every wave byte starts from the same value; catch
+     * a range the firmware wrote before we began. E820 does not cover all of
+     * that: SeaBIOS leaves its freed POST-time heap (just below RAM - 16 MiB
+     * with -m 160M) dirty yet reports it as RAM. */
+    for (a = p.start; a < p.end; a += p.stride)
+        if (*(volatile uint8_t *)(a + p.offset) !=
+            *(volatile uint8_t *)(p.start + p.offset))
+            fail("nonuniform-ram", &p);
+
+    puts("QMPCTL wave");
+    put_params(&p);
+    puts("\n");
+
+    for (;;) {
+        uint32_t q = p.start + p.offset, qend = p.end + p.offset;
+
+        /* One in-order, single-instruction read-modify-write per byte, so a
+         * vCPU stopped at any instruction boundary leaves exactly one
+         * newer/older edge. Hand-written because kvm_pvm runs this guest
+         * through its instruction emulator: cost is per instruction, and
+         * this 4-instruction loop is ~2x faster there than gcc's 7. */
+        __asm__ volatile("1:\n\t"
+                         "addb %b[d], (%[q])\n\t"
+                         "add %[s], %[q]\n\t"
+                         "cmp %[e], %[q]\n\t"
+                         "jb 1b"
+                         : [q] "+r"(q)
+                         : [d] "q"(p.delta), [s] "r"(p.stride), [e] "r"(qend)
+                         : "memory", "cc");
+        putc('B');
+    }
+}

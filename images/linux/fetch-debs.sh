@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Resolve and download the Debian packages the Linux guest images are built
+# from, for one Debian architecture (amd64 or arm64), without touching the
+# host's dpkg/apt configuration.
+#
+#   fetch-debs.sh resolve  ARCH CACHE OUT.mk
+#       Resolve linux-image-cloud-ARCH to its versioned kernel package and
+#       the busybox-static version; write OUT.mk (a make fragment, the stamp
+#       that records what was resolved, including download rules).
+#   fetch-debs.sh download ARCH CACHE PKG VERSION DEST.deb
+#       apt-get download PKG=VERSION for ARCH into DEST.deb.
+#
+# amd64 (the host's architecture) uses the host's package lists as they are
+# (run `apt-get update` first).  arm64 uses a private apt state under
+# CACHE/apt-arm64/ (own sources list built from the host's Debian bookworm
+# sources, own lists, empty dpkg status, architecture overridden), refreshed
+# by each `resolve`.
+set -euo pipefail
+
+die() { printf 'fetch-debs: %s\n' "$*" >&2; exit 1; }
+
+host_arch=$(dpkg --print-architecture)
+
+apt_opts() { # ARCH CACHE -> prints options, one per line
+    local arch=$1 cache=$2
+    echo "-o"; echo "APT::Sandbox::User=root"
+    echo "-q"
+    if [ "$arch" != "$host_arch" ]; then
+        local d=$cache/apt-$arch
+        for o in "APT::Architecture=$arch" "APT::Architectures=$arch" \
+                 "Dir::State=$d/state" "Dir::State::Status=$d/state/status" \
+                 "Dir::Cache=$d/cache" "Dir::Etc::SourceList=$d/sources.list" \
+                 "Dir::Etc::SourceParts=$d/sources.list.d" \
+                 "Dir::Etc::Preferences=$d/preferences" \
+                 "Dir::Etc::PreferencesParts=$d/preferences.d" \
+                 "Debug::NoLocking=1"; do
+            echo "-o"; echo "$o"
+        done
+    fi
+}
+
+private_update() { # ARCH CACHE
+    local arch=$1 cache=$2 d=$2/apt-$1
+    mkdir -p "$d/state/lists/partial" "$d/cache/archives/partial" \
+             "$d/sources.list.d" "$d/preferences.d"
+    : > "$d/state/status"
+    : > "$d/preferences"
+    # The host's Debian bookworm, -updates and -security sources (whatever
+    # mirror it uses), read back from apt-cache policy; backports left out so
+    # both architectures resolve to the same base-suite kernel.
+    apt-cache policy 2>/dev/null | awk '
+        /^ *[0-9]+ [a-z+]+:\/\// { uri=$2; n=split($3, a, "/"); suite=a[1]; comp=a[2]; next }
+        /^ +release / && uri != "" {
+            if ($0 ~ /o=Debian,/ && suite ~ /^bookworm(-updates|-security)?$/ && comp == "main")
+                print "deb [arch=" ARCH " signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] " uri " " suite " " comp
+            uri = ""
+        }' ARCH="$arch" | sort -u > "$d/sources.list.new"
+    [ -s "$d/sources.list.new" ] || die "no Debian bookworm source in the host's apt configuration (run apt-get update)"
+    mv "$d/sources.list.new" "$d/sources.list"
+    mapfile -t opts < <(apt_opts "$arch" "$cache")
+    apt-get "${opts[@]}" update >&2 || die "apt-get update for $arch failed"
+}
+
+candidate() { # ARCH CACHE PKG -> version
+    local opts
+    mapfile -t opts < <(apt_opts "$1" "$2")
+    apt-cache "${opts[@]}" policy "$3" 2>/dev/null | awk '/Candidate:/ { print $2 }'
+}
+
+cmd=${1:-}
+case "$cmd" in
+resolve)
+    [ $# -eq 4 ] || die "usage: resolve ARCH CACHE OUT.mk"
+    arch=$2 cache=$3 outmk=$4
+    mkdir -p "$cache/debs"
+    if [ "$arch" != "$host_arch" ]; then
+        private_update "$arch" "$cache"
+    elif [ -z "$(ls /var/lib/apt/lists/ 2>/dev/null | grep _Packages)" ]; then
+        die "no apt package lists on this host: run apt-get update first"
+    fi
+    mapfile -t opts < <(apt_opts "$arch" "$cache")
+    meta=linux-image-cloud-$arch
+    metaver=$(candidate "$arch" "$cache" "$meta")
+    [ -n "$metaver" ] && [ "$metaver" != "(none)" ] || die "$meta ($arch) not found"
+    # The meta package depends on exactly one versioned image package.
+    kpkg=$(apt-cache "${opts[@]}" show "$meta=$metaver" 2>/dev/null \
+           | sed -n 's/^Depends: //p' | head -n1 | tr ',' '\n' \
+           | sed -n 's/^ *\(linux-image-[0-9][^ ]*-cloud-'"$arch"'\).*/\1/p' | head -n1)
+    [ -n "$kpkg" ] || die "cannot resolve the kernel package behind $meta=$metaver"
+    kver=$(candidate "$arch" "$cache" "$kpkg")
+    bbver=$(candidate "$arch" "$cache" busybox-static)
+    [ -n "$kver" ] && [ "$kver" != "(none)" ] || die "$kpkg ($arch) has no candidate"
+    [ -n "$bbver" ] && [ "$bbver" != "(none)" ] || die "busybox-static ($arch) has no candidate"
+    krel=${kpkg#linux-image-}
+    # File names without ':' (epoch) so make can use them as targets.
+    # Paths are written relative to make's variables so the stamp survives
+    # the work tree moving.
+    kdeb='$(LINUX_CACHE)'/debs/${kpkg}_${kver//:/_}_$arch.deb
+    bbdeb='$(LINUX_CACHE)'/debs/busybox-static_${bbver//:/_}_$arch.deb
+    self='$(LINUX_SRC)/fetch-debs.sh'
+    mcache='$(LINUX_CACHE)' 
+    tmp=$outmk.tmp
+    {
+        echo "# Generated by fetch-debs.sh resolve $arch: what apt resolved. Do not edit."
+        echo "LINUX_META_$arch := $meta=$metaver"
+        echo "LINUX_KPKG_$arch := $kpkg"
+        echo "LINUX_KVER_$arch := $kver"
+        echo "LINUX_KREL_$arch := $krel"
+        echo "LINUX_BBVER_$arch := $bbver"
+        echo "LINUX_KDEB_$arch := $kdeb"
+        echo "LINUX_BBDEB_$arch := $bbdeb"
+        echo "$kdeb:"
+        printf '\t%s download %s %s %s %s $@\n' "$self" "$arch" "$mcache" "$kpkg" "$kver"
+        echo "$bbdeb:"
+        printf '\t%s download %s %s %s %s $@\n' "$self" "$arch" "$mcache" busybox-static "$bbver"
+    } > "$tmp"
+    mv "$tmp" "$outmk"
+    printf 'fetch-debs: %s: %s %s, busybox-static %s\n' "$arch" "$kpkg" "$kver" "$bbver" >&2
+    ;;
+download)
+    [ $# -eq 6 ] || die "usage: download ARCH CACHE PKG VERSION DEST.deb"
+    arch=$2 cache=$3 pkg=$4 ver=$5 dest=$6
+    mapfile -t opts < <(apt_opts "$arch" "$cache")
+    tmpd=$(mktemp -d "$cache/dl.XXXXXX")
+    trap 'rm -rf "$tmpd"' EXIT
+    (cd "$tmpd" && apt-get "${opts[@]}" download "$pkg:$arch=$ver" >&2) \
+        || die "apt-get download $pkg:$arch=$ver failed (stale lists? run apt-get update)"
+    f=$(ls "$tmpd"/*.deb | head -n1)
+    [ -n "$f" ] || die "no .deb downloaded for $pkg"
+    got="$(dpkg-deb -f "$f" Package) $(dpkg-deb -f "$f" Version) $(dpkg-deb -f "$f" Architecture) "
+    [ "$got" = "$pkg $ver $arch " ] || die "downloaded $got, wanted $pkg $ver $arch"
+    mv "$f" "$dest"
+    ;;
+*)
+    die "usage: fetch-debs.sh resolve|download ..."
+    ;;
+esac

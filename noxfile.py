@@ -1,0 +1,29 @@
+"""Developer sessions. `./bootstrap test` runs lint, typecheck and tests in the
+project's .venv (`nox --no-venv`); `nox -s bench` prints the verification
+engine's throughput against the machine's plain memory-compare speed.
+"""
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+SOURCES = ["qmpctl", "tests", "noxfile.py", "benchmarks"]
+
+
+@nox.session(venv_backend="none")
+def lint(session: nox.Session) -> None:
+    session.run("ruff", "check", *SOURCES)
+
+
+@nox.session(venv_backend="none")
+def typecheck(session: nox.Session) -> None:
+    session.run("mypy")
+
+
+@nox.session(venv_backend="none")
+def tests(session: nox.Session) -> None:
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(venv_backend="none")
+def bench(session: nox.Session) -> None:
+    session.run("python", "benchmarks/bench_compare.py", *session.posargs)

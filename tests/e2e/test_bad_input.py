@@ -1,0 +1,49 @@
+"""Bad input fails before any QEMU starts, with one specific line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from qmpctl.cli import app
+from tests.conftest import our_qemu_processes
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--dirty-ring", "3000", "--accel", "kvm"],
+     "--dirty-ring 3000: must be a power of two (or 0 for bitmap)"),
+    (["--dirty-ring", "131072", "--accel", "kvm"],
+     "--dirty-ring 131072: above this host's maximum of 65536 entries"),
+    (["--arch", "riscv64"], "unknown arch 'riscv64'; choose one of x86_64, aarch64"),
+    (["--qemu", "/nonexistent/qemu-system-x86_64"],
+     "QEMU binary not found: /nonexistent/qemu-system-x86_64"),
+    (["--report", "/nonexistent-dir/r.json"],
+     "--report /nonexistent-dir/r.json: directory /nonexistent-dir does not exist"),
+    (["--transport", "rdma"], "--transport 'rdma': choose unix or tcp"),
+    (["--wave-end", "500"], "wave range 0x200000-0x1f400000 must lie in RAM 0x200000-0xa000000"),
+    (["--exclude", "0x1000"], "--exclude '0x1000': expected START-END[:REASON]"),
+])
+def test_usage_errors(args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["migrate", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert our_qemu_processes() == []
+
+
+def test_unwritable_report_path(tmp_path: Path) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o500)
+    result = runner.invoke(app, ["migrate", "--report", str(ro / "r.json")])
+    if result.exit_code != 2 and "not writable" not in result.output:
+        pytest.skip("running as root: directory permissions do not stop writes")
+    assert f"--report {ro / 'r.json'}: not writable" in result.output
+
+
+def test_kvm_requested_without_kvm_for_foreign_arch() -> None:
+    result = runner.invoke(app, ["migrate", "--arch", "aarch64", "--accel", "kvm"])
+    assert result.exit_code == 2
+    assert "--accel kvm: KVM cannot run aarch64 guests on this host" in result.output
