@@ -3,6 +3,8 @@ project's .venv (`nox --no-venv`); `nox -s bench` prints the verification
 engine's throughput against the machine's plain memory-compare speed.
 """
 
+import sys
+
 import nox
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
@@ -11,19 +13,19 @@ SOURCES = ["qmpctl", "tests", "noxfile.py", "benchmarks"]
 
 @nox.session(venv_backend="none")
 def lint(session: nox.Session) -> None:
-    session.run("ruff", "check", *SOURCES)
+    session.run(sys.executable, "-m", "ruff", "check", *SOURCES)
 
 
 @nox.session(venv_backend="none")
 def typecheck(session: nox.Session) -> None:
-    session.run("mypy")
+    session.run(sys.executable, "-m", "mypy")
 
 
 @nox.session(venv_backend="none")
 def tests(session: nox.Session) -> None:
-    session.run("pytest", *session.posargs)
+    session.run(sys.executable, "-m", "pytest", *session.posargs)
 
 
 @nox.session(venv_backend="none")
 def bench(session: nox.Session) -> None:
-    session.run("python", "benchmarks/bench_compare.py", *session.posargs)
+    session.run(sys.executable, "benchmarks/bench_compare.py", *session.posargs)

@@ -147,6 +147,34 @@ def migrate(
 
 
 @app.command()
+def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print JSON")] = False) -> None:
+    """Show what this host can do: QEMU, KVM, dirty-ring capabilities, QEMU features."""
+    from .doctor import doctor as run_doctor
+
+    rep = asyncio.run(run_doctor())
+    if json_out:
+        print(rep.model_dump_json(indent=2))
+        return
+    table = Table(title="qmpctl doctor", show_header=False)
+    table.add_row("host arch", rep.host_arch)
+    table.add_row("KVM", f"{rep.kvm_device}: "
+                  + (f"{rep.kvm_flavour}" if rep.kvm_accessible else f"unusable ({rep.kvm_error})"))
+    for name, value in rep.kvm_caps.items():
+        table.add_row(f"  {name}", str(value))
+    table.add_row("dirty ring max entries", str(rep.dirty_ring_max_entries))
+    table.add_row("64-bit Linux under KVM", str(rep.runs_64bit_linux_under_kvm))
+    for q in rep.qemu:
+        problem = f" ({q.error})" if q.error else ""
+        table.add_row(f"qemu {q.arch}", f"{q.binary} {q.version}{problem}")
+        table.add_row("  calc-dirty-rate modes", ", ".join(q.dirty_rate_modes))
+        table.add_row("  dirty-limit capability", str("dirty-limit" in q.migration_capabilities))
+        table.add_row("  commands", ", ".join(c for c, ok in q.commands.items() if ok))
+    out.print(table)
+    for note in rep.notes:
+        out.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON schema of the run report."""
     sys.stdout.write(report_schema())

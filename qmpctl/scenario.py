@@ -125,7 +125,9 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
     if opts.arch not in ARCHES:
         raise UsageError(f"unknown arch {opts.arch!r}; choose one of {', '.join(ARCHES)}")
     arch: Arch = opts.arch
+    kvm = kvm or probe_kvm()
     if arch != "x86_64":
+        choose_accel(opts.accel, arch, kvm, needs_64bit=False)  # the more specific error first
         raise UsageError(f"--arch {arch}: not supported by this qmpctl yet")
     if not 32 <= opts.ram_mib <= 2048:
         raise UsageError(f"--ram {opts.ram_mib} MiB: must be 32..2048")
@@ -135,7 +137,6 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
         raise UsageError("--throttle and --downtime-limit must be positive")
     if opts.dirty_ring < 0:
         raise UsageError("--dirty-ring must be >= 0 (0 = dirty bitmap)")
-    kvm = kvm or probe_kvm()
     base_wave = default_wave(arch, opts.ram_mib)
     wave = WaveParams(
         start=base_wave.start if opts.wave_start_mib is None else opts.wave_start_mib * MiB,

@@ -41,8 +41,9 @@ def test_one_byte_reports_exact_page_and_region(images: tuple[Path, Path]) -> No
     a, b = images
     original = a.read_bytes()[37 * PAGE_SIZE + 100]
     poke(b, 37 * PAGE_SIZE + 100, original ^ 0xFF)
-    layout = RamLayout(0x4000_0000, PAGES * PAGE_SIZE,
-                       (Region("workload", 0x4000_0000 + 32 * PAGE_SIZE, 0x4000_0000 + 40 * PAGE_SIZE),))
+    base = 0x4000_0000
+    layout = RamLayout(base, PAGES * PAGE_SIZE,
+                       (Region("workload", base + 32 * PAGE_SIZE, base + 40 * PAGE_SIZE),))
     with RamImage(a) as s, RamImage(b) as d:
         res = compare_images(s, d, layout)
     assert res.pages_differing == 1

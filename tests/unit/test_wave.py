@@ -18,19 +18,19 @@ def test_edge_wraps_modulo_256() -> None:
 
 
 def test_stale_block_is_found() -> None:
-    edges, bad, detail = check_samples(arr(7, 7, 5, 7, 6, 6), 1)
+    _edges, bad, detail = check_samples(arr(7, 7, 5, 7, 6, 6), 1)
     assert bad == 2
     assert "block 2 holds 0x05 after 0x07" in detail
 
 
 def test_two_edges_is_a_failure() -> None:
-    edges, bad, detail = check_samples(arr(7, 6, 6, 7, 6), 1)
+    _edges, bad, _detail = check_samples(arr(7, 6, 6, 7, 6), 1)
     # 7->6 is an edge; 6->7 steps the wrong way: block 3 is newer than its predecessor.
     assert bad == 3
 
 
 def test_a_page_one_pass_behind_makes_a_second_edge() -> None:
-    edges, bad, detail = check_samples(arr(6, 6, 5, 6, 5, 5), 1)
+    _edges, bad, _detail = check_samples(arr(6, 6, 5, 6, 5, 5), 1)
     assert bad is not None
 
 

@@ -1,0 +1,65 @@
+"""Verification engine throughput against this machine's plain memory compare.
+
+Creates two identical RAM images of SIZE GiB on tmpfs, then measures, in the
+same run: (a) the baseline, numpy equality of two in-memory buffers of the
+same size, and (b) qmpctl's full page-by-page comparison of the two files
+(mapping, comparing, unmapping). Prints best-of-N GiB/s and the ratio b/a.
+Shared, noisy machines: figures, not assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from qmpctl.compare import compare_images
+from qmpctl.ramimage import RamImage, RamLayout
+from qmpctl.rundir import RunDir
+
+
+def best(fn: object, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()  # type: ignore[operator]
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gib", type=float, default=2.0)
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    size = int(args.gib * (1 << 30)) // 4096 * 4096
+    gib = size / (1 << 30)
+    data = np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8)
+    run = RunDir.create()
+    try:
+        a, b = run.side("a", "ram"), run.side("b", "ram")
+        for p in (a, b):
+            data.tofile(p)
+        other = data.copy()
+        words, other_words = data.view(np.uint64), other.view(np.uint64)
+        base = best(lambda: np.array_equal(words, other_words), args.repeat)
+        del other, other_words
+
+        def engine() -> None:
+            with RamImage(Path(a)) as s, RamImage(Path(b)) as d:
+                assert compare_images(s, d, RamLayout(0, size)).identical
+
+        eng = best(engine, args.repeat)
+        print(f"image size          {gib:.2f} GiB on {run.path.parent} ({os.cpu_count()} CPUs)")
+        print(f"baseline (numpy ==) {gib / base:6.2f} GiB/s  in-memory buffers")
+        print(f"qmpctl compare      {gib / eng:6.2f} GiB/s  two RAM files, map+compare+unmap")
+        print(f"ratio               {base / eng:6.2f}  (target >= 0.70)")
+    finally:
+        run.remove()
+
+
+if __name__ == "__main__":
+    main()
