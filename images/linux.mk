@@ -34,7 +34,8 @@ linux_outs = $(foreach a,$(LINUX_ARCHES),$(addprefix $(OUT)/$(a)/linux/,vmlinuz 
 linux: $(linux_outs)
 .PHONY: linux linux-clean linux-resolve
 
-ifeq ($(filter clean linux-clean,$(MAKECMDGOALS)),)
+# Resolve (apt) only when a Linux target was asked for, so `make` alone stays offline.
+ifneq ($(filter linux linux-resolve $(OUT)/%,$(MAKECMDGOALS)),)
 -include $(LINUX_CACHE)/amd64/versions.mk $(LINUX_CACHE)/arm64/versions.mk
 endif
 
