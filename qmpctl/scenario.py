@@ -277,7 +277,7 @@ class Run:
     migration_completed: bool = False
     timings: dict[str, float] = field(default_factory=dict)
 
-    def launch(self, side: str, binary: QemuBinary) -> QemuMachine:
+    def machine(self, side: str, binary: QemuBinary) -> QemuMachine:
         return QemuMachine(machine_spec(self.r, self.dir, side, binary),
                            self.dir.side(side, "log"))
 
@@ -286,7 +286,7 @@ async def _migrate_and_verify(run: Run, hooks: Hooks,
                               progress: migration.ProgressFn | None) -> None:
     r, rep, o = run.r, run.report, run.r.options
     t0 = time.monotonic()
-    run.src = run.launch("src", r.qemu_src)
+    run.src = run.machine("src", r.qemu_src)
     await run.src.launch()
     await run.src.console.wait_for(r.guest.ready, o.boot_timeout_s, "the workload to start")
     rep.boot_s = round(time.monotonic() - t0, 3)
@@ -302,7 +302,7 @@ async def _migrate_and_verify(run: Run, hooks: Hooks,
                 raise HostError(f"dirty ring not active on the source: {exc}") from exc
             raise
 
-    run.dst = run.launch("dst", r.qemu_dst)
+    run.dst = run.machine("dst", r.qemu_dst)
     await run.dst.launch()
     uri = (f"unix:{run.dir.side('mig', 'sock')}" if o.transport == "unix"
            else f"tcp:127.0.0.1:{_free_port()}")
