@@ -95,7 +95,8 @@ def migrate(
     dirty_ring: Annotated[int, typer.Option(help="KVM dirty ring entries per vCPU; 0 = bitmap")]
     = 4096,
     ram: Annotated[int, typer.Option(help="Guest RAM in MiB")] = 160,
-    smp: Annotated[int, typer.Option(help="vCPUs")] = 1,
+    smp: Annotated[int | None, typer.Option(help="vCPUs (default: x86 wave 1, arm64 ITS 2)")]
+    = None,
     wave_start: Annotated[int | None, typer.Option(help="Wave start, MiB into RAM")] = None,
     wave_end: Annotated[int | None, typer.Option(help="Wave end, MiB into RAM")] = None,
     stride: Annotated[int, typer.Option(help="Bytes between two written bytes")] = 4096,
@@ -117,6 +118,9 @@ def migrate(
     report: Annotated[Path | None, typer.Option(help="Write the JSON report here")] = None,
     artifacts: Annotated[Path | None, typer.Option(help="Keep QEMU and serial logs here")]
     = None,
+    force: Annotated[bool, typer.Option(
+        help="Run a configuration known to lose pages (arm64 KVM ring without "
+             "ring-with-bitmap); the report lists what was forced")] = False,
 ) -> None:
     """Migrate a guest live while it dirties memory, then verify every page."""
     try:
@@ -133,6 +137,7 @@ def migrate(
             downtime_limit_ms=downtime_limit, timeout_s=timeout,
             qemu_src=qemu_src or qemu, qemu_dst=qemu_dst or qemu,
             exclude=tuple(parse_exclusion(e) for e in exclude or ()), artifacts=artifacts,
+            force=force,
         )
         result = asyncio.run(_run(opts, live=err.is_terminal and not json_out))
     except QmpctlError as exc:

@@ -46,6 +46,13 @@ class CompareResult:
     seconds: float
     exclusions: list[Region] = field(default_factory=list)
     mismatches: list[PageMismatch] = field(default_factory=list)
+    differing: npt.NDArray[np.intp] = field(default_factory=lambda: np.empty(0, np.intp))
+
+    def differing_in(self, layout: RamLayout, start: int, end: int) -> int:
+        """How many differing pages overlap guest-physical [start, end)."""
+        lo = layout.offset(start) // PAGE_SIZE
+        hi = -(-layout.offset(end) // PAGE_SIZE)
+        return int(((self.differing >= lo) & (self.differing < hi)).sum())
 
     @property
     def identical(self) -> bool:
@@ -132,4 +139,5 @@ def compare_images(src: RamImage, dst: RamImage, layout: RamLayout,
         pages_differing=len(found), seconds=seconds, exclusions=exclusions,
         mismatches=[describe_page(src.bytes, dst.bytes, int(p), layout)
                     for p in found[:max_reported]],
+        differing=found,
     )

@@ -1,5 +1,5 @@
-"""The guests qmpctl can launch: their images, launch pieces, RAM layout and
-how to tell that their workload is running.
+"""The guests qmpctl can launch: their images, launch pieces, RAM layout, how
+to tell that their workload runs, and the checks they run on themselves.
 
 Images are built by `make -C images` into images/out (or $QMPCTL_IMAGES).
 """
@@ -10,14 +10,18 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .console import ConsoleView
+from .console import ConsoleView, Record, SerialConsole
 from .errors import HostError, UsageError
 from .host import Arch
 from .ramimage import RamLayout, Region
+from .report import GuestCheck
 from .wave import WaveParams
 
 MiB = 1 << 20
 RAM_BASE: dict[Arch, int] = {"x86_64": 0, "aarch64": 0x4000_0000}
+# Below this offset into RAM live firmware, DTB, the guest image and (arm64)
+# the GIC/ITS tables; the wave stays above it.
+RESERVED_LOW: dict[Arch, int] = {"x86_64": 2 * MiB, "aarch64": 16 * MiB}
 
 
 def images_dir() -> Path:
@@ -33,9 +37,16 @@ def image_path(*parts: str) -> Path:
     return path
 
 
+def default_wave(arch: Arch, ram_mib: int) -> WaveParams:
+    """migration-test's idea: ~100 MiB of RAM above the guest's own area."""
+    base, low = RAM_BASE[arch], RESERVED_LOW[arch]
+    end = base + min(ram_mib * MiB - 16 * MiB, low + 100 * MiB)
+    return WaveParams(start=base + low, end=max(end, base + low + MiB))
+
+
 @dataclass(frozen=True)
 class WaveGuest:
-    """A bare-metal guest running the wave workload (x86_64: 32-bit multiboot)."""
+    """A bare-metal guest running the wave (x86_64: 32-bit multiboot ELF)."""
 
     arch: Arch
     ram_mib: int
@@ -43,47 +54,128 @@ class WaveGuest:
     smp: int = 1
 
     name = "wave"
+    image = "wave.elf"
+    min_smp = 1
     needs_64bit_kvm = False  # stays in 32-bit protected mode
 
     @property
     def kernel(self) -> Path:
-        return image_path(self.arch, "wave.elf")
+        return image_path(self.arch, self.image)
 
     def fw_cfg(self) -> tuple[tuple[str, str], ...]:
         return (("opt/qmpctl/params", self.wave.fw_cfg_string()),)
 
-    def layout(self) -> RamLayout:
-        base = RAM_BASE[self.arch]
-        regions: tuple[Region, ...] = ()
-        if self.arch == "x86_64":
-            regions = (
-                Region("real-mode RAM (IVT, BDA, EBDA)", 0, 0xA0000),
-                Region("legacy VGA/option-ROM/BIOS shadow", 0xA0000, 0x100000),
-            )
-        return RamLayout(base, self.ram_mib * MiB,
-                         (*regions, Region("wave workload", self.wave.start, self.wave.end)))
+    def base_regions(self) -> tuple[Region, ...]:
+        return (
+            Region("real-mode RAM (IVT, BDA, EBDA)", 0, 0xA0000),
+            Region("legacy VGA/option-ROM/BIOS shadow", 0xA0000, 0x100000),
+        )
+
+    def layout(self, view: ConsoleView | None = None) -> RamLayout:
+        """Where things are; guests that report their tables refine it from `view`."""
+        return RamLayout(RAM_BASE[self.arch], self.ram_mib * MiB,
+                         (*self.base_regions(), Region("wave workload", self.wave.start,
+                                                       self.wave.end)))
 
     def validate(self) -> None:
         problems = self.wave.problems()
         base, top = RAM_BASE[self.arch], RAM_BASE[self.arch] + self.ram_mib * MiB
         if self.arch == "x86_64" and self.ram_mib > 2048:
             problems.append("x86_64 guests are limited to 2048 MiB (RAM stays below the PCI hole)")
-        if self.wave.start < base + 2 * MiB or self.wave.end > top:
+        if self.smp < self.min_smp:
+            problems.append(f"the {self.name} guest needs at least {self.min_smp} vCPUs")
+        low = base + RESERVED_LOW[self.arch]
+        if self.wave.start < low or self.wave.end > top:
             problems.append(
                 f"wave range 0x{self.wave.start:x}-0x{self.wave.end:x} must lie in RAM "
-                f"0x{base + 2 * MiB:x}-0x{top:x} (the first 2 MiB hold firmware and the guest)")
+                f"0x{low:x}-0x{top:x} (below it: firmware, the guest and its tables)")
         if problems:
             raise UsageError("; ".join(problems))
 
-    @staticmethod
-    def ready(view: ConsoleView) -> bool | None:
+    def ready(self, view: ConsoleView) -> bool | None:
         """Running once it has echoed its parameters and finished a pass."""
         return True if view.find("wave") and view.passes >= 1 else None
 
+    async def before_migration(self, console: SerialConsole, timeout: float) -> list[GuestCheck]:
+        return []
 
-def default_wave(arch: Arch, ram_mib: int) -> WaveParams:
-    """migration-test's range: from 1 MiB past the guest's own area to ~100 MiB."""
-    base = RAM_BASE[arch]
-    start = base + 2 * MiB
-    end = base + min(ram_mib - 16, 102) * MiB
-    return WaveParams(start=start, end=max(end, start + MiB))
+    async def after_resume(self, console: SerialConsole, timeout: float) -> list[GuestCheck]:
+        return []
+
+
+@dataclass(frozen=True)
+class ItsTable:
+    name: str
+    base: int
+    size: int
+
+
+def its_tables(view: ConsoleView) -> list[ItsTable]:
+    """The ITS/LPI tables the guest announced (`table` records)."""
+    return [ItsTable(r.fields["name"], r.int("base"), r.int("size"))
+            for r in view.find("table")]
+
+
+def its_check(record: Record, stage: str) -> GuestCheck:
+    detail = " ".join(f"{k}={v}" for k, v in record.fields.items() if k not in ("name", "result"))
+    return GuestCheck(name=f"its-{record.fields.get('name', '?')}", stage=stage,
+                      ok=record.fields.get("result") == "PASS", detail=detail)
+
+
+@dataclass(frozen=True)
+class ItsGuest(WaveGuest):
+    """arm64 `virt` bare-metal guest: GICv3 + ITS with LPIs in flight, the wave
+    on another vCPU, and kvm-unit-tests' three ITS migration checks on `V`."""
+
+    smp: int = 2
+    name = "its"
+    image = "its.elf"
+    min_smp = 2
+    needs_64bit_kvm = False  # KVM only for arm64 hosts, where 64-bit is native
+
+    def base_regions(self) -> tuple[Region, ...]:
+        base = RAM_BASE["aarch64"]
+        return (Region("device tree blob", base, base + 2 * MiB),)
+
+    def layout(self, view: ConsoleView | None = None) -> RamLayout:
+        layout = super().layout()
+        if view is None:
+            return layout
+        regions: list[Region] = []
+        if (head := view.last("its-guest")) is not None:
+            lo, _, hi = head.fields.get("image", "").partition("-")
+            if lo and hi:
+                regions.append(Region("guest image", int(lo, 16), int(hi, 16)))
+        regions += [Region(f"ITS table {t.name}", t.base, t.base + t.size)
+                    for t in its_tables(view)]
+        return layout.with_regions(*regions)
+
+    def ready(self, view: ConsoleView) -> bool | None:
+        return True if view.find("ready") and view.passes >= 1 else None
+
+    async def before_migration(self, console: SerialConsole, timeout: float) -> list[GuestCheck]:
+        """LPIs must be flowing, all delivered on the right PE, before we migrate."""
+        seen = len(console.view().find("lpi-status"))
+        await console.send(b"S")
+        status = await console.wait_for(
+            lambda v: v.find("lpi-status")[seen] if len(v.find("lpi-status")) > seen else None,
+            timeout, "the guest's LPI status")
+        issued, delivered, wrong = (status.int(k) for k in ("issued", "delivered", "wrong-pe"))
+        return [GuestCheck(
+            name="lpis-flowing", stage="source, before migration",
+            ok=issued > 0 and wrong == 0 and delivered <= issued,
+            detail=f"issued={issued} delivered={delivered} wrong-pe={wrong}")]
+
+    async def after_resume(self, console: SerialConsole, timeout: float) -> list[GuestCheck]:
+        """Send `V`: mapped, pending and unmapped-collection LPI checks."""
+        seen = len(console.view().find("its-verify"))
+        checks_before = len(console.view().find("its-check"))
+        await console.send(b"V")
+        await console.wait_for(
+            lambda v: True if len(v.find("its-verify")) > seen else None,
+            timeout, "the guest's ITS verdict (its-verify)")
+        checks = console.view().find("its-check")[checks_before:]
+        if not checks:
+            return [GuestCheck(name="its-verify", stage="destination, after resume", ok=False,
+                               detail="the guest gave a verdict without any its-check record")]
+        return [its_check(r, "destination, after resume") for r in checks]

@@ -123,6 +123,17 @@ class MemoryVerdict(BaseModel):
     gib_per_s: float
 
 
+class ItsTableVerdict(BaseModel):
+    """One ITS/LPI table the guest announced, compared source vs destination."""
+
+    name: str
+    base: int
+    size: int
+    pages: int
+    pages_differing: int
+    identical: bool
+
+
 class GuestCheck(BaseModel):
     name: str
     stage: str
@@ -144,6 +155,9 @@ class RunReport(BaseModel):
     dirty_ring: DirtyRingEvidence | None = None
     migration: MigrationStats | None = None
     memory: MemoryVerdict | None = None
+    its_tables: list[ItsTableVerdict] = Field(
+        default_factory=list, description="arm64 ITS guest: each table's pages, source vs "
+                                          "destination, after the tables were saved at stop")
     guest_checks: list[GuestCheck] = Field(default_factory=list)
     source_state_after: str | None = Field(None, description="source run state at the end")
     timings_s: dict[str, float] = Field(default_factory=dict)
@@ -193,6 +207,10 @@ def summary_lines(report: RunReport) -> list[str]:
                        f"bytes differ from +0x{mm.first_diff:x}")
             out.append(f"    src {mm.src_hex}")
             out.append(f"    dst {mm.dst_hex}")
+    for t in report.its_tables:
+        out.append(f"ITS table {t.name} 0x{t.base:x}+0x{t.size:x}: "
+                   f"{'identical' if t.identical else f'{t.pages_differing} pages DIFFER'} "
+                   f"({t.pages} pages)")
     for g in report.guest_checks:
         out.append(f"check {g.name} [{g.stage}]: {'PASS' if g.ok else 'FAIL'} - {g.detail}")
     if report.source_state_after:

@@ -23,16 +23,17 @@ from . import __version__, migration
 from .cmdline import Accel, MachineSpec
 from .compare import CompareResult, compare_images
 from .errors import HostError, Interrupted, MigrationFailed, QmpctlError, UsageError
-from .guests import WaveGuest, default_wave
+from .guests import ItsGuest, ItsTable, WaveGuest, default_wave, its_tables
 from .host import ARCHES, Arch, KvmInfo, QemuBinary, find_qemu, kvm_can_run, probe_kvm
 from .machine import QemuMachine
-from .ramimage import RamImage, Region
+from .ramimage import PAGE_SIZE, RamImage, RamLayout, Region
 from .report import (
     DirtyRateProbe,
     DirtyRingEvidence,
     Exclusion,
     GuestCheck,
     HostSummary,
+    ItsTableVerdict,
     MemoryVerdict,
     MigrationStats,
     PageMismatchInfo,
@@ -55,7 +56,7 @@ class MigrateOptions:
     accel: AccelChoice = "auto"
     dirty_ring: int = 4096
     ram_mib: int = 160
-    smp: int = 1
+    smp: int | None = None  # None: the guest's own default (x86 wave 1, arm64 ITS 2)
     wave_start_mib: int | None = None  # offsets into RAM
     wave_end_mib: int | None = None
     stride: int = 4096
@@ -71,6 +72,7 @@ class MigrateOptions:
     exclude: tuple[tuple[int, int, str], ...] = ()  # guest-physical [start, end), reason
     resume_passes: int = 2
     dirty_rate_probe: bool = False  # calc-dirty-rate before migrating (see README)
+    force: bool = False  # run even where a safety check says pages would be lost
     artifacts: Path | None = None
 
 
@@ -84,6 +86,7 @@ class Resolved:
     accel_reason: str
     ring: int
     guest: WaveGuest
+    forced: tuple[str, ...]
     qemu_src: QemuBinary
     qemu_dst: QemuBinary
     kvm: KvmInfo
@@ -120,15 +123,28 @@ def choose_accel(requested: AccelChoice, arch: Arch, kvm: KvmInfo,
     return "tcg", f"auto: {problem}"
 
 
+ITS_RING_NEEDS_BITMAP = (
+    "arm64 with the in-kernel ITS and the dirty ring needs "
+    "KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP (225), which this kernel lacks: the ITS tables "
+    "KVM writes into guest RAM at stop, with no vCPU running, would not be migrated")
+
+
+def ring_safety(arch: Arch, accel: Accel, ring: int, kvm: KvmInfo, force: bool) -> tuple[str, ...]:
+    """Refuse a configuration known to lose pages, unless forced (then say so)."""
+    if arch == "aarch64" and accel == "kvm" and ring and not kvm.has_ring_with_bitmap:
+        if not force:
+            raise UsageError(f"--dirty-ring {ring}: {ITS_RING_NEEDS_BITMAP}; "
+                             "use --dirty-ring 0, or --force to run it anyway")
+        return (ITS_RING_NEEDS_BITMAP,)
+    return ()
+
+
 def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
     """Check every option before any QEMU starts; raise UsageError/HostError."""
     if opts.arch not in ARCHES:
         raise UsageError(f"unknown arch {opts.arch!r}; choose one of {', '.join(ARCHES)}")
     arch: Arch = opts.arch
     kvm = kvm or probe_kvm()
-    if arch != "x86_64":
-        choose_accel(opts.accel, arch, kvm, needs_64bit=False)  # the more specific error first
-        raise UsageError(f"--arch {arch}: not supported by this qmpctl yet")
     if not 32 <= opts.ram_mib <= 2048:
         raise UsageError(f"--ram {opts.ram_mib} MiB: must be 32..2048")
     if opts.min_passes < 1:
@@ -143,7 +159,9 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
         end=base_wave.end if opts.wave_end_mib is None else opts.wave_end_mib * MiB,
         stride=opts.stride, delta=opts.delta,
     )
-    guest = WaveGuest(arch, opts.ram_mib, wave, smp=opts.smp)
+    guest_type = ItsGuest if arch == "aarch64" else WaveGuest
+    guest = (guest_type(arch, opts.ram_mib, wave) if opts.smp is None
+             else guest_type(arch, opts.ram_mib, wave, smp=opts.smp))
     guest.validate()
     accel, reason = choose_accel(opts.accel, arch, kvm, guest.needs_64bit_kvm)
     ring = opts.dirty_ring if accel == "kvm" else 0
@@ -158,13 +176,14 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
                              f"{kvm.dirty_ring_max_entries} entries")
         if ring < 1024:
             raise UsageError(f"--dirty-ring {ring}: QEMU needs at least 1024 entries")
+    forced = ring_safety(arch, accel, ring, kvm, opts.force)
     for start, end, _ in opts.exclude:
         if end <= start:
             raise UsageError(f"--exclude 0x{start:x}-0x{end:x}: empty range")
     src = find_qemu(arch, opts.qemu_src)
     dst = find_qemu(arch, opts.qemu_dst) if opts.qemu_dst != opts.qemu_src else src
     guest.kernel  # noqa: B018 - raises HostError when the image was not built
-    return Resolved(opts, arch, accel, reason, ring, guest, src, dst, kvm)
+    return Resolved(opts, arch, accel, reason, ring, guest, forced, src, dst, kvm)
 
 
 def _free_port() -> int:
@@ -212,6 +231,14 @@ async def probe_dirty_rate(machine: QemuMachine, mode: str, calc_time: float = 1
     raise HostError(f"calc-dirty-rate ({mode}) did not finish")
 
 
+def its_table_verdict(table: ItsTable, result: CompareResult, layout: RamLayout
+                      ) -> ItsTableVerdict:
+    differing = result.differing_in(layout, table.base, table.base + table.size)
+    return ItsTableVerdict(name=table.name, base=table.base, size=table.size,
+                           pages=-(-table.size // PAGE_SIZE), pages_differing=differing,
+                           identical=differing == 0)
+
+
 def memory_verdict(result: CompareResult) -> MemoryVerdict:
     return MemoryVerdict(
         identical=result.identical, bytes_compared=result.bytes_total,
@@ -242,10 +269,10 @@ def _config(r: Resolved) -> RunConfig:
         ram_mib=r.guest.ram_mib, smp=r.guest.smp, transport=o.transport,
         qemu_src=str(r.qemu_src.path), qemu_dst=str(r.qemu_dst.path),
         qemu_src_version=r.qemu_src.version_str, qemu_dst_version=r.qemu_dst.version_str,
-        workload={"kind": "wave", "start": r.guest.wave.start, "end": r.guest.wave.end,
+        workload={"kind": r.guest.name, "start": r.guest.wave.start, "end": r.guest.wave.end,
                   "stride": r.guest.wave.stride, "delta": r.guest.wave.delta},
         min_passes=o.min_passes, throttle_bandwidth=o.throttle_mib_s * MiB,
-        converge_downtime_ms=o.downtime_limit_ms,
+        converge_downtime_ms=o.downtime_limit_ms, forced=list(r.forced),
     )
 
 
@@ -302,6 +329,7 @@ async def _migrate_and_verify(run: Run, hooks: Hooks,
                 raise HostError(f"dirty ring not active on the source: {exc}") from exc
             raise
 
+    rep.guest_checks += await r.guest.before_migration(run.src.console, o.boot_timeout_s)
     run.dst = run.machine("dst", r.qemu_dst)
     await run.dst.launch()
     uri = (f"unix:{run.dir.side('mig', 'sock')}" if o.transport == "unix"
@@ -355,9 +383,11 @@ async def _migrate_and_verify(run: Run, hooks: Hooks,
 
     t2 = time.monotonic()
     exclusions = [Region(reason, start, end) for start, end, reason in o.exclude]
+    layout = r.guest.layout(src.console.view())  # ITS tables as the guest announced them
     with RamImage(src.spec.ram_path) as si, RamImage(dst.spec.ram_path) as di:
-        result = compare_images(si, di, r.guest.layout(), exclusions)
+        result = compare_images(si, di, layout, exclusions)
     rep.memory = memory_verdict(result)
+    rep.its_tables = [its_table_verdict(t, result, layout) for t in its_tables(src.console.view())]
     run.timings["compare"] = round(time.monotonic() - t2, 3)
     rep.guest_checks.append(wave_check("wave-invariant", "destination image, before resume",
                                        dst.spec.ram_path, r.guest))
@@ -365,6 +395,7 @@ async def _migrate_and_verify(run: Run, hooks: Hooks,
     # The guest must keep running where it landed, and stay consistent.
     await dst.execute("cont")
     await dst.console.wait_passes(o.resume_passes, o.boot_timeout_s)
+    rep.guest_checks += await r.guest.after_resume(dst.console, o.boot_timeout_s)
     await dst.execute("stop")
     rep.guest_checks.append(GuestCheck(
         name="workload-resumes", stage="destination, after cont", ok=True,
@@ -415,7 +446,8 @@ async def run_migrate(r: Resolved, hooks: Hooks | None = None,
         report.timings_s = run.timings
     if report.exit_code == 0:
         failed = (report.memory is not None and not report.memory.identical) or any(
-            not c.ok for c in report.guest_checks)
+            not c.ok for c in report.guest_checks) or any(
+            not t.identical for t in report.its_tables)
         if failed:
             report.exit_code = 1
     report.verdict = "verified" if report.exit_code == 0 else _VERDICT.get(  # type: ignore[assignment]
