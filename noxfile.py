@@ -29,3 +29,10 @@ def tests(session: nox.Session) -> None:
 @nox.session(venv_backend="none")
 def bench(session: nox.Session) -> None:
     session.run(sys.executable, "benchmarks/bench_compare.py", *session.posargs)
+
+
+@nox.session(venv_backend="none")
+def its(session: nox.Session) -> None:
+    """The arm64 GICv3 ITS regression suite, with JUnit XML for CI."""
+    session.run(sys.executable, "-m", "pytest", "-m", "its",
+                "--junitxml=reports/its-junit.xml", *session.posargs)

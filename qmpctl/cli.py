@@ -118,6 +118,8 @@ def migrate(
     report: Annotated[Path | None, typer.Option(help="Write the JSON report here")] = None,
     artifacts: Annotated[Path | None, typer.Option(help="Keep QEMU and serial logs here")]
     = None,
+    postcopy: Annotated[bool, typer.Option(
+        help="Switch to postcopy (migrate-start-postcopy) once memory was re-dirtied")] = False,
     force: Annotated[bool, typer.Option(
         help="Run a configuration known to lose pages (arm64 KVM ring without "
              "ring-with-bitmap); the report lists what was forced")] = False,
@@ -137,7 +139,7 @@ def migrate(
             downtime_limit_ms=downtime_limit, timeout_s=timeout,
             qemu_src=qemu_src or qemu, qemu_dst=qemu_dst or qemu,
             exclude=tuple(parse_exclusion(e) for e in exclude or ()), artifacts=artifacts,
-            force=force,
+            force=force, postcopy=postcopy,
         )
         result = asyncio.run(_run(opts, live=err.is_terminal and not json_out))
     except QmpctlError as exc:

@@ -33,6 +33,7 @@ class MigrationPlan:
     converge_downtime_ms: int = 1000
     timeout: float = 300.0
     hold_timeout: float = 30.0  # longest wait for the workload to re-dirty sent pages
+    postcopy: bool = False  # switch to postcopy instead of letting precopy converge
     capabilities: tuple[tuple[str, bool], ...] = ()  # extra, e.g. ("dirty-limit", True)
 
 
@@ -66,6 +67,8 @@ class MigrationOutcome:
     samples: list[PassSample] = field(default_factory=list)
     error_desc: str | None = None
     workload_stalled: bool = False
+    postcopy_at_pass: int | None = None
+    postcopy_requests: int = 0
 
 
 ProgressFn = Callable[[dict[str, Any], int], None]
@@ -99,8 +102,9 @@ async def set_limits(src: QemuMachine, bandwidth: int, downtime_ms: int) -> None
 
 async def prepare(src: QemuMachine, dst: QemuMachine, plan: MigrationPlan) -> None:
     """Capabilities on both sides, destination listening, source throttled."""
+    extra = [*plan.capabilities, *((("postcopy-ram", True),) if plan.postcopy else ())]
     caps = [{"capability": "events", "state": True}] + [
-        {"capability": name, "state": state} for name, state in plan.capabilities
+        {"capability": name, "state": state} for name, state in extra
     ]
     for machine in (dst, src):
         await machine.execute("migrate-set-capabilities", {"capabilities": caps})
@@ -167,8 +171,14 @@ async def run(src: QemuMachine, dst: QemuMachine, plan: MigrationPlan,
                         throttled = False
                         outcome.workload_stalled = not redirtied
                         outcome.throttled_passes = outcome.samples[-1].pass_no - 1
-                        await set_limits(src, plan.converge_bandwidth,
-                                         plan.converge_downtime_ms)
+                        if plan.postcopy:
+                            # The source stops here; the destination pulls the
+                            # rest (paused with -S, so pages arrive only by push).
+                            outcome.postcopy_at_pass = outcome.samples[-1].pass_no
+                            await src.execute("migrate-start-postcopy")
+                        else:
+                            await set_limits(src, plan.converge_bandwidth,
+                                             plan.converge_downtime_ms)
     except TimeoutError:
         outcome.status = "timeout"
     finally:
@@ -199,6 +209,7 @@ async def run(src: QemuMachine, dst: QemuMachine, plan: MigrationPlan,
     outcome.total_time_ms = info.get("total-time")
     outcome.downtime_ms = info.get("downtime")
     outcome.setup_time_ms = info.get("setup-time")
+    outcome.postcopy_requests = int(ram.get("postcopy-requests", 0))
     if throttled:
         outcome.throttled_passes = outcome.passes
     return outcome

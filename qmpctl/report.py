@@ -76,6 +76,9 @@ class PassStat(BaseModel):
 
 class MigrationStats(BaseModel):
     status: str
+    mode: Literal["precopy", "postcopy"] = "precopy"
+    postcopy_at_pass: int | None = Field(None, description="pass at migrate-start-postcopy")
+    postcopy_requests: int = 0
     passes: int = Field(description="dirty-bitmap syncs (ram.dirty-sync-count)")
     throttled_passes: int
     pages_resent: int = Field(description="pages sent beyond one copy of RAM")
@@ -186,7 +189,9 @@ def summary_lines(report: RunReport) -> list[str]:
         out.append(f"dirty rate ({d.mode}, {d.calc_time_s:g}s): {d.dirty_rate_mib_s} MiB/s"
                    + (f", per vCPU {d.vcpu_dirty_rates_mib_s}" if d.vcpu_dirty_rates_mib_s else ""))
     if (m := report.migration) is not None:
-        out.append(f"migration: {m.status}, {m.passes} passes ({m.throttled_passes} throttled), "
+        mode = "" if m.mode == "precopy" else f" postcopy (from pass {m.postcopy_at_pass})"
+        out.append(f"migration: {m.status}{mode}, {m.passes} passes "
+                   f"({m.throttled_passes} throttled), "
                    f"{m.pages_resent} pages re-sent, {_bytes(m.transferred_bytes)} transferred, "
                    f"total {m.total_time_ms} ms, downtime {m.downtime_ms} ms, "
                    f"setup {m.setup_time_ms} ms, guest passes during migration "

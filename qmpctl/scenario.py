@@ -23,7 +23,7 @@ from . import __version__, migration
 from .cmdline import Accel, MachineSpec
 from .compare import CompareResult, compare_images
 from .errors import HostError, Interrupted, MigrationFailed, QmpctlError, UsageError
-from .guests import ItsGuest, ItsTable, WaveGuest, default_wave, its_tables
+from .guests import RAM_BASE, ItsGuest, ItsTable, WaveGuest, default_wave, its_tables
 from .host import ARCHES, Arch, KvmInfo, QemuBinary, find_qemu, kvm_can_run, probe_kvm
 from .machine import QemuMachine
 from .ramimage import PAGE_SIZE, RamImage, RamLayout, Region
@@ -73,6 +73,7 @@ class MigrateOptions:
     resume_passes: int = 2
     dirty_rate_probe: bool = False  # calc-dirty-rate before migrating (see README)
     force: bool = False  # run even where a safety check says pages would be lost
+    postcopy: bool = False  # switch to postcopy once memory was re-dirtied
     artifacts: Path | None = None
 
 
@@ -154,9 +155,10 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
     if opts.dirty_ring < 0:
         raise UsageError("--dirty-ring must be >= 0 (0 = dirty bitmap)")
     base_wave = default_wave(arch, opts.ram_mib)
+    base = RAM_BASE[arch]  # --wave-start/--wave-end are MiB into RAM
     wave = WaveParams(
-        start=base_wave.start if opts.wave_start_mib is None else opts.wave_start_mib * MiB,
-        end=base_wave.end if opts.wave_end_mib is None else opts.wave_end_mib * MiB,
+        start=base_wave.start if opts.wave_start_mib is None else base + opts.wave_start_mib * MiB,
+        end=base_wave.end if opts.wave_end_mib is None else base + opts.wave_end_mib * MiB,
         stride=opts.stride, delta=opts.delta,
     )
     guest_type = ItsGuest if arch == "aarch64" else WaveGuest
@@ -336,7 +338,7 @@ async def _migrate_and_verify(run: Run, hooks: Hooks,
            else f"tcp:127.0.0.1:{_free_port()}")
     plan = migration.MigrationPlan(
         uri=uri, min_passes=o.min_passes, throttle_bandwidth=o.throttle_mib_s * MiB,
-        converge_downtime_ms=o.downtime_limit_ms, timeout=o.timeout_s,
+        converge_downtime_ms=o.downtime_limit_ms, timeout=o.timeout_s, postcopy=o.postcopy,
     )
     await migration.prepare(run.src, run.dst, plan)
     src, dst = run.src, run.dst
@@ -356,7 +358,8 @@ async def _migrate_and_verify(run: Run, hooks: Hooks,
         rep.migration = MigrationStats(
             status="failed", passes=0, throttled_passes=0, pages_resent=0, transferred_bytes=0,
             total_time_ms=None, downtime_ms=None, setup_time_ms=None,
-            wall_s=round(time.monotonic() - t1, 3), samples=[], error_desc=exc.error_desc)
+            wall_s=round(time.monotonic() - t1, 3), samples=[], error_desc=exc.error_desc,
+            mode="postcopy" if o.postcopy else "precopy")
         raise
     finally:
         run.timings["migrate"] = round(time.monotonic() - t1, 3)
@@ -368,7 +371,8 @@ async def _migrate_and_verify(run: Run, hooks: Hooks,
         setup_time_ms=outcome.setup_time_ms, wall_s=outcome.wall_s,
         samples=[PassStat(**vars(s)) for s in outcome.samples],
         guest_passes_during=src.console.view().passes - passes_before,
-        workload_stalled=outcome.workload_stalled,
+        workload_stalled=outcome.workload_stalled, mode="postcopy" if o.postcopy else "precopy",
+        postcopy_at_pass=outcome.postcopy_at_pass, postcopy_requests=outcome.postcopy_requests,
     )
     if r.ring:
         rep.dirty_ring = ring_evidence(src.log_path.read_text(errors="replace"))

@@ -39,3 +39,18 @@ def test_auto_accel_falls_back_to_tcg_and_says_why() -> None:
 def test_kvm_requested_where_there_is_none() -> None:
     with pytest.raises(UsageError, match=r"^--accel kvm: KVM unavailable \(/dev/kvm: No such"):
         choose_accel("kvm", "x86_64", NOKVM, needs_64bit=False)
+
+
+def test_arm64_kvm_ring_without_bitmap_is_refused_unless_forced() -> None:
+    from qmpctl.scenario import ITS_RING_NEEDS_BITMAP, ring_safety
+
+    arm_no_bitmap = KvmInfo("/dev/kvm", True, "arm64", 12, {"dirty-log-ring-acq-rel": 1 << 20})
+    with pytest.raises(UsageError, match=r"^--dirty-ring 4096: arm64 with the in-kernel ITS"):
+        ring_safety("aarch64", "kvm", 4096, arm_no_bitmap, force=False)
+    assert ring_safety("aarch64", "kvm", 4096, arm_no_bitmap, force=True) == (
+        ITS_RING_NEEDS_BITMAP,)
+    arm_bitmap = KvmInfo("/dev/kvm", True, "arm64", 12, {"dirty-log-ring-acq-rel": 1 << 20,
+                                                         "dirty-log-ring-with-bitmap": 1})
+    assert ring_safety("aarch64", "kvm", 4096, arm_bitmap, force=False) == ()
+    assert ring_safety("aarch64", "kvm", 0, arm_no_bitmap, force=False) == ()
+    assert ring_safety("x86_64", "kvm", 4096, PVM, force=False) == ()
