@@ -29,13 +29,11 @@ LINUX_APT_LISTS := $(wildcard /var/lib/apt/lists/*_Packages*)
 
 linux_outs = $(foreach a,$(LINUX_ARCHES),$(addprefix $(OUT)/$(a)/linux/,vmlinuz initrd.img guestload manifest.txt))
 
-# Not in `all` yet: the Linux guests are not wired into `qmpctl migrate`.
-# Build them with `make -C images linux`.
+all: linux
 linux: $(linux_outs)
 .PHONY: linux linux-clean linux-resolve
 
-# Resolve (apt) only when a Linux target was asked for, so `make` alone stays offline.
-ifneq ($(filter linux linux-resolve $(OUT)/%,$(MAKECMDGOALS)),)
+ifeq ($(filter clean linux-clean,$(MAKECMDGOALS)),)
 -include $(LINUX_CACHE)/amd64/versions.mk $(LINUX_CACHE)/arm64/versions.mk
 endif
 

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from . import __version__
 from .errors import ExitCode, QmpctlError, UsageError
+from .guests import LinuxWorkload
 from .report import RunReport, report_schema, summary_lines
 from .scenario import Hooks, MigrateOptions, error_report, resolve, run_migrate
 
@@ -90,11 +91,21 @@ def _emit(report: RunReport, as_json: bool, report_path: Path | None) -> None:
 @app.command()
 def migrate(
     arch: Annotated[str, typer.Option(help="Guest architecture: x86_64 or aarch64")] = "x86_64",
+    guest: Annotated[str, typer.Option(
+        help="baremetal (x86 wave / arm64 ITS guest) or linux (Debian kernel + guestload)")]
+    = "baremetal",
+    workload: Annotated[str, typer.Option(
+        help="Linux guests: wave, random, hotset, rate or readmostly")] = "wave",
+    workload_size: Annotated[str, typer.Option(help="Linux guests: e.g. 64M, 1G or 25%")]
+    = "64M",
+    hot: Annotated[str | None, typer.Option(help="hotset: X,Y = X% of pages take Y% of writes")]
+    = None,
+    rate: Annotated[int | None, typer.Option(help="rate workload: target MiB/s")] = None,
     accel: Annotated[str, typer.Option(help="auto (KVM when it can run the guest), kvm, tcg")]
     = "auto",
     dirty_ring: Annotated[int, typer.Option(help="KVM dirty ring entries per vCPU; 0 = bitmap")]
     = 4096,
-    ram: Annotated[int, typer.Option(help="Guest RAM in MiB")] = 160,
+    ram: Annotated[int | None, typer.Option(help="Guest RAM in MiB (160; Linux 512)")] = None,
     smp: Annotated[int | None, typer.Option(help="vCPUs (default: x86 wave 1, arm64 ITS 2)")]
     = None,
     wave_start: Annotated[int | None, typer.Option(help="Wave start, MiB into RAM")] = None,
@@ -139,7 +150,8 @@ def migrate(
             downtime_limit_ms=downtime_limit, timeout_s=timeout,
             qemu_src=qemu_src or qemu, qemu_dst=qemu_dst or qemu,
             exclude=tuple(parse_exclusion(e) for e in exclude or ()), artifacts=artifacts,
-            force=force, postcopy=postcopy,
+            force=force, postcopy=postcopy, guest=guest,
+            workload=LinuxWorkload(workload, workload_size, hot, rate),
         )
         result = asyncio.run(_run(opts, live=err.is_terminal and not json_out))
     except QmpctlError as exc:

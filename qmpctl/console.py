@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ class Record:
     kind: str
     fields: dict[str, str]
     raw: str
+    at: float = 0.0  # host monotonic time the line arrived (0 when parsed from a log)
 
     def int(self, key: str) -> int:
         """A numeric field (hex with 0x, or decimal)."""
@@ -36,10 +38,10 @@ class Record:
             raise GuestError(f"guest record {self.raw!r}: bad or missing field {key!r}") from exc
 
 
-def parse_record(text: str) -> Record:
+def parse_record(text: str, at: float = 0.0) -> Record:
     kind, *tokens = text.split() or [""]
     fields = dict(tok.partition("=")[::2] for tok in tokens)
-    return Record(kind, fields, text.strip())
+    return Record(kind, fields, text.strip(), at)
 
 
 @dataclass
@@ -66,12 +68,12 @@ def pass_marks(text: str) -> int:
     return len(text) if text and text.count("B") == len(text) else 0
 
 
-def scan_line(line: str, view: ConsoleView) -> None:
+def scan_line(line: str, view: ConsoleView, at: float = 0.0) -> None:
     """Add one complete line to `view`."""
     head, mark, rest = line.rstrip("\r").partition(MARK)
     view.passes += pass_marks(head)
     if mark:
-        view.records.append(parse_record(rest))
+        view.records.append(parse_record(rest, at))
 
 
 def parse_console(data: bytes) -> ConsoleView:
@@ -127,8 +129,9 @@ class SerialConsole:
     async def _feed(self, chunk: bytes) -> None:
         self.transcript += chunk
         *lines, self._partial = (self._partial + chunk.decode("utf-8", "replace")).split("\n")
+        now = time.monotonic()
         for line in lines:
-            scan_line(line, self._done)
+            scan_line(line, self._done, now)
         async with self._changed:
             self._changed.notify_all()
 

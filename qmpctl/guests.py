@@ -7,15 +7,15 @@ Images are built by `make -C images` into images/out (or $QMPCTL_IMAGES).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .console import ConsoleView, Record, SerialConsole
 from .errors import HostError, UsageError
 from .host import Arch
-from .ramimage import RamLayout, Region
+from .ramimage import RamImage, RamLayout, Region
 from .report import GuestCheck
-from .wave import WaveParams
+from .wave import WaveParams, check_wave
 
 MiB = 1 << 20
 RAM_BASE: dict[Arch, int] = {"x86_64": 0, "aarch64": 0x4000_0000}
@@ -62,8 +62,34 @@ class WaveGuest:
     def kernel(self) -> Path:
         return image_path(self.arch, self.image)
 
+    initrd: Path | None = None
+    append: str | None = None
+
     def fw_cfg(self) -> tuple[tuple[str, str], ...]:
         return (("opt/qmpctl/params", self.wave.fw_cfg_string()),)
+
+    def devices(self, udp_port: int) -> tuple[str, ...]:
+        return ()
+
+    progress_unit = "wave passes"
+
+    def work_done(self, view: ConsoleView) -> int:
+        """Monotonic measure of the workload's writes as the console reports them."""
+        return view.passes
+
+    async def wait_resumed(self, console: SerialConsole, timeout: float) -> str:
+        """Wait for the workload to progress on a resumed guest; say what was seen."""
+        await console.wait_passes(2, timeout)
+        return "2 more wave passes reported on the destination's serial port"
+
+    def image_checks(self, ram: Path, stage: str) -> list[GuestCheck]:
+        """Checks that read the workload's state from a RAM image (paused guest)."""
+        with RamImage(ram) as image:
+            res = check_wave(image, self.layout(), self.wave)
+        detail = f"{res.blocks} blocks, {res.detail}, value 0x{res.value:02x}"
+        if res.first_bad_gpa is not None:
+            detail += f", first bad block at gpa 0x{res.first_bad_gpa:x}"
+        return [GuestCheck(name="wave-invariant", stage=stage, ok=res.ok, detail=detail)]
 
     def base_regions(self) -> tuple[Region, ...]:
         return (
@@ -179,3 +205,151 @@ class ItsGuest(WaveGuest):
             return [GuestCheck(name="its-verify", stage="destination, after resume", ok=False,
                                detail="the guest gave a verdict without any its-check record")]
         return [its_check(r, "destination, after resume") for r in checks]
+
+
+LINUX_WORKLOADS = ("wave", "random", "hotset", "rate", "readmostly")
+LINUX_CONSOLE: dict[Arch, str] = {"x86_64": "ttyS0", "aarch64": "ttyAMA0"}
+
+
+@dataclass(frozen=True)
+class LinuxWorkload:
+    """guestload's parameters (guestload/linux/guestload.c), as kernel args."""
+
+    kind: str = "wave"
+    size: str = "64M"  # MiB/GiB or % of RAM
+    hot: str | None = None  # hotset: "X,Y"
+    rate_mib_s: int | None = None  # rate
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.kind not in LINUX_WORKLOADS:
+            out.append(f"--workload {self.kind!r}: choose one of {', '.join(LINUX_WORKLOADS)}")
+        num, unit = self.size[:-1], self.size[-1:]
+        if not (num.isdigit() and unit in "MG%" and int(num) > 0) or \
+                (unit == "%" and int(num) > 90):
+            out.append(f"--workload-size {self.size!r}: expected e.g. 64M, 1G or 25% (<= 90%)")
+        return out
+
+    def cmdline(self) -> str:
+        args = [f"qmpctl.workload={self.kind}", f"qmpctl.size={self.size}"]
+        if self.hot:
+            args.append(f"qmpctl.hot={self.hot}")
+        if self.rate_mib_s:
+            args.append(f"qmpctl.rate={self.rate_mib_s}")
+        return " ".join(args)
+
+
+@dataclass(frozen=True)
+class LinuxGuest:
+    """Debian's cloud kernel + busybox initramfs running guestload, with a
+    virtio-net-pci NIC whose frames loop back through a UDP socket on
+    127.0.0.1 (on arm64 its MSI-X interrupts go through the ITS)."""
+
+    arch: Arch
+    ram_mib: int
+    workload: LinuxWorkload
+    smp: int = 2
+
+    name = "linux"
+    needs_64bit_kvm = True
+    wave = None
+    # What the guest said before migrating, needed after resume (mutable on purpose).
+    seen: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def kernel(self) -> Path:
+        return image_path(self.arch, "linux", "vmlinuz")
+
+    @property
+    def initrd(self) -> Path:
+        return image_path(self.arch, "linux", "initrd.img")
+
+    @property
+    def append(self) -> str:
+        return (f"console={LINUX_CONSOLE[self.arch]} quiet panic=-1 "
+                f"{self.workload.cmdline()}")
+
+    def fw_cfg(self) -> tuple[tuple[str, str], ...]:
+        return ()
+
+    def devices(self, udp_port: int) -> tuple[str, ...]:
+        # Each side's netdev sends to itself: traffic never leaves QEMU.
+        loop = f"127.0.0.1,local.port={udp_port}"
+        return ("-netdev", f"dgram,id=n0,local.type=inet,local.host={loop},"
+                           f"remote.type=inet,remote.host={loop.replace('local', 'remote')}",
+                "-device", "virtio-net-pci,netdev=n0")
+
+    def layout(self, view: ConsoleView | None = None) -> RamLayout:
+        return RamLayout(RAM_BASE[self.arch], self.ram_mib * MiB,
+                         (Region("Linux RAM", RAM_BASE[self.arch],
+                                 RAM_BASE[self.arch] + self.ram_mib * MiB),))
+
+    def validate(self) -> None:
+        problems = self.workload.problems()
+        if not 256 <= self.ram_mib <= 2048:
+            problems.append(f"--ram {self.ram_mib}: Linux guests need 256..2048 MiB")
+        if self.smp < 1:
+            problems.append("--smp must be at least 1")
+        if problems:
+            raise UsageError("; ".join(problems))
+
+    def ready(self, view: ConsoleView) -> bool | None:
+        head = view.last("guestload")
+        return True if head is not None and "ready" in head.fields else None
+
+    progress_unit = "pages written"
+
+    def work_done(self, view: ConsoleView) -> int:
+        last = view.last("progress")
+        return last.int("pages") if last is not None else 0
+
+    async def wait_resumed(self, console: SerialConsole, timeout: float) -> str:
+        def advanced(v: ConsoleView) -> str | None:
+            pages = [r.int("pages") for r in v.find("progress")]
+            return (f"guestload progress resumed on the destination: {pages[-1] - pages[0]} "
+                    f"pages written across {len(pages)} progress records"
+                    if len(pages) >= 2 and pages[-1] > pages[0] else None)
+        return await console.wait_for(advanced, timeout, "guestload progress after resume")
+
+    async def _net(self, console: SerialConsole, timeout: float) -> tuple[Record, Record]:
+        """`N`: the NIC's interrupt count (`net`) and which irqchip delivers them (`netinfo`)."""
+        seen = len(console.view().find("netinfo"))
+        await console.send(b"N")
+        info = await console.wait_for(
+            lambda v: v.find("netinfo")[seen] if len(v.find("netinfo")) > seen else None,
+            timeout, "the guest's NIC interrupt count")
+        net = console.view().last("net")
+        assert net is not None  # guestload prints `net` right before `netinfo`
+        return net, info
+
+    async def before_migration(self, console: SerialConsole, timeout: float) -> list[GuestCheck]:
+        # A few progress records first, so the report has a throughput baseline.
+        await console.wait_for(lambda v: True if len(v.find("progress")) >= 4 else None,
+                               timeout, "guestload progress before migration")
+        self.seen["irqs"] = (await self._net(console, timeout))[0].int("irqs")
+        return []
+
+    async def after_resume(self, console: SerialConsole, timeout: float) -> list[GuestCheck]:
+        checks = []
+        seen = len(console.view().find("selfcheck"))
+        await console.send(b"C")
+        result = await console.wait_for(
+            lambda v: v.find("selfcheck")[seen] if len(v.find("selfcheck")) > seen else None,
+            timeout, "guestload's self-check")
+        checks.append(GuestCheck(
+            name="guest-selfcheck", stage="destination, after resume",
+            ok=result.fields.get("result") == "PASS",
+            detail=" ".join(f"{k}={v}" for k, v in result.fields.items() if k != "result")))
+        before = self.seen.get("irqs", -1)
+        net, info = await self._net(console, timeout)
+        chip = info.fields.get("chip", "?")
+        want_chip = "ITS-MSI" if self.arch == "aarch64" else "PCI-MSI"
+        checks.append(GuestCheck(
+            name="nic-interrupts", stage="destination, after resume",
+            ok=net.int("irqs") > before >= 0 and chip == want_chip,
+            detail=f"virtio-net interrupts {before} before migration, {net.int('irqs')} "
+                   f"after resume, delivered via {chip} (expected {want_chip})"))
+        return checks
+
+    def image_checks(self, ram: Path, stage: str) -> list[GuestCheck]:
+        return []  # guestload checks itself (`C`), from inside the guest

@@ -88,8 +88,10 @@ class MigrationStats(BaseModel):
     setup_time_ms: int | None
     wall_s: float
     samples: list[PassStat]
-    guest_passes_during: int | None = Field(
-        None, description="wave passes the source guest completed while migrating")
+    workload_progress_during: int | None = Field(
+        None, description="what the source's workload did while migrating, in "
+                          "workload_progress_unit")
+    workload_progress_unit: str = "wave passes"
     error_desc: str | None = None
     workload_stalled: bool = Field(
         False, description="the workload rewrote no memory while convergence was held back: "
@@ -137,6 +139,23 @@ class ItsTableVerdict(BaseModel):
     identical: bool
 
 
+class ThroughputSample(BaseModel):
+    side: Literal["src", "dst"]
+    t_s: float = Field(description="host seconds since the migration started")
+    written_mib: int = Field(description="guest's cumulative MiB written")
+
+
+class GuestThroughput(BaseModel):
+    """Linux guests: write throughput from guestload's progress records."""
+
+    before_mib_s: float | None
+    during_mib_s: float | None
+    after_mib_s: float | None
+    max_gap_during_ms: int | None = Field(
+        description="longest silence between progress records while migrating")
+    samples: list[ThroughputSample]
+
+
 class GuestCheck(BaseModel):
     name: str
     stage: str
@@ -162,6 +181,7 @@ class RunReport(BaseModel):
         default_factory=list, description="arm64 ITS guest: each table's pages, source vs "
                                           "destination, after the tables were saved at stop")
     guest_checks: list[GuestCheck] = Field(default_factory=list)
+    guest_throughput: GuestThroughput | None = None
     source_state_after: str | None = Field(None, description="source run state at the end")
     timings_s: dict[str, float] = Field(default_factory=dict)
 
@@ -185,6 +205,8 @@ def summary_lines(report: RunReport) -> list[str]:
                    + (f" ring={c.dirty_ring_size}" if c.dirty_ring_size else ""))
         for f in c.forced:
             out.append(f"FORCED: {f}")
+    if report.boot_s is not None:
+        out.append(f"boot to workload running: {report.boot_s:.2f} s")
     if (d := report.dirty_rate) is not None:
         out.append(f"dirty rate ({d.mode}, {d.calc_time_s:g}s): {d.dirty_rate_mib_s} MiB/s"
                    + (f", per vCPU {d.vcpu_dirty_rates_mib_s}" if d.vcpu_dirty_rates_mib_s else ""))
@@ -194,8 +216,8 @@ def summary_lines(report: RunReport) -> list[str]:
                    f"({m.throttled_passes} throttled), "
                    f"{m.pages_resent} pages re-sent, {_bytes(m.transferred_bytes)} transferred, "
                    f"total {m.total_time_ms} ms, downtime {m.downtime_ms} ms, "
-                   f"setup {m.setup_time_ms} ms, guest passes during migration "
-                   f"{m.guest_passes_during}")
+                   f"setup {m.setup_time_ms} ms; during migration the guest did "
+                   f"{m.workload_progress_during} {m.workload_progress_unit}")
         if m.workload_stalled:
             out.append("WARNING: the workload made no progress during migration; "
                        "dirty tracking was not exercised")
@@ -216,6 +238,9 @@ def summary_lines(report: RunReport) -> list[str]:
         out.append(f"ITS table {t.name} 0x{t.base:x}+0x{t.size:x}: "
                    f"{'identical' if t.identical else f'{t.pages_differing} pages DIFFER'} "
                    f"({t.pages} pages)")
+    if (tp := report.guest_throughput) is not None:
+        out.append(f"guest dirtying: {tp.before_mib_s} MiB/s before, {tp.during_mib_s} during, "
+                   f"{tp.after_mib_s} after migration; longest stall {tp.max_gap_during_ms} ms")
     for g in report.guest_checks:
         out.append(f"check {g.name} [{g.stage}]: {'PASS' if g.ok else 'FAIL'} - {g.detail}")
     if report.source_state_after:

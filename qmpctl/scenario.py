@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import re
 import socket
 import time
@@ -22,8 +23,18 @@ from typing import Literal
 from . import __version__, migration
 from .cmdline import Accel, MachineSpec
 from .compare import CompareResult, compare_images
+from .console import ConsoleView, Record
 from .errors import HostError, Interrupted, MigrationFailed, QmpctlError, UsageError
-from .guests import RAM_BASE, ItsGuest, ItsTable, WaveGuest, default_wave, its_tables
+from .guests import (
+    RAM_BASE,
+    ItsGuest,
+    ItsTable,
+    LinuxGuest,
+    LinuxWorkload,
+    WaveGuest,
+    default_wave,
+    its_tables,
+)
 from .host import ARCHES, Arch, KvmInfo, QemuBinary, find_qemu, kvm_can_run, probe_kvm
 from .machine import QemuMachine
 from .ramimage import PAGE_SIZE, RamImage, RamLayout, Region
@@ -32,6 +43,7 @@ from .report import (
     DirtyRingEvidence,
     Exclusion,
     GuestCheck,
+    GuestThroughput,
     HostSummary,
     ItsTableVerdict,
     MemoryVerdict,
@@ -40,9 +52,10 @@ from .report import (
     PassStat,
     RunConfig,
     RunReport,
+    ThroughputSample,
 )
 from .rundir import RunDir
-from .wave import WaveParams, check_wave
+from .wave import WaveParams
 
 MiB = 1 << 20
 AccelChoice = Literal["auto", "kvm", "tcg"]
@@ -53,9 +66,10 @@ class MigrateOptions:
     """What the user asked for, as typed values (validated by `resolve`)."""
 
     arch: str = "x86_64"
+    guest: str = "baremetal"  # or "linux"
     accel: AccelChoice = "auto"
     dirty_ring: int = 4096
-    ram_mib: int = 160
+    ram_mib: int | None = None  # None: 160 MiB bare-metal, 512 MiB Linux
     smp: int | None = None  # None: the guest's own default (x86 wave 1, arm64 ITS 2)
     wave_start_mib: int | None = None  # offsets into RAM
     wave_end_mib: int | None = None
@@ -74,6 +88,7 @@ class MigrateOptions:
     dirty_rate_probe: bool = False  # calc-dirty-rate before migrating (see README)
     force: bool = False  # run even where a safety check says pages would be lost
     postcopy: bool = False  # switch to postcopy once memory was re-dirtied
+    workload: LinuxWorkload = field(default_factory=LinuxWorkload)  # Linux guests only
     artifacts: Path | None = None
 
 
@@ -86,7 +101,7 @@ class Resolved:
     accel: Accel
     accel_reason: str
     ring: int
-    guest: WaveGuest
+    guest: WaveGuest | LinuxGuest
     forced: tuple[str, ...]
     qemu_src: QemuBinary
     qemu_dst: QemuBinary
@@ -146,24 +161,32 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
         raise UsageError(f"unknown arch {opts.arch!r}; choose one of {', '.join(ARCHES)}")
     arch: Arch = opts.arch
     kvm = kvm or probe_kvm()
-    if not 32 <= opts.ram_mib <= 2048:
-        raise UsageError(f"--ram {opts.ram_mib} MiB: must be 32..2048")
+    if opts.guest not in ("baremetal", "linux"):
+        raise UsageError(f"--guest {opts.guest!r}: choose baremetal or linux")
+    ram_mib = opts.ram_mib or (512 if opts.guest == "linux" else 160)
+    if not 32 <= ram_mib <= 2048:
+        raise UsageError(f"--ram {ram_mib} MiB: must be 32..2048")
     if opts.min_passes < 1:
         raise UsageError("--min-passes must be at least 1")
     if opts.throttle_mib_s < 1 or opts.downtime_limit_ms < 1:
         raise UsageError("--throttle and --downtime-limit must be positive")
     if opts.dirty_ring < 0:
         raise UsageError("--dirty-ring must be >= 0 (0 = dirty bitmap)")
-    base_wave = default_wave(arch, opts.ram_mib)
+    base_wave = default_wave(arch, ram_mib)
     base = RAM_BASE[arch]  # --wave-start/--wave-end are MiB into RAM
     wave = WaveParams(
         start=base_wave.start if opts.wave_start_mib is None else base + opts.wave_start_mib * MiB,
         end=base_wave.end if opts.wave_end_mib is None else base + opts.wave_end_mib * MiB,
         stride=opts.stride, delta=opts.delta,
     )
-    guest_type = ItsGuest if arch == "aarch64" else WaveGuest
-    guest = (guest_type(arch, opts.ram_mib, wave) if opts.smp is None
-             else guest_type(arch, opts.ram_mib, wave, smp=opts.smp))
+    guest: WaveGuest | LinuxGuest
+    if opts.guest == "linux":
+        guest = (LinuxGuest(arch, ram_mib, opts.workload) if opts.smp is None
+                 else LinuxGuest(arch, ram_mib, opts.workload, smp=opts.smp))
+    else:
+        guest_type = ItsGuest if arch == "aarch64" else WaveGuest
+        guest = (guest_type(arch, ram_mib, wave) if opts.smp is None
+                 else guest_type(arch, ram_mib, wave, smp=opts.smp))
     guest.validate()
     accel, reason = choose_accel(opts.accel, arch, kvm, guest.needs_64bit_kvm)
     ring = opts.dirty_ring if accel == "kvm" else 0
@@ -184,12 +207,12 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
             raise UsageError(f"--exclude 0x{start:x}-0x{end:x}: empty range")
     src = find_qemu(arch, opts.qemu_src)
     dst = find_qemu(arch, opts.qemu_dst) if opts.qemu_dst != opts.qemu_src else src
-    guest.kernel  # noqa: B018 - raises HostError when the image was not built
+    _ = guest.kernel, guest.initrd  # raise HostError when an image was not built
     return Resolved(opts, arch, accel, reason, ring, guest, forced, src, dst, kvm)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
+def _free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
@@ -205,12 +228,14 @@ def ring_evidence(qemu_log: str) -> DirtyRingEvidence:
                              full_exits=qemu_log.count("kvm_dirty_ring_full"))
 
 
-def machine_spec(r: Resolved, run: RunDir, side: str, binary: QemuBinary) -> MachineSpec:
+def machine_spec(r: Resolved, run: RunDir, side: str, binary: QemuBinary,
+                 udp_port: int = 0) -> MachineSpec:
     return MachineSpec(
         arch=r.arch, binary=binary.path, accel=r.accel, dirty_ring_size=r.ring,
         ram_mib=r.guest.ram_mib, ram_path=run.side(side, "ram"),
         qmp_socket=run.side(side, "qmp.sock"), serial_socket=run.side(side, "serial.sock"),
         serial_log=run.side(side, "serial"), smp=r.guest.smp, kernel=r.guest.kernel,
+        initrd=r.guest.initrd, append=r.guest.append, devices=r.guest.devices(udp_port),
         fw_cfg=r.guest.fw_cfg(), incoming=side == "dst", name=f"qmpctl-{side}",
         trace_events=RING_TRACE_EVENTS if r.ring and side == "src" else (),
     )
@@ -252,15 +277,6 @@ def memory_verdict(result: CompareResult) -> MemoryVerdict:
     )
 
 
-def wave_check(name: str, stage: str, ram: Path, guest: WaveGuest) -> GuestCheck:
-    with RamImage(ram) as image:
-        res = check_wave(image, guest.layout(), guest.wave)
-    detail = f"{res.blocks} blocks, {res.detail}, value 0x{res.value:02x}"
-    if res.first_bad_gpa is not None:
-        detail += f", first bad block at gpa 0x{res.first_bad_gpa:x}"
-    return GuestCheck(name=name, stage=stage, ok=res.ok, detail=detail)
-
-
 def _config(r: Resolved) -> RunConfig:
     o = r.options
     return RunConfig(
@@ -271,10 +287,44 @@ def _config(r: Resolved) -> RunConfig:
         ram_mib=r.guest.ram_mib, smp=r.guest.smp, transport=o.transport,
         qemu_src=str(r.qemu_src.path), qemu_dst=str(r.qemu_dst.path),
         qemu_src_version=r.qemu_src.version_str, qemu_dst_version=r.qemu_dst.version_str,
-        workload={"kind": r.guest.name, "start": r.guest.wave.start, "end": r.guest.wave.end,
-                  "stride": r.guest.wave.stride, "delta": r.guest.wave.delta},
+        workload=workload_summary(r.guest),
         min_passes=o.min_passes, throttle_bandwidth=o.throttle_mib_s * MiB,
         converge_downtime_ms=o.downtime_limit_ms, forced=list(r.forced),
+    )
+
+
+def workload_summary(guest: WaveGuest | LinuxGuest) -> dict[str, int | str]:
+    if isinstance(guest, LinuxGuest):
+        w = guest.workload
+        return {"kind": f"linux-{w.kind}", "size": w.size, "hot": w.hot or "",
+                "rate_mib_s": w.rate_mib_s or 0}
+    return {"kind": guest.name, "start": guest.wave.start, "end": guest.wave.end,
+            "stride": guest.wave.stride, "delta": guest.wave.delta}
+
+
+def _rate(records: list[Record]) -> float | None:
+    """MiB/s between the first and last progress record (host arrival times)."""
+    if len(records) < 2 or records[-1].at <= records[0].at:
+        return None
+    pages = records[-1].int("pages") - records[0].int("pages")
+    return round(pages * PAGE_SIZE / MiB / (records[-1].at - records[0].at), 1)
+
+
+def guest_throughput(src: ConsoleView, dst: ConsoleView, t_start: float, t_end: float,
+                     t_cont: float) -> GuestThroughput:
+    """Guest write throughput before, during and after migration, from the
+    progress records' host arrival times (the guest clock stops with the VM)."""
+    before = [r for r in src.find("progress") if r.at < t_start]
+    during = [r for r in src.find("progress") if t_start <= r.at <= t_end]
+    after = [r for r in dst.find("progress") if r.at >= t_cont]
+    edge = before[-1:] + during
+    gaps = [b.at - a.at for a, b in itertools.pairwise(edge)]
+    return GuestThroughput(
+        before_mib_s=_rate(before), during_mib_s=_rate(edge), after_mib_s=_rate(after),
+        max_gap_during_ms=round(max(gaps) * 1000) if gaps else None,
+        samples=[ThroughputSample(side=side, t_s=round(r.at - t_start, 3),
+                                  written_mib=r.int("written_mib"))
+                 for side, recs in (("src", before + during), ("dst", after)) for r in recs],
     )
 
 
@@ -307,8 +357,9 @@ class Run:
     timings: dict[str, float] = field(default_factory=dict)
 
     def machine(self, side: str, binary: QemuBinary) -> QemuMachine:
-        return QemuMachine(machine_spec(self.r, self.dir, side, binary),
-                           self.dir.side(side, "log"))
+        # Each side's NIC loops back through its own UDP port on 127.0.0.1.
+        spec = machine_spec(self.r, self.dir, side, binary, _free_port(socket.SOCK_DGRAM))
+        return QemuMachine(spec, self.dir.side(side, "log"))
 
 
 async def _migrate_and_verify(run: Run, hooks: Hooks,
@@ -348,12 +399,12 @@ async def _migrate_and_verify(run: Run, hooks: Hooks,
             await hooks.on_pass(n, src, dst)
 
     run.migration_started = True
-    passes_before = src.console.view().passes
+    work_before = r.guest.work_done(src.console.view())
     t1 = time.monotonic()
     try:
         outcome = await migration.run(
             src, dst, plan, progress, on_pass,
-            dirtied_again=lambda: src.console.view().passes > passes_before)
+            dirtied_again=lambda: r.guest.work_done(src.console.view()) > work_before)
     except MigrationFailed as exc:
         rep.migration = MigrationStats(
             status="failed", passes=0, throttled_passes=0, pages_resent=0, transferred_bytes=0,
@@ -370,7 +421,8 @@ async def _migrate_and_verify(run: Run, hooks: Hooks,
         total_time_ms=outcome.total_time_ms, downtime_ms=outcome.downtime_ms,
         setup_time_ms=outcome.setup_time_ms, wall_s=outcome.wall_s,
         samples=[PassStat(**vars(s)) for s in outcome.samples],
-        guest_passes_during=src.console.view().passes - passes_before,
+        workload_progress_during=r.guest.work_done(src.console.view()) - work_before,
+        workload_progress_unit=r.guest.progress_unit,
         workload_stalled=outcome.workload_stalled, mode="postcopy" if o.postcopy else "precopy",
         postcopy_at_pass=outcome.postcopy_at_pass, postcopy_requests=outcome.postcopy_requests,
     )
@@ -393,19 +445,20 @@ async def _migrate_and_verify(run: Run, hooks: Hooks,
     rep.memory = memory_verdict(result)
     rep.its_tables = [its_table_verdict(t, result, layout) for t in its_tables(src.console.view())]
     run.timings["compare"] = round(time.monotonic() - t2, 3)
-    rep.guest_checks.append(wave_check("wave-invariant", "destination image, before resume",
-                                       dst.spec.ram_path, r.guest))
+    rep.guest_checks += r.guest.image_checks(dst.spec.ram_path, "destination image, before resume")
 
     # The guest must keep running where it landed, and stay consistent.
+    t_cont = time.monotonic()
     await dst.execute("cont")
-    await dst.console.wait_passes(o.resume_passes, o.boot_timeout_s)
+    resumed = await r.guest.wait_resumed(dst.console, o.boot_timeout_s)
+    rep.guest_checks.append(GuestCheck(name="workload-resumes", stage="destination, after cont",
+                                       ok=True, detail=resumed))
     rep.guest_checks += await r.guest.after_resume(dst.console, o.boot_timeout_s)
     await dst.execute("stop")
-    rep.guest_checks.append(GuestCheck(
-        name="workload-resumes", stage="destination, after cont", ok=True,
-        detail=f"{o.resume_passes} more passes reported on the destination's serial port"))
-    rep.guest_checks.append(wave_check("wave-invariant", "destination image, after resume",
-                                       dst.spec.ram_path, r.guest))
+    rep.guest_checks += r.guest.image_checks(dst.spec.ram_path, "destination image, after resume")
+    if isinstance(r.guest, LinuxGuest):
+        rep.guest_throughput = guest_throughput(src.console.view(), dst.console.view(),
+                                                t1, t1 + run.timings["migrate"], t_cont)
 
 
 async def _cleanup(run: Run) -> None:
