@@ -32,6 +32,12 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(venv_backend="none")
+def bench_linux(session: nox.Session) -> None:
+    """Linux guests: boot-to-workload, throughput around migration, ring vs bitmap."""
+    session.run(sys.executable, "benchmarks/bench_linux.py", *session.posargs)
+
+
+@nox.session(venv_backend="none")
 def its(session: nox.Session) -> None:
     """The arm64 GICv3 ITS regression suite, with JUnit XML for CI."""
     session.run(sys.executable, "-m", "pytest", "-m", "its",
