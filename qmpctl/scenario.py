@@ -362,15 +362,14 @@ class Run:
         return QemuMachine(spec, self.dir.side(side, "log"))
 
 
-async def _migrate_and_verify(run: Run, hooks: Hooks,
-                              progress: migration.ProgressFn | None) -> None:
+async def _start_source(run: Run) -> None:
+    """Launch the source and wait until its workload runs (boot time in the report)."""
     r, rep, o = run.r, run.report, run.r.options
     t0 = time.monotonic()
     run.src = run.machine("src", r.qemu_src)
     await run.src.launch()
     await run.src.console.wait_for(r.guest.ready, o.boot_timeout_s, "the workload to start")
     rep.boot_s = round(time.monotonic() - t0, 3)
-
     if o.dirty_rate_probe:
         # Off by default: on kvm_pvm a dirty-ring calc-dirty-rate before the
         # migration stalls the vCPU during it and once lost pages (see README).
@@ -381,18 +380,38 @@ async def _migrate_and_verify(run: Run, hooks: Hooks,
             if r.ring:
                 raise HostError(f"dirty ring not active on the source: {exc}") from exc
             raise
-
     rep.guest_checks += await r.guest.before_migration(run.src.console, o.boot_timeout_s)
-    run.dst = run.machine("dst", r.qemu_dst)
-    await run.dst.launch()
+
+
+def _stats(outcome: migration.MigrationOutcome, r: Resolved, progress: int) -> MigrationStats:
+    return MigrationStats(
+        status=outcome.status, passes=outcome.passes, throttled_passes=outcome.throttled_passes,
+        pages_resent=outcome.pages_resent, transferred_bytes=outcome.transferred,
+        total_time_ms=outcome.total_time_ms, downtime_ms=outcome.downtime_ms,
+        setup_time_ms=outcome.setup_time_ms, wall_s=outcome.wall_s,
+        samples=[PassStat(**vars(s)) for s in outcome.samples],
+        workload_progress_during=progress, workload_progress_unit=r.guest.progress_unit,
+        workload_stalled=outcome.workload_stalled,
+        mode="postcopy" if r.options.postcopy else "precopy",
+        postcopy_at_pass=outcome.postcopy_at_pass, postcopy_requests=outcome.postcopy_requests,
+        error_desc=outcome.error_desc if outcome.status != "completed" else None,
+    )
+
+
+async def _migrate(run: Run, hooks: Hooks, progress: migration.ProgressFn | None) -> float:
+    """Destination, migration, ring evidence; returns when the migration began."""
+    r, rep, o = run.r, run.report, run.r.options
+    assert run.src is not None
+    src = run.src
+    dst = run.dst = run.machine("dst", r.qemu_dst)
+    await dst.launch()
     uri = (f"unix:{run.dir.side('mig', 'sock')}" if o.transport == "unix"
            else f"tcp:127.0.0.1:{_free_port()}")
     plan = migration.MigrationPlan(
         uri=uri, min_passes=o.min_passes, throttle_bandwidth=o.throttle_mib_s * MiB,
         converge_downtime_ms=o.downtime_limit_ms, timeout=o.timeout_s, postcopy=o.postcopy,
     )
-    await migration.prepare(run.src, run.dst, plan)
-    src, dst = run.src, run.dst
+    await migration.prepare(src, dst, plan)
 
     async def on_pass(n: int) -> None:
         if hooks.on_pass is not None:
@@ -406,26 +425,14 @@ async def _migrate_and_verify(run: Run, hooks: Hooks,
             src, dst, plan, progress, on_pass,
             dirtied_again=lambda: r.guest.work_done(src.console.view()) > work_before)
     except MigrationFailed as exc:
-        rep.migration = MigrationStats(
-            status="failed", passes=0, throttled_passes=0, pages_resent=0, transferred_bytes=0,
-            total_time_ms=None, downtime_ms=None, setup_time_ms=None,
-            wall_s=round(time.monotonic() - t1, 3), samples=[], error_desc=exc.error_desc,
-            mode="postcopy" if o.postcopy else "precopy")
+        failed = migration.MigrationOutcome(status="failed", error_desc=exc.error_desc,
+                                            wall_s=round(time.monotonic() - t1, 3))
+        rep.migration = _stats(failed, r, 0)
         raise
     finally:
         run.timings["migrate"] = round(time.monotonic() - t1, 3)
     run.migration_completed = True
-    rep.migration = MigrationStats(
-        status=outcome.status, passes=outcome.passes, throttled_passes=outcome.throttled_passes,
-        pages_resent=outcome.pages_resent, transferred_bytes=outcome.transferred,
-        total_time_ms=outcome.total_time_ms, downtime_ms=outcome.downtime_ms,
-        setup_time_ms=outcome.setup_time_ms, wall_s=outcome.wall_s,
-        samples=[PassStat(**vars(s)) for s in outcome.samples],
-        workload_progress_during=r.guest.work_done(src.console.view()) - work_before,
-        workload_progress_unit=r.guest.progress_unit,
-        workload_stalled=outcome.workload_stalled, mode="postcopy" if o.postcopy else "precopy",
-        postcopy_at_pass=outcome.postcopy_at_pass, postcopy_requests=outcome.postcopy_requests,
-    )
+    rep.migration = _stats(outcome, r, r.guest.work_done(src.console.view()) - work_before)
     if r.ring:
         rep.dirty_ring = ring_evidence(src.log_path.read_text(errors="replace"))
         rep.guest_checks.append(GuestCheck(
@@ -434,20 +441,31 @@ async def _migrate_and_verify(run: Run, hooks: Hooks,
             detail=f"{rep.dirty_ring.pages_reaped} pages reaped from the rings in "
                    f"{rep.dirty_ring.reaps} reaps, {rep.dirty_ring.full_exits} ring-full exits "
                    "(QEMU trace kvm_dirty_ring_reap/full)"))
-    if hooks.before_verify is not None:
-        await hooks.before_verify(src.spec.ram_path, dst.spec.ram_path)
+    return t1
 
+
+def _verify_memory(run: Run) -> None:
+    """Both RAM images page by page (source postmigrate, destination paused)."""
+    r, rep = run.r, run.report
+    assert run.src is not None and run.dst is not None
     t2 = time.monotonic()
-    exclusions = [Region(reason, start, end) for start, end, reason in o.exclude]
-    layout = r.guest.layout(src.console.view())  # ITS tables as the guest announced them
-    with RamImage(src.spec.ram_path) as si, RamImage(dst.spec.ram_path) as di:
+    exclusions = [Region(reason, start, end) for start, end, reason in r.options.exclude]
+    view = run.src.console.view()
+    layout = r.guest.layout(view)  # ITS tables as the guest announced them
+    with RamImage(run.src.spec.ram_path) as si, RamImage(run.dst.spec.ram_path) as di:
         result = compare_images(si, di, layout, exclusions)
     rep.memory = memory_verdict(result)
-    rep.its_tables = [its_table_verdict(t, result, layout) for t in its_tables(src.console.view())]
+    rep.its_tables = [its_table_verdict(t, result, layout) for t in its_tables(view)]
     run.timings["compare"] = round(time.monotonic() - t2, 3)
-    rep.guest_checks += r.guest.image_checks(dst.spec.ram_path, "destination image, before resume")
+    rep.guest_checks += r.guest.image_checks(run.dst.spec.ram_path,
+                                             "destination image, before resume")
 
-    # The guest must keep running where it landed, and stay consistent.
+
+async def _resume_and_check(run: Run, t_migrate: float) -> None:
+    """The guest must keep running where it landed, and stay consistent."""
+    r, rep, o = run.r, run.report, run.r.options
+    assert run.src is not None and run.dst is not None
+    dst = run.dst
     t_cont = time.monotonic()
     await dst.execute("cont")
     resumed = await r.guest.wait_resumed(dst.console, o.boot_timeout_s)
@@ -457,8 +475,20 @@ async def _migrate_and_verify(run: Run, hooks: Hooks,
     await dst.execute("stop")
     rep.guest_checks += r.guest.image_checks(dst.spec.ram_path, "destination image, after resume")
     if isinstance(r.guest, LinuxGuest):
-        rep.guest_throughput = guest_throughput(src.console.view(), dst.console.view(),
-                                                t1, t1 + run.timings["migrate"], t_cont)
+        rep.guest_throughput = guest_throughput(
+            run.src.console.view(), dst.console.view(), t_migrate,
+            t_migrate + run.timings["migrate"], t_cont)
+
+
+async def _migrate_and_verify(run: Run, hooks: Hooks,
+                              progress: migration.ProgressFn | None) -> None:
+    await _start_source(run)
+    t_migrate = await _migrate(run, hooks, progress)
+    if hooks.before_verify is not None:
+        assert run.src is not None and run.dst is not None
+        await hooks.before_verify(run.src.spec.ram_path, run.dst.spec.ram_path)
+    _verify_memory(run)
+    await _resume_and_check(run, t_migrate)
 
 
 async def _cleanup(run: Run) -> None:
