@@ -68,6 +68,7 @@ def test_exclusion_is_counted_not_silent(images: tuple[Path, Path]) -> None:
 def test_many_chunks_and_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import qmpctl.compare as cmp
     monkeypatch.setattr(cmp, "CHUNK_BYTES", 4 * PAGE_SIZE)
+    monkeypatch.setattr(cmp, "BLOCK_BYTES", 2 * PAGE_SIZE)
     size = 40 * PAGE_SIZE
     a, b = tmp_path / "a", tmp_path / "b"
     a.write_bytes(bytes(size))
