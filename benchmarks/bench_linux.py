@@ -10,8 +10,9 @@ import asyncio
 
 from qmpctl.guests import LinuxWorkload
 from qmpctl.host import kvm_can_run, probe_kvm
+from qmpctl.options import MigrateOptions, resolve
 from qmpctl.report import RunReport
-from qmpctl.scenario import MigrateOptions, resolve, run_migrate
+from qmpctl.scenario import run_migrate
 
 
 async def one(arch: str, workload: str, accel: str = "auto", ring: int = 4096) -> RunReport:

@@ -17,8 +17,9 @@ from rich.table import Table
 from . import __version__
 from .errors import ExitCode, QmpctlError, UsageError
 from .guests import LinuxWorkload
+from .options import MigrateOptions, resolve
 from .report import RunReport, report_schema, summary_lines
-from .scenario import Hooks, MigrateOptions, error_report, resolve, run_migrate
+from .scenario import Hooks, error_report, run_migrate
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Drive QEMU live migration over QMP and prove no dirty page was lost.")

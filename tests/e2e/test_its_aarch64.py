@@ -14,8 +14,9 @@ import pytest
 
 from qmpctl.errors import ExitCode
 from qmpctl.host import KvmInfo, kvm_can_run
+from qmpctl.options import MigrateOptions, resolve
 from qmpctl.report import RunReport
-from qmpctl.scenario import Hooks, MigrateOptions, resolve, run_migrate
+from qmpctl.scenario import Hooks, run_migrate
 from tests.conftest import our_qemu_processes
 
 pytestmark = [pytest.mark.qemu, pytest.mark.its]

@@ -11,8 +11,9 @@ import pytest
 
 from qmpctl.guests import LinuxWorkload
 from qmpctl.machine import QemuMachine
+from qmpctl.options import MigrateOptions, resolve
 from qmpctl.report import RunReport
-from qmpctl.scenario import Hooks, MigrateOptions, resolve, run_migrate
+from qmpctl.scenario import Hooks, run_migrate
 from tests.conftest import our_qemu_processes
 
 pytestmark = [pytest.mark.qemu, pytest.mark.linux]

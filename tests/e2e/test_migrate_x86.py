@@ -13,8 +13,9 @@ import pytest
 from qmpctl.errors import ExitCode
 from qmpctl.host import KvmInfo
 from qmpctl.machine import QemuMachine
+from qmpctl.options import MigrateOptions, resolve
 from qmpctl.report import RunReport
-from qmpctl.scenario import Hooks, MigrateOptions, resolve, run_migrate
+from qmpctl.scenario import Hooks, run_migrate
 from tests.conftest import kvm_skip_reason, our_qemu_processes
 
 pytestmark = pytest.mark.qemu

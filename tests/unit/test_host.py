@@ -2,7 +2,7 @@ import pytest
 
 from qmpctl.errors import UsageError
 from qmpctl.host import KvmInfo
-from qmpctl.scenario import choose_accel
+from qmpctl.options import choose_accel
 
 PVM = KvmInfo("/dev/kvm", True, "pvm", 12,
               {"dirty-log-ring": 1 << 20, "dirty-log-ring-acq-rel": 1 << 20,
@@ -42,7 +42,7 @@ def test_kvm_requested_where_there_is_none() -> None:
 
 
 def test_arm64_kvm_ring_without_bitmap_is_refused_unless_forced() -> None:
-    from qmpctl.scenario import ITS_RING_NEEDS_BITMAP, ring_safety
+    from qmpctl.options import ITS_RING_NEEDS_BITMAP, ring_safety
 
     arm_no_bitmap = KvmInfo("/dev/kvm", True, "arm64", 12, {"dirty-log-ring-acq-rel": 1 << 20})
     with pytest.raises(UsageError, match=r"^--dirty-ring 4096: arm64 with the in-kernel ITS"):
