@@ -130,6 +130,9 @@ def migrate(
     report: Annotated[Path | None, typer.Option(help="Write the JSON report here")] = None,
     artifacts: Annotated[Path | None, typer.Option(help="Keep QEMU and serial logs here")]
     = None,
+    dirty_rate_probe: Annotated[bool, typer.Option(
+        help="Run calc-dirty-rate on the source before migrating (on kvm_pvm this "
+             "disturbs the migration that follows; see README)")] = False,
     postcopy: Annotated[bool, typer.Option(
         help="Switch to postcopy (migrate-start-postcopy) once memory was re-dirtied")] = False,
     force: Annotated[bool, typer.Option(
@@ -151,7 +154,7 @@ def migrate(
             downtime_limit_ms=downtime_limit, timeout_s=timeout,
             qemu_src=qemu_src or qemu, qemu_dst=qemu_dst or qemu,
             exclude=tuple(parse_exclusion(e) for e in exclude or ()), artifacts=artifacts,
-            force=force, postcopy=postcopy, guest=guest,
+            force=force, postcopy=postcopy, guest=guest, dirty_rate_probe=dirty_rate_probe,
             workload=LinuxWorkload(workload, workload_size, hot, rate),
         )
         result = asyncio.run(_run(opts, live=err.is_terminal and not json_out))
@@ -167,11 +170,15 @@ def migrate(
 
 
 @app.command()
-def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print JSON")] = False) -> None:
+def doctor(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    probe: Annotated[bool, typer.Option(
+        help="Also boot a 64-bit probe guest under KVM (up to 30 s)")] = False,
+) -> None:
     """Show what this host can do: QEMU, KVM, dirty-ring capabilities, QEMU features."""
     from .doctor import doctor as run_doctor
 
-    rep = asyncio.run(run_doctor())
+    rep = asyncio.run(run_doctor(probe))
     if json_out:
         print(rep.model_dump_json(indent=2))
         return
@@ -183,6 +190,8 @@ def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print JSON")] 
         table.add_row(f"  {name}", str(value))
     table.add_row("dirty ring max entries", str(rep.dirty_ring_max_entries))
     table.add_row("64-bit Linux under KVM", str(rep.runs_64bit_linux_under_kvm))
+    if rep.long_mode_probe is not None:
+        table.add_row("long-mode probe (KVM)", rep.long_mode_probe)
     for q in rep.qemu:
         problem = f" ({q.error})" if q.error else ""
         table.add_row(f"qemu {q.arch}", f"{q.binary} {q.version}{problem}")

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from .cmdline import MachineSpec
 from .errors import QmpctlError
+from .guests import image_path
 from .host import ARCHES, Arch, KvmInfo, find_qemu, host_arch, probe_kvm
 from .machine import QemuMachine
 from .rundir import RunDir
@@ -37,6 +38,7 @@ class DoctorReport(BaseModel):
     dirty_ring_max_entries: int
     dirty_ring_with_bitmap: bool
     runs_64bit_linux_under_kvm: bool | None
+    long_mode_probe: str | None = None  # result of --probe: guestload/x86/probe64 under KVM
     notes: list[str]
     qemu: list[QemuFeatures]
 
@@ -112,11 +114,41 @@ def host_notes(kvm: KvmInfo) -> list[str]:
     return notes
 
 
-async def doctor() -> DoctorReport:
+async def probe_long_mode(run: RunDir, timeout: float = 30.0) -> str:
+    """Boot guestload/x86/probe64 under KVM: does 64-bit (long mode) code run?
+
+    On kvm_pvm it does (after ~5 s) although ordinary 64-bit Linux kernels do
+    not boot, so this answers "long mode", not "Linux".
+    """
+    try:
+        binary = find_qemu("x86_64")
+        kernel = image_path("x86_64", "probe64.elf")
+    except QmpctlError as exc:
+        return f"not run: {exc.message}"
+    spec = MachineSpec(
+        arch="x86_64", binary=binary.path, accel="kvm", ram_mib=32,
+        ram_path=run.side("probe64", "ram"), qmp_socket=run.side("probe64", "qmp.sock"),
+        serial_socket=run.side("probe64", "serial.sock"), serial_log=run.side("probe64", "serial"),
+        kernel=kernel, name="qmpctl-probe64",
+    )
+    machine = QemuMachine(spec, run.side("probe64", "log"))
+    try:
+        await machine.launch()
+        await machine.console.wait_for(lambda v: True if v.find("probe64", ok="") else None,
+                                       timeout, "probe64 to reach 64-bit code")
+        return "ok: 64-bit code ran under KVM"
+    except QmpctlError as exc:
+        return f"failed: {exc.message}"
+    finally:
+        await machine.shutdown()
+
+
+async def doctor(long_mode_probe: bool = False) -> DoctorReport:
     kvm = probe_kvm()
     run = RunDir.create()
     try:
         qemu = [await qemu_features(arch, run) for arch in ARCHES]
+        probe = await probe_long_mode(run) if long_mode_probe and kvm.accessible else None
     finally:
         run.remove()
     return DoctorReport(
@@ -124,5 +156,6 @@ async def doctor() -> DoctorReport:
         kvm_flavour=kvm.flavour, kvm_error=kvm.error, kvm_caps=dict(kvm.caps),
         dirty_ring_max_entries=kvm.dirty_ring_max_entries,
         dirty_ring_with_bitmap=kvm.has_ring_with_bitmap,
-        runs_64bit_linux_under_kvm=kvm.runs_64bit_guests, notes=host_notes(kvm), qemu=qemu,
+        runs_64bit_linux_under_kvm=kvm.runs_64bit_guests, long_mode_probe=probe,
+        notes=host_notes(kvm), qemu=qemu,
     )
