@@ -6,6 +6,8 @@ import asyncio
 import os
 import signal
 import sys
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -63,30 +65,64 @@ def _progress_table(info: dict[str, Any], passes: int) -> Table:
     return table
 
 
-async def _run(opts: MigrateOptions, live: bool) -> RunReport:
+async def _run(opts: MigrateOptions, live: bool, repeat: int) -> list[RunReport]:
+    """Run the migration `repeat` times (intermittent losses need repetition)."""
     resolved = resolve(opts)
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     assert task is not None
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)
-    if not live:
-        return await run_migrate(resolved, Hooks())
-    with Live(console=err, transient=True, refresh_per_second=4) as view:
-        return await run_migrate(resolved, Hooks(),
-                                 lambda info, n: view.update(_progress_table(info, n)))
+    reports: list[RunReport] = []
+    for i in range(1, repeat + 1):
+        r = resolved
+        if repeat > 1 and opts.artifacts is not None:
+            r = replace(resolved, options=replace(opts, artifacts=opts.artifacts / f"run-{i}"))
+        if live:
+            with Live(console=err, transient=True, refresh_per_second=4) as view:
+                rep = await run_migrate(r, Hooks(),
+                                        lambda info, n: view.update(_progress_table(info, n)))
+        else:
+            rep = await run_migrate(r, Hooks())
+        reports.append(rep)
+        if repeat > 1:
+            err.print(f"run {i}/{repeat}: {one_line(rep)}", highlight=False, markup=False,
+                      soft_wrap=True)
+        if rep.exit_code == ExitCode.INTERRUPTED:
+            break
+    return reports
 
 
-def _emit(report: RunReport, as_json: bool, report_path: Path | None) -> None:
-    data = report.model_dump_json(indent=2)
+def one_line(rep: RunReport) -> str:
+    m, v = rep.migration, rep.memory
+    failed = [c.name for c in rep.guest_checks if not c.ok]
+    return (f"{rep.verdict.upper()}"
+            + (f", {m.passes} passes, downtime {m.downtime_ms} ms" if m else "")
+            + (f", {v.pages_differing} pages differ" if v else "")
+            + (f", failed checks: {', '.join(failed)}" if failed else "")
+            + (f" ({rep.error})" if rep.error else ""))
+
+
+def _emit(reports: list[RunReport], as_json: bool, report_path: Path | None) -> int:
+    """Print and write the report(s); return the exit code (first failure's)."""
+    single = len(reports) == 1
+    data = (reports[0].model_dump_json(indent=2) if single else
+            "[\n" + ",\n".join(r.model_dump_json(indent=2) for r in reports) + "\n]")
     if report_path is not None:
         report_path.write_text(data + "\n")
+    code = next((r.exit_code for r in reports if r.exit_code != 0), 0)
     if as_json:
         out.print_json(data) if out.is_terminal else print(data)
+    elif single:
+        for line in summary_lines(reports[0]):
+            (out if code == 0 else err).print(line, highlight=False, markup=False,
+                                              soft_wrap=True)
     else:
-        for line in summary_lines(report):
-            (out if report.exit_code == 0 else err).print(line, highlight=False, markup=False,
-                                                          soft_wrap=True)
+        tally = Counter(r.verdict for r in reports)
+        (out if code == 0 else err).print(
+            f"{len(reports)} runs: " + ", ".join(f"{n} {v}" for v, n in tally.most_common()),
+            highlight=False, markup=False)
+    return code
 
 
 @app.command()
@@ -135,6 +171,9 @@ def migrate(
              "disturbs the migration that follows; see README)")] = False,
     postcopy: Annotated[bool, typer.Option(
         help="Switch to postcopy (migrate-start-postcopy) once memory was re-dirtied")] = False,
+    repeat: Annotated[int, typer.Option(
+        help="Run N migrations in a row and tally the verdicts; the report is then a JSON "
+             "array")] = 1,
     force: Annotated[bool, typer.Option(
         help="Run a configuration known to lose pages (arm64 KVM ring without "
              "ring-with-bitmap); the report lists what was forced")] = False,
@@ -147,6 +186,8 @@ def migrate(
             raise UsageError(f"--accel {accel!r}: choose auto, kvm or tcg")
         if report is not None:
             check_writable(report, "--report")
+        if repeat < 1:
+            raise UsageError(f"--repeat {repeat}: must be at least 1")
         opts = MigrateOptions(
             arch=arch, accel=accel, dirty_ring=dirty_ring, ram_mib=ram, smp=smp,  # type: ignore[arg-type]
             wave_start_mib=wave_start, wave_end_mib=wave_end, stride=stride, delta=delta,
@@ -157,16 +198,15 @@ def migrate(
             force=force, postcopy=postcopy, guest=guest, dirty_rate_probe=dirty_rate_probe,
             workload=LinuxWorkload(workload, workload_size, hot, rate),
         )
-        result = asyncio.run(_run(opts, live=err.is_terminal and not json_out))
+        results = asyncio.run(_run(opts, live=err.is_terminal and not json_out, repeat=repeat))
     except QmpctlError as exc:
-        result = error_report(exc)
+        results = [error_report(exc)]
         if not json_out:
             print(f"qmpctl: {exc.message}", file=sys.stderr)
             if report is not None and exc.exit_code != ExitCode.USAGE:
-                report.write_text(result.model_dump_json(indent=2) + "\n")
+                report.write_text(results[0].model_dump_json(indent=2) + "\n")
             raise typer.Exit(int(exc.exit_code)) from None
-    _emit(result, json_out, report)
-    raise typer.Exit(result.exit_code)
+    raise typer.Exit(_emit(results, json_out, report))
 
 
 @app.command()
