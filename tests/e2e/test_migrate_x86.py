@@ -76,10 +76,10 @@ async def test_kvm_dirty_ring_migration(kvm: KvmInfo) -> None:
 
     On a VMX/SVM/arm64 host the verdict must be `verified`. On kvm_pvm (the
     CI machine) qmpctl found that pages dirtied after the last ring reap are
-    intermittently lost at switchover (about half of the runs; the bitmap path
-    never), so there the test asserts that the run is sound and, when pages
-    were lost, that qmpctl located them as a loss: only workload pages differ
-    and the destination holds the older value.
+    intermittently lost at switchover (1 run in 10 on a quiet machine, about
+    half under load; the bitmap path never), so there the test asserts that the
+    run is sound and, when pages were lost, that qmpctl located them as a
+    loss: only workload pages differ and the destination holds the older value.
     """
     require_kvm(kvm, need_ring=True)
     rep = await migrate(accel="kvm", dirty_ring=4096)
