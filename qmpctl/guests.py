@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from .console import ConsoleView, Record, SerialConsole
 from .errors import HostError, UsageError
@@ -57,21 +58,19 @@ class WaveGuest:
     image = "wave.elf"
     min_smp = 1
     needs_64bit_kvm = False  # stays in 32-bit protected mode
+    progress_unit = "wave passes"
+    initrd: ClassVar[Path | None] = None  # a bare kernel, parameters over fw_cfg
+    append: ClassVar[str | None] = None
 
     @property
     def kernel(self) -> Path:
         return image_path(self.arch, self.image)
-
-    initrd: Path | None = None
-    append: str | None = None
 
     def fw_cfg(self) -> tuple[tuple[str, str], ...]:
         return (("opt/qmpctl/params", self.wave.fw_cfg_string()),)
 
     def devices(self, udp_port: int) -> tuple[str, ...]:
         return ()
-
-    progress_unit = "wave passes"
 
     def work_done(self, view: ConsoleView) -> int:
         """Monotonic measure of the workload's writes as the console reports them."""
@@ -252,6 +251,7 @@ class LinuxGuest:
 
     name = "linux"
     needs_64bit_kvm = True
+    progress_unit = "pages written"
     wave = None
     # What the guest said before migrating, needed after resume (mutable on purpose).
     seen: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
@@ -296,8 +296,6 @@ class LinuxGuest:
     def ready(self, view: ConsoleView) -> bool | None:
         head = view.last("guestload")
         return True if head is not None and "ready" in head.fields else None
-
-    progress_unit = "pages written"
 
     def work_done(self, view: ConsoleView) -> int:
         last = view.last("progress")
