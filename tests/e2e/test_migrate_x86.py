@@ -125,3 +125,13 @@ async def test_destination_killed_midway_leaves_source_running() -> None:
     assert rep.migration is not None and rep.migration.error_desc, rep.error
     assert rep.source_state_after == "running"
     assert rep.memory is None  # nothing verified after a failed migration
+
+
+async def test_migration_timeout_cancels_and_resumes_source() -> None:
+    """A migration held back longer than --timeout: cancelled, QEMU's state in
+    the error, the source running again, nothing verified."""
+    rep = await migrate(accel="tcg", throttle_mib_s=1, min_passes=50, timeout_s=3.0)
+    assert rep.verdict == "migration-failed" and rep.exit_code == ExitCode.MIGRATION_FAILED
+    assert rep.error is not None and "did not finish within 3s" in rep.error
+    assert rep.source_state_after == "running"
+    assert rep.memory is None
