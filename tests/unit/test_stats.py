@@ -1,0 +1,41 @@
+"""Pure pieces of the migration driver and report assembly."""
+
+from qmpctl.console import ConsoleView, Record, parse_record
+from qmpctl.migration import pages_resent, sample_from
+from qmpctl.scenario import guest_throughput, ring_evidence
+
+QUERY = {"status": "active", "ram": {
+    "transferred": 5 << 20, "remaining": 1 << 20, "total": 160 << 20, "page-size": 4096,
+    "normal": 30000, "duplicate": 20000, "dirty-pages-rate": 1234, "mbps": 512.5,
+    "dirty-sync-count": 3}}
+
+
+def test_sample_and_resent_pages() -> None:
+    s = sample_from(QUERY, 3, 1.23456)
+    assert (s.pass_no, s.elapsed_s, s.pages_sent, s.dirty_sync_count) == (3, 1.235, 50000, 3)
+    assert pages_resent(QUERY) == 50000 - 40960
+    assert pages_resent({"ram": {"total": 160 << 20, "normal": 10}}) == 0
+
+
+def test_ring_evidence_sums_reaps() -> None:
+    log = ("kvm_dirty_ring_reap reaped 100 pages (took 5 us)\n"
+           "kvm_dirty_ring_full vcpu 0\nkvm_dirty_ring_reap reaped 23 pages (took 1 us)\n")
+    ev = ring_evidence(log)
+    assert (ev.reaps, ev.pages_reaped, ev.full_exits) == (2, 123, 1)
+
+
+def progress(t: float, pages: int) -> Record:
+    r = parse_record(f"progress t_ms=0 written_mib={pages * 4096 >> 20} pages={pages}")
+    return Record(r.kind, r.fields, r.raw, at=t)
+
+
+def test_throughput_before_during_after_and_stall() -> None:
+    src = ConsoleView([progress(0.0, 0), progress(1.0, 256), progress(2.0, 512),
+                       progress(2.2, 600), progress(3.5, 700)])
+    dst = ConsoleView([progress(5.0, 800), progress(6.0, 1056)])
+    tp = guest_throughput(src, dst, t_start=1.5, t_end=4.0, t_cont=4.5)
+    assert tp.before_mib_s == 1.0  # 256 pages/s = 1 MiB/s
+    assert tp.after_mib_s == 1.0
+    assert tp.during_mib_s is not None and tp.during_mib_s < 1.0
+    assert tp.max_gap_during_ms == 1300
+    assert [s.side for s in tp.samples] == ["src"] * 5 + ["dst"] * 2
