@@ -14,11 +14,10 @@ from typing import ClassVar
 from .console import ConsoleView, Record, SerialConsole
 from .errors import HostError, UsageError
 from .host import Arch
-from .ramimage import RamImage, RamLayout, Region
+from .ramimage import MiB, RamImage, RamLayout, Region
 from .report import GuestCheck
 from .wave import WaveParams, check_wave
 
-MiB = 1 << 20
 RAM_BASE: dict[Arch, int] = {"x86_64": 0, "aarch64": 0x4000_0000}
 # Below this offset into RAM live firmware, DTB, the guest image and (arm64)
 # the GIC/ITS tables; the wave stays above it.

@@ -16,9 +16,9 @@ from .cmdline import Accel
 from .errors import UsageError
 from .guests import RAM_BASE, ItsGuest, LinuxGuest, LinuxWorkload, WaveGuest, default_wave
 from .host import ARCHES, Arch, KvmInfo, QemuBinary, find_qemu, kvm_can_run, probe_kvm
+from .ramimage import MiB
 from .wave import WaveParams
 
-MiB = 1 << 20
 AccelChoice = Literal["auto", "kvm", "tcg"]
 
 
@@ -45,7 +45,6 @@ class MigrateOptions:
     qemu_src: str | None = None
     qemu_dst: str | None = None
     exclude: tuple[tuple[int, int, str], ...] = ()  # guest-physical [start, end), reason
-    resume_passes: int = 2
     dirty_rate_probe: bool = False  # calc-dirty-rate before migrating (see README)
     force: bool = False  # run even where a safety check says pages would be lost
     postcopy: bool = False  # switch to postcopy once memory was re-dirtied

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 PAGE_SIZE = 4096
+MiB = 1 << 20
 
 
 @dataclass(frozen=True)

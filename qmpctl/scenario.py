@@ -28,7 +28,7 @@ from .guests import ItsTable, LinuxGuest, WaveGuest, its_tables
 from .host import KvmInfo, QemuBinary
 from .machine import QemuMachine
 from .options import Resolved
-from .ramimage import PAGE_SIZE, RamImage, RamLayout, Region
+from .ramimage import PAGE_SIZE, MiB, RamImage, RamLayout, Region
 from .report import (
     DirtyRateProbe,
     DirtyRingEvidence,
@@ -46,8 +46,6 @@ from .report import (
     ThroughputSample,
 )
 from .rundir import RunDir
-
-MiB = 1 << 20
 
 
 @dataclass
