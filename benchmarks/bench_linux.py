@@ -8,17 +8,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from qmpctl.guests import LinuxWorkload
-from qmpctl.host import kvm_can_run, probe_kvm
-from qmpctl.options import MigrateOptions, resolve
-from qmpctl.report import RunReport
-from qmpctl.scenario import run_migrate
+from qmpctl.host.kvm import kvm_can_run, probe_kvm
+from qmpctl.report.models import RunReport
+from qmpctl.scenario.options import MigrateOptions
+from qmpctl.scenario.runner import run
 
 
 async def one(arch: str, workload: str, accel: str = "auto", ring: int = 4096) -> RunReport:
-    opts = MigrateOptions(arch=arch, guest="linux", ram_mib=256, accel=accel,  # type: ignore[arg-type]
-                          dirty_ring=ring, workload=LinuxWorkload(workload, "64M"))
-    return await run_migrate(resolve(opts))
+    opts = MigrateOptions.from_kwargs(arch=arch, guest="linux", ram=256, accel=accel,
+                                      dirty_ring=ring, workload=workload, workload_size="64M")
+    return await run(opts)
 
 
 def row(label: str, rep: RunReport) -> str:

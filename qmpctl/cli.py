@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,30 +19,33 @@ from rich.live import Live
 from rich.table import Table
 
 from . import __version__
-from .errors import ExitCode, QmpctlError, UsageError
-from .guests import LinuxWorkload
-from .options import MigrateOptions, resolve
-from .report import RunReport, report_schema, summary_lines
-from .scenario import Hooks, error_report, run_migrate
+from .core.errors import ExitCode, QmpctlError, UsageError
+from .report.models import RunReport
+from .report.schema import report_schema
+from .report.text import one_line, summary_lines
+from .scenario.options import MigrateOptions, resolve
+from .scenario.runner import Hooks, new_report, run_migrate
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Drive QEMU live migration over QMP and prove no dirty page was lost.")
 err = Console(stderr=True)
 out = Console()
+log = logging.getLogger("qmpctl")
 
 
-def parse_exclusion(text: str) -> tuple[int, int, str]:
-    """`START-END[:REASON]`, guest-physical, hex or decimal."""
-    rng, _, reason = text.partition(":")
-    lo, sep, hi = rng.partition("-")
-    try:
-        if not sep:
-            raise ValueError
-        start, end = int(lo, 0), int(hi, 0)
-    except ValueError:
-        raise UsageError(f"--exclude {text!r}: expected START-END[:REASON], e.g. "
-                         "0xa0000-0x100000:vga") from None
-    return start, end, reason or "excluded by --exclude"
+@app.callback()
+def main_options(
+    verbose: Annotated[int, typer.Option(
+        "--verbose", "-v", count=True,
+        help="-v: what qmpctl does; -vv: also every QMP message (qemu.qmp's logger)")] = 0,
+) -> None:
+    """Drive QEMU live migration over QMP and prove no dirty page was lost."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s: %(message)s")
+    if verbose:
+        logging.getLogger("qmpctl").setLevel(logging.INFO if verbose == 1 else logging.DEBUG)
+    if verbose >= 2:
+        logging.getLogger("qemu.qmp").setLevel(logging.DEBUG)
 
 
 def check_writable(path: Path, what: str) -> None:
@@ -65,6 +70,25 @@ def _progress_table(info: dict[str, Any], passes: int) -> Table:
     return table
 
 
+def _on_signal(task: asyncio.Task[object]) -> Callable[[], None]:
+    """First signal: cancel the run (it cleans up and reports). Later ones are
+    acknowledged; the third abandons the cleanup."""
+    count = 0
+
+    def handler() -> None:
+        nonlocal count
+        count += 1
+        if count == 1:
+            task.cancel()
+        elif count == 2:
+            err.print("qmpctl: cleaning up (cancelling the migration, resuming the source); "
+                      "press again to abandon", highlight=False, markup=False)
+        else:
+            os._exit(int(ExitCode.INTERRUPTED))
+
+    return handler
+
+
 async def _run(opts: MigrateOptions, live: bool, repeat: int) -> list[RunReport]:
     """Run the migration `repeat` times (intermittent losses need repetition)."""
     resolved = resolve(opts)
@@ -72,12 +96,13 @@ async def _run(opts: MigrateOptions, live: bool, repeat: int) -> list[RunReport]
     loop = asyncio.get_running_loop()
     assert task is not None
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
+        loop.add_signal_handler(sig, _on_signal(task))
     reports: list[RunReport] = []
     for i in range(1, repeat + 1):
         r = resolved
         if repeat > 1 and opts.artifacts is not None:
-            r = replace(resolved, options=replace(opts, artifacts=opts.artifacts / f"run-{i}"))
+            r = replace(resolved, options=opts.model_copy(
+                update={"artifacts": opts.artifacts / f"run-{i}"}))
         if live:
             with Live(console=err, transient=True, refresh_per_second=4) as view:
                 rep = await run_migrate(r, Hooks(),
@@ -91,16 +116,6 @@ async def _run(opts: MigrateOptions, live: bool, repeat: int) -> list[RunReport]
         if rep.exit_code == ExitCode.INTERRUPTED:
             break
     return reports
-
-
-def one_line(rep: RunReport) -> str:
-    m, v = rep.migration, rep.memory
-    failed = [c.name for c in rep.guest_checks if not c.ok]
-    return (f"{rep.verdict.upper()}"
-            + (f", {m.passes} passes, downtime {m.downtime_ms} ms" if m else "")
-            + (f", {v.pages_differing} pages differ" if v else "")
-            + (f", failed checks: {', '.join(failed)}" if failed else "")
-            + (f" ({rep.error})" if rep.error else ""))
 
 
 def _emit(reports: list[RunReport], as_json: bool, report_path: Path | None) -> int:
@@ -162,6 +177,12 @@ def migrate(
     exclude: Annotated[list[str] | None, typer.Option(
         help="START-END[:REASON] guest-physical range left out of the verdict (repeatable; "
              "always listed in the report)")] = None,
+    capability: Annotated[list[str] | None, typer.Option(
+        help="Migration capability NAME or NAME=on|off on both sides (repeatable; checked "
+             "against each QEMU's QMP schema before launch)")] = None,
+    parameter: Annotated[list[str] | None, typer.Option(
+        help="Migration parameter NAME=VALUE on both sides (repeatable; checked likewise)")]
+    = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the JSON report")] = False,
     report: Annotated[Path | None, typer.Option(help="Write the JSON report here")] = None,
     artifacts: Annotated[Path | None, typer.Option(help="Keep QEMU and serial logs here")]
@@ -180,27 +201,22 @@ def migrate(
 ) -> None:
     """Migrate a guest live while it dirties memory, then verify every page."""
     try:
-        if transport not in ("unix", "tcp"):
-            raise UsageError(f"--transport {transport!r}: choose unix or tcp")
-        if accel not in ("auto", "kvm", "tcg"):
-            raise UsageError(f"--accel {accel!r}: choose auto, kvm or tcg")
         if report is not None:
             check_writable(report, "--report")
         if repeat < 1:
             raise UsageError(f"--repeat {repeat}: must be at least 1")
-        opts = MigrateOptions(
-            arch=arch, accel=accel, dirty_ring=dirty_ring, ram_mib=ram, smp=smp,  # type: ignore[arg-type]
-            wave_start_mib=wave_start, wave_end_mib=wave_end, stride=stride, delta=delta,
-            transport=transport, min_passes=min_passes, throttle_mib_s=throttle,  # type: ignore[arg-type]
-            downtime_limit_ms=downtime_limit, timeout_s=timeout,
-            qemu_src=qemu_src or qemu, qemu_dst=qemu_dst or qemu,
-            exclude=tuple(parse_exclusion(e) for e in exclude or ()), artifacts=artifacts,
-            force=force, postcopy=postcopy, guest=guest, dirty_rate_probe=dirty_rate_probe,
-            workload=LinuxWorkload(workload, workload_size, hot, rate),
-        )
+        opts = MigrateOptions.from_kwargs(
+            arch=arch, guest=guest, workload=workload, workload_size=workload_size, hot=hot,
+            rate=rate, accel=accel, dirty_ring=dirty_ring, ram=ram, smp=smp,
+            wave_start=wave_start, wave_end=wave_end, stride=stride, delta=delta,
+            transport=transport, min_passes=min_passes, throttle=throttle,
+            downtime_limit=downtime_limit, timeout=timeout, qemu=qemu, qemu_src=qemu_src,
+            qemu_dst=qemu_dst, exclude=tuple(exclude or ()), capability=tuple(capability or ()),
+            parameter=tuple(parameter or ()), artifacts=artifacts, force=force,
+            postcopy=postcopy, dirty_rate_probe=dirty_rate_probe)
         results = asyncio.run(_run(opts, live=err.is_terminal and not json_out, repeat=repeat))
     except QmpctlError as exc:
-        results = [error_report(exc)]
+        results = [new_report(exc)]
         if not json_out:
             print(f"qmpctl: {exc.message}", file=sys.stderr)
             if report is not None and exc.exit_code != ExitCode.USAGE:
@@ -224,12 +240,13 @@ def doctor(
         return
     table = Table(title="qmpctl doctor", show_header=False)
     table.add_row("host arch", rep.host_arch)
-    table.add_row("KVM", f"{rep.kvm_device}: "
-                  + (f"{rep.kvm_flavour}" if rep.kvm_accessible else f"unusable ({rep.kvm_error})"))
-    for name, value in rep.kvm_caps.items():
+    kvm = rep.kvm
+    table.add_row("KVM", f"{kvm.device}: "
+                  + (f"{kvm.flavour}" if kvm.accessible else f"unusable ({kvm.error})"))
+    for name, value in kvm.caps.items():
         table.add_row(f"  {name}", str(value))
-    table.add_row("dirty ring max entries", str(rep.dirty_ring_max_entries))
-    table.add_row("64-bit Linux under KVM", str(rep.runs_64bit_linux_under_kvm))
+    table.add_row("dirty ring max entries", str(kvm.dirty_ring_max_entries))
+    table.add_row("64-bit Linux under KVM", str(kvm.runs_64bit_guests))
     if rep.long_mode_probe is not None:
         table.add_row("long-mode probe (KVM)", rep.long_mode_probe)
     for q in rep.qemu:
@@ -237,6 +254,7 @@ def doctor(
         table.add_row(f"qemu {q.arch}", f"{q.binary} {q.version}{problem}")
         table.add_row("  calc-dirty-rate modes", ", ".join(q.dirty_rate_modes))
         table.add_row("  dirty-limit capability", str("dirty-limit" in q.migration_capabilities))
+        table.add_row("  migration parameters", str(len(q.migration_parameters)))
         table.add_row("  commands", ", ".join(c for c, ok in q.commands.items() if ok))
     out.print(table)
     for note in rep.notes:

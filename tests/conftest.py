@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from qmpctl.host import KvmInfo, probe_kvm
+from qmpctl.host.kvm import KvmInfo, probe_kvm
 
 OUR_QEMU = "qmpctl-"  # every QEMU we launch is named qmpctl-src / qmpctl-dst / qmpctl-probe
 

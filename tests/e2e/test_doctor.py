@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from qmpctl.cli import app
 from qmpctl.doctor import doctor
-from qmpctl.host import KVM_CAPS
+from qmpctl.host.kvm import KVM_CAPS
 
 pytestmark = pytest.mark.qemu
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from qmpctl.errors import ExitCode
-from qmpctl.host import KvmInfo, kvm_can_run
-from qmpctl.options import MigrateOptions, resolve
-from qmpctl.report import RunReport
-from qmpctl.scenario import Hooks, run_migrate
+from qmpctl.core.errors import ExitCode
+from qmpctl.host.kvm import KvmInfo, kvm_can_run
+from qmpctl.report.models import RunReport
+from qmpctl.scenario.options import MigrateOptions, resolve
+from qmpctl.scenario.runner import Hooks, run_migrate
 from tests.conftest import our_qemu_processes
 
 pytestmark = [pytest.mark.qemu, pytest.mark.its]

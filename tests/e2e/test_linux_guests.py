@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from qmpctl.guests import LinuxWorkload
-from qmpctl.machine import QemuMachine
-from qmpctl.options import MigrateOptions, resolve
-from qmpctl.report import RunReport
-from qmpctl.scenario import Hooks, run_migrate
+from qmpctl.guests.linux import LinuxWorkload
+from qmpctl.qemu.machine import QemuMachine
+from qmpctl.report.models import RunReport
+from qmpctl.scenario.options import MigrateOptions, resolve
+from qmpctl.scenario.runner import Hooks, run_migrate
 from tests.conftest import our_qemu_processes
 
 pytestmark = [pytest.mark.qemu, pytest.mark.linux]

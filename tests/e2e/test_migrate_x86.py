@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from qmpctl.errors import ExitCode
-from qmpctl.host import KvmInfo
-from qmpctl.machine import QemuMachine
-from qmpctl.options import MigrateOptions, resolve
-from qmpctl.report import RunReport
-from qmpctl.scenario import Hooks, run_migrate
+from qmpctl.core.errors import ExitCode
+from qmpctl.host.kvm import KvmInfo
+from qmpctl.qemu.machine import QemuMachine
+from qmpctl.report.models import RunReport
+from qmpctl.scenario.options import MigrateOptions, resolve
+from qmpctl.scenario.runner import Hooks, run_migrate
 from tests.conftest import kvm_skip_reason, our_qemu_processes
 
 pytestmark = pytest.mark.qemu

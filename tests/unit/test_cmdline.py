@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from qmpctl.cmdline import MachineSpec, build_argv
+from qmpctl.qemu.cmdline import MachineSpec, build_argv
 
 
 def spec(**kw: object) -> MachineSpec:

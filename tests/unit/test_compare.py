@@ -3,8 +3,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qmpctl.compare import compare_images, differing_pages
-from qmpctl.ramimage import PAGE_SIZE, RamImage, RamLayout, Region
+from qmpctl.core.units import PAGE_SIZE
+from qmpctl.verify.compare import compare_images, differing_pages
+from qmpctl.verify.ramimage import RamImage, RamLayout, Region
 
 PAGES = 64
 
@@ -66,7 +67,7 @@ def test_exclusion_is_counted_not_silent(images: tuple[Path, Path]) -> None:
 
 
 def test_many_chunks_and_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import qmpctl.compare as cmp
+    import qmpctl.verify.compare as cmp
     monkeypatch.setattr(cmp, "CHUNK_BYTES", 4 * PAGE_SIZE)
     monkeypatch.setattr(cmp, "BLOCK_BYTES", 2 * PAGE_SIZE)
     size = 40 * PAGE_SIZE

@@ -1,4 +1,4 @@
-from qmpctl.console import parse_console
+from qmpctl.qemu.console import parse_console
 
 
 def test_records_and_pass_markers() -> None:

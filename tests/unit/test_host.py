@@ -1,26 +1,32 @@
 import pytest
 
-from qmpctl.errors import UsageError
-from qmpctl.host import KvmInfo
-from qmpctl.options import choose_accel
+from qmpctl.core.errors import UsageError
+from qmpctl.host.kvm import KvmInfo
+from qmpctl.scenario.options import choose_accel
 
-PVM = KvmInfo("/dev/kvm", True, "pvm", 12,
-              {"dirty-log-ring": 1 << 20, "dirty-log-ring-acq-rel": 1 << 20,
-               "dirty-log-ring-with-bitmap": 0, "manual-dirty-log-protect2": 3})
-NOKVM = KvmInfo("/dev/kvm", False, "none", error="/dev/kvm: No such file or directory")
+
+def kvm(accessible: bool, flavour: str, api_version: int | None = None,
+        caps: dict[str, int] | None = None, error: str | None = None) -> KvmInfo:
+    return KvmInfo(device="/dev/kvm", accessible=accessible, flavour=flavour,  # type: ignore[arg-type]
+                   api_version=api_version, caps=caps or {}, error=error)
+
+PVM = kvm(True, "pvm", api_version=12,
+          caps={"dirty-log-ring": 1 << 20, "dirty-log-ring-acq-rel": 1 << 20,
+                "dirty-log-ring-with-bitmap": 0, "manual-dirty-log-protect2": 3})
+NOKVM = kvm(False, "none", error="/dev/kvm: No such file or directory")
 
 
 def test_ring_max_entries_from_bytes() -> None:
     assert PVM.dirty_ring_max_entries == 65536
     assert not PVM.has_ring_with_bitmap
-    arm = KvmInfo("/dev/kvm", True, "arm64", 12, {"dirty-log-ring-acq-rel": 1 << 16})
+    arm = kvm(True, "arm64", api_version=12, caps={"dirty-log-ring-acq-rel": 1 << 16})
     assert arm.dirty_ring_max_entries == 4096
 
 
 def test_pvm_cannot_run_64bit_guests() -> None:
     assert PVM.runs_64bit_guests is False
-    assert KvmInfo("/dev/kvm", True, "vmx").runs_64bit_guests is True
-    assert KvmInfo("/dev/kvm", True, "unknown").runs_64bit_guests is None
+    assert kvm(True, "vmx").runs_64bit_guests is True
+    assert kvm(True, "unknown").runs_64bit_guests is None
 
 
 def test_auto_accel_prefers_kvm_for_32bit_guest() -> None:
@@ -42,14 +48,14 @@ def test_kvm_requested_where_there_is_none() -> None:
 
 
 def test_arm64_kvm_ring_without_bitmap_is_refused_unless_forced() -> None:
-    from qmpctl.options import ITS_RING_NEEDS_BITMAP, ring_safety
+    from qmpctl.scenario.options import ITS_RING_NEEDS_BITMAP, ring_safety
 
-    arm_no_bitmap = KvmInfo("/dev/kvm", True, "arm64", 12, {"dirty-log-ring-acq-rel": 1 << 20})
+    arm_no_bitmap = kvm(True, "arm64", api_version=12, caps={"dirty-log-ring-acq-rel": 1 << 20})
     with pytest.raises(UsageError, match=r"^--dirty-ring 4096: arm64 with the in-kernel ITS"):
         ring_safety("aarch64", "kvm", 4096, arm_no_bitmap, force=False)
     assert ring_safety("aarch64", "kvm", 4096, arm_no_bitmap, force=True) == (
         ITS_RING_NEEDS_BITMAP,)
-    arm_bitmap = KvmInfo("/dev/kvm", True, "arm64", 12, {"dirty-log-ring-acq-rel": 1 << 20,
+    arm_bitmap = kvm(True, "arm64", api_version=12, caps={"dirty-log-ring-acq-rel": 1 << 20,
                                                          "dirty-log-ring-with-bitmap": 1})
     assert ring_safety("aarch64", "kvm", 4096, arm_bitmap, force=False) == ()
     assert ring_safety("aarch64", "kvm", 0, arm_no_bitmap, force=False) == ()

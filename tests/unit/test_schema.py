@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from qmpctl.report import report_schema
+from qmpctl.report.schema import report_schema
 
 PUBLISHED = Path(__file__).resolve().parents[2] / "docs" / "report.schema.json"
 

@@ -1,8 +1,9 @@
 """Pure pieces of the migration driver and report assembly."""
 
-from qmpctl.console import ConsoleView, Record, parse_record
-from qmpctl.migration import pages_resent, sample_from
-from qmpctl.scenario import guest_throughput, ring_evidence
+from qmpctl.guests.linux import guest_throughput
+from qmpctl.migration.models import pages_resent, sample_from
+from qmpctl.qemu.console import ConsoleView, Record, parse_record
+from qmpctl.verify.ring import ring_evidence
 
 QUERY = {"status": "active", "ram": {
     "transferred": 5 << 20, "remaining": 1 << 20, "total": 160 << 20, "page-size": 4096,

@@ -1,6 +1,6 @@
 import numpy as np
 
-from qmpctl.wave import WaveParams, check_samples
+from qmpctl.verify.wave import WaveParams, check_samples
 
 
 def arr(*v: int) -> np.ndarray:

@@ -4,7 +4,8 @@ The controller owns the process from launch to `shutdown()`: QEMU runs in its
 own session (a Ctrl-C on the terminal reaches only us, so we can cancel the
 migration and resume the source first) and dies with us if we are killed
 (PR_SET_PDEATHSIG). `shutdown()` is idempotent: quit, then SIGTERM, then
-SIGKILL, and it always removes the sockets.
+SIGKILL, and it always removes the sockets. Used as an async context
+manager it launches on entry and shuts down on exit, whatever happened.
 """
 
 from __future__ import annotations
@@ -12,16 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import logging
 import signal
 import subprocess
 from pathlib import Path
-from typing import IO, Any
+from types import TracebackType
+from typing import IO, Any, Self
 
 from qemu.qmp import ConnectError, EventListener, ExecuteError, QMPClient, QMPError
 
+from ..core.errors import LaunchError, MonitorLost, QmpReplyError, QmpTimeout
 from .cmdline import MachineSpec, build_argv
 from .console import SerialConsole
-from .errors import LaunchError, QMPCommandError
+
+log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 
@@ -63,8 +68,17 @@ class QemuMachine:
             return ""
         return data[-nbytes:].decode("utf-8", "replace")
 
+    async def __aenter__(self) -> Self:
+        await self.launch()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.shutdown()
+
     async def launch(self, timeout: float = 30.0) -> None:
         """Start QEMU and wait until its QMP monitor has connected and negotiated."""
+        log.info("%s: launching %s", self.name, " ".join(self.argv))
         try:
             await self.qmp.start_server(str(self.spec.qmp_socket))
             await self.console.start()
@@ -99,18 +113,20 @@ class QemuMachine:
 
     async def execute(self, command: str, arguments: dict[str, Any] | None = None,
                       timeout: float = 30.0) -> Any:
-        """Run one QMP command; failures become QMPCommandError with QEMU's text."""
+        """Run one QMP command. Failures are split by cause: QmpReplyError (QEMU
+        said no), QmpTimeout (no answer in time), MonitorLost (no monitor)."""
         try:
             return await asyncio.wait_for(self.qmp.execute(command, arguments), timeout)
         except ExecuteError as exc:
-            raise QMPCommandError(self.name, command, str(exc)) from exc
-        except TimeoutError:
-            raise QMPCommandError(self.name, command, f"no reply within {timeout:.0f}s") \
-                from None
+            raise QmpReplyError(self.name, command, exc.error_class, str(exc),
+                                arguments) from exc
+        except TimeoutError as exc:
+            raise QmpTimeout(self.name, command, f"no reply within {timeout:g}s",
+                             arguments) from exc
         except (QMPError, OSError, EOFError) as exc:
-            raise QMPCommandError(self.name, command,
-                                  f"monitor unavailable ({type(exc).__name__}: {exc}); "
-                                  f"QEMU exit code {self.exit_code}") from exc
+            raise MonitorLost(self.name, command,
+                              f"monitor unavailable ({type(exc).__name__}: {exc}); "
+                              f"QEMU exit code {self.exit_code}", arguments) from exc
 
     def listener(self, *names: str) -> EventListener:
         """An event listener registered on this monitor (remove it when done)."""
@@ -135,23 +151,31 @@ class QemuMachine:
             assert self._proc is not None
             self._proc.kill()
 
-    async def shutdown(self, timeout: float = 10.0) -> None:
-        """Stop QEMU and release everything; safe to call more than once."""
+    async def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop QEMU and release everything; safe to call more than once.
+
+        `quit` when the monitor answers; a QEMU whose monitor does not (a
+        stopped or hung process) gets SIGTERM, then SIGKILL, each after a
+        short grace, so cleanup stays bounded.
+        """
         if self._shut_down:
             return
         self._shut_down = True
         try:
+            quit_sent = False
             if self.is_running() and self.qmp.runstate.name == "RUNNING":
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.qmp.execute("quit"), 5)
+                    await asyncio.wait_for(self.qmp.execute("quit"), 2)
+                    quit_sent = True
             for sig in (None, signal.SIGTERM, signal.SIGKILL):
                 if not self.is_running():
                     break
                 assert self._proc is not None
                 if sig is not None:
+                    log.info("%s: sending %s", self.name, sig.name)
                     with contextlib.suppress(ProcessLookupError):
                         self._proc.send_signal(sig)
-                await self.wait_exit(timeout if sig is None else 5)
+                await self.wait_exit(timeout if sig is None and quit_sent else 2)
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.qmp.disconnect(), 5)

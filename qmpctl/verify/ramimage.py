@@ -13,18 +13,22 @@ from types import TracebackType
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict
 
-PAGE_SIZE = 4096
-MiB = 1 << 20
+from ..core.units import PAGE_SIZE
 
 
-@dataclass(frozen=True)
-class Region:
-    """A named guest-physical range [start, end), used to label pages in reports."""
+class Region(BaseModel):
+    """A named guest-physical range [start, end): labels pages, names exclusions."""
+
+    model_config = ConfigDict(frozen=True)
 
     name: str
     start: int
     end: int
+
+    def __init__(self, name: str, start: int, end: int) -> None:
+        super().__init__(name=name, start=start, end=end)
 
     def __contains__(self, gpa: int) -> bool:
         return self.start <= gpa < self.end

@@ -16,12 +16,13 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel, Field, PrivateAttr, computed_field
 
-from .ramimage import PAGE_SIZE, RamImage, RamLayout, Region
+from ..core.units import PAGE_SIZE
+from .ramimage import RamImage, RamLayout, Region
 
 CHUNK_BYTES = 64 << 20  # work unit handed to a thread
 BLOCK_BYTES = 2 << 20  # read and compared at once; small enough to stay in cache
@@ -29,8 +30,7 @@ MAX_REPORTED = 16
 HEX_WINDOW = 16
 
 
-@dataclass(frozen=True)
-class PageMismatch:
+class PageMismatch(BaseModel):
     """One differing page, with enough context to start debugging."""
 
     page: int
@@ -38,36 +38,36 @@ class PageMismatch:
     gpa: int
     region: str
     differing_bytes: int
-    first_diff: int  # byte offset within the page
-    src_hex: str  # 16 bytes around first_diff, source side
+    first_diff: int = Field(description="byte offset within the page")
+    src_hex: str = Field(description="16 bytes around first_diff, source side")
     dst_hex: str
 
 
-@dataclass
-class CompareResult:
-    bytes_total: int
+class MemoryVerdict(BaseModel):
+    """Two RAM images compared page by page; `differing` keeps every page index."""
+
+    bytes_compared: int
     pages_total: int
     pages_compared: int
     pages_excluded: int
     pages_differing: int
+    exclusions: list[Region]
+    mismatches: list[PageMismatch] = Field(description="the first differing pages")
     seconds: float
-    exclusions: list[Region] = field(default_factory=list)
-    mismatches: list[PageMismatch] = field(default_factory=list)
-    differing: npt.NDArray[np.intp] = field(default_factory=lambda: np.empty(0, np.intp))
+    gib_per_s: float
+    _differing: npt.NDArray[np.intp] = PrivateAttr(
+        default_factory=lambda: np.empty(0, np.intp))
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def identical(self) -> bool:
+        return self.pages_differing == 0
 
     def differing_in(self, layout: RamLayout, start: int, end: int) -> int:
         """How many differing pages overlap guest-physical [start, end)."""
         lo = layout.offset(start) // PAGE_SIZE
         hi = -(-layout.offset(end) // PAGE_SIZE)
-        return int(((self.differing >= lo) & (self.differing < hi)).sum())
-
-    @property
-    def identical(self) -> bool:
-        return self.pages_differing == 0
-
-    @property
-    def gib_per_s(self) -> float:
-        return self.bytes_total / (1 << 30) / self.seconds if self.seconds > 0 else 0.0
+        return int(((self._differing >= lo) & (self._differing < hi)).sum())
 
 
 def differing_pages(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> npt.NDArray[np.intp]:
@@ -146,7 +146,7 @@ def _excluded_mask(pages: int, layout: RamLayout,
 
 def compare_images(src: RamImage, dst: RamImage, layout: RamLayout,
                    exclusions: list[Region] | None = None, threads: int = 2,
-                   max_reported: int = MAX_REPORTED) -> CompareResult:
+                   max_reported: int = MAX_REPORTED) -> MemoryVerdict:
     """Compare every page of two equally sized RAM images."""
     exclusions = list(exclusions or [])
     if src.size != dst.size:
@@ -162,11 +162,14 @@ def compare_images(src: RamImage, dst: RamImage, layout: RamLayout,
     seconds = time.perf_counter() - started
     excluded = _excluded_mask(pages, layout, exclusions)
     found = found[~excluded[found]]
-    return CompareResult(
-        bytes_total=src.size, pages_total=pages,
+    verdict = MemoryVerdict(
+        bytes_compared=src.size, pages_total=pages,
         pages_compared=pages - int(excluded.sum()), pages_excluded=int(excluded.sum()),
-        pages_differing=len(found), seconds=seconds, exclusions=exclusions,
+        pages_differing=len(found), exclusions=exclusions,
         mismatches=[describe_page(src.bytes, dst.bytes, int(p), layout)
                     for p in found[:max_reported]],
-        differing=found,
+        seconds=round(seconds, 4),
+        gib_per_s=round(src.size / (1 << 30) / seconds, 3) if seconds > 0 else 0.0,
     )
+    verdict._differing = found
+    return verdict

@@ -1,8 +1,7 @@
-"""What this host can do: KVM and its dirty-tracking capabilities, QEMU binaries.
+"""KVM as seen from userspace: which implementation, and its dirty-tracking caps.
 
-Everything here reads the host directly (ioctls on /dev/kvm, sysfs, `qemu
---version`); nothing launches a guest. Probes that need a running QEMU live in
-`doctor`, which builds on `machine`.
+Everything here reads the host directly (ioctls on /dev/kvm, sysfs); nothing
+launches a guest. `KvmInfo` is also the report's description of the host.
 """
 
 from __future__ import annotations
@@ -10,14 +9,10 @@ from __future__ import annotations
 import fcntl
 import os
 import platform
-import re
-import shutil
-import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .errors import HostError, UsageError
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 Arch = Literal["x86_64", "aarch64"]
 ARCHES: tuple[Arch, ...] = ("x86_64", "aarch64")
@@ -38,17 +33,19 @@ KVM_DIRTY_GFN_SIZE = 16  # sizeof(struct kvm_dirty_gfn): the ring caps report by
 KvmFlavour = Literal["vmx", "svm", "pvm", "arm64", "unknown", "none"]
 
 
-@dataclass(frozen=True)
-class KvmInfo:
-    """KVM as seen from userspace. `caps` maps KVM_CAPS names to the ioctl's value."""
+class KvmInfo(BaseModel):
+    """KVM on this host. `caps` maps KVM_CAPS names to KVM_CHECK_EXTENSION's value."""
+
+    model_config = ConfigDict(frozen=True)
 
     device: str
     accessible: bool
     flavour: KvmFlavour
     api_version: int | None = None
-    caps: dict[str, int] = field(default_factory=dict)
+    caps: dict[str, int] = Field(default_factory=dict)
     error: str | None = None
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def dirty_ring_max_entries(self) -> int:
         """Largest ring QEMU may ask for; arm64 only offers the acquire/release ring."""
@@ -61,6 +58,7 @@ class KvmInfo:
     def has_ring_with_bitmap(self) -> bool:
         return self.caps.get("dirty-log-ring-with-bitmap", 0) > 0
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def runs_64bit_guests(self) -> bool | None:
         """Known from the module alone for most flavours; None means probe it.
@@ -68,9 +66,7 @@ class KvmInfo:
         kvm_pvm runs 16/32-bit guests but only 64-bit guests written for its
         own ABI, so an ordinary 64-bit kernel hangs under it.
         """
-        if not self.accessible:
-            return False
-        if self.flavour == "pvm":
+        if not self.accessible or self.flavour == "pvm":
             return False
         if self.flavour in ("vmx", "svm", "arm64"):
             return True
@@ -93,14 +89,15 @@ def probe_kvm(device: str = "/dev/kvm") -> KvmInfo:
     try:
         fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
     except OSError as exc:
-        return KvmInfo(device, False, "none" if flavour == "unknown" else flavour,
+        return KvmInfo(device=device, accessible=False,
+                       flavour="none" if flavour == "unknown" else flavour,
                        error=f"{device}: {exc.strerror}")
     try:
         api = fcntl.ioctl(fd, _KVM_GET_API_VERSION)
         caps = {name: fcntl.ioctl(fd, _KVM_CHECK_EXTENSION, num) for name, num in KVM_CAPS.items()}
     finally:
         os.close(fd)
-    return KvmInfo(device, True, flavour, api_version=api, caps=caps)
+    return KvmInfo(device=device, accessible=True, flavour=flavour, api_version=api, caps=caps)
 
 
 def host_arch() -> str:
@@ -110,52 +107,3 @@ def host_arch() -> str:
 def kvm_can_run(arch: Arch) -> bool:
     """KVM only runs guests of the host's own architecture."""
     return host_arch() == arch
-
-
-@dataclass(frozen=True)
-class QemuBinary:
-    path: Path
-    version: tuple[int, int, int]
-    version_text: str
-
-    @property
-    def version_str(self) -> str:
-        return ".".join(map(str, self.version))
-
-
-_VERSION_RE = re.compile(r"QEMU emulator version (\d+)\.(\d+)\.(\d+)")
-MIN_QEMU = (8, 1, 0)  # ring-with-bitmap handling; 10.0 is what set-up installs
-
-
-def default_qemu_name(arch: Arch) -> str:
-    return f"qemu-system-{arch}"
-
-
-def find_qemu(arch: Arch, override: str | None = None) -> QemuBinary:
-    """Resolve and version-check the QEMU binary for `arch`.
-
-    An explicit path that does not exist is the user's mistake (UsageError);
-    a missing default binary means set-up was not run (HostError).
-    """
-    name = override or default_qemu_name(arch)
-    resolved = shutil.which(name)
-    if resolved is None:
-        if override:
-            raise UsageError(f"QEMU binary not found: {override}")
-        raise HostError(f"{name} not found in PATH; run the README's set-up command")
-    try:
-        out = subprocess.run(
-            [resolved, "--version"], capture_output=True, text=True, timeout=20, check=False
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise UsageError(f"cannot run {resolved} --version: {exc}") from exc
-    match = _VERSION_RE.search(out)
-    if match is None:
-        raise UsageError(f"{resolved} does not look like QEMU: {out.strip()[:80]!r}")
-    version = (int(match[1]), int(match[2]), int(match[3]))
-    if version < MIN_QEMU:
-        raise UsageError(
-            f"{resolved} is QEMU {'.'.join(map(str, version))}; qmpctl needs "
-            f">= {'.'.join(map(str, MIN_QEMU))}"
-        )
-    return QemuBinary(Path(resolved), version, out.splitlines()[0])

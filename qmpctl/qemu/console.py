@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from .errors import GuestError
+from ..core.errors import GuestError
 
 T = TypeVar("T")
 MARK = "QMPCTL "

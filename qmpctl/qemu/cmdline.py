@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .host import Arch
+from ..host.kvm import Arch
 
 Accel = Literal["kvm", "tcg"]
 

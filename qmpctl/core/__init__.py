@@ -1,0 +1,1 @@
+"""Lowest layer: the error tree, verdicts and units every other layer shares."""

@@ -1,0 +1,119 @@
+"""The arm64 `virt` bare-metal guest (guestload/aarch64): GICv3 + ITS with
+LPIs in flight, the wave on another vCPU, and kvm-unit-tests' ITS migration
+checks; its ITS tables are compared source vs destination one by one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from ..core.units import PAGE_SIZE, MiB
+from ..qemu.console import ConsoleView, Record, SerialConsole
+from ..verify.compare import MemoryVerdict
+from ..verify.ramimage import RamLayout, Region
+from .base import RAM_BASE, GuestCheck
+from .wave import WaveGuest
+
+
+@dataclass(frozen=True)
+class ItsTable:
+    name: str
+    base: int
+    size: int
+
+
+def its_tables(view: ConsoleView) -> list[ItsTable]:
+    """The ITS/LPI tables the guest announced (`table` records)."""
+    return [ItsTable(r.fields["name"], r.int("base"), r.int("size"))
+            for r in view.find("table")]
+
+
+def its_check(record: Record, stage: str) -> GuestCheck:
+    detail = " ".join(f"{k}={v}" for k, v in record.fields.items() if k not in ("name", "result"))
+    return GuestCheck(name=f"its-{record.fields.get('name', '?')}", stage=stage,
+                      ok=record.fields.get("result") == "PASS", detail=detail)
+
+
+@dataclass(frozen=True)
+class ItsGuest(WaveGuest):
+    """arm64 `virt` bare-metal guest: GICv3 + ITS with LPIs in flight, the wave
+    on another vCPU, and kvm-unit-tests' three ITS migration checks on `V`."""
+
+    smp: int = 2
+    name = "its"
+    image = "its.elf"
+    min_smp = 2
+    needs_64bit_kvm = False  # KVM only for arm64 hosts, where 64-bit is native
+
+    def base_regions(self) -> tuple[Region, ...]:
+        base = RAM_BASE["aarch64"]
+        return (Region("device tree blob", base, base + 2 * MiB),)
+
+    def layout(self, view: ConsoleView | None = None) -> RamLayout:
+        layout = super().layout()
+        if view is None:
+            return layout
+        regions: list[Region] = []
+        if (head := view.last("its-guest")) is not None:
+            lo, _, hi = head.fields.get("image", "").partition("-")
+            if lo and hi:
+                regions.append(Region("guest image", int(lo, 16), int(hi, 16)))
+        regions += [Region(f"ITS table {t.name}", t.base, t.base + t.size)
+                    for t in its_tables(view)]
+        return layout.with_regions(*regions)
+
+    def ready(self, view: ConsoleView) -> bool | None:
+        return True if view.find("ready") and view.passes >= 1 else None
+
+    async def before_migration(self, console: SerialConsole, timeout: float) -> list[GuestCheck]:
+        """LPIs must be flowing, all delivered on the right PE, before we migrate."""
+        seen = len(console.view().find("lpi-status"))
+        await console.send(b"S")
+        status = await console.wait_for(
+            lambda v: v.find("lpi-status")[seen] if len(v.find("lpi-status")) > seen else None,
+            timeout, "the guest's LPI status")
+        issued, delivered, wrong = (status.int(k) for k in ("issued", "delivered", "wrong-pe"))
+        return [GuestCheck(
+            name="lpis-flowing", stage="source, before migration",
+            ok=issued > 0 and wrong == 0 and delivered <= issued,
+            detail=f"issued={issued} delivered={delivered} wrong-pe={wrong}")]
+
+    async def after_resume(self, console: SerialConsole, timeout: float) -> list[GuestCheck]:
+        """Send `V`: mapped, pending and unmapped-collection LPI checks."""
+        seen = len(console.view().find("its-verify"))
+        checks_before = len(console.view().find("its-check"))
+        await console.send(b"V")
+        await console.wait_for(
+            lambda v: True if len(v.find("its-verify")) > seen else None,
+            timeout, "the guest's ITS verdict (its-verify)")
+        checks = console.view().find("its-check")[checks_before:]
+        if not checks:
+            return [GuestCheck(name="its-verify", stage="destination, after resume", ok=False,
+                               detail="the guest gave a verdict without any its-check record")]
+        return [its_check(r, "destination, after resume") for r in checks]
+
+
+class ItsTableVerdict(BaseModel):
+    """One ITS/LPI table the guest announced, compared source vs destination."""
+
+    name: str
+    base: int
+    size: int
+    pages: int
+    pages_differing: int
+    identical: bool
+
+
+def its_table_verdict(table: ItsTable, memory: MemoryVerdict, layout: RamLayout
+                      ) -> ItsTableVerdict:
+    differing = memory.differing_in(layout, table.base, table.base + table.size)
+    return ItsTableVerdict(name=table.name, base=table.base, size=table.size,
+                           pages=-(-table.size // PAGE_SIZE), pages_differing=differing,
+                           identical=differing == 0)
+
+
+def table_verdicts(view: ConsoleView, memory: MemoryVerdict, layout: RamLayout
+                   ) -> list[ItsTableVerdict]:
+    """A verdict per ITS/LPI table the guest announced (none for other guests)."""
+    return [its_table_verdict(t, memory, layout) for t in its_tables(view)]

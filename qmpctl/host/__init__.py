@@ -1,0 +1,1 @@
+"""What this host is and can do: KVM and its capabilities, QEMU binaries."""

@@ -1,0 +1,218 @@
+"""Drive one live migration between two launched machines over QMP.
+
+The run is event driven (`MIGRATION` status and `MIGRATION_PASS` events on
+the source); `query-migrate` is sampled once per pass for statistics, and at
+least every half second so a dead source monitor is noticed at once. At each
+event the policy decides; the driver executes and records its actions. The
+destination's own status is watched concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..core.aio import task_group
+from ..core.errors import MigrationFailed, QmpError
+from ..qemu.machine import QemuMachine
+from .models import Decision, MigrationStats, absorb_final, sample_from
+from .policy import (
+    Action,
+    Cancel,
+    ContinueSwitchover,
+    EndHoldBack,
+    MigrationState,
+    Policy,
+    SetParameters,
+    StartPostcopy,
+)
+from .settings import MigrationSettings
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[dict[str, Any], int], None]
+PassHook = Callable[[int], Awaitable[None]]
+FINAL = ("completed", "failed", "cancelled")
+# Always on: the driver runs from MIGRATION / MIGRATION_PASS events.
+BASE_SETTINGS = MigrationSettings(capabilities={"events": True})
+
+
+@dataclass(frozen=True)
+class Watch:
+    """Callbacks into the run: the live view, test hooks, the guest's progress."""
+
+    progress: ProgressFn | None = None
+    on_pass: PassHook | None = None
+    redirtied: Callable[[], bool] = lambda: True
+
+
+async def prepare(src: QemuMachine, dst: QemuMachine, uri: str,
+                  settings: MigrationSettings) -> None:
+    """Settings on both sides, then the destination listens on `uri`."""
+    await settings.apply(dst, src)
+    await dst.execute("migrate-incoming", {"uri": uri})
+
+
+async def _destination_status(dst: QemuMachine) -> str:
+    """The destination's final migration status, from its events.
+
+    A lost destination monitor is a status too, not an error: the source's
+    own failure (with QEMU's error-desc) is what the run reports first.
+    """
+    listener = dst.listener("MIGRATION")
+    try:
+        status = str((await dst.execute("query-migrate")).get("status", "none"))
+        while status not in FINAL:
+            event: Any = await listener.get()
+            status = str(event["data"]["status"])
+        return status
+    except QmpError as exc:
+        return f"unknown ({exc.desc})"
+    finally:
+        dst.qmp.remove_listener(listener)
+
+
+class _Driver:
+    def __init__(self, src: QemuMachine, policy: Policy, stats: MigrationStats,
+                 watch: Watch) -> None:
+        self.src, self.policy, self.stats, self.watch = src, policy, stats, watch
+        self.started = time.monotonic()
+
+    def elapsed(self) -> float:
+        return round(time.monotonic() - self.started, 3)
+
+    async def execute(self, action: Action) -> None:
+        s = self.stats
+        pass_no = s.samples[-1].pass_no if s.samples else 0
+        s.decisions.append(Decision(pass_no=pass_no, elapsed_s=self.elapsed(),
+                                    action=type(action).__name__, why=action.why))
+        log.info("pass %d: %s (%s)", pass_no, type(action).__name__, action.why)
+        match action:
+            case SetParameters(parameters=params):
+                await self.src.execute("migrate-set-parameters", dict(params))
+            case StartPostcopy():
+                s.mode, s.postcopy_at_pass = "postcopy", pass_no
+                await self.src.execute("migrate-start-postcopy")
+            case Cancel():
+                await self.src.execute("migrate_cancel")
+            case ContinueSwitchover():
+                await self.src.execute("migrate-continue", {"state": "pre-switchover"})
+            case EndHoldBack(stalled=stalled):
+                s.throttled_passes, s.workload_stalled = max(0, pass_no - 1), stalled
+
+    async def run(self, uri: str) -> None:
+        """Until the source reaches a final status."""
+        src, s = self.src, self.stats
+        listener = src.listener("MIGRATION", "MIGRATION_PASS")
+        try:
+            await src.execute("migrate", {"uri": uri})
+            while s.status not in FINAL:
+                event: Any = None
+                with contextlib.suppress(TimeoutError):
+                    event = await asyncio.wait_for(listener.get(), 0.5)
+                if event is None:  # quiet for 0.5 s: is the source still there?
+                    info = await src.execute("query-migrate", timeout=10)
+                    if self.watch.progress is not None:
+                        self.watch.progress(info, len(s.samples))
+                elif event["event"] == "MIGRATION":
+                    s.status = str(event["data"]["status"])
+                else:
+                    pass_no = int(event["data"]["pass"])
+                    info = await src.execute("query-migrate")
+                    s.samples.append(sample_from(info, pass_no, self.elapsed()))
+                    if self.watch.on_pass is not None:
+                        await self.watch.on_pass(pass_no)
+                if s.status in FINAL:
+                    break
+                state = MigrationState(status=s.status, samples=tuple(s.samples),
+                                       elapsed_s=self.elapsed(),
+                                       redirtied=self.watch.redirtied())
+                for action in self.policy.decide(state):
+                    await self.execute(action)
+        finally:
+            src.qmp.remove_listener(listener)
+
+
+async def migrate(src: QemuMachine, dst: QemuMachine, uri: str, policy: Policy,
+                  stats: MigrationStats, timeout: float, watch: Watch | None = None) -> None:
+    """Migrate `src` into `dst`, filling `stats` as it goes (so a failed run
+    keeps what it measured); raise MigrationFailed with QEMU's error-desc.
+
+    `prepare()` must have been called; on any exception the caller is
+    responsible for `cancel()`.
+    """
+    driver = _Driver(src, policy, stats, watch or Watch())
+    info: dict[str, Any] = {}
+    try:
+        async with task_group() as group:
+            dst_status = group.create_task(_destination_status(dst))
+            try:
+                async with asyncio.timeout(timeout):
+                    await driver.run(uri)
+            except TimeoutError:
+                stats.status = "timeout"
+            finally:
+                stats.wall_s = driver.elapsed()
+                with contextlib.suppress(QmpError):
+                    info = await src.execute("query-migrate", timeout=5)
+                    absorb_final(stats, info)
+                    stats.error_desc = info.get("error-desc")
+            if stats.status == "timeout":
+                raise MigrationFailed(f"migration did not finish within {timeout:.0f}s",
+                                      f"last status {info.get('status')}")
+            if stats.status != "completed":
+                raise MigrationFailed(f"migration {stats.status}", stats.error_desc)
+            try:
+                async with asyncio.timeout(30):
+                    final = await dst_status
+            except TimeoutError:
+                raise MigrationFailed("destination did not report completion within 30s"
+                                      ) from None
+            if final != "completed":
+                raise MigrationFailed(f"source completed but destination says {final}")
+    finally:
+        if not any(d.action == "EndHoldBack" for d in stats.decisions):
+            stats.throttled_passes = stats.passes  # never released
+
+
+async def cancel(src: QemuMachine, timeout: float = 15.0) -> str:
+    """Cancel an active migration and make sure the source runs again.
+
+    Returns the source's run state afterwards. Never raises: it runs on the
+    error path.
+    """
+    try:
+        info = await src.execute("query-migrate", timeout=5)
+        if info.get("status") == "completed":  # the destination failed after switchover
+            return await ensure_running(src, after_completion=True)
+        if info.get("status") not in (None, "none", "failed", "cancelled"):
+            await src.execute("migrate_cancel", timeout=5)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                info = await src.execute("query-migrate", timeout=5)
+                if info.get("status") in ("cancelled", "failed", "completed"):
+                    break
+                await asyncio.sleep(0.1)
+        return await ensure_running(src)
+    except QmpError:
+        return "unknown"
+
+
+async def ensure_running(machine: QemuMachine, after_completion: bool = False) -> str:
+    """Resume a source that a failed migration left paused.
+
+    `after_completion`: the source finished but the destination failed, so the
+    source (in `postmigrate`) is the only copy of the guest: resume it too.
+    """
+    resumable = ("paused", "finish-migrate") + (("postmigrate",) if after_completion else ())
+    status = await machine.status()
+    if status in resumable:
+        with contextlib.suppress(QmpError):
+            await machine.execute("cont")
+        status = await machine.status()
+    return status

@@ -1,0 +1,135 @@
+"""Migration policies: pure objects that look at the migration after each
+pass or status event and return the actions to take.
+
+The driver executes the actions and records them; a policy never talks to
+QEMU. `HoldBack` is QEMU migration-test's recipe: keep convergence impossible
+(bandwidth throttled, 1 ms downtime) until enough dirty syncs have happened
+and the guest has rewritten memory already sent, then release into a
+`Converge` or `Postcopy` ending.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .models import PassSample
+from .settings import MigrationSettings
+
+
+@dataclass(frozen=True)
+class SetParameters:
+    parameters: dict[str, int]
+    why: str
+
+
+@dataclass(frozen=True)
+class StartPostcopy:
+    why: str
+
+
+@dataclass(frozen=True)
+class Cancel:
+    why: str
+
+
+@dataclass(frozen=True)
+class ContinueSwitchover:
+    """Let a migration paused at `pre-switchover` go on (migrate-continue)."""
+
+    why: str
+
+
+@dataclass(frozen=True)
+class EndHoldBack:
+    """Convergence is allowed from here; `stalled` when the guest never re-dirtied."""
+
+    stalled: bool
+    why: str
+
+
+Action = SetParameters | StartPostcopy | Cancel | ContinueSwitchover | EndHoldBack
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    """What a policy sees: the source's passes so far and its status."""
+
+    status: str
+    samples: tuple[PassSample, ...]
+    elapsed_s: float
+    redirtied: bool  # the guest rewrote memory since the migration started
+
+    @property
+    def pass_no(self) -> int:
+        return self.samples[-1].pass_no if self.samples else 0
+
+
+class Policy(Protocol):
+    def settings(self) -> MigrationSettings:
+        """Capabilities and parameters this policy needs on both sides."""
+
+    def decide(self, state: MigrationState) -> list[Action]:
+        """Actions to take now (called after every pass and status event)."""
+
+
+class Ending(Protocol):
+    """How a held-back migration ends once released."""
+
+    def settings(self) -> MigrationSettings: ...
+    def release(self) -> list[Action]: ...
+
+
+@dataclass(frozen=True)
+class Converge:
+    """Precopy to completion: lift the bandwidth cap, allow `downtime_ms`."""
+
+    bandwidth: int = 8 << 30
+    downtime_ms: int = 1000
+
+    def settings(self) -> MigrationSettings:
+        return MigrationSettings()
+
+    def release(self) -> list[Action]:
+        return [SetParameters({"max-bandwidth": self.bandwidth,
+                               "downtime-limit": self.downtime_ms},
+                              "let precopy converge")]
+
+
+@dataclass(frozen=True)
+class Postcopy:
+    """Switch to postcopy; the paused destination (-S) receives the rest by push."""
+
+    def settings(self) -> MigrationSettings:
+        return MigrationSettings(capabilities={"postcopy-ram": True})
+
+    def release(self) -> list[Action]:
+        return [StartPostcopy("switch to postcopy")]
+
+
+@dataclass
+class HoldBack:
+    """Hold convergence back until `min_passes` syncs and re-dirtied memory
+    (or `hold_timeout_s`, then the run is marked stalled), then `ending`."""
+
+    ending: Ending
+    min_passes: int = 3
+    throttle_bandwidth: int = 64 << 20
+    hold_timeout_s: float = 30.0
+    released: bool = field(default=False, init=False)
+
+    def settings(self) -> MigrationSettings:
+        held = MigrationSettings(parameters={"max-bandwidth": self.throttle_bandwidth,
+                                             "downtime-limit": 1})
+        return held.merged(self.ending.settings())
+
+    def decide(self, state: MigrationState) -> list[Action]:
+        if self.released or state.pass_no <= self.min_passes:
+            return []
+        if not state.redirtied and state.elapsed_s <= self.hold_timeout_s:
+            return []
+        self.released = True
+        why = (f"{state.pass_no - 1} dirty syncs done and the guest rewrote sent memory"
+               if state.redirtied else
+               f"the guest rewrote no memory within {self.hold_timeout_s:g}s")
+        return [EndHoldBack(stalled=not state.redirtied, why=why), *self.ending.release()]

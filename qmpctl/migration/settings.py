@@ -1,0 +1,100 @@
+"""Migration capabilities and parameters, applied the same way to both sides.
+
+`MigrationSettings` is plain data; `problems()` checks it against a QEMU's
+own schema (pure), so an unknown capability or parameter is a usage error
+naming it and the QEMU version before any guest starts.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..core.errors import UsageError
+from ..qemu.machine import QemuMachine
+from ..qemu.schema import QemuSchema
+
+Scalar = int | float | bool | str
+
+
+class MigrationSettings(BaseModel):
+    """`migrate-set-capabilities` and `migrate-set-parameters` for one run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    capabilities: dict[str, bool] = Field(default_factory=dict)
+    parameters: dict[str, Scalar] = Field(default_factory=dict)
+
+    def merged(self, other: MigrationSettings) -> MigrationSettings:
+        """`other` on top of these (the user's explicit settings win)."""
+        return MigrationSettings(capabilities={**self.capabilities, **other.capabilities},
+                                 parameters={**self.parameters, **other.parameters})
+
+    def problems(self, schema: QemuSchema) -> list[str]:
+        """What `schema`'s QEMU does not know (pure)."""
+        qemu = f"QEMU {schema.version} ({schema.binary})"
+        out = [f"unknown migration capability {name!r} for {qemu}"
+               for name in self.capabilities if name not in schema.migration_capabilities]
+        for name, value in self.parameters.items():
+            kind = schema.migration_parameters.get(name)
+            if kind is None:
+                out.append(f"unknown migration parameter {name!r} for {qemu}")
+            elif (problem := _type_problem(kind, value)) is not None:
+                out.append(f"migration parameter {name}={value!r}: {problem} for {qemu}")
+        return out
+
+    def check(self, *schemas: QemuSchema) -> None:
+        problems = [p for s in schemas for p in self.problems(s)]
+        if problems:
+            raise UsageError("; ".join(dict.fromkeys(problems)))
+
+    async def apply(self, *machines: QemuMachine) -> None:
+        caps = [{"capability": n, "state": v} for n, v in self.capabilities.items()]
+        for machine in machines:
+            if caps:
+                await machine.execute("migrate-set-capabilities", {"capabilities": caps})
+            if self.parameters:
+                await machine.execute("migrate-set-parameters", dict(self.parameters))
+
+
+def _type_problem(kind: str, value: Scalar) -> str | None:
+    if kind.startswith("enum:"):
+        choices = kind.removeprefix("enum:").split("|")
+        return None if value in choices else f"choose one of {', '.join(choices)}"
+    expected: dict[str, type | tuple[type, ...]] = {
+        "int": int, "number": (int, float), "boolean": bool, "bool": bool, "string": str,
+        "str": str}
+    want = expected.get(kind)
+    if want is None:
+        return None  # alternates and objects: QEMU checks them itself
+    if isinstance(value, bool) and want is int:
+        return "expected an integer"
+    return None if isinstance(value, want) else f"expected {kind}"
+
+
+def parse_setting(text: str) -> tuple[str, Scalar]:
+    """`NAME=VALUE` from the command line: VALUE as int, float, on/off/true/false or str."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name:
+        raise UsageError(f"{text!r}: expected NAME=VALUE")
+    low = raw.lower()
+    if low in ("on", "true", "yes"):
+        return name, True
+    if low in ("off", "false", "no"):
+        return name, False
+    try:
+        return name, int(raw, 0)
+    except ValueError:
+        pass
+    try:
+        return name, float(raw)
+    except ValueError:
+        return name, raw
+
+
+def parse_capability(text: str) -> tuple[str, bool]:
+    """`NAME` or `NAME=on|off` from the command line."""
+    name, value = parse_setting(text) if "=" in text else (text, True)
+    if not isinstance(value, bool):
+        raise UsageError(f"--capability {text!r}: expected NAME or NAME=on|off")
+    return name, value
+

@@ -1,0 +1,80 @@
+"""The run report: composed from the models each layer computes, plus the
+run's configuration. Its JSON schema is a published artifact
+(docs/report.schema.json, `qmpctl schema`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from ..core.errors import Verdict
+from ..guests.base import GuestCheck
+from ..guests.its import ItsTableVerdict
+from ..guests.linux import GuestThroughput
+from ..host.kvm import KvmInfo
+from ..migration.dirtyrate import DirtyRateProbe
+from ..migration.models import MigrationStats
+from ..migration.settings import MigrationSettings
+from ..verify.compare import MemoryVerdict
+from ..verify.ring import DirtyRingEvidence
+
+SCHEMA_VERSION = 2  # 2: one model per concept (host = KvmInfo, exclusions are regions)
+
+
+class RunConfig(BaseModel):
+    arch: str
+    guest: str
+    accel: str
+    accel_reason: str = Field(description="Why this accelerator was chosen")
+    dirty_ring_size: int = Field(description="KVM dirty ring entries per vCPU; 0 = dirty bitmap")
+    dirty_tracking: Literal["kvm-dirty-ring", "kvm-dirty-bitmap", "tcg"]
+    ram_mib: int
+    smp: int
+    transport: str
+    qemu_src: str
+    qemu_dst: str
+    qemu_src_version: str
+    qemu_dst_version: str
+    workload: dict[str, int | str]
+    min_passes: int
+    throttle_bandwidth: int
+    converge_downtime_ms: int
+    migration_settings: MigrationSettings = Field(
+        default_factory=MigrationSettings,
+        description="capabilities and parameters set on both sides before migrating")
+    forced: list[str] = Field(default_factory=list,
+                              description="Safety checks the user overrode with --force")
+
+
+class RunReport(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    qmpctl_version: str
+    started_at: str
+    verdict: Verdict
+    exit_code: int
+    error: str | None = None
+    config: RunConfig | None = None
+    host: KvmInfo | None = None
+    boot_s: float | None = Field(None, description="launch to workload running, source")
+    dirty_rate: DirtyRateProbe | None = None
+    dirty_ring: DirtyRingEvidence | None = None
+    migration: MigrationStats | None = None
+    memory: MemoryVerdict | None = None
+    its_tables: list[ItsTableVerdict] = Field(
+        default_factory=list, description="arm64 ITS guest: each table's pages, source vs "
+                                          "destination, after the tables were saved at stop")
+    guest_checks: list[GuestCheck] = Field(default_factory=list)
+    guest_throughput: GuestThroughput | None = None
+    source_state_after: str | None = Field(None, description="source run state at the end")
+    timings_s: dict[str, float] = Field(default_factory=dict)
+
+    @property
+    def failed_checks(self) -> list[GuestCheck]:
+        return [c for c in self.guest_checks if not c.ok]
+
+    @property
+    def found_difference(self) -> bool:
+        """Memory, an ITS table or a guest check says something was lost."""
+        return ((self.memory is not None and not self.memory.identical)
+                or any(not t.identical for t in self.its_tables) or bool(self.failed_checks))

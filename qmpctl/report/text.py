@@ -1,0 +1,83 @@
+"""The human summary of a run report, printed on the terminal; the JSON report
+has everything."""
+
+from __future__ import annotations
+
+from .models import RunReport
+
+
+def _bytes(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def summary_lines(report: RunReport) -> list[str]:
+    """A compact human summary; the JSON report has everything."""
+    out = [f"verdict: {report.verdict.upper()} (exit {report.exit_code})"]
+    if report.error:
+        out.append(f"error: {report.error}")
+    if (c := report.config) is not None:
+        out.append(f"guest: {c.guest} {c.arch}, {c.ram_mib} MiB, {c.smp} vCPU, "
+                   f"accel {c.accel} ({c.accel_reason}), tracking {c.dirty_tracking}"
+                   + (f" ring={c.dirty_ring_size}" if c.dirty_ring_size else ""))
+        settings = c.migration_settings
+        if settings.capabilities or settings.parameters:
+            out.append("migration settings: " + ", ".join(
+                [f"{k}={'on' if v else 'off'}" for k, v in settings.capabilities.items()]
+                + [f"{k}={v}" for k, v in settings.parameters.items()]))
+        for f in c.forced:
+            out.append(f"FORCED: {f}")
+    if report.boot_s is not None:
+        out.append(f"boot to workload running: {report.boot_s:.2f} s")
+    if (d := report.dirty_rate) is not None:
+        out.append(f"dirty rate ({d.mode}, {d.calc_time_s:g}s): {d.dirty_rate_mib_s} MiB/s"
+                   + (f", per vCPU {d.vcpu_dirty_rates_mib_s}" if d.vcpu_dirty_rates_mib_s else ""))
+    if (m := report.migration) is not None:
+        mode = "" if m.mode == "precopy" else f" postcopy (from pass {m.postcopy_at_pass})"
+        out.append(f"migration: {m.status}{mode}, {m.passes} passes "
+                   f"({m.throttled_passes} throttled), "
+                   f"{m.pages_resent} pages re-sent, {_bytes(m.transferred_bytes)} transferred, "
+                   f"total {m.total_time_ms} ms, downtime {m.downtime_ms} ms, "
+                   f"setup {m.setup_time_ms} ms; during migration the guest did "
+                   f"{m.workload_progress_during} {m.workload_progress_unit}")
+        for dec in m.decisions:
+            out.append(f"  pass {dec.pass_no} (+{dec.elapsed_s:.2f} s): {dec.action}: "
+                       f"{dec.why}")
+        if m.workload_stalled:
+            out.append("WARNING: the workload made no progress during migration; "
+                       "dirty tracking was not exercised")
+        if m.error_desc:
+            out.append(f"QEMU error: {m.error_desc}")
+    if (v := report.memory) is not None:
+        out.append(f"memory: {v.pages_compared}/{v.pages_total} pages compared, "
+                   f"{v.pages_differing} differ, {v.pages_excluded} excluded, "
+                   f"{v.gib_per_s:.2f} GiB/s")
+        for e in v.exclusions:
+            out.append(f"  EXCLUDED 0x{e.start:x}-0x{e.end:x}: {e.name}")
+        for mm in v.mismatches:
+            out.append(f"  page {mm.page} gpa 0x{mm.gpa:x} ({mm.region}): {mm.differing_bytes} "
+                       f"bytes differ from +0x{mm.first_diff:x}")
+            out.append(f"    src {mm.src_hex}")
+            out.append(f"    dst {mm.dst_hex}")
+    for t in report.its_tables:
+        out.append(f"ITS table {t.name} 0x{t.base:x}+0x{t.size:x}: "
+                   f"{'identical' if t.identical else f'{t.pages_differing} pages DIFFER'} "
+                   f"({t.pages} pages)")
+    if (tp := report.guest_throughput) is not None:
+        out.append(f"guest dirtying: {tp.before_mib_s} MiB/s before, {tp.during_mib_s} during, "
+                   f"{tp.after_mib_s} after migration; longest stall {tp.max_gap_during_ms} ms")
+    for g in report.guest_checks:
+        out.append(f"check {g.name} [{g.stage}]: {'PASS' if g.ok else 'FAIL'} - {g.detail}")
+    if report.source_state_after:
+        out.append(f"source after run: {report.source_state_after}")
+    return out
+
+
+def one_line(rep: RunReport) -> str:
+    """The verdict and its key figures on one line (for --repeat and test output)."""
+    m, v = rep.migration, rep.memory
+    failed = [c.name for c in rep.failed_checks]
+    return (f"{rep.verdict.upper()}"
+            + (f", {m.passes} passes, downtime {m.downtime_ms} ms" if m else "")
+            + (f", {v.pages_differing} pages differ" if v else "")
+            + (f", failed checks: {', '.join(failed)}" if failed else "")
+            + (f" ({rep.error})" if rep.error else ""))

@@ -1,0 +1,224 @@
+"""What the user asked for, checked against the host before anything starts.
+
+`resolve()` turns `MigrateOptions` into a `Resolved` run: every option
+validated, the accelerator chosen (and why), the guest built, the QEMU
+binaries found. Bad input raises UsageError here, never mid-run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..core.errors import UsageError
+from ..core.units import MiB
+from ..guests.base import RAM_BASE
+from ..guests.its import ItsGuest
+from ..guests.linux import LinuxGuest, LinuxWorkload
+from ..guests.protocol import Guest
+from ..guests.wave import WaveGuest, default_wave
+from ..host.kvm import ARCHES, Arch, KvmInfo, kvm_can_run, probe_kvm
+from ..host.qemu import QemuBinary, find_qemu
+from ..migration.settings import MigrationSettings, parse_capability, parse_setting
+from ..qemu.cmdline import Accel
+from ..verify.ramimage import Region
+from ..verify.wave import WaveParams
+
+AccelChoice = Literal["auto", "kvm", "tcg"]
+Transport = Literal["unix", "tcp"]
+
+
+class MigrateOptions(BaseModel):
+    """What the user asked for. Field names are the CLI's option names with
+    underscores, so `qmpctl migrate --dirty-ring 1024` and the pytest plugin's
+    `qmpctl_migrate(dirty_ring=1024)` are the same thing."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    arch: str = "x86_64"
+    guest: Literal["baremetal", "linux"] = "baremetal"
+    workload: str = "wave"
+    workload_size: str = "64M"
+    hot: str | None = None
+    rate: int | None = None
+    accel: AccelChoice = "auto"
+    dirty_ring: int = 4096
+    ram: int | None = Field(None, description="MiB; None: 160 bare-metal, 512 Linux")
+    smp: int | None = Field(None, description="None: the guest's own default")
+    wave_start: int | None = Field(None, description="MiB into RAM")
+    wave_end: int | None = Field(None, description="MiB into RAM")
+    stride: int = 4096
+    delta: int = 1
+    transport: Transport = "unix"
+    min_passes: int = 3
+    throttle: int = Field(64, description="MiB/s while convergence is held back")
+    downtime_limit: int = Field(1000, description="ms once it may converge")
+    timeout: float = Field(300.0, description="seconds the migration may take")
+    boot_timeout: float = 60.0
+    qemu: str | None = None
+    qemu_src: str | None = None
+    qemu_dst: str | None = None
+    exclude: tuple[str, ...] = Field((), description="START-END[:REASON], guest-physical")
+    capability: tuple[str, ...] = Field((), description="NAME or NAME=on|off, both sides")
+    parameter: tuple[str, ...] = Field((), description="NAME=VALUE, both sides")
+    dirty_rate_probe: bool = False
+    force: bool = False
+    postcopy: bool = False
+    artifacts: Path | None = None
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: object) -> MigrateOptions:
+        """Build from keyword arguments; a bad one is a UsageError naming it."""
+        try:
+            return cls.model_validate(kwargs)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}"
+                for e in exc.errors())
+            raise UsageError(f"invalid migrate option: {problems}") from exc
+
+
+def parse_exclusion(text: str) -> Region:
+    """`START-END[:REASON]`, guest-physical, hex or decimal."""
+    rng, _, reason = text.partition(":")
+    lo, sep, hi = rng.partition("-")
+    try:
+        if not sep:
+            raise ValueError
+        start, end = int(lo, 0), int(hi, 0)
+    except ValueError:
+        raise UsageError(f"--exclude {text!r}: expected START-END[:REASON], e.g. "
+                         "0xa0000-0x100000:vga") from None
+    if end <= start:
+        raise UsageError(f"--exclude 0x{start:x}-0x{end:x}: empty range")
+    return Region(reason or "excluded by --exclude", start, end)
+
+
+def user_settings(opts: MigrateOptions) -> MigrationSettings:
+    """--capability / --parameter as settings (checked against QEMU later)."""
+    return MigrationSettings(
+        capabilities=dict(parse_capability(c) for c in opts.capability),
+        parameters=dict(parse_setting(p) for p in opts.parameter))
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Options checked against the host: everything needed to start."""
+
+    options: MigrateOptions
+    arch: Arch
+    accel: Accel
+    accel_reason: str
+    ring: int
+    guest: Guest
+    forced: tuple[str, ...]
+    qemu_src: QemuBinary
+    qemu_dst: QemuBinary
+    kvm: KvmInfo
+    exclusions: tuple[Region, ...]
+    settings: MigrationSettings  # the user's explicit --capability / --parameter
+
+
+def _is_power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def choose_accel(requested: AccelChoice, arch: Arch, kvm: KvmInfo,
+                 needs_64bit: bool) -> tuple[Accel, str]:
+    """Pick KVM when it can run this guest here, and say why (pure)."""
+    if requested == "tcg":
+        return "tcg", "requested"
+    problem = None
+    if not kvm_can_run(arch):
+        problem = f"KVM cannot run {arch} guests on this host"
+    elif not kvm.accessible:
+        problem = f"KVM unavailable ({kvm.error or 'no /dev/kvm'})"
+    elif needs_64bit and kvm.runs_64bit_guests is False:
+        problem = f"this host's KVM ({kvm.flavour}) cannot run 64-bit guests"
+    if problem is None:
+        return "kvm", "requested" if requested == "kvm" else "auto: KVM can run this guest"
+    if requested == "kvm":
+        raise UsageError(f"--accel kvm: {problem}")
+    return "tcg", f"auto: {problem}"
+
+
+ITS_RING_NEEDS_BITMAP = (
+    "arm64 with the in-kernel ITS and the dirty ring needs "
+    "KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP (225), which this kernel lacks: the ITS tables "
+    "KVM writes into guest RAM at stop, with no vCPU running, would not be migrated")
+
+
+def ring_safety(arch: Arch, accel: Accel, ring: int, kvm: KvmInfo, force: bool) -> tuple[str, ...]:
+    """Refuse a configuration known to lose pages, unless forced (then say so)."""
+    if arch == "aarch64" and accel == "kvm" and ring and not kvm.has_ring_with_bitmap:
+        if not force:
+            raise UsageError(f"--dirty-ring {ring}: {ITS_RING_NEEDS_BITMAP}; "
+                             "use --dirty-ring 0, or --force to run it anyway")
+        return (ITS_RING_NEEDS_BITMAP,)
+    return ()
+
+
+def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
+    """Check every option before any QEMU starts; raise UsageError/HostError."""
+    if opts.arch not in ARCHES:
+        raise UsageError(f"unknown arch {opts.arch!r}; choose one of {', '.join(ARCHES)}")
+    arch: Arch = opts.arch
+    kvm = kvm or probe_kvm()
+    ram_mib = opts.ram or (512 if opts.guest == "linux" else 160)
+    if not 32 <= ram_mib <= 2048:
+        raise UsageError(f"--ram {ram_mib} MiB: must be 32..2048")
+    if opts.min_passes < 1:
+        raise UsageError("--min-passes must be at least 1")
+    if opts.throttle < 1 or opts.downtime_limit < 1:
+        raise UsageError("--throttle and --downtime-limit must be positive")
+    if opts.dirty_ring < 0:
+        raise UsageError("--dirty-ring must be >= 0 (0 = dirty bitmap)")
+    guest = build_guest(opts, arch, ram_mib)
+    guest.validate()
+    accel, reason = choose_accel(opts.accel, arch, kvm, guest.needs_64bit_kvm)
+    ring = opts.dirty_ring if accel == "kvm" else 0
+    if ring:
+        check_ring(ring, kvm)
+    forced = ring_safety(arch, accel, ring, kvm, opts.force)
+    exclusions = tuple(parse_exclusion(e) for e in opts.exclude)
+    settings = user_settings(opts)
+    src = find_qemu(arch, opts.qemu_src or opts.qemu)
+    dst_name = opts.qemu_dst or opts.qemu
+    dst = find_qemu(arch, dst_name) if dst_name != (opts.qemu_src or opts.qemu) else src
+    _ = guest.kernel, guest.initrd  # raise HostError when an image was not built
+    return Resolved(opts, arch, accel, reason, ring, guest, forced, src, dst, kvm,
+                    exclusions, settings)
+
+
+def build_guest(opts: MigrateOptions, arch: Arch, ram_mib: int) -> Guest:
+    """The guest the options describe (not yet validated)."""
+    if opts.guest == "linux":
+        workload = LinuxWorkload(opts.workload, opts.workload_size, opts.hot, opts.rate)
+        return (LinuxGuest(arch, ram_mib, workload) if opts.smp is None
+                else LinuxGuest(arch, ram_mib, workload, smp=opts.smp))
+    base_wave = default_wave(arch, ram_mib)
+    base = RAM_BASE[arch]  # --wave-start/--wave-end are MiB into RAM
+    wave = WaveParams(
+        start=base_wave.start if opts.wave_start is None else base + opts.wave_start * MiB,
+        end=base_wave.end if opts.wave_end is None else base + opts.wave_end * MiB,
+        stride=opts.stride, delta=opts.delta,
+    )
+    guest_type = ItsGuest if arch == "aarch64" else WaveGuest
+    return (guest_type(arch, ram_mib, wave) if opts.smp is None
+            else guest_type(arch, ram_mib, wave, smp=opts.smp))
+
+
+def check_ring(ring: int, kvm: KvmInfo) -> None:
+    if not _is_power_of_two(ring):
+        raise UsageError(f"--dirty-ring {ring}: must be a power of two (or 0 for bitmap)")
+    if kvm.dirty_ring_max_entries == 0:
+        raise UsageError(f"--dirty-ring {ring}: this host's KVM has no dirty ring "
+                         "(KVM_CAP_DIRTY_LOG_RING is 0); use --dirty-ring 0")
+    if ring > kvm.dirty_ring_max_entries:
+        raise UsageError(f"--dirty-ring {ring}: above this host's maximum of "
+                         f"{kvm.dirty_ring_max_entries} entries")
+    if ring < 1024:
+        raise UsageError(f"--dirty-ring {ring}: QEMU needs at least 1024 entries")

@@ -1,0 +1,318 @@
+"""One `qmpctl migrate` run, from resolved options to a report. Orchestration
+only: every measurement, check and model comes from the layers below.
+
+check settings against both QEMUs -> launch the source and wait for its
+workload -> launch the destination -> migrate under the policy -> compare
+both RAM images (in a worker thread, so QMP keeps being served) -> resume the
+destination and check it again. Whatever happens, an `AsyncExitStack` settles
+the source (cancel, resume), shuts both QEMUs down, keeps the logs the user
+asked for and removes the run directory, in that order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import __version__
+from ..core.errors import HostError, Interrupted, QmpctlError, UsageError, verdict_for
+from ..core.units import MiB
+from ..guests.base import GuestCheck
+from ..guests.its import table_verdicts
+from ..host.qemu import QemuBinary
+from ..migration import driver
+from ..migration.dirtyrate import probe_dirty_rate
+from ..migration.models import MigrationStats
+from ..migration.policy import Converge, HoldBack, Policy, Postcopy
+from ..migration.settings import MigrationSettings
+from ..qemu.cmdline import MachineSpec
+from ..qemu.machine import QemuMachine
+from ..qemu.rundir import RunDir
+from ..qemu.schema import QemuSchema, probe_schema
+from ..report.models import RunConfig, RunReport
+from ..verify.compare import compare_images
+from ..verify.ramimage import RamImage
+from ..verify.ring import RING_TRACE_EVENTS, ring_evidence
+from .evidence import ring_check
+from .options import MigrateOptions, Resolved, resolve
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Hooks:
+    """Test seams, called at fixed points of a real run (see `qmpctl.testing`)."""
+
+    on_pass: Callable[[int, QemuMachine, QemuMachine], Awaitable[None]] | None = None
+    before_verify: Callable[[Path, Path], Awaitable[None]] | None = None
+
+
+def _free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def machine_spec(r: Resolved, run: RunDir, side: str, binary: QemuBinary,
+                 udp_port: int = 0) -> MachineSpec:
+    return MachineSpec(
+        arch=r.arch, binary=binary.path, accel=r.accel, dirty_ring_size=r.ring,
+        ram_mib=r.guest.ram_mib, ram_path=run.side(side, "ram"),
+        qmp_socket=run.side(side, "qmp.sock"), serial_socket=run.side(side, "serial.sock"),
+        serial_log=run.side(side, "serial"), smp=r.guest.smp, kernel=r.guest.kernel,
+        initrd=r.guest.initrd, append=r.guest.append, devices=r.guest.devices(udp_port),
+        fw_cfg=r.guest.fw_cfg(), incoming=side == "dst", name=f"qmpctl-{side}",
+        trace_events=RING_TRACE_EVENTS if r.ring and side == "src" else (),
+    )
+
+
+def migration_policy(r: Resolved) -> HoldBack:
+    """migration-test's hold-back, ending in precopy convergence or postcopy."""
+    o = r.options
+    return HoldBack(ending=Postcopy() if o.postcopy else Converge(downtime_ms=o.downtime_limit),
+                    min_passes=o.min_passes, throttle_bandwidth=o.throttle * MiB)
+
+
+def effective_settings(r: Resolved, policy: Policy) -> MigrationSettings:
+    """What both sides get: the driver's, the policy's, then the user's own."""
+    return driver.BASE_SETTINGS.merged(policy.settings()).merged(r.settings)
+
+
+_schemas: dict[tuple[Path, float], QemuSchema] = {}
+
+
+async def qemu_schema(r: Resolved, binary: QemuBinary, run: RunDir) -> QemuSchema:
+    """The binary's QMP schema, read once per binary and process."""
+    key = (binary.path, binary.path.stat().st_mtime)
+    if key not in _schemas:
+        schema = await probe_schema(r.arch, binary, run, tag=f"schema{len(_schemas)}")
+        if schema.error is not None:
+            raise HostError(f"cannot read the QMP schema of {binary.path}: {schema.error}")
+        _schemas[key] = schema
+    return _schemas[key]
+
+
+def run_config(r: Resolved, settings: MigrationSettings) -> RunConfig:
+    o = r.options
+    return RunConfig(
+        arch=r.arch, guest=r.guest.name, accel=r.accel, accel_reason=r.accel_reason,
+        dirty_ring_size=r.ring,
+        dirty_tracking="tcg" if r.accel == "tcg" else
+        ("kvm-dirty-ring" if r.ring else "kvm-dirty-bitmap"),
+        ram_mib=r.guest.ram_mib, smp=r.guest.smp, transport=o.transport,
+        qemu_src=str(r.qemu_src.path), qemu_dst=str(r.qemu_dst.path),
+        qemu_src_version=r.qemu_src.version_str, qemu_dst_version=r.qemu_dst.version_str,
+        workload=r.guest.workload_summary(), min_passes=o.min_passes,
+        throttle_bandwidth=o.throttle * MiB, converge_downtime_ms=o.downtime_limit,
+        migration_settings=settings, forced=list(r.forced),
+    )
+
+
+def new_report(error: QmpctlError | None = None) -> RunReport:
+    return RunReport(qmpctl_version=__version__,
+                     started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                     verdict="verified" if error is None else error.verdict,
+                     exit_code=0 if error is None else int(error.exit_code),
+                     error=None if error is None else error.message)
+
+
+@dataclass
+class Run:
+    """State of one run, so cleanup can see what exists whatever failed."""
+
+    r: Resolved
+    report: RunReport
+    dir: RunDir
+    hooks: Hooks
+    progress: driver.ProgressFn | None
+    src: QemuMachine | None = None
+    dst: QemuMachine | None = None
+    migration_started: bool = False
+    migration_completed: bool = False
+    t_migrate: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def machine(self, side: str, binary: QemuBinary) -> QemuMachine:
+        # Each side's NIC loops back through its own UDP port on 127.0.0.1.
+        spec = machine_spec(self.r, self.dir, side, binary, _free_port(socket.SOCK_DGRAM))
+        return QemuMachine(spec, self.dir.side(side, "log"))
+
+    async def settle_source(self) -> None:
+        """Cleanup's first step; never raises. A source whose migration did
+        not complete is cancelled and resumed."""
+        src, rep = self.src, self.report
+        if src is None or not src.is_running():
+            return
+        if self.migration_started and not self.migration_completed:
+            rep.source_state_after = await driver.cancel(src)
+        elif rep.source_state_after is None:
+            with contextlib.suppress(QmpctlError):
+                rep.source_state_after = await src.status()
+
+
+async def _check_settings(run: Run, settings: MigrationSettings) -> None:
+    r = run.r
+    schemas = [await qemu_schema(r, r.qemu_src, run.dir)]
+    if r.qemu_dst.path != r.qemu_src.path:
+        schemas.append(await qemu_schema(r, r.qemu_dst, run.dir))
+    settings.check(*schemas)
+
+
+async def _start_source(run: Run, stack: contextlib.AsyncExitStack) -> QemuMachine:
+    """Launch the source and wait until its workload runs (boot time in the report)."""
+    r, rep, o = run.r, run.report, run.r.options
+    t0 = time.monotonic()
+    src = run.src = await stack.enter_async_context(run.machine("src", r.qemu_src))
+    await src.console.wait_for(r.guest.ready, o.boot_timeout, "the workload to start")
+    rep.boot_s = round(time.monotonic() - t0, 3)
+    if o.dirty_rate_probe:
+        # Off by default: on kvm_pvm a dirty-ring calc-dirty-rate before the
+        # migration stalls the vCPU during it and once lost pages (see README).
+        mode = "dirty-ring" if r.ring else ("dirty-bitmap" if r.accel == "kvm" else "page-sampling")
+        try:
+            rep.dirty_rate = await probe_dirty_rate(src, mode)
+        except QmpctlError as exc:
+            if r.ring:
+                raise HostError(f"dirty ring not active on the source: {exc}") from exc
+            raise
+    rep.guest_checks += await r.guest.before_migration(src.console, o.boot_timeout)
+    return src
+
+
+async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
+                   policy: Policy, settings: MigrationSettings) -> QemuMachine:
+    """Destination, migration, ring evidence."""
+    r, rep, o = run.r, run.report, run.r.options
+    dst = run.dst = await stack.enter_async_context(run.machine("dst", r.qemu_dst))
+    stack.push_async_callback(run.settle_source)  # first thing on the way out
+    uri = (f"unix:{run.dir.side('mig', 'sock')}" if o.transport == "unix"
+           else f"tcp:127.0.0.1:{_free_port()}")
+    await driver.prepare(src, dst, uri, settings)
+
+    async def on_pass(n: int) -> None:
+        if run.hooks.on_pass is not None:
+            await run.hooks.on_pass(n, src, dst)
+
+    stats = rep.migration = MigrationStats(status="setup",
+                                           workload_progress_unit=r.guest.progress_unit)
+    work_before = r.guest.work_done(src.console.view())
+    watch = driver.Watch(progress=run.progress, on_pass=on_pass,
+                         redirtied=lambda: r.guest.work_done(src.console.view()) > work_before)
+    run.migration_started = True
+    run.t_migrate = time.monotonic()
+    try:
+        await driver.migrate(src, dst, uri, policy, stats, o.timeout, watch)
+    finally:
+        run.timings["migrate"] = round(time.monotonic() - run.t_migrate, 3)
+        stats.workload_progress_during = r.guest.work_done(src.console.view()) - work_before
+    run.migration_completed = True
+    if r.ring:
+        rep.dirty_ring = ring_evidence(src.log_path.read_text(errors="replace"))
+        rep.guest_checks.append(ring_check(rep.dirty_ring))
+    return dst
+
+
+async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
+    """Both RAM images page by page (source postmigrate, destination paused)."""
+    r, rep = run.r, run.report
+    if run.hooks.before_verify is not None:
+        await run.hooks.before_verify(src.spec.ram_path, dst.spec.ram_path)
+    t0 = time.monotonic()
+    view = src.console.view()
+    layout = r.guest.layout(view)  # ITS tables as the guest announced them
+
+    def compare() -> None:
+        with RamImage(src.spec.ram_path) as si, RamImage(dst.spec.ram_path) as di:
+            rep.memory = compare_images(si, di, layout, list(r.exclusions))
+
+    try:
+        await asyncio.to_thread(compare)
+    except (OSError, ValueError) as exc:
+        raise HostError(f"cannot compare the RAM images: {exc}") from exc
+    assert rep.memory is not None
+    rep.its_tables = table_verdicts(view, rep.memory, layout)
+    run.timings["compare"] = round(time.monotonic() - t0, 3)
+    rep.guest_checks += r.guest.image_checks(dst.spec.ram_path,
+                                             "destination image, before resume")
+
+
+async def _resume_and_check(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
+    """The guest must keep running where it landed, and stay consistent."""
+    r, rep, o = run.r, run.report, run.r.options
+    t_cont = time.monotonic()
+    await dst.execute("cont")
+    resumed = await r.guest.wait_resumed(dst.console, o.boot_timeout)
+    rep.guest_checks.append(GuestCheck(name="workload-resumes", stage="destination, after cont",
+                                       ok=True, detail=resumed))
+    rep.guest_checks += await r.guest.after_resume(dst.console, o.boot_timeout)
+    await dst.execute("stop")
+    rep.guest_checks += r.guest.image_checks(dst.spec.ram_path, "destination image, after resume")
+    rep.guest_throughput = r.guest.throughput(
+        src.console.view(), dst.console.view(), run.t_migrate,
+        run.t_migrate + run.timings["migrate"], t_cont)
+
+
+async def _run(run: Run) -> None:
+    policy = migration_policy(run.r)
+    settings = effective_settings(run.r, policy)
+    run.report.config = run_config(run.r, settings)
+    await _check_settings(run, settings)
+    async with contextlib.AsyncExitStack() as stack:
+        if (artifacts := run.r.options.artifacts) is not None:
+            stack.callback(_keep_logs, run.dir, artifacts)  # after the QEMUs are gone
+        src = await _start_source(run, stack)
+        dst = await _migrate(run, stack, src, policy, settings)
+        await _verify_memory(run, src, dst)
+        await _resume_and_check(run, src, dst)
+
+
+def _keep_logs(run_dir: RunDir, dest: Path) -> None:
+    try:
+        run_dir.keep_logs(dest)
+    except OSError as exc:
+        log.error("could not keep the logs in %s: %s", dest, exc)
+
+
+async def run_migrate(r: Resolved, hooks: Hooks | None = None,
+                      progress: driver.ProgressFn | None = None) -> RunReport:
+    """Run a resolved migration end to end; always returns a report."""
+    report = new_report()
+    report.host = r.kvm
+    t0 = time.monotonic()
+    with RunDir.create() as run_dir:
+        run = Run(r, report, run_dir, hooks or Hooks(), progress)
+        try:
+            try:
+                await _run(run)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                raise Interrupted("interrupted; migration cancelled") from None
+        except QmpctlError as exc:
+            log.info("run failed: %s", exc.message, exc_info=exc)
+            report.error, report.exit_code = exc.message, int(exc.exit_code)
+        finally:
+            run.timings["total"] = round(time.monotonic() - t0, 3)
+            report.timings_s = run.timings
+    if report.exit_code == 0 and report.found_difference:
+        report.exit_code = 1
+    report.verdict = verdict_for(report.exit_code)
+    return report
+
+
+async def run(options: MigrateOptions, hooks: Hooks | None = None,
+              progress: driver.ProgressFn | None = None) -> RunReport:
+    """Resolve `options` and run them; bad input or host gives an error report."""
+    try:
+        resolved = resolve(options)
+    except (UsageError, HostError) as exc:
+        return new_report(exc)
+    return await run_migrate(resolved, hooks, progress)
