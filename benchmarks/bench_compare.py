@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from qmpctl.qemu.rundir import RunDir
 from qmpctl.verify.compare import compare_images
 from qmpctl.verify.ramimage import RamImage, RamLayout
-from qmpctl.qemu.rundir import RunDir
 
 
 def best(fn: object, repeat: int) -> float:
