@@ -4,6 +4,7 @@ engine's throughput against the machine's plain memory-compare speed.
 """
 
 import sys
+from pathlib import Path
 
 import nox
 
@@ -13,7 +14,9 @@ SOURCES = ["qmpctl", "tests", "noxfile.py", "benchmarks"]
 
 @nox.session(venv_backend="none")
 def lint(session: nox.Session) -> None:
+    """ruff, and the import-layering contract in pyproject.toml (lint-imports)."""
     session.run(sys.executable, "-m", "ruff", "check", *SOURCES)
+    session.run(str(Path(sys.executable).with_name("lint-imports")))
 
 
 @nox.session(venv_backend="none")
