@@ -1,0 +1,343 @@
+"""pytest plugin (entry point `pytest11: qmpctl`): live migrations as tests.
+
+* fixture `qmpctl_migrate`: `report = await qmpctl_migrate(accel="tcg", ...)`
+  runs one real migration with `qmpctl migrate`'s options as keyword
+  arguments (plus `hooks=`) and returns its `RunReport`; bad options fail the
+  test with qmpctl's message. Each run's key figures go to JUnit through
+  `record_property`.
+* marker `qmpctl_kvm(ring=False, arch="x86_64", ring_with_bitmap=False,
+  guest64=False)`: skip, naming what is missing, unless this host's KVM can
+  run the test; `--qmpctl-require-kvm` makes that a failure instead.
+* `--qmpctl-xfail-known-losses`: on a kvm_pvm host, a `qmpctl_kvm(ring=True)`
+  test whose RAM comparison found lost pages is an (unstrict) xfail citing the
+  documented host bug. Off by default: then such a test fails.
+* `--qmpctl-artifacts DIR`: a failed test keeps, in DIR/<test id>, every
+  run's QEMU logs, serial output and JSON report, and the QMP transcript.
+* `--qmpctl-timeout SECONDS` (default 900, 0 = none): the test's migrations
+  must finish within that time from the test's start, or the run is cancelled
+  (qmpctl then cancels the migration and shuts its QEMUs down) and the test
+  fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import platform
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from .core.errors import UsageError
+from .host.kvm import Arch, KvmInfo, kvm_can_run, probe_kvm
+from .report.text import one_line
+from .scenario.options import MigrateOptions
+from .scenario.runner import Hooks, run
+from .testing import LostPages, MigrateFn, RunReport
+
+KNOWN_LOSSES = (
+    "known host bug: on kvm_pvm, dirty-ring migrations intermittently lose the pages "
+    "dirtied after the last ring reap (qmpctl README, 'What qmpctl found on the build "
+    "machines'); allowed by --qmpctl-xfail-known-losses")
+DEFAULT_TIMEOUT_S = 900.0
+QMP_LOGGER = "qemu.qmp"
+
+_kvm_key = pytest.StashKey[KvmInfo]()
+_problem_key = pytest.StashKey[str]()
+_phase_reports_key = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+@dataclass(frozen=True)
+class KvmRequirement:
+    """The arguments of the `qmpctl_kvm` marker."""
+
+    ring: bool = False
+    arch: str = "x86_64"
+    ring_with_bitmap: bool = False
+    guest64: bool = False
+
+
+def kvm_problems(req: KvmRequirement, kvm: KvmInfo,
+                 host_machine: str | None = None) -> list[str]:
+    """What this host lacks to run a test needing `req` (empty: nothing)."""
+    host_machine = host_machine or platform.machine()
+    problems = []
+    if req.arch not in ("x86_64", "aarch64"):
+        return [f"unknown arch {req.arch!r} in qmpctl_kvm (x86_64 or aarch64)"]
+    if not kvm.accessible:
+        problems.append(f"KVM not accessible ({kvm.error or 'no ' + kvm.device})")
+    if not kvm_can_run(cast(Arch, req.arch)):
+        problems.append(f"KVM cannot run {req.arch} guests on this {host_machine} host")
+    if not kvm.accessible:
+        return problems
+    if (req.ring or req.ring_with_bitmap) and kvm.dirty_ring_max_entries == 0:
+        problems.append("host KVM has no dirty ring (KVM_CAP_DIRTY_LOG_RING, cap 192 = 0)")
+    if req.ring_with_bitmap and not kvm.has_ring_with_bitmap:
+        problems.append("host KVM lacks KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP (cap 225 = 0)")
+    if req.guest64 and kvm.runs_64bit_guests is False:
+        problems.append(f"this host's KVM ({kvm.flavour}) cannot run 64-bit guests")
+    return problems
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("qmpctl", "qmpctl live-migration tests")
+    group.addoption("--qmpctl-qemu-src", metavar="PATH",
+                    help="QEMU binary for the source of every run that names none")
+    group.addoption("--qmpctl-qemu-dst", metavar="PATH",
+                    help="QEMU binary for the destination of every run that names none")
+    group.addoption("--qmpctl-require-kvm", action="store_true",
+                    help="fail, instead of skipping, a qmpctl_kvm test this host cannot run")
+    group.addoption("--qmpctl-xfail-known-losses", action="store_true",
+                    help="on kvm_pvm hosts, lost pages in qmpctl_kvm(ring=True) tests are an "
+                         "xfail (known host bug) instead of a failure")
+    group.addoption("--qmpctl-artifacts", metavar="DIR", type=Path,
+                    help="keep QEMU logs, serial output, QMP transcript and JSON reports "
+                         "of each failed test in DIR/<test id>")
+    group.addoption("--qmpctl-timeout", metavar="SECONDS", type=float,
+                    default=DEFAULT_TIMEOUT_S,
+                    help="a test's migrations must end within this many seconds of its "
+                         f"start, or are cancelled and it fails (default {DEFAULT_TIMEOUT_S:g};"
+                         " 0: no limit)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "qmpctl_kvm(ring=False, arch='x86_64', ring_with_bitmap=False, guest64=False): "
+        "needs KVM able to run that guest (with the dirty ring, ring + backup bitmap, "
+        "64-bit guests); skipped naming what is missing, failed with --qmpctl-require-kvm")
+
+
+def host_kvm(config: pytest.Config) -> KvmInfo:
+    """This host's KVM, probed once per session."""
+    if _kvm_key not in config.stash:
+        config.stash[_kvm_key] = probe_kvm()
+    return config.stash[_kvm_key]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        marker = item.get_closest_marker("qmpctl_kvm")
+        if marker is None:
+            continue
+        try:
+            req = KvmRequirement(*marker.args, **marker.kwargs)
+        except TypeError as exc:
+            item.stash[_problem_key] = f"bad qmpctl_kvm marker: {exc}"
+            continue
+        kvm = host_kvm(config)
+        if problems := kvm_problems(req, kvm):
+            item.stash[_problem_key] = "qmpctl_kvm: " + "; ".join(problems)
+        elif req.ring and kvm.flavour == "pvm" and config.getoption("qmpctl_xfail_known_losses"):
+            item.add_marker(pytest.mark.xfail(reason=KNOWN_LOSSES, raises=LostPages,
+                                              strict=False))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    problem = item.stash.get(_problem_key, None)
+    if problem is not None and not item.config.getoption("qmpctl_require_kvm"):
+        pytest.skip(problem)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    problem = item.stash.get(_problem_key, None)
+    if problem is not None:  # only reached with --qmpctl-require-kvm
+        pytest.fail(f"{problem} (--qmpctl-require-kvm)", pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+        item: pytest.Item, call: pytest.CallInfo[None],
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Remember each phase's final report (after xfail handling) for the fixture."""
+    report = yield
+    item.stash.setdefault(_phase_reports_key, {})[report.when] = report
+    return report
+
+
+def _test_failed(item: pytest.Item) -> bool:
+    """Failed, or xfailed (it did fail, as expected)."""
+    reports = item.stash.get(_phase_reports_key, {})
+    return any(r.failed or (r.skipped and hasattr(r, "wasxfail")) for r in reports.values())
+
+
+def our_qemu_children() -> list[str]:
+    """QEMU processes that are children of this process (Linux /proc)."""
+    found = []
+    me = os.getpid()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (proc / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid != me:
+                continue
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if Path(argv[0].decode(errors="replace")).name.startswith("qemu-system"):
+            found.append(f"pid {proc.name}: {b' '.join(argv[:3]).decode(errors='replace')} ...")
+    return found
+
+
+def sanitise(nodeid: str) -> str:
+    """A test id as one folder name."""
+    name = re.sub(r"[^A-Za-z0-9._=-]+", "_", nodeid).strip("._") or "test"
+    return name[:180]
+
+
+@dataclass
+class _TestRuns:
+    """One test's runs: options from the session, deadline, staging of artifacts."""
+
+    item: pytest.Item
+    record_property: Callable[[str, object], None]
+    deadline: float | None
+    qemu_src: str | None
+    qemu_dst: str | None
+    artifacts: Path | None
+    staging: Path | None = None
+    reports: list[RunReport] = field(default_factory=list)
+    _transcript: _QmpTranscript | None = None
+
+    def start(self) -> None:
+        if self.artifacts is None:
+            return
+        self.staging = Path(tempfile.mkdtemp(prefix="qmpctl-test-"))
+        self._transcript = _QmpTranscript(self.staging / "qmp.log")
+
+    def finish(self) -> None:
+        if self._transcript is not None:
+            self._transcript.close()
+        if self.staging is None or self.artifacts is None:
+            return
+        if _test_failed(self.item):
+            dest = self.artifacts / sanitise(self.item.nodeid)
+            shutil.rmtree(dest, ignore_errors=True)
+            self.artifacts.mkdir(parents=True, exist_ok=True)
+            shutil.move(self.staging, dest)
+        else:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+    def options(self, kwargs: dict[str, Any]) -> MigrateOptions:
+        kw = dict(kwargs)
+        for key, default in (("qemu_src", self.qemu_src), ("qemu_dst", self.qemu_dst)):
+            if default and kw.get(key) is None and kw.get("qemu") is None:
+                kw[key] = default
+        if self.staging is not None and kw.get("artifacts") is None:
+            kw["artifacts"] = self.staging / f"run-{len(self.reports) + 1}"
+        try:
+            return MigrateOptions.from_kwargs(**kw)
+        except UsageError as exc:
+            pytest.fail(f"qmpctl_migrate: {exc.message}", pytrace=False)
+
+    async def migrate(self, *, hooks: Hooks | None = None, **kwargs: Any) -> RunReport:
+        opts = self.options(kwargs)
+        remaining = None if self.deadline is None else self.deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            pytest.fail("qmpctl_migrate: --qmpctl-timeout already exceeded", pytrace=False)
+        timeout = asyncio.timeout(remaining)
+        try:
+            async with timeout:
+                report = await run(opts, hooks)
+        except TimeoutError:
+            if not timeout.expired():
+                raise
+            pytest.fail("qmpctl_migrate: exceeded --qmpctl-timeout and was cancelled",
+                        pytrace=False)
+        self._record(report, opts)
+        if survivors := our_qemu_children():
+            pytest.fail(f"qmpctl_migrate: QEMU survived the run: {survivors}", pytrace=False)
+        if timeout.expired():
+            pytest.fail(f"qmpctl_migrate: the test exceeded --qmpctl-timeout; the run was "
+                        f"cancelled and its QEMUs shut down: {one_line(report)}", pytrace=False)
+        if report.verdict == "usage-error":
+            pytest.fail(f"qmpctl_migrate: {report.error}", pytrace=False)
+        return report
+
+    def _record(self, report: RunReport, opts: MigrateOptions) -> None:
+        self.reports.append(report)
+        n = len(self.reports)
+        if opts.artifacts is not None and self.staging is not None:
+            folder = self.staging / f"run-{n}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "report.json").write_text(report.model_dump_json(indent=2) + "\n")
+        prefix = "qmpctl_" if n == 1 else f"qmpctl_run{n}_"
+        figures: dict[str, object] = {"verdict": report.verdict}
+        if (m := report.migration) is not None:
+            figures |= {"passes": m.passes, "downtime_ms": m.downtime_ms}
+        if (v := report.memory) is not None:
+            figures |= {"pages_compared": v.pages_compared, "pages_differing": v.pages_differing}
+        for name, value in figures.items():
+            if value is not None:
+                self.record_property(prefix + name, value)
+
+
+class _QmpTranscript:
+    """While it is open, every `qemu.qmp` record down to DEBUG (each QMP message
+    sent and received) goes to `path`; other handlers (pytest's log capture,
+    the user's logging) keep receiving only the records they received before."""
+
+    def __init__(self, path: Path) -> None:
+        self.logger = logging.getLogger(QMP_LOGGER)
+        self.saved = (self.logger.level, self.logger.propagate)
+        self.file = logging.FileHandler(path, encoding="utf-8")
+        self.file.setFormatter(logging.Formatter(
+            "%(asctime)s %(name)s %(levelname)s %(message)s"))
+        self.forward: logging.Handler | None = None
+        previous = self.logger.getEffectiveLevel()
+        if previous > logging.DEBUG and self.logger.propagate and self.logger.parent:
+            self.forward = _Forward(self.logger.parent, previous)
+            self.logger.addHandler(self.forward)
+            self.logger.propagate = False
+        self.logger.addHandler(self.file)
+        self.logger.setLevel(logging.DEBUG)
+
+    def close(self) -> None:
+        self.logger.removeHandler(self.file)
+        self.file.close()
+        if self.forward is not None:
+            self.logger.removeHandler(self.forward)
+        self.logger.propagate = self.saved[1]
+        self.logger.setLevel(self.saved[0])
+
+
+class _Forward(logging.Handler):
+    """Hands records at `level` or above on to `parent`, as propagation would."""
+
+    def __init__(self, parent: logging.Logger, level: int) -> None:
+        super().__init__(level)
+        self.parent = parent
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.parent.handle(record)
+
+
+@pytest.fixture
+def qmpctl_migrate(request: pytest.FixtureRequest,
+                   record_property: Callable[[str, object], None]) -> Iterator[MigrateFn]:
+    """`report = await qmpctl_migrate(**migrate_options, hooks=None)`: one real migration."""
+    config = request.config
+    timeout_s = float(config.getoption("qmpctl_timeout"))
+    runs = _TestRuns(
+        item=request.node, record_property=record_property,
+        deadline=time.monotonic() + timeout_s if timeout_s > 0 else None,
+        qemu_src=config.getoption("qmpctl_qemu_src"),
+        qemu_dst=config.getoption("qmpctl_qemu_dst"),
+        artifacts=config.getoption("qmpctl_artifacts"))
+    runs.start()
+    try:
+        yield runs.migrate
+    finally:
+        with contextlib.suppress(OSError):
+            runs.finish()

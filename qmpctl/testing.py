@@ -1,0 +1,144 @@
+"""What a test needs to drive qmpctl from pytest (see `qmpctl.pytest_plugin`).
+
+    from qmpctl.testing import assert_verified, corrupt_destination
+
+    async def test_migration(qmpctl_migrate):
+        report = await qmpctl_migrate(accel="tcg", ram=64, wave_end=18)
+        assert_verified(report)
+
+`assert_verified` fails with a short readable message: the verdict, the
+error, the failed guest checks and the first differing pages (guest-physical
+address, region, source and destination bytes). The hook factories build
+`Hooks` for the usual fault injections; write your own `Hooks` for anything
+else (`on_pass(pass_no, src, dst)` and `before_verify(src_ram, dst_ram)`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from .core.errors import ExitCode
+from .report.models import RunReport
+from .report.text import one_line
+from .scenario.runner import Hooks
+
+__all__ = [
+    "RAM_BASE",
+    "ExitCode",
+    "Hooks",
+    "LostPages",
+    "Machine",
+    "MigrateFn",
+    "NotVerified",
+    "RunReport",
+    "assert_verified",
+    "corrupt_destination",
+    "kill_destination_at_pass",
+    "not_verified_message",
+]
+
+# Guest-physical address of the first byte of RAM: the RAM file's offset 0.
+# x86 `pc` maps RAM from 0; arm64 `virt` from 1 GiB.
+RAM_BASE: dict[str, int] = {"x86_64": 0, "aarch64": 0x4000_0000}
+MAX_PAGES_SHOWN = 3
+
+
+class Machine(Protocol):
+    """What a hook may do with a QEMU it is handed (source or destination)."""
+
+    @property
+    def console(self) -> Any: ...  # `.view()`: the serial output so far, parsed
+
+    def kill(self) -> None: ...  # SIGKILL now
+
+    async def execute(self, command: str, arguments: dict[str, Any] | None = None,
+                      timeout: float = 30.0) -> Any: ...  # one QMP command
+
+
+class MigrateFn(Protocol):
+    """The `qmpctl_migrate` fixture: `qmpctl migrate` options as keyword arguments."""
+
+    async def __call__(self, *, hooks: Hooks | None = None, **options: Any) -> RunReport: ...
+
+
+class NotVerified(AssertionError):
+    """`assert_verified` failed; `report` is the run's report."""
+
+    def __init__(self, report: RunReport) -> None:
+        super().__init__(not_verified_message(report))
+        self.report = report
+
+
+class LostPages(NotVerified):
+    """The destination's RAM differs from the source's: pages were lost."""
+
+
+def not_verified_message(report: RunReport) -> str:
+    """A few lines saying why a run is not verified (the JSON report has the rest)."""
+    lines = [f"qmpctl run not verified: {one_line(report)}"]
+    for check in report.failed_checks:
+        lines.append(f"  check {check.name} [{check.stage}] FAILED: {check.detail}")
+    if report.migration is not None and report.migration.error_desc:
+        lines.append(f"  QEMU: {report.migration.error_desc}")
+    if (memory := report.memory) is not None and memory.pages_differing:
+        lines.append(f"  {memory.pages_differing} of {memory.pages_compared} pages differ:")
+        for page in memory.mismatches[:MAX_PAGES_SHOWN]:
+            lines.append(f"  page gpa 0x{page.gpa:x} ({page.region}), first differing byte "
+                         f"+0x{page.first_diff:x}: src {page.src_hex} | dst {page.dst_hex}")
+        if (more := memory.pages_differing - min(len(memory.mismatches), MAX_PAGES_SHOWN)) > 0:
+            lines.append(f"  ... and {more} more")
+    for table in report.its_tables:
+        if not table.identical:
+            lines.append(f"  ITS table {table.name} at 0x{table.base:x}: "
+                         f"{table.pages_differing} of {table.pages} pages differ")
+    return "\n".join(lines)
+
+
+def assert_verified(report: RunReport) -> None:
+    """Pass only when the run's verdict is `verified`.
+
+    Raises `LostPages` when source and destination RAM differ, `NotVerified`
+    (an AssertionError) for any other verdict.
+    """
+    if report.verdict == "verified":
+        return
+    if (report.verdict == "mismatch" and report.memory is not None
+            and report.memory.pages_differing > 0):
+        raise LostPages(report)
+    raise NotVerified(report)
+
+
+def corrupt_destination(gpa: int, xor: int = 0x5A, arch: str = "x86_64") -> Hooks:
+    """Flip bits of the destination's byte at guest-physical `gpa` after the
+    migration completed and before the RAM images are compared: the run must
+    then report exactly that page."""
+    if not 1 <= xor <= 0xFF:
+        raise ValueError(f"xor 0x{xor:x}: must change the byte (1..0xff)")
+    if arch not in RAM_BASE:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(RAM_BASE)}")
+    offset = gpa - RAM_BASE[arch]
+    if offset < 0:
+        raise ValueError(f"gpa 0x{gpa:x} is below {arch} RAM (0x{RAM_BASE[arch]:x})")
+
+    async def corrupt(_src: Path, dst: Path) -> None:
+        with dst.open("r+b") as f:
+            f.seek(offset)
+            old = f.read(1)
+            if len(old) != 1:
+                raise ValueError(f"gpa 0x{gpa:x} is beyond the destination's RAM")
+            f.seek(offset)
+            f.write(bytes([old[0] ^ xor]))
+
+    return Hooks(before_verify=corrupt)
+
+
+def kill_destination_at_pass(n: int) -> Hooks:
+    """SIGKILL the destination QEMU when the migration reaches pass `n`: the
+    run must report the migration failed and leave the source running."""
+
+    async def kill(pass_no: int, _src: Machine, dst: Machine) -> None:
+        if pass_no == n:
+            dst.kill()
+
+    return Hooks(on_pass=kill)
