@@ -9,25 +9,31 @@ at stop and reach the destination only through the ring's backup bitmap.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from qmpctl.core.errors import ExitCode
-from qmpctl.host.kvm import KvmInfo, kvm_can_run
-from qmpctl.report.models import RunReport
-from qmpctl.scenario.options import MigrateOptions, resolve
-from qmpctl.scenario.runner import Hooks, run_migrate
+from qmpctl.testing import (
+    RAM_BASE,
+    ExitCode,
+    Hooks,
+    Machine,
+    MigrateFn,
+    RunReport,
+    assert_verified,
+)
 from tests.conftest import our_qemu_processes
 
 pytestmark = [pytest.mark.qemu, pytest.mark.its]
 
-SMALL = dict(arch="aarch64", ram_mib=64, wave_end_mib=32, timeout_s=120.0)  # 16 MiB wave
+SMALL = dict(arch="aarch64", ram=64, wave_end=32, timeout=120.0)  # 16 MiB wave
 TABLES = {"lpi-prop", "lpi-pend-cpu0", "lpi-pend-cpu1", "its-device", "its-collection",
           "its-cmdq", "itt-dev0"}
 
 
-async def migrate(hooks: Hooks | None = None, **kw: object) -> RunReport:
-    report = await run_migrate(resolve(MigrateOptions(**{**SMALL, **kw})), hooks)  # type: ignore[arg-type]
+async def migrate(qmpctl_migrate: MigrateFn, hooks: Hooks | None = None,
+                  **kw: Any) -> RunReport:
+    report = await qmpctl_migrate(hooks=hooks, **{**SMALL, **kw})
     assert our_qemu_processes() == []
     return report
 
@@ -40,7 +46,7 @@ def check(rep: RunReport, name: str) -> str:
 
 
 def assert_its_verified(rep: RunReport) -> None:
-    assert rep.verdict == "verified", rep.model_dump_json(indent=1)
+    assert_verified(rep)
     assert rep.memory is not None and rep.memory.pages_differing == 0
     assert {t.name for t in rep.its_tables} >= TABLES
     assert all(t.identical and t.pages >= 1 for t in rep.its_tables)
@@ -48,8 +54,8 @@ def assert_its_verified(rep: RunReport) -> None:
     assert rep.migration.pages_resent > 0
 
 
-async def test_precopy_with_lpis_in_flight() -> None:
-    rep = await migrate(accel="tcg")
+async def test_precopy_with_lpis_in_flight(qmpctl_migrate: MigrateFn) -> None:
+    rep = await migrate(qmpctl_migrate, accel="tcg")
     assert_its_verified(rep)
     assert "wrong-pe=0" in check(rep, "lpis-flowing")
     detail = check(rep, "its-mapped")
@@ -57,64 +63,66 @@ async def test_precopy_with_lpis_in_flight() -> None:
     assert expected == got > 0 and "wrong-pe=0" in detail
 
 
-async def test_pending_lpis_survive_switchover() -> None:
-    rep = await migrate(accel="tcg", smp=3)
+async def test_pending_lpis_survive_switchover(qmpctl_migrate: MigrateFn) -> None:
+    rep = await migrate(qmpctl_migrate, accel="tcg", smp=3)
     assert_its_verified(rep)
     assert {"lpi-pend-cpu2"} <= {t.name for t in rep.its_tables}
     assert check(rep, "its-pending") == "expected=8 got=8"
 
 
-async def test_mapping_to_unmapped_collection_works_after_migration() -> None:
-    rep = await migrate(accel="tcg", transport="tcp")
+async def test_mapping_to_unmapped_collection_works_after_migration(
+        qmpctl_migrate: MigrateFn) -> None:
+    rep = await migrate(qmpctl_migrate, accel="tcg", transport="tcp")
     assert_its_verified(rep)
     assert check(rep, "its-unmapped-collection") == "expected=1 got=1"
 
 
-async def test_postcopy_with_its() -> None:
+async def test_postcopy_with_its(qmpctl_migrate: MigrateFn) -> None:
     """QEMU >= 8.1 reads the ring's backup bitmap only in the last precopy
     stage (kvm_log_sync_global(last_stage=true)); the postcopy switchover sync
     passes last_stage=false. Under TCG the ITS writes are tracked like any
     store; on arm64 KVM this test checks the table pages the kernel flushed at
     stop reached the destination anyway."""
-    rep = await migrate(accel="tcg", postcopy=True)
+    rep = await migrate(qmpctl_migrate, accel="tcg", postcopy=True)
     assert rep.migration is not None and rep.migration.mode == "postcopy"
     assert rep.migration.postcopy_at_pass is not None
     assert_its_verified(rep)
     check(rep, "its-mapped")
 
 
-async def test_corrupted_its_table_page_is_named() -> None:
+async def test_corrupted_its_table_page_is_named(qmpctl_migrate: MigrateFn) -> None:
     target: dict[str, int] = {}
 
     async def corrupt(_src: Path, dst: Path) -> None:
         # The device table's first entry: what MAPD wrote for device 0.
-        offset = target["its-device"] - 0x4000_0000
+        offset = target["its-device"] - RAM_BASE["aarch64"]
         with dst.open("r+b") as f:
             f.seek(offset)
             old = f.read(1)[0]
             f.seek(offset)
             f.write(bytes([old ^ 0xFF]))
 
-    async def remember(_n: int, src: object, _dst: object) -> None:
-        view = src.console.view()  # type: ignore[attr-defined]
+    async def remember(_n: int, src: Machine, _dst: Machine) -> None:
+        view = src.console.view()
         target.update({r.fields["name"]: r.int("base") for r in view.find("table")})
 
-    rep = await migrate(hooks=Hooks(on_pass=remember, before_verify=corrupt), accel="tcg")
+    rep = await migrate(qmpctl_migrate, Hooks(on_pass=remember, before_verify=corrupt),
+                        accel="tcg")
     assert rep.verdict == "mismatch" and rep.exit_code == ExitCode.MISMATCH
     bad = [t for t in rep.its_tables if not t.identical]
     assert [(t.name, t.pages_differing) for t in bad] == [("its-device", 1)]
     assert rep.memory is not None and rep.memory.mismatches[0].region == "ITS table its-device"
+    with pytest.raises(AssertionError, match="ITS table its-device at 0x"):
+        assert_verified(rep)
 
 
 @pytest.mark.kvm
+@pytest.mark.qmpctl_kvm(ring=True, arch="aarch64", ring_with_bitmap=True)
 @pytest.mark.parametrize("ring", [1024, 4096, 65536])
-async def test_kvm_ring_sizes_with_in_kernel_its(kvm: KvmInfo, ring: int) -> None:
-    """Small rings force ring-full exits while LPIs flow; needs an arm64 KVM host."""
-    if not kvm_can_run("aarch64"):
-        pytest.skip("needs an arm64 KVM host: KVM cannot run aarch64 guests on this "
-                    "x86_64 host (the same scenario runs under TCG above)")
-    if not kvm.has_ring_with_bitmap:
-        pytest.skip("host KVM lacks KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP (cap 225 = 0)")
-    rep = await migrate(accel="kvm", dirty_ring=ring)
+async def test_kvm_ring_sizes_with_in_kernel_its(qmpctl_migrate: MigrateFn, ring: int) -> None:
+    """Small rings force ring-full exits while LPIs flow; needs an arm64 KVM host
+    (elsewhere the marker skips it, naming what is missing: the same scenarios
+    run under TCG above)."""
+    rep = await migrate(qmpctl_migrate, accel="kvm", dirty_ring=ring)
     assert_its_verified(rep)
     assert rep.dirty_ring is not None and rep.dirty_ring.pages_reaped > 0
