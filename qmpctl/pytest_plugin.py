@@ -39,7 +39,6 @@ import pytest
 
 from .core.errors import UsageError
 from .host.kvm import Arch, KvmInfo, kvm_can_run, probe_kvm
-from .report.text import one_line
 from .scenario.options import MigrateOptions
 from .scenario.runner import Hooks, run
 from .testing import LostPages, MigrateFn, RunReport
@@ -196,12 +195,13 @@ def sanitise(nodeid: str) -> str:
     return name[:180]
 
 
-@dataclass
+@dataclass(repr=False)
 class _TestRuns:
     """One test's runs: options from the session, deadline, staging of artifacts."""
 
     item: pytest.Item
     record_property: Callable[[str, object], None]
+    timeout_s: float
     deadline: float | None
     qemu_src: str | None
     qemu_dst: str | None
@@ -209,6 +209,9 @@ class _TestRuns:
     staging: Path | None = None
     reports: list[RunReport] = field(default_factory=list)
     _transcript: _QmpTranscript | None = None
+
+    def __repr__(self) -> str:
+        return f"<qmpctl_migrate of {self.item.nodeid}: {len(self.reports)} runs>"
 
     def start(self) -> None:
         if self.artifacts is None:
@@ -247,20 +250,24 @@ class _TestRuns:
         if remaining is not None and remaining <= 0:
             pytest.fail("qmpctl_migrate: --qmpctl-timeout already exceeded", pytrace=False)
         timeout = asyncio.timeout(remaining)
+        transcript = (self._transcript.capturing() if self._transcript is not None
+                      else contextlib.nullcontext())
         try:
             async with timeout:
-                report = await run(opts, hooks)
+                with transcript:
+                    report = await run(opts, hooks)
         except TimeoutError:
             if not timeout.expired():
                 raise
-            pytest.fail("qmpctl_migrate: exceeded --qmpctl-timeout and was cancelled",
-                        pytrace=False)
+            pytest.fail(f"qmpctl_migrate: the test exceeded --qmpctl-timeout={self.timeout_s:g}"
+                        "; the run was cancelled", pytrace=False)
         self._record(report, opts)
         if survivors := our_qemu_children():
             pytest.fail(f"qmpctl_migrate: QEMU survived the run: {survivors}", pytrace=False)
         if timeout.expired():
-            pytest.fail(f"qmpctl_migrate: the test exceeded --qmpctl-timeout; the run was "
-                        f"cancelled and its QEMUs shut down: {one_line(report)}", pytrace=False)
+            pytest.fail(f"qmpctl_migrate: the test exceeded --qmpctl-timeout={self.timeout_s:g}"
+                        "; the run was cancelled and its QEMUs shut down (verdict "
+                        f"{report.verdict}: {report.error})", pytrace=False)
         if report.verdict == "usage-error":
             pytest.fail(f"qmpctl_migrate: {report.error}", pytrace=False)
         return report
@@ -284,32 +291,57 @@ class _TestRuns:
 
 
 class _QmpTranscript:
-    """While it is open, every `qemu.qmp` record down to DEBUG (each QMP message
-    sent and received) goes to `path`; other handlers (pytest's log capture,
-    the user's logging) keep receiving only the records they received before."""
+    """The test's QMP transcript: during each run (`capturing()`), every
+    `qemu.qmp` record down to DEBUG (each QMP message sent and received) goes
+    to `path`, and every other handler (pytest's log capture, the user's own)
+    still gets only the records it got before. The logger is changed only
+    while a run is in progress, inside the test's call: pytest attaches its
+    capture handlers to non-propagating loggers when a phase starts, and would
+    otherwise show the whole transcript under "Captured log"."""
 
     def __init__(self, path: Path) -> None:
         self.logger = logging.getLogger(QMP_LOGGER)
-        self.saved = (self.logger.level, self.logger.propagate)
         self.file = logging.FileHandler(path, encoding="utf-8")
         self.file.setFormatter(logging.Formatter(
             "%(asctime)s %(name)s %(levelname)s %(message)s"))
+        self.depth = 0
+        self.saved = (self.logger.level, self.logger.propagate)
         self.forward: logging.Handler | None = None
-        previous = self.logger.getEffectiveLevel()
-        if previous > logging.DEBUG and self.logger.propagate and self.logger.parent:
-            self.forward = _Forward(self.logger.parent, previous)
-            self.logger.addHandler(self.forward)
-            self.logger.propagate = False
-        self.logger.addHandler(self.file)
-        self.logger.setLevel(logging.DEBUG)
+
+    @contextlib.contextmanager
+    def capturing(self) -> Iterator[None]:
+        if self.depth == 0:
+            self._attach()
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if self.depth == 0:
+                self._detach()
+
+    def _attach(self) -> None:
+        logger = self.logger
+        self.saved = (logger.level, logger.propagate)
+        previous = logger.getEffectiveLevel()
+        if previous > logging.DEBUG and logger.propagate and logger.parent is not None:
+            self.forward = _Forward(logger.parent, previous)
+            logger.addHandler(self.forward)
+            logger.propagate = False
+        logger.addHandler(self.file)
+        logger.setLevel(logging.DEBUG)
+
+    def _detach(self) -> None:
+        logger = self.logger
+        logger.removeHandler(self.file)
+        if self.forward is not None:
+            logger.removeHandler(self.forward)
+            self.forward = None
+        logger.propagate = self.saved[1]
+        logger.setLevel(self.saved[0])
 
     def close(self) -> None:
-        self.logger.removeHandler(self.file)
         self.file.close()
-        if self.forward is not None:
-            self.logger.removeHandler(self.forward)
-        self.logger.propagate = self.saved[1]
-        self.logger.setLevel(self.saved[0])
 
 
 class _Forward(logging.Handler):
@@ -330,7 +362,7 @@ def qmpctl_migrate(request: pytest.FixtureRequest,
     config = request.config
     timeout_s = float(config.getoption("qmpctl_timeout"))
     runs = _TestRuns(
-        item=request.node, record_property=record_property,
+        item=request.node, record_property=record_property, timeout_s=timeout_s,
         deadline=time.monotonic() + timeout_s if timeout_s > 0 else None,
         qemu_src=config.getoption("qmpctl_qemu_src"),
         qemu_dst=config.getoption("qmpctl_qemu_dst"),

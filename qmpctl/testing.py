@@ -20,7 +20,6 @@ from typing import Any, Protocol
 
 from .core.errors import ExitCode
 from .report.models import RunReport
-from .report.text import one_line
 from .scenario.runner import Hooks
 
 __all__ = [
@@ -76,7 +75,12 @@ class LostPages(NotVerified):
 
 def not_verified_message(report: RunReport) -> str:
     """A few lines saying why a run is not verified (the JSON report has the rest)."""
-    lines = [f"qmpctl run not verified: {one_line(report)}"]
+    lines = [f"qmpctl run not verified: {report.verdict.upper()} (exit {report.exit_code})"]
+    if report.error:
+        lines.append(f"  error: {report.error}")
+    if (m := report.migration) is not None:
+        lines.append(f"  migration: {m.status}, {m.passes} passes"
+                     + (f", downtime {m.downtime_ms} ms" if m.downtime_ms is not None else ""))
     for check in report.failed_checks:
         lines.append(f"  check {check.name} [{check.stage}] FAILED: {check.detail}")
     if report.migration is not None and report.migration.error_desc:
@@ -101,6 +105,7 @@ def assert_verified(report: RunReport) -> None:
     Raises `LostPages` when source and destination RAM differ, `NotVerified`
     (an AssertionError) for any other verdict.
     """
+    __tracebackhide__ = True
     if report.verdict == "verified":
         return
     if (report.verdict == "mismatch" and report.memory is not None

@@ -1,5 +1,7 @@
 """Shared fixtures. Tests that launch QEMU use the real binaries and images
-built by the README's set-up; KVM tests skip with the missing capability named.
+built by the README's set-up; KVM tests carry the plugin's `qmpctl_kvm`
+marker, which skips them naming the missing capability. `pytester` runs the
+plugin's own tests in a scratch directory.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from qmpctl.host.kvm import KvmInfo, probe_kvm
+pytest_plugins = ["pytester"]
 
 OUR_QEMU = "qmpctl-"  # every QEMU we launch is named qmpctl-src / qmpctl-dst / qmpctl-probe
 
@@ -18,19 +20,6 @@ OUR_QEMU = "qmpctl-"  # every QEMU we launch is named qmpctl-src / qmpctl-dst / 
 def our_qemu_processes() -> list[str]:
     out = subprocess.run(["pgrep", "-a", "-f", "qemu-system-"], capture_output=True, text=True)
     return [line for line in out.stdout.splitlines() if f"-name {OUR_QEMU}" in line]
-
-
-@pytest.fixture(scope="session")
-def kvm() -> KvmInfo:
-    return probe_kvm()
-
-
-def kvm_skip_reason(kvm: KvmInfo, need_ring: bool = False) -> str | None:
-    if not kvm.accessible:
-        return f"KVM not usable here: {kvm.error}"
-    if need_ring and kvm.dirty_ring_max_entries == 0:
-        return "host KVM lacks KVM_CAP_DIRTY_LOG_RING (cap 192 = 0)"
-    return None
 
 
 @pytest.fixture(scope="session", autouse=True)
