@@ -355,6 +355,12 @@ class _Forward(logging.Handler):
         self.parent.handle(record)
 
 
+def _artifacts_dir(config: pytest.Config) -> Path | None:
+    """--qmpctl-artifacts, relative to where pytest was started (tests may chdir)."""
+    path: Path | None = config.getoption("qmpctl_artifacts")
+    return None if path is None else config.invocation_params.dir / path
+
+
 @pytest.fixture
 def qmpctl_migrate(request: pytest.FixtureRequest,
                    record_property: Callable[[str, object], None]) -> Iterator[MigrateFn]:
@@ -366,7 +372,7 @@ def qmpctl_migrate(request: pytest.FixtureRequest,
         deadline=time.monotonic() + timeout_s if timeout_s > 0 else None,
         qemu_src=config.getoption("qmpctl_qemu_src"),
         qemu_dst=config.getoption("qmpctl_qemu_dst"),
-        artifacts=config.getoption("qmpctl_artifacts"))
+        artifacts=_artifacts_dir(config))
     runs.start()
     try:
         yield runs.migrate
