@@ -16,17 +16,17 @@ pytestmark = pytest.mark.qemu
 
 async def test_doctor_reads_kvm_caps_and_qemu_schema() -> None:
     rep = await doctor(long_mode_probe=True)
-    assert set(rep.kvm_caps) == (set(KVM_CAPS) if rep.kvm_accessible else set())
+    assert set(rep.kvm.caps) == (set(KVM_CAPS) if rep.kvm.accessible else set())
     for q in rep.qemu:
         assert q.error is None, q
         assert {"page-sampling", "dirty-ring", "dirty-bitmap"} <= set(q.dirty_rate_modes)
         assert {"events", "postcopy-ram", "dirty-limit"} <= set(q.migration_capabilities)
         assert q.commands["calc-dirty-rate"] and q.commands["migrate-incoming"]
-    if rep.kvm_accessible:
+    if rep.kvm.accessible:
         assert rep.long_mode_probe is not None
-    if rep.kvm_flavour == "pvm":
-        assert rep.runs_64bit_linux_under_kvm is False
-        assert rep.dirty_ring_max_entries == rep.kvm_caps["dirty-log-ring"] // 16
+    if rep.kvm.flavour == "pvm":
+        assert rep.kvm.runs_64bit_guests is False
+        assert rep.kvm.dirty_ring_max_entries == rep.kvm.caps["dirty-log-ring"] // 16
         assert rep.long_mode_probe == "ok: 64-bit code ran under KVM"
 
 
