@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -75,10 +75,19 @@ class MigrateOptions(BaseModel):
         try:
             return cls.model_validate(kwargs)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}"
-                for e in exc.errors())
-            raise UsageError(f"invalid migrate option: {problems}") from exc
+            raise UsageError("; ".join(_problem(e) for e in exc.errors())) from exc
+
+
+def _problem(error: Any) -> str:
+    """A pydantic validation error in the CLI's words (`--transport 'x': choose ...`)."""
+    name = str(error["loc"][0]) if error["loc"] else "options"
+    option = "--" + name.replace("_", "-")
+    if error["type"] == "extra_forbidden":
+        return f"unknown migrate option {name!r}"
+    if error["type"] == "literal_error":
+        choices = error["ctx"]["expected"].replace("'", "")
+        return f"{option} {error['input']!r}: choose {choices}"
+    return f"{option} {error['input']!r}: {error['msg']}"
 
 
 def parse_exclusion(text: str) -> Region:

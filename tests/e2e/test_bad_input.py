@@ -26,6 +26,12 @@ runner = CliRunner()
     (["--transport", "rdma"], "--transport 'rdma': choose unix or tcp"),
     (["--wave-end", "500"], "wave range 0x200000-0x1f400000 must lie in RAM 0x200000-0xa000000"),
     (["--exclude", "0x1000"], "--exclude '0x1000': expected START-END[:REASON]"),
+    (["--capability", "no-such-cap", "--accel", "tcg"],
+     "unknown migration capability 'no-such-cap' for QEMU 10."),
+    (["--parameter", "multifd-compression=lz4", "--accel", "tcg"],
+     "migration parameter multifd-compression='lz4': choose one of none, zlib"),
+    (["--parameter", "no-such-param=1", "--accel", "tcg"],
+     "unknown migration parameter 'no-such-param' for QEMU 10."),
 ])
 def test_usage_errors(args: list[str], message: str) -> None:
     result = runner.invoke(app, ["migrate", *args])

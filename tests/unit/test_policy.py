@@ -1,0 +1,107 @@
+"""The hold-back policy and migration settings are pure: decisions from state."""
+
+from __future__ import annotations
+
+import pytest
+
+from qmpctl.core.errors import UsageError
+from qmpctl.migration.models import PassSample
+from qmpctl.migration.policy import (
+    Converge,
+    EndHoldBack,
+    HoldBack,
+    MigrationState,
+    Postcopy,
+    SetParameters,
+    StartPostcopy,
+)
+from qmpctl.migration.settings import MigrationSettings, parse_capability, parse_setting
+from qmpctl.qemu.schema import QemuSchema
+
+
+def state(passes: int, redirtied: bool = True, elapsed: float = 1.0) -> MigrationState:
+    samples = tuple(PassSample(pass_no=n, elapsed_s=0.1 * n, status="active", transferred=0,
+                               remaining=0, total=0, dirty_pages_rate=0, mbps=0.0,
+                               dirty_sync_count=n, pages_sent=0) for n in range(1, passes + 1))
+    return MigrationState(status="active", samples=samples, elapsed_s=elapsed,
+                          redirtied=redirtied)
+
+
+def test_hold_back_releases_once_after_min_passes_and_redirtied() -> None:
+    policy = HoldBack(Converge(downtime_ms=500), min_passes=3)
+    assert policy.decide(state(3)) == []
+    assert policy.decide(state(4, redirtied=False)) == []  # not yet re-dirtied, not timed out
+    actions = policy.decide(state(4))
+    assert actions[0] == EndHoldBack(stalled=False, why=actions[0].why)
+    assert actions[1] == SetParameters({"max-bandwidth": 8 << 30, "downtime-limit": 500},
+                                       "let precopy converge")
+    assert policy.decide(state(5)) == []  # released once
+
+
+def test_hold_back_marks_a_stalled_workload() -> None:
+    policy = HoldBack(Postcopy(), min_passes=1, hold_timeout_s=2.0)
+    actions = policy.decide(state(2, redirtied=False, elapsed=2.5))
+    assert isinstance(actions[0], EndHoldBack) and actions[0].stalled
+    assert "rewrote no memory within 2s" in actions[0].why
+    assert isinstance(actions[1], StartPostcopy)
+
+
+def test_hold_back_settings_throttle_both_sides_and_enable_postcopy() -> None:
+    settings = HoldBack(Postcopy(), throttle_bandwidth=8 << 20).settings()
+    assert settings.parameters == {"max-bandwidth": 8 << 20, "downtime-limit": 1}
+    assert settings.capabilities == {"postcopy-ram": True}
+
+
+SCHEMA = QemuSchema(arch="x86_64", binary="/usr/bin/qemu-system-x86_64", version="10.0.2",
+                    migration_capabilities=["events", "xbzrle", "postcopy-ram"],
+                    migration_parameters={"max-bandwidth": "int", "downtime-limit": "int",
+                                          "multifd-compression": "enum:none|zlib|zstd",
+                                          "block-incremental": "bool"})
+
+
+def test_settings_checked_against_the_qemu_schema() -> None:
+    ok = MigrationSettings(capabilities={"xbzrle": True},
+                           parameters={"max-bandwidth": 1, "multifd-compression": "zstd"})
+    assert ok.problems(SCHEMA) == []
+    bad = MigrationSettings(capabilities={"no-such-cap": True},
+                            parameters={"no-such-param": 1, "multifd-compression": "lz4",
+                                        "downtime-limit": True})
+    assert bad.problems(SCHEMA) == [
+        "unknown migration capability 'no-such-cap' for QEMU 10.0.2 "
+        "(/usr/bin/qemu-system-x86_64)",
+        "unknown migration parameter 'no-such-param' for QEMU 10.0.2 "
+        "(/usr/bin/qemu-system-x86_64)",
+        "migration parameter multifd-compression='lz4': choose one of none, zlib, zstd "
+        "for QEMU 10.0.2 (/usr/bin/qemu-system-x86_64)",
+        "migration parameter downtime-limit=True: expected an integer for QEMU 10.0.2 "
+        "(/usr/bin/qemu-system-x86_64)",
+    ]
+    with pytest.raises(UsageError, match="unknown migration capability 'no-such-cap'"):
+        bad.check(SCHEMA)
+
+
+def test_user_settings_win_when_merged() -> None:
+    base = MigrationSettings(capabilities={"events": True}, parameters={"downtime-limit": 1})
+    user = MigrationSettings(parameters={"downtime-limit": 300})
+    assert base.merged(user).parameters == {"downtime-limit": 300}
+    assert base.merged(user).capabilities == {"events": True}
+
+
+@pytest.mark.parametrize(("text", "parsed"), [
+    ("multifd-channels=4", ("multifd-channels", 4)),
+    ("max-bandwidth=0x100000", ("max-bandwidth", 0x100000)),
+    ("throttle-trigger-threshold=50.5", ("throttle-trigger-threshold", 50.5)),
+    ("block-incremental=off", ("block-incremental", False)),
+    ("multifd-compression=zstd", ("multifd-compression", "zstd")),
+])
+def test_parse_setting(text: str, parsed: tuple[str, object]) -> None:
+    assert parse_setting(text) == parsed
+
+
+def test_parse_capability() -> None:
+    assert parse_capability("xbzrle") == ("xbzrle", True)
+    assert parse_capability("xbzrle=off") == ("xbzrle", False)
+    with pytest.raises(UsageError, match=r"expected NAME or NAME=on\|off"):
+        parse_capability("xbzrle=7")
+    with pytest.raises(UsageError, match="expected NAME=VALUE"):
+        parse_setting("=3")
