@@ -172,20 +172,21 @@ def _test_failed(item: pytest.Item) -> bool:
 
 
 def our_qemu_children() -> list[str]:
-    """QEMU processes that are children of this process (Linux /proc)."""
+    """QEMUs qmpctl launched (`-name qmpctl-...`) that are still children of
+    this process (Linux /proc; elsewhere nothing is found)."""
     found = []
     me = os.getpid()
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             stat = (proc / "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid != me:
+            if int(stat.rsplit(")", 1)[1].split()[1]) != me:
                 continue
             argv = (proc / "cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError, IndexError):
             continue
-        if Path(argv[0].decode(errors="replace")).name.startswith("qemu-system"):
-            found.append(f"pid {proc.name}: {b' '.join(argv[:3]).decode(errors='replace')} ...")
+        names = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == b"-name"]
+        if any(name.startswith(b"qmpctl-") for name in names):
+            found.append(f"pid {proc.name} ({b' '.join(argv[:3]).decode(errors='replace')} ...)")
     return found
 
 
@@ -208,6 +209,8 @@ class _TestRuns:
     artifacts: Path | None
     staging: Path | None = None
     reports: list[RunReport] = field(default_factory=list)
+    started: int = 0  # runs started: numbers them (run-N/, qmpctl_runN_*)
+    active: int = 0  # runs in progress
     _transcript: _QmpTranscript | None = None
 
     def __repr__(self) -> str:
@@ -232,26 +235,29 @@ class _TestRuns:
         else:
             shutil.rmtree(self.staging, ignore_errors=True)
 
-    def options(self, kwargs: dict[str, Any]) -> MigrateOptions:
+    def options(self, kwargs: dict[str, Any], n: int) -> MigrateOptions:
         kw = dict(kwargs)
         for key, default in (("qemu_src", self.qemu_src), ("qemu_dst", self.qemu_dst)):
             if default and kw.get(key) is None and kw.get("qemu") is None:
                 kw[key] = default
         if self.staging is not None and kw.get("artifacts") is None:
-            kw["artifacts"] = self.staging / f"run-{len(self.reports) + 1}"
+            kw["artifacts"] = self.staging / f"run-{n}"
         try:
             return MigrateOptions.from_kwargs(**kw)
         except UsageError as exc:
             pytest.fail(f"qmpctl_migrate: {exc.message}", pytrace=False)
 
     async def migrate(self, *, hooks: Hooks | None = None, **kwargs: Any) -> RunReport:
-        opts = self.options(kwargs)
+        self.started += 1
+        n = self.started
+        opts = self.options(kwargs, n)
         remaining = None if self.deadline is None else self.deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             pytest.fail("qmpctl_migrate: --qmpctl-timeout already exceeded", pytrace=False)
         timeout = asyncio.timeout(remaining)
         transcript = (self._transcript.capturing() if self._transcript is not None
                       else contextlib.nullcontext())
+        self.active += 1
         try:
             async with timeout:
                 with transcript:
@@ -261,8 +267,10 @@ class _TestRuns:
                 raise
             pytest.fail(f"qmpctl_migrate: the test exceeded --qmpctl-timeout={self.timeout_s:g}"
                         "; the run was cancelled", pytrace=False)
-        self._record(report, opts)
-        if survivors := our_qemu_children():
+        finally:
+            self.active -= 1
+        self._record(report, opts, n)
+        if self.active == 0 and (survivors := our_qemu_children()):
             pytest.fail(f"qmpctl_migrate: QEMU survived the run: {survivors}", pytrace=False)
         if timeout.expired():
             pytest.fail(f"qmpctl_migrate: the test exceeded --qmpctl-timeout={self.timeout_s:g}"
@@ -272,9 +280,8 @@ class _TestRuns:
             pytest.fail(f"qmpctl_migrate: {report.error}", pytrace=False)
         return report
 
-    def _record(self, report: RunReport, opts: MigrateOptions) -> None:
+    def _record(self, report: RunReport, opts: MigrateOptions, n: int) -> None:
         self.reports.append(report)
-        n = len(self.reports)
         if opts.artifacts is not None and self.staging is not None:
             folder = self.staging / f"run-{n}"
             folder.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ cancelling a run that would take too long (its QEMUs shut down)."""
 from __future__ import annotations
 
 import json
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -96,3 +97,21 @@ def test_timeout_cancels_the_run_and_fails_the_test(pytester: pytest.Pytester) -
         "qmpctl_migrate: the test exceeded --qmpctl-timeout=8; the run was cancelled and its "
         "QEMUs shut down (verdict interrupted: interrupted; migration cancelled)"])
     assert our_qemu_processes() == []
+
+
+def test_survivor_check_sees_a_qmpctl_qemu_left_running() -> None:
+    """What the fixture checks after each run: a QEMU named qmpctl-* still
+    running as this process's child is found (this one is started here)."""
+    from qmpctl.pytest_plugin import our_qemu_children
+
+    assert our_qemu_children() == []
+    qemu = subprocess.Popen(["qemu-system-x86_64", "-name", "qmpctl-survivor", "-machine",
+                             "none", "-nodefaults", "-display", "none", "-S"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        found = our_qemu_children()
+        assert len(found) == 1 and found[0].startswith(f"pid {qemu.pid} (qemu-system-x86_64")
+    finally:
+        qemu.kill()
+        qemu.wait()
+    assert our_qemu_children() == []
