@@ -12,6 +12,10 @@
      +-- GuestError            the guest failed or stopped progressing   (exit 5)
      +-- Interrupted           SIGINT / SIGTERM                          (exit 130)
 
+Two verdicts have no error class: `inconclusive` (exit 6: nothing was lost,
+but the run did not prove dirty tracking was exercised) is decided from the
+evidence, and `error` (exit 7) is any unexpected exception, still reported.
+
 Every error keeps its cause (`raise ... from exc`); its class decides the exit
 code, and `VERDICTS` is the single table of verdict names and exit codes.
 """
@@ -32,12 +36,14 @@ class ExitCode(IntEnum):
     ENVIRONMENT = 3  # host lacks something, or QEMU could not be launched
     MIGRATION_FAILED = 4  # QEMU reported the migration failed or it timed out
     GUEST_FAILED = 5  # the guest did not boot, stopped progressing or reported an error
+    INCONCLUSIVE = 6  # nothing lost, but nothing proved dirty tracking was exercised
+    ERROR = 7  # qmpctl itself failed (a bug, or verification could not run); see `error`
     INTERRUPTED = 130  # Ctrl-C / SIGTERM; migration cancelled, everything cleaned up
 
 
 Verdict = Literal[
     "verified", "mismatch", "usage-error", "environment-error", "migration-failed",
-    "guest-failed", "interrupted",
+    "guest-failed", "inconclusive", "error", "interrupted",
 ]
 
 # The one table: verdict <-> exit code.
@@ -48,6 +54,8 @@ VERDICTS: Mapping[Verdict, ExitCode] = {
     "environment-error": ExitCode.ENVIRONMENT,
     "migration-failed": ExitCode.MIGRATION_FAILED,
     "guest-failed": ExitCode.GUEST_FAILED,
+    "inconclusive": ExitCode.INCONCLUSIVE,
+    "error": ExitCode.ERROR,
     "interrupted": ExitCode.INTERRUPTED,
 }
 

@@ -95,22 +95,26 @@ class ItsGuest(WaveGuest):
 
 
 class ItsTableVerdict(BaseModel):
-    """One ITS/LPI table the guest announced, compared source vs destination."""
+    """One ITS/LPI table the guest announced, compared source vs destination.
+    `identical` only when every page was compared and none differs."""
 
     name: str
     base: int
     size: int
     pages: int
     pages_differing: int
+    pages_excluded: int = 0
     identical: bool
 
 
 def its_table_verdict(table: ItsTable, memory: MemoryVerdict, layout: RamLayout
                       ) -> ItsTableVerdict:
-    differing = memory.differing_in(layout, table.base, table.base + table.size)
+    end = table.base + table.size
+    differing = memory.differing_in(layout, table.base, end)
+    excluded = memory.excluded_in(layout, table.base, end)
     return ItsTableVerdict(name=table.name, base=table.base, size=table.size,
                            pages=-(-table.size // PAGE_SIZE), pages_differing=differing,
-                           identical=differing == 0)
+                           pages_excluded=excluded, identical=differing == 0 and excluded == 0)
 
 
 def table_verdicts(view: ConsoleView, memory: MemoryVerdict, layout: RamLayout

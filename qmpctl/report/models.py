@@ -19,7 +19,7 @@ from ..migration.settings import MigrationSettings
 from ..verify.compare import MemoryVerdict
 from ..verify.ring import DirtyRingEvidence
 
-SCHEMA_VERSION = 2  # 2: one model per concept (host = KvmInfo, exclusions are regions)
+SCHEMA_VERSION = 2  # 2: one model per concept (host = KvmInfo), verdicts inconclusive/error
 
 
 class RunConfig(BaseModel):
@@ -66,6 +66,13 @@ class RunReport(BaseModel):
                                           "destination, after the tables were saved at stop")
     guest_checks: list[GuestCheck] = Field(default_factory=list)
     guest_throughput: GuestThroughput | None = None
+    evidence_missing: list[str] = Field(
+        default_factory=list,
+        description="evidence the run needed and did not get (verdict environment-error "
+                    "unless something differs)")
+    inconclusive: list[str] = Field(
+        default_factory=list,
+        description="why this run proved nothing about dirty tracking (verdict inconclusive)")
     source_state_after: str | None = Field(None, description="source run state at the end")
     timings_s: dict[str, float] = Field(default_factory=dict)
 
@@ -77,4 +84,4 @@ class RunReport(BaseModel):
     def found_difference(self) -> bool:
         """Memory, an ITS table or a guest check says something was lost."""
         return ((self.memory is not None and not self.memory.identical)
-                or any(not t.identical for t in self.its_tables) or bool(self.failed_checks))
+                or any(t.pages_differing for t in self.its_tables) or bool(self.failed_checks))

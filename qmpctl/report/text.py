@@ -52,21 +52,32 @@ def summary_lines(report: RunReport) -> list[str]:
                    f"{v.pages_differing} differ, {v.pages_excluded} excluded, "
                    f"{v.gib_per_s:.2f} GiB/s")
         for e in v.exclusions:
-            out.append(f"  EXCLUDED 0x{e.start:x}-0x{e.end:x}: {e.name}")
+            out.append(f"  EXCLUDED 0x{e.effective_start:x}-0x{e.effective_end:x} "
+                       f"({e.pages} pages; asked 0x{e.start:x}-0x{e.end:x}): {e.reason}; "
+                       f"it hid {e.pages_differing_hidden} differing pages")
         for mm in v.mismatches:
             out.append(f"  page {mm.page} gpa 0x{mm.gpa:x} ({mm.region}): {mm.differing_bytes} "
                        f"bytes differ from +0x{mm.first_diff:x}")
             out.append(f"    src {mm.src_hex}")
             out.append(f"    dst {mm.dst_hex}")
+    if (ring := report.dirty_ring) is not None:
+        out.append(f"dirty ring: {ring.pages_reaped} pages reaped in {ring.reaps} reaps, "
+                   f"{ring.full_exits} ring-full exits (QEMU trace kvm_dirty_ring_reap/full)")
     for t in report.its_tables:
-        out.append(f"ITS table {t.name} 0x{t.base:x}+0x{t.size:x}: "
-                   f"{'identical' if t.identical else f'{t.pages_differing} pages DIFFER'} "
-                   f"({t.pages} pages)")
+        state = ("identical" if t.identical else
+                 f"{t.pages_differing} pages DIFFER" if t.pages_differing else "not all compared")
+        excluded = f", {t.pages_excluded} EXCLUDED" if t.pages_excluded else ""
+        out.append(f"ITS table {t.name} 0x{t.base:x}+0x{t.size:x}: {state} "
+                   f"({t.pages} pages{excluded})")
     if (tp := report.guest_throughput) is not None:
         out.append(f"guest dirtying: {tp.before_mib_s} MiB/s before, {tp.during_mib_s} during, "
                    f"{tp.after_mib_s} after migration; longest stall {tp.max_gap_during_ms} ms")
     for g in report.guest_checks:
         out.append(f"check {g.name} [{g.stage}]: {'PASS' if g.ok else 'FAIL'} - {g.detail}")
+    for why in report.evidence_missing:
+        out.append(f"EVIDENCE MISSING: {why}")
+    for why in report.inconclusive:
+        out.append(f"INCONCLUSIVE: {why}")
     if report.source_state_after:
         out.append(f"source after run: {report.source_state_after}")
     return out

@@ -24,6 +24,7 @@ from ..host.kvm import ARCHES, Arch, KvmInfo, kvm_can_run, probe_kvm
 from ..host.qemu import QemuBinary, find_qemu
 from ..migration.settings import MigrationSettings, parse_capability, parse_setting
 from ..qemu.cmdline import Accel
+from ..verify.compare import exclusion_problems
 from ..verify.ramimage import Region
 from ..verify.wave import WaveParams
 
@@ -160,14 +161,26 @@ ITS_RING_NEEDS_BITMAP = (
     "KVM writes into guest RAM at stop, with no vCPU running, would not be migrated")
 
 
-def ring_safety(arch: Arch, accel: Accel, ring: int, kvm: KvmInfo, force: bool) -> tuple[str, ...]:
-    """Refuse a configuration known to lose pages, unless forced (then say so)."""
-    if arch == "aarch64" and accel == "kvm" and ring and not kvm.has_ring_with_bitmap:
-        if not force:
-            raise UsageError(f"--dirty-ring {ring}: {ITS_RING_NEEDS_BITMAP}; "
-                             "use --dirty-ring 0, or --force to run it anyway")
-        return (ITS_RING_NEEDS_BITMAP,)
-    return ()
+POSTCOPY_SKIPS_BACKUP_BITMAP = (
+    "postcopy with the dirty ring on arm64 KVM: QEMU reads the ring's backup bitmap only in "
+    "the last precopy stage, which postcopy never runs, so ITS table pages KVM rewrites at "
+    "stop would not be re-sent")
+
+
+def ring_safety(arch: Arch, accel: Accel, ring: int, kvm: KvmInfo, force: bool,
+                postcopy: bool = False) -> tuple[str, ...]:
+    """Refuse configurations known to lose pages, unless forced (then say so)."""
+    if arch != "aarch64" or accel != "kvm" or not ring:
+        return ()
+    known = []
+    if not kvm.has_ring_with_bitmap:
+        known.append((f"--dirty-ring {ring}", ITS_RING_NEEDS_BITMAP, "--dirty-ring 0"))
+    if postcopy:
+        known.append(("--postcopy", POSTCOPY_SKIPS_BACKUP_BITMAP, "--dirty-ring 0 or precopy"))
+    if known and not force:
+        option, why, instead = known[0]
+        raise UsageError(f"{option}: {why}; use {instead}, or --force to run it anyway")
+    return tuple(why for _, why, _ in known)
 
 
 def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
@@ -191,8 +204,10 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
     ring = opts.dirty_ring if accel == "kvm" else 0
     if ring:
         check_ring(ring, kvm)
-    forced = ring_safety(arch, accel, ring, kvm, opts.force)
+    forced = ring_safety(arch, accel, ring, kvm, opts.force, opts.postcopy)
     exclusions = tuple(parse_exclusion(e) for e in opts.exclude)
+    if problems := exclusion_problems(list(exclusions), guest.layout()):
+        raise UsageError("; ".join(problems))
     settings = user_settings(opts)
     src = find_qemu(arch, opts.qemu_src or opts.qemu)
     dst_name = opts.qemu_dst or opts.qemu

@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from ..core.errors import HostError, Interrupted, QmpctlError, UsageError, verdict_for
+from ..core.errors import (
+    ExitCode,
+    GuestError,
+    HostError,
+    Interrupted,
+    QmpctlError,
+    UsageError,
+)
 from ..core.units import MiB
 from ..guests.base import GuestCheck
 from ..guests.its import table_verdicts
@@ -37,10 +44,10 @@ from ..qemu.machine import QemuMachine
 from ..qemu.rundir import RunDir
 from ..qemu.schema import QemuSchema, probe_schema
 from ..report.models import RunConfig, RunReport
+from ..report.verdict import conclude
 from ..verify.compare import compare_images
 from ..verify.ramimage import RamImage
-from ..verify.ring import RING_TRACE_EVENTS, ring_evidence
-from .evidence import ring_check
+from ..verify.ring import RING_TRACE_EVENTS, ring_evidence, ring_problems
 from .options import MigrateOptions, Resolved, resolve
 
 log = logging.getLogger(__name__)
@@ -182,7 +189,12 @@ async def _start_source(run: Run, stack: contextlib.AsyncExitStack) -> QemuMachi
             if r.ring:
                 raise HostError(f"dirty ring not active on the source: {exc}") from exc
             raise
-    rep.guest_checks += await r.guest.before_migration(src.console, o.boot_timeout)
+    before = await r.guest.before_migration(src.console, o.boot_timeout)
+    rep.guest_checks += before
+    if failed := [c for c in before if not c.ok]:
+        # Missing evidence before migrating is a guest failure, never a mismatch.
+        raise GuestError("the guest failed its checks before migration: " + "; ".join(
+            f"{c.name}: {c.detail}" for c in failed))
     return src
 
 
@@ -215,7 +227,7 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
     run.migration_completed = True
     if r.ring:
         rep.dirty_ring = ring_evidence(src.log_path.read_text(errors="replace"))
-        rep.guest_checks.append(ring_check(rep.dirty_ring))
+        rep.evidence_missing += ring_problems(rep.dirty_ring)
     return dst
 
 
@@ -232,10 +244,7 @@ async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
         with RamImage(src.spec.ram_path) as si, RamImage(dst.spec.ram_path) as di:
             rep.memory = compare_images(si, di, layout, list(r.exclusions))
 
-    try:
-        await asyncio.to_thread(compare)
-    except (OSError, ValueError) as exc:
-        raise HostError(f"cannot compare the RAM images: {exc}") from exc
+    await asyncio.to_thread(compare)
     assert rep.memory is not None
     rep.its_tables = table_verdicts(view, rep.memory, layout)
     run.timings["compare"] = round(time.monotonic() - t0, 3)
@@ -299,12 +308,14 @@ async def run_migrate(r: Resolved, hooks: Hooks | None = None,
         except QmpctlError as exc:
             log.info("run failed: %s", exc.message, exc_info=exc)
             report.error, report.exit_code = exc.message, int(exc.exit_code)
+        except Exception as exc:  # a bug or an unforeseen failure: still a report
+            log.exception("unexpected failure")
+            report.error = f"unexpected {type(exc).__name__}: {exc}"
+            report.exit_code = int(ExitCode.ERROR)
         finally:
             run.timings["total"] = round(time.monotonic() - t0, 3)
             report.timings_s = run.timings
-    if report.exit_code == 0 and report.found_difference:
-        report.exit_code = 1
-    report.verdict = verdict_for(report.exit_code)
+    conclude(report)
     return report
 
 

@@ -51,12 +51,14 @@ class MemoryVerdict(BaseModel):
     pages_compared: int
     pages_excluded: int
     pages_differing: int
-    exclusions: list[Region]
+    exclusions: list[Exclusion]
     mismatches: list[PageMismatch] = Field(description="the first differing pages")
     seconds: float
     gib_per_s: float
     _differing: npt.NDArray[np.intp] = PrivateAttr(
         default_factory=lambda: np.empty(0, np.intp))
+    _excluded: npt.NDArray[np.bool_] = PrivateAttr(
+        default_factory=lambda: np.zeros(0, np.bool_))
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -64,10 +66,19 @@ class MemoryVerdict(BaseModel):
         return self.pages_differing == 0
 
     def differing_in(self, layout: RamLayout, start: int, end: int) -> int:
-        """How many differing pages overlap guest-physical [start, end)."""
-        lo = layout.offset(start) // PAGE_SIZE
-        hi = -(-layout.offset(end) // PAGE_SIZE)
+        """How many compared pages overlapping guest-physical [start, end) differ."""
+        lo, hi = _page_span(Region("", start, end), layout)
         return int(((self._differing >= lo) & (self._differing < hi)).sum())
+
+    def excluded_in(self, layout: RamLayout, start: int, end: int) -> int:
+        """How many pages overlapping guest-physical [start, end) were excluded."""
+        lo, hi = _page_span(Region("", start, end), layout)
+        return int(self._excluded[lo:hi].sum())
+
+    @property
+    def differing(self) -> npt.NDArray[np.intp]:
+        """Index of every differing page (not excluded), for the analyses."""
+        return self._differing
 
 
 def differing_pages(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> npt.NDArray[np.intp]:
@@ -133,22 +144,64 @@ def describe_page(src: npt.NDArray[np.uint8], dst: npt.NDArray[np.uint8], page: 
     )
 
 
-def _excluded_mask(pages: int, layout: RamLayout,
-                   exclusions: list[Region]) -> npt.NDArray[np.bool_]:
+class Exclusion(BaseModel):
+    """A guest-physical range the user left out of the verdict, as asked and as
+    applied (whole pages), with the differences it hid."""
+
+    reason: str
+    start: int
+    end: int
+    effective_start: int = Field(description="start rounded down to a page")
+    effective_end: int = Field(description="end rounded up to a page")
+    pages: int
+    pages_differing_hidden: int = Field(0, description="differing pages this range hid")
+
+
+def exclusion_problems(exclusions: list[Region], layout: RamLayout) -> list[str]:
+    """Why these exclusions cannot apply to `layout` (pure; checked before launch)."""
+    top = layout.base_gpa + layout.size
+    out = []
+    for r in exclusions:
+        if r.start < layout.base_gpa or r.end > top:
+            out.append(f"--exclude 0x{r.start:x}-0x{r.end:x}: outside guest RAM "
+                       f"0x{layout.base_gpa:x}-0x{top:x}")
+    covered = sum(_page_span(r, layout)[1] - _page_span(r, layout)[0] for r in exclusions
+                  if layout.base_gpa <= r.start and r.end <= top)
+    if exclusions and not out and covered >= layout.size // PAGE_SIZE:
+        out.append("--exclude: the exclusions cover all of guest RAM; nothing would be compared")
+    return out
+
+
+def _page_span(region: Region, layout: RamLayout) -> tuple[int, int]:
+    """[first, last) page index a region touches, clipped to RAM."""
+    pages = layout.size // PAGE_SIZE
+    lo = max(0, layout.offset(max(region.start, layout.base_gpa)) // PAGE_SIZE)
+    hi = min(pages, -(-layout.offset(min(region.end, layout.base_gpa + layout.size))
+                      // PAGE_SIZE))
+    return lo, max(lo, hi)
+
+
+def apply_exclusions(found: npt.NDArray[np.intp], pages: int, layout: RamLayout,
+                     regions: list[Region]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_],
+                                                     list[Exclusion]]:
+    """Drop excluded pages from `found`; say what each exclusion covered and hid (pure)."""
     mask = np.zeros(pages, dtype=bool)
-    for region in exclusions:
-        lo = max(0, layout.offset(max(region.start, layout.base_gpa)) // PAGE_SIZE)
-        hi = min(pages, -(-layout.offset(min(region.end, layout.base_gpa + layout.size))
-                          // PAGE_SIZE))
+    applied = []
+    for r in regions:
+        lo, hi = _page_span(r, layout)
+        hidden = int(((found >= lo) & (found < hi)).sum())
         mask[lo:hi] = True
-    return mask
+        applied.append(Exclusion(reason=r.name, start=r.start, end=r.end,
+                                 effective_start=layout.gpa(lo * PAGE_SIZE),
+                                 effective_end=layout.gpa(hi * PAGE_SIZE),
+                                 pages=hi - lo, pages_differing_hidden=hidden))
+    return found[~mask[found]], mask, applied
 
 
 def compare_images(src: RamImage, dst: RamImage, layout: RamLayout,
                    exclusions: list[Region] | None = None, threads: int = 2,
                    max_reported: int = MAX_REPORTED) -> MemoryVerdict:
     """Compare every page of two equally sized RAM images."""
-    exclusions = list(exclusions or [])
     if src.size != dst.size:
         raise ValueError(f"RAM sizes differ: {src.path} {src.size} vs {dst.path} {dst.size}")
     if src.size % PAGE_SIZE:
@@ -160,16 +213,15 @@ def compare_images(src: RamImage, dst: RamImage, layout: RamLayout,
         parts = list(pool.map(lambda se: _chunk_differs(src, dst, *se), bounds))
     found = np.concatenate(parts) if parts else np.empty(0, dtype=np.intp)
     seconds = time.perf_counter() - started
-    excluded = _excluded_mask(pages, layout, exclusions)
-    found = found[~excluded[found]]
+    found, excluded, applied = apply_exclusions(found, pages, layout, list(exclusions or []))
     verdict = MemoryVerdict(
         bytes_compared=src.size, pages_total=pages,
         pages_compared=pages - int(excluded.sum()), pages_excluded=int(excluded.sum()),
-        pages_differing=len(found), exclusions=exclusions,
+        pages_differing=len(found), exclusions=applied,
         mismatches=[describe_page(src.bytes, dst.bytes, int(p), layout)
                     for p in found[:max_reported]],
         seconds=round(seconds, 4),
         gib_per_s=round(src.size / (1 << 30) / seconds, 3) if seconds > 0 else 0.0,
     )
-    verdict._differing = found
+    verdict._differing, verdict._excluded = found, excluded
     return verdict

@@ -24,3 +24,16 @@ def ring_evidence(qemu_log: str) -> DirtyRingEvidence:
     reaped = [int(n) for n in _REAP_RE.findall(qemu_log)]
     return DirtyRingEvidence(reaps=len(reaped), pages_reaped=sum(reaped),
                              full_exits=qemu_log.count("kvm_dirty_ring_full"))
+
+
+def ring_problems(ring: DirtyRingEvidence) -> list[str]:
+    """Why the ring evidence does not prove the ring carried the dirty pages
+    (an environment problem, not a lost page)."""
+    if ring.reaps == 0 and ring.full_exits == 0:
+        return ["the source QEMU logged no kvm_dirty_ring_* trace event: its trace "
+                "backend is not 'log', or the events were renamed; the dirty ring's use "
+                "cannot be shown"]
+    if ring.pages_reaped == 0:
+        return [f"the dirty rings were full {ring.full_exits} times but no reap collected "
+                "a page: the ring did not carry the dirty pages"]
+    return []

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from qmpctl.core.units import PAGE_SIZE
-from qmpctl.verify.compare import compare_images, differing_pages
+from qmpctl.verify.compare import compare_images, differing_pages, exclusion_problems
 from qmpctl.verify.ramimage import RamImage, RamLayout, Region
 
 PAGES = 64
@@ -63,7 +63,33 @@ def test_exclusion_is_counted_not_silent(images: tuple[Path, Path]) -> None:
         res = compare_images(s, d, RamLayout(0, PAGES * PAGE_SIZE), excl)
     assert res.identical
     assert (res.pages_excluded, res.pages_compared) == (2, PAGES - 2)
-    assert res.exclusions == excl
+    [e] = res.exclusions
+    assert (e.reason, e.effective_start, e.effective_end, e.pages, e.pages_differing_hidden) == (
+        "firmware scratch", 4 * PAGE_SIZE, 6 * PAGE_SIZE, 2, 1)
+
+
+def test_unaligned_exclusion_covers_whole_pages_and_says_so(images: tuple[Path, Path]) -> None:
+    """A one-byte exclusion hides a whole page: the report must show that page."""
+    a, b = images
+    poke(b, 7 * PAGE_SIZE + 100, a.read_bytes()[7 * PAGE_SIZE + 100] ^ 1)
+    excl = [Region("one byte", 7 * PAGE_SIZE + 5, 7 * PAGE_SIZE + 6)]
+    with RamImage(a) as s, RamImage(b) as d:
+        res = compare_images(s, d, RamLayout(0, PAGES * PAGE_SIZE), excl)
+    [e] = res.exclusions
+    assert (e.start, e.end) == (7 * PAGE_SIZE + 5, 7 * PAGE_SIZE + 6)
+    assert (e.effective_start, e.effective_end, e.pages_differing_hidden) == (
+        7 * PAGE_SIZE, 8 * PAGE_SIZE, 1)
+    assert res.pages_excluded == 1
+
+
+def test_exclusions_checked_against_the_memory_map() -> None:
+    layout = RamLayout(0x4000_0000, PAGES * PAGE_SIZE)
+    top = 0x4000_0000 + PAGES * PAGE_SIZE
+    assert exclusion_problems([Region("x", 0x4000_0000, 0x4000_1000)], layout) == []
+    assert exclusion_problems([Region("x", 0, 0x1000)], layout) == [
+        f"--exclude 0x0-0x1000: outside guest RAM 0x40000000-0x{top:x}"]
+    assert exclusion_problems([Region("all", 0x4000_0000, top)], layout) == [
+        "--exclude: the exclusions cover all of guest RAM; nothing would be compared"]
 
 
 def test_many_chunks_and_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,42 @@
+"""The verdict of a run, from its evidence (pure).
+
+Order matters: an error already decided (usage, environment, migration,
+guest, interrupt, internal) stands; then any difference is a mismatch; then
+missing evidence is an environment error; only then can a run be verified,
+and only if it proved dirty tracking was exercised; else it is inconclusive.
+"""
+
+from __future__ import annotations
+
+from ..core.errors import ExitCode, verdict_for
+from ..migration.models import MigrationStats
+from .models import RunReport
+
+MIN_SYNCS = 2  # one bulk pass plus at least one pass that sends dirty pages again
+
+
+def inconclusive_reasons(m: MigrationStats) -> list[str]:
+    """Why a completed migration proved nothing about dirty tracking."""
+    out = []
+    if m.workload_stalled:
+        out.append("the workload rewrote no memory while convergence was held back")
+    if m.pages_resent == 0:
+        out.append("no page was sent twice: no dirty page was ever re-sent")
+    if m.passes < MIN_SYNCS:
+        out.append(f"only {m.passes} dirty sync(s); at least {MIN_SYNCS} are needed")
+    return out
+
+
+def conclude(report: RunReport) -> None:
+    """Set `verdict`, `exit_code` and `inconclusive` from what the run found."""
+    if report.exit_code == ExitCode.VERIFIED:
+        if report.found_difference:
+            report.exit_code = ExitCode.MISMATCH
+        elif report.evidence_missing:
+            report.exit_code = ExitCode.ENVIRONMENT
+            report.error = "; ".join(report.evidence_missing)
+        elif report.migration is not None:
+            report.inconclusive = inconclusive_reasons(report.migration)
+            if report.inconclusive:
+                report.exit_code = ExitCode.INCONCLUSIVE
+    report.verdict = verdict_for(report.exit_code)

@@ -1,0 +1,79 @@
+"""The verdict is decided from the evidence, never optimistically (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from qmpctl.core.errors import ExitCode, UsageError
+from qmpctl.guests.base import GuestCheck
+from qmpctl.host.kvm import KvmInfo
+from qmpctl.migration.models import MigrationStats
+from qmpctl.report.models import RunReport
+from qmpctl.report.verdict import conclude
+from qmpctl.scenario.options import POSTCOPY_SKIPS_BACKUP_BITMAP, ring_safety
+from qmpctl.verify.ring import DirtyRingEvidence, ring_problems
+
+
+def report(**migration: object) -> RunReport:
+    stats = MigrationStats(**{"status": "completed", "passes": 5, "pages_resent": 100,  # type: ignore[arg-type]
+                              **migration})
+    return RunReport(qmpctl_version="t", started_at="t", verdict="verified", exit_code=0,
+                     migration=stats)
+
+
+def test_a_sound_run_is_verified() -> None:
+    rep = report()
+    conclude(rep)
+    assert (rep.verdict, rep.exit_code, rep.inconclusive) == ("verified", 0, [])
+
+
+@pytest.mark.parametrize(("stats", "reason"), [
+    ({"workload_stalled": True}, "the workload rewrote no memory"),
+    ({"pages_resent": 0}, "no page was sent twice"),
+    ({"passes": 1}, "only 1 dirty sync(s); at least 2 are needed"),
+])
+def test_runs_that_prove_nothing_are_inconclusive(stats: dict[str, object], reason: str) -> None:
+    rep = report(**stats)
+    conclude(rep)
+    assert (rep.verdict, rep.exit_code) == ("inconclusive", ExitCode.INCONCLUSIVE)
+    assert any(reason in why for why in rep.inconclusive), rep.inconclusive
+
+
+def test_a_difference_beats_inconclusive_and_missing_evidence() -> None:
+    rep = report(workload_stalled=True)
+    rep.evidence_missing = ["no ring trace"]
+    rep.guest_checks = [GuestCheck(name="wave-invariant", stage="dst", ok=False, detail="x")]
+    conclude(rep)
+    assert (rep.verdict, rep.exit_code) == ("mismatch", ExitCode.MISMATCH)
+
+
+def test_missing_ring_evidence_is_an_environment_error_not_a_mismatch() -> None:
+    problems = ring_problems(DirtyRingEvidence(reaps=0, pages_reaped=0, full_exits=0))
+    assert problems and "no kvm_dirty_ring_* trace event" in problems[0]
+    assert ring_problems(DirtyRingEvidence(reaps=0, pages_reaped=0, full_exits=9)) == [
+        "the dirty rings were full 9 times but no reap collected a page: the ring did not "
+        "carry the dirty pages"]
+    assert ring_problems(DirtyRingEvidence(reaps=2, pages_reaped=50, full_exits=9)) == []
+    rep = report()
+    rep.evidence_missing = problems
+    conclude(rep)
+    assert (rep.verdict, rep.exit_code) == ("environment-error", ExitCode.ENVIRONMENT)
+    assert rep.error is not None and "trace event" in rep.error
+
+
+def test_earlier_errors_stand() -> None:
+    rep = report()
+    rep.exit_code, rep.error = int(ExitCode.ERROR), "unexpected ValueError: short read"
+    conclude(rep)
+    assert rep.verdict == "error"
+
+
+def test_arm64_postcopy_with_the_ring_is_refused_unless_forced() -> None:
+    kvm = KvmInfo(device="/dev/kvm", accessible=True, flavour="arm64",
+                  caps={"dirty-log-ring-acq-rel": 1 << 20, "dirty-log-ring-with-bitmap": 1})
+    with pytest.raises(UsageError, match=r"^--postcopy: postcopy with the dirty ring on arm64"):
+        ring_safety("aarch64", "kvm", 4096, kvm, force=False, postcopy=True)
+    assert ring_safety("aarch64", "kvm", 4096, kvm, force=True, postcopy=True) == (
+        POSTCOPY_SKIPS_BACKUP_BITMAP,)
+    assert ring_safety("aarch64", "kvm", 0, kvm, force=False, postcopy=True) == ()
+    assert ring_safety("aarch64", "kvm", 4096, kvm, force=False, postcopy=False) == ()
