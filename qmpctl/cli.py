@@ -170,6 +170,11 @@ def migrate(
     throttle: Annotated[int, typer.Option(help="MiB/s while convergence is held back")] = 64,
     downtime_limit: Annotated[int, typer.Option(help="ms allowed once it may converge")] = 1000,
     timeout: Annotated[float, typer.Option(help="Seconds the migration may take")] = 300.0,
+    hold_timeout: Annotated[float, typer.Option(
+        help="Seconds to wait for the guest to re-dirty sent memory before converging anyway "
+             "(the verdict is then inconclusive)")] = 30.0,
+    boot_timeout: Annotated[float, typer.Option(
+        help="Seconds to wait for the guest's workload (boot, checks, resume)")] = 60.0,
     qemu: Annotated[str | None, typer.Option(help="QEMU binary for both sides")] = None,
     qemu_src: Annotated[str | None, typer.Option(help="QEMU binary for the source")] = None,
     qemu_dst: Annotated[str | None, typer.Option(help="QEMU binary for the destination")]
@@ -210,7 +215,8 @@ def migrate(
             rate=rate, accel=accel, dirty_ring=dirty_ring, ram=ram, smp=smp,
             wave_start=wave_start, wave_end=wave_end, stride=stride, delta=delta,
             transport=transport, min_passes=min_passes, throttle=throttle,
-            downtime_limit=downtime_limit, timeout=timeout, qemu=qemu, qemu_src=qemu_src,
+            downtime_limit=downtime_limit, timeout=timeout, hold_timeout=hold_timeout,
+            boot_timeout=boot_timeout, qemu=qemu, qemu_src=qemu_src,
             qemu_dst=qemu_dst, exclude=tuple(exclude or ()), capability=tuple(capability or ()),
             parameter=tuple(parameter or ()), artifacts=artifacts, force=force,
             postcopy=postcopy, dirty_rate_probe=dirty_rate_probe)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from .core.errors import ExitCode
 from .report.models import RunReport
 from .scenario.runner import Hooks
+from .verify.ramblocks import parse_ramblocks
 
 __all__ = [
     "RAM_BASE",
@@ -33,6 +34,7 @@ __all__ = [
     "RunReport",
     "assert_verified",
     "corrupt_destination",
+    "corrupt_destination_ramblock",
     "kill_destination_at_pass",
     "not_verified_message",
 ]
@@ -53,6 +55,12 @@ class Machine(Protocol):
 
     async def execute(self, command: str, arguments: dict[str, Any] | None = None,
                       timeout: float = 30.0) -> Any: ...  # one QMP command
+
+    async def hmp(self, command_line: str) -> str: ...  # one human-monitor command
+
+    def read_host_memory(self, address: int, size: int) -> bytes: ...  # QEMU's own memory
+
+    def write_host_memory(self, address: int, data: bytes) -> None: ...  # fault injection
 
 
 class MigrateFn(Protocol):
@@ -92,8 +100,12 @@ def not_verified_message(report: RunReport) -> str:
                          f"+0x{page.first_diff:x}: src {page.src_hex} | dst {page.dst_hex}")
         if (more := memory.pages_differing - min(len(memory.mismatches), MAX_PAGES_SHOWN)) > 0:
             lines.append(f"  ... and {more} more")
+    for block in report.ramblocks:
+        if block.pages_differing:
+            lines.append(f"  RAMBlock {block.name}: {block.pages_differing} pages differ, "
+                         f"first at offset 0x{block.first_differing_offsets[0]:x}")
     for table in report.its_tables:
-        if not table.identical:
+        if table.pages_differing:
             lines.append(f"  ITS table {table.name} at 0x{table.base:x}: "
                          f"{table.pages_differing} of {table.pages} pages differ")
     return "\n".join(lines)
@@ -108,8 +120,9 @@ def assert_verified(report: RunReport) -> None:
     __tracebackhide__ = True
     if report.verdict == "verified":
         return
-    if (report.verdict == "mismatch" and report.memory is not None
-            and report.memory.pages_differing > 0):
+    if report.verdict == "mismatch" and (
+            (report.memory is not None and report.memory.pages_differing > 0)
+            or any(block.pages_differing for block in report.ramblocks)):
         raise LostPages(report)
     raise NotVerified(report)
 
@@ -136,6 +149,20 @@ def corrupt_destination(gpa: int, xor: int = 0x5A, arch: str = "x86_64") -> Hook
             f.write(bytes([old[0] ^ xor]))
 
     return Hooks(before_verify=corrupt)
+
+
+def corrupt_destination_ramblock(block: str, offset: int = 0, xor: int = 0x5A) -> Hooks:
+    """Flip bits of one byte of a RAMBlock other than guest RAM (e.g. `pc.rom`)
+    in the destination QEMU after the migration: the run must name that block."""
+    async def corrupt(_src: Machine, dst: Machine) -> None:
+        blocks = {b.name: b for b in parse_ramblocks(await dst.hmp("info ramblock"))}
+        if block not in blocks or not 0 <= offset < blocks[block].used:
+            raise ValueError(f"no byte {offset} in RAMBlock {block!r} of the destination")
+        address = blocks[block].hva + offset
+        old = dst.read_host_memory(address, 1)
+        dst.write_host_memory(address, bytes([old[0] ^ xor]))
+
+    return Hooks(after_migration=corrupt)
 
 
 def kill_destination_at_pass(n: int) -> Hooks:

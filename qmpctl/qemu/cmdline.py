@@ -14,6 +14,7 @@ from typing import Literal
 from ..host.kvm import Arch
 
 Accel = Literal["kvm", "tcg"]
+RAM_BLOCK = "ram0"  # the guest RAM backend's id, and so its RAMBlock's name
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,8 @@ def machine_args(spec: MachineSpec) -> list[str]:
         # No kvmclock: SeaBIOS would register a pvclock page in its own RAM
         # and KVM rewrites it on each side, a difference that is not a lost page.
         no_pvclock = ["-cpu", "qemu64,-kvmclock"] if spec.accel == "kvm" else []
-        return ["-machine", "pc,memory-backend=ram0", *no_pvclock]
-    return ["-machine", "virt,gic-version=3,its=on,memory-backend=ram0",
+        return ["-machine", f"pc,memory-backend={RAM_BLOCK}", *no_pvclock]
+    return ["-machine", f"virt,gic-version=3,its=on,memory-backend={RAM_BLOCK}",
             "-cpu", "host" if spec.accel == "kvm" else "max"]
 
 
@@ -75,7 +76,7 @@ def build_argv(spec: MachineSpec) -> list[str]:
         "-no-reboot",
         *accel_args(spec),
         "-object",
-        f"memory-backend-file,id=ram0,size={spec.ram_mib}M,"
+        f"memory-backend-file,id={RAM_BLOCK},size={spec.ram_mib}M,"
         f"mem-path={_escape_opt(str(spec.ram_path))},share=on",
         *machine_args(spec),
         "-m", f"{spec.ram_mib}M",

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -127,6 +128,39 @@ class QemuMachine:
             raise MonitorLost(self.name, command,
                               f"monitor unavailable ({type(exc).__name__}: {exc}); "
                               f"QEMU exit code {self.exit_code}", arguments) from exc
+
+    async def hmp(self, command_line: str) -> str:
+        """A human-monitor command's text output (`info ramblock`, `info mtree -f`)."""
+        return str(await self.execute("human-monitor-command", {"command-line": command_line}))
+
+    def read_host_memory(self, address: int, size: int) -> bytes:
+        """Read `size` bytes at `address` in this QEMU's address space
+        (/proc/PID/mem; needs ptrace rights over QEMU, which its parent has as root)."""
+        if self._proc is None or self._proc.returncode is not None:
+            raise OSError(f"{self.name}: QEMU is not running")
+        fd = os.open(f"/proc/{self._proc.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        chunks, done = [], 0
+        try:
+            while done < size:
+                chunk = os.pread(fd, min(size - done, 16 << 20), address + done)
+                if not chunk:
+                    raise OSError(f"{self.name}: short read of {size} bytes at 0x{address:x}")
+                chunks.append(chunk)
+                done += len(chunk)
+        finally:
+            os.close(fd)
+        return b"".join(chunks)
+
+    def write_host_memory(self, address: int, data: bytes) -> None:
+        """Fault injection only: overwrite bytes in this QEMU's address space."""
+        if self._proc is None or self._proc.returncode is not None:
+            raise OSError(f"{self.name}: QEMU is not running")
+        fd = os.open(f"/proc/{self._proc.pid}/mem", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            if os.pwrite(fd, data, address) != len(data):
+                raise OSError(f"{self.name}: short write at 0x{address:x}")
+        finally:
+            os.close(fd)
 
     def listener(self, *names: str) -> EventListener:
         """An event listener registered on this monitor (remove it when done)."""

@@ -17,6 +17,7 @@ from ..migration.dirtyrate import DirtyRateProbe
 from ..migration.models import MigrationStats
 from ..migration.settings import MigrationSettings
 from ..verify.compare import MemoryVerdict
+from ..verify.ramblocks import RamBlockVerdict
 from ..verify.ring import DirtyRingEvidence
 
 SCHEMA_VERSION = 2  # 2: one model per concept (host = KvmInfo), verdicts inconclusive/error
@@ -61,6 +62,8 @@ class RunReport(BaseModel):
     dirty_ring: DirtyRingEvidence | None = None
     migration: MigrationStats | None = None
     memory: MemoryVerdict | None = None
+    ramblocks: list[RamBlockVerdict] = Field(
+        default_factory=list, description="every RAMBlock QEMU migrated: compared, or why not")
     its_tables: list[ItsTableVerdict] = Field(
         default_factory=list, description="arm64 ITS guest: each table's pages, source vs "
                                           "destination, after the tables were saved at stop")
@@ -84,4 +87,5 @@ class RunReport(BaseModel):
     def found_difference(self) -> bool:
         """Memory, an ITS table or a guest check says something was lost."""
         return ((self.memory is not None and not self.memory.identical)
-                or any(t.pages_differing for t in self.its_tables) or bool(self.failed_checks))
+                or any(t.pages_differing for t in self.its_tables)
+                or any(b.pages_differing for b in self.ramblocks) or bool(self.failed_checks))

@@ -60,6 +60,15 @@ def summary_lines(report: RunReport) -> list[str]:
                        f"bytes differ from +0x{mm.first_diff:x}")
             out.append(f"    src {mm.src_hex}")
             out.append(f"    dst {mm.dst_hex}")
+    for b in report.ramblocks:
+        where = f" at gpa {', '.join(hex(g) for g in b.gpa)}" if b.gpa else ""
+        if not b.compared:
+            out.append(f"RAMBlock {b.name} ({b.size} bytes{where}): NOT COMPARED: {b.reason}")
+        elif b.pages_differing:
+            out.append(f"RAMBlock {b.name} ({b.size} bytes{where}): {b.pages_differing} pages "
+                       f"DIFFER, first at offsets {[hex(o) for o in b.first_differing_offsets]}")
+        else:
+            out.append(f"RAMBlock {b.name} ({b.size} bytes{where}): identical ({b.reason})")
     if (ring := report.dirty_ring) is not None:
         out.append(f"dirty ring: {ring.pages_reaped} pages reaped in {ring.reaps} reaps, "
                    f"{ring.full_exits} ring-full exits (QEMU trace kvm_dirty_ring_reap/full)")

@@ -20,6 +20,9 @@ def inconclusive_reasons(m: MigrationStats) -> list[str]:
     out = []
     if m.workload_stalled:
         out.append("the workload rewrote no memory while convergence was held back")
+    if m.workload_progress_during == 0:
+        out.append(f"the workload made no progress ({m.workload_progress_unit}) during the "
+                   "migration")
     if m.pages_resent == 0:
         out.append("no page was sent twice: no dirty page was ever re-sent")
     if m.passes < MIN_SYNCS:

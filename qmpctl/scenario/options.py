@@ -58,6 +58,8 @@ class MigrateOptions(BaseModel):
     throttle: int = Field(64, description="MiB/s while convergence is held back")
     downtime_limit: int = Field(1000, description="ms once it may converge")
     timeout: float = Field(300.0, description="seconds the migration may take")
+    hold_timeout: float = Field(30.0, description="seconds to wait for the guest to re-dirty "
+                                                  "sent memory before releasing the hold-back")
     boot_timeout: float = 60.0
     qemu: str | None = None
     qemu_src: str | None = None
@@ -196,6 +198,8 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
         raise UsageError("--min-passes must be at least 1")
     if opts.throttle < 1 or opts.downtime_limit < 1:
         raise UsageError("--throttle and --downtime-limit must be positive")
+    if opts.timeout <= 0 or opts.hold_timeout <= 0 or opts.boot_timeout <= 0:
+        raise UsageError("--timeout, --hold-timeout and --boot-timeout must be positive")
     if opts.dirty_ring < 0:
         raise UsageError("--dirty-ring must be >= 0 (0 = dirty bitmap)")
     guest = build_guest(opts, arch, ram_mib)

@@ -39,13 +39,14 @@ from ..migration.dirtyrate import probe_dirty_rate
 from ..migration.models import MigrationStats
 from ..migration.policy import Converge, HoldBack, Policy, Postcopy
 from ..migration.settings import MigrationSettings
-from ..qemu.cmdline import MachineSpec
+from ..qemu.cmdline import RAM_BLOCK, MachineSpec
 from ..qemu.machine import QemuMachine
 from ..qemu.rundir import RunDir
 from ..qemu.schema import QemuSchema, probe_schema
 from ..report.models import RunConfig, RunReport
 from ..report.verdict import conclude
 from ..verify.compare import compare_images
+from ..verify.ramblocks import ramblock_verdicts
 from ..verify.ramimage import RamImage
 from ..verify.ring import RING_TRACE_EVENTS, ring_evidence, ring_problems
 from .options import MigrateOptions, Resolved, resolve
@@ -57,8 +58,12 @@ log = logging.getLogger(__name__)
 class Hooks:
     """Test seams, called at fixed points of a real run (see `qmpctl.testing`)."""
 
+    # both QEMUs launched and set up, just before `migrate`
+    before_migration: Callable[[QemuMachine, QemuMachine], Awaitable[None]] | None = None
     on_pass: Callable[[int, QemuMachine, QemuMachine], Awaitable[None]] | None = None
     before_verify: Callable[[Path, Path], Awaitable[None]] | None = None
+    # after completion, before anything is compared: both QEMUs, stopped
+    after_migration: Callable[[QemuMachine, QemuMachine], Awaitable[None]] | None = None
 
 
 def _free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
@@ -84,7 +89,8 @@ def migration_policy(r: Resolved) -> HoldBack:
     """migration-test's hold-back, ending in precopy convergence or postcopy."""
     o = r.options
     return HoldBack(ending=Postcopy() if o.postcopy else Converge(downtime_ms=o.downtime_limit),
-                    min_passes=o.min_passes, throttle_bandwidth=o.throttle * MiB)
+                    min_passes=o.min_passes, throttle_bandwidth=o.throttle * MiB,
+                    hold_timeout_s=o.hold_timeout)
 
 
 def effective_settings(r: Resolved, policy: Policy) -> MigrationSettings:
@@ -207,6 +213,8 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
     uri = (f"unix:{run.dir.side('mig', 'sock')}" if o.transport == "unix"
            else f"tcp:127.0.0.1:{_free_port()}")
     await driver.prepare(src, dst, uri, settings)
+    if run.hooks.before_migration is not None:
+        await run.hooks.before_migration(src, dst)
 
     async def on_pass(n: int) -> None:
         if run.hooks.on_pass is not None:
@@ -234,6 +242,8 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
 async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
     """Both RAM images page by page (source postmigrate, destination paused)."""
     r, rep = run.r, run.report
+    if run.hooks.after_migration is not None:
+        await run.hooks.after_migration(src, dst)
     if run.hooks.before_verify is not None:
         await run.hooks.before_verify(src.spec.ram_path, dst.spec.ram_path)
     t0 = time.monotonic()
@@ -247,6 +257,7 @@ async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
     await asyncio.to_thread(compare)
     assert rep.memory is not None
     rep.its_tables = table_verdicts(view, rep.memory, layout)
+    rep.ramblocks = await ramblock_verdicts(src, dst, RAM_BLOCK)
     run.timings["compare"] = round(time.monotonic() - t0, 3)
     rep.guest_checks += r.guest.image_checks(dst.spec.ram_path,
                                              "destination image, before resume")

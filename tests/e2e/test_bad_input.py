@@ -53,3 +53,18 @@ def test_kvm_requested_without_kvm_for_foreign_arch() -> None:
     result = runner.invoke(app, ["migrate", "--arch", "aarch64", "--accel", "kvm"])
     assert result.exit_code == 2
     assert "--accel kvm: KVM cannot run aarch64 guests on this host" in result.output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--exclude", "0x100000000-0x100001000"],
+     "--exclude 0x100000000-0x100001000: outside guest RAM 0x0-0xa000000"),
+    (["--exclude", "0x0-0xa000000"],
+     "--exclude: the exclusions cover all of guest RAM; nothing would be compared"),
+    (["--arch", "aarch64", "--exclude", "0x0-0x1000"],
+     "--exclude 0x0-0x1000: outside guest RAM 0x40000000-0x4a000000"),
+])
+def test_exclusions_checked_before_launch(args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["migrate", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert our_qemu_processes() == []
