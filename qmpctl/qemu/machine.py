@@ -179,6 +179,22 @@ class QemuMachine:
             await asyncio.wait_for(self._proc.wait(), timeout)
         return self._proc.returncode
 
+    async def _stop(self, timeout: float) -> None:
+        quit_sent = False
+        if self.is_running() and self.qmp.runstate.name == "RUNNING":
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.qmp.execute("quit"), 2)
+                quit_sent = True
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            if not self.is_running():
+                break
+            assert self._proc is not None
+            if sig is not None:
+                log.info("%s: sending %s", self.name, sig.name)
+                with contextlib.suppress(ProcessLookupError):
+                    self._proc.send_signal(sig)
+            await self.wait_exit(timeout if sig is None and quit_sent else 2)
+
     def kill(self) -> None:
         """SIGKILL now (used by tests to simulate a crashed peer)."""
         if self.is_running():
@@ -196,20 +212,12 @@ class QemuMachine:
             return
         self._shut_down = True
         try:
-            quit_sent = False
-            if self.is_running() and self.qmp.runstate.name == "RUNNING":
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.qmp.execute("quit"), 2)
-                    quit_sent = True
-            for sig in (None, signal.SIGTERM, signal.SIGKILL):
-                if not self.is_running():
-                    break
-                assert self._proc is not None
-                if sig is not None:
-                    log.info("%s: sending %s", self.name, sig.name)
-                    with contextlib.suppress(ProcessLookupError):
-                        self._proc.send_signal(sig)
-                await self.wait_exit(timeout if sig is None and quit_sent else 2)
+            await self._stop(timeout)
+        except asyncio.CancelledError:
+            # Cancelled mid-cleanup (a second signal, a test timeout): the
+            # process must not outlive us, so kill it before giving way.
+            self.kill()
+            raise
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.qmp.disconnect(), 5)

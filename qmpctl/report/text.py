@@ -97,7 +97,8 @@ def one_line(rep: RunReport) -> str:
     m, v = rep.migration, rep.memory
     failed = [c.name for c in rep.failed_checks]
     return (f"{rep.verdict.upper()}"
-            + (f", {m.passes} passes, downtime {m.downtime_ms} ms" if m else "")
+            + (f", {m.passes} passes" if m else "")
+            + (f", downtime {m.downtime_ms} ms" if m and m.downtime_ms is not None else "")
             + (f", {v.pages_differing} pages differ" if v else "")
             + (f", failed checks: {', '.join(failed)}" if failed else "")
             + (f" ({rep.error})" if rep.error else ""))
