@@ -14,7 +14,8 @@ from qmpctl.scenario.options import MigrateOptions
 from qmpctl.scenario.runner import run
 
 
-async def one(arch: str, workload: str, accel: str = "auto", ring: int = 4096) -> RunReport:
+async def one(arch: str, workload: str, accel: str = "auto", ring: int | None = None
+              ) -> RunReport:
     opts = MigrateOptions.from_kwargs(arch=arch, guest="linux", ram=256, accel=accel,
                                       dirty_ring=ring, workload=workload, workload_size="64M")
     return await run(opts)

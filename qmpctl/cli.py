@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
@@ -49,13 +50,29 @@ def main_options(
 
 
 def check_writable(path: Path, what: str) -> None:
+    """Create and remove a probe file beside `path`: permissions alone do not
+    tell (root ignores them, /proc refuses everyone)."""
     if path.is_dir():
         raise UsageError(f"{what} {path}: is a directory")
-    target = path if path.exists() else path.parent
-    if not target.exists():
+    if not path.parent.is_dir():
         raise UsageError(f"{what} {path}: directory {path.parent} does not exist")
-    if not os.access(target, os.W_OK):
-        raise UsageError(f"{what} {path}: not writable")
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".qmpctl-probe-"):
+            pass
+        if path.exists():
+            with path.open("a"):
+                pass
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: not writable ({exc.strerror})") from None
+
+
+def check_writable_dir(path: Path, what: str) -> None:
+    """The directory (created if missing) must take files."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: cannot create it ({exc.strerror})") from None
+    check_writable(path / "probe", what)
 
 
 def _progress_table(info: dict[str, Any], passes: int) -> Table:
@@ -155,8 +172,8 @@ def migrate(
     rate: Annotated[int | None, typer.Option(help="rate workload: target MiB/s")] = None,
     accel: Annotated[str, typer.Option(help="auto (KVM when it can run the guest), kvm, tcg")]
     = "auto",
-    dirty_ring: Annotated[int, typer.Option(help="KVM dirty ring entries per vCPU; 0 = bitmap")]
-    = 4096,
+    dirty_ring: Annotated[int | None, typer.Option(
+        help="KVM dirty ring entries per vCPU; 0 = bitmap [default: 4096 with KVM]")] = None,
     ram: Annotated[int | None, typer.Option(help="Guest RAM in MiB (160; Linux 512)")] = None,
     smp: Annotated[int | None, typer.Option(help="vCPUs (default: x86 wave 1, arm64 ITS 2)")]
     = None,
@@ -208,6 +225,8 @@ def migrate(
     try:
         if report is not None:
             check_writable(report, "--report")
+        if artifacts is not None:
+            check_writable_dir(artifacts, "--artifacts")
         if repeat < 1:
             raise UsageError(f"--repeat {repeat}: must be at least 1")
         opts = MigrateOptions.from_kwargs(

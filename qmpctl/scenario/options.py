@@ -29,6 +29,8 @@ from ..verify.ramimage import Region
 from ..verify.wave import WaveParams
 
 AccelChoice = Literal["auto", "kvm", "tcg"]
+DEFAULT_RING = 4096
+MAX_SMP = 8
 Transport = Literal["unix", "tcp"]
 
 
@@ -46,7 +48,8 @@ class MigrateOptions(BaseModel):
     hot: str | None = None
     rate: int | None = None
     accel: AccelChoice = "auto"
-    dirty_ring: int = 4096
+    dirty_ring: int | None = Field(None, description="KVM ring entries; 0 = bitmap; None: "
+                                                     f"{DEFAULT_RING} when KVM is used")
     ram: int | None = Field(None, description="MiB; None: 160 bare-metal, 512 Linux")
     smp: int | None = Field(None, description="None: the guest's own default")
     wave_start: int | None = Field(None, description="MiB into RAM")
@@ -191,7 +194,7 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
         raise UsageError(f"unknown arch {opts.arch!r}; choose one of {', '.join(ARCHES)}")
     arch: Arch = opts.arch
     kvm = kvm or probe_kvm()
-    ram_mib = opts.ram or (512 if opts.guest == "linux" else 160)
+    ram_mib = opts.ram if opts.ram is not None else (512 if opts.guest == "linux" else 160)
     if not 32 <= ram_mib <= 2048:
         raise UsageError(f"--ram {ram_mib} MiB: must be 32..2048")
     if opts.min_passes < 1:
@@ -200,12 +203,17 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
         raise UsageError("--throttle and --downtime-limit must be positive")
     if opts.timeout <= 0 or opts.hold_timeout <= 0 or opts.boot_timeout <= 0:
         raise UsageError("--timeout, --hold-timeout and --boot-timeout must be positive")
-    if opts.dirty_ring < 0:
+    if opts.dirty_ring is not None and opts.dirty_ring < 0:
         raise UsageError("--dirty-ring must be >= 0 (0 = dirty bitmap)")
+    if opts.smp is not None and not 1 <= opts.smp <= MAX_SMP:
+        raise UsageError(f"--smp {opts.smp}: must be 1..{MAX_SMP}")
     guest = build_guest(opts, arch, ram_mib)
     guest.validate()
     accel, reason = choose_accel(opts.accel, arch, kvm, guest.needs_64bit_kvm)
-    ring = opts.dirty_ring if accel == "kvm" else 0
+    if accel == "tcg" and opts.dirty_ring is not None:
+        raise UsageError(f"--dirty-ring {opts.dirty_ring}: only applies to KVM, and this run "
+                         f"uses TCG ({reason}); TCG tracks dirty pages itself")
+    ring = (DEFAULT_RING if opts.dirty_ring is None else opts.dirty_ring) if accel == "kvm" else 0
     if ring:
         check_ring(ring, kvm)
     forced = ring_safety(arch, accel, ring, kvm, opts.force, opts.postcopy)

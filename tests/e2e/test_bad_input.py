@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from typer.testing import CliRunner
 
@@ -26,6 +24,10 @@ runner = CliRunner()
     (["--transport", "rdma"], "--transport 'rdma': choose unix or tcp"),
     (["--wave-end", "500"], "wave range 0x200000-0x1f400000 must lie in RAM 0x200000-0xa000000"),
     (["--exclude", "0x1000"], "--exclude '0x1000': expected START-END[:REASON]"),
+    (["--ram", "0"], "--ram 0 MiB: must be 32..2048"),
+    (["--smp", "300"], "--smp 300: must be 1..8"),
+    (["--accel", "tcg", "--dirty-ring", "1024"],
+     "--dirty-ring 1024: only applies to KVM, and this run uses TCG (requested)"),
     (["--capability", "no-such-cap", "--accel", "tcg"],
      "unknown migration capability 'no-such-cap' for QEMU 10."),
     (["--parameter", "multifd-compression=lz4", "--accel", "tcg"],
@@ -40,13 +42,16 @@ def test_usage_errors(args: list[str], message: str) -> None:
     assert our_qemu_processes() == []
 
 
-def test_unwritable_report_path(tmp_path: Path) -> None:
-    ro = tmp_path / "ro"
-    ro.mkdir(mode=0o500)
-    result = runner.invoke(app, ["migrate", "--report", str(ro / "r.json")])
-    if result.exit_code != 2 and "not writable" not in result.output:
-        pytest.skip("running as root: directory permissions do not stop writes")
-    assert f"--report {ro / 'r.json'}: not writable" in result.output
+@pytest.mark.parametrize(("args", "message"), [
+    (["--report", "/proc/x.json"], "--report /proc/x.json: not writable"),
+    (["--artifacts", "/proc/x"], "--artifacts /proc/x: cannot create it"),
+])
+def test_unwritable_paths_are_refused_before_launch(args: list[str], message: str) -> None:
+    """Even as root: qmpctl writes a probe file instead of trusting permissions."""
+    result = runner.invoke(app, ["migrate", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert our_qemu_processes() == []
 
 
 def test_kvm_requested_without_kvm_for_foreign_arch() -> None:
