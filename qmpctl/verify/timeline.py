@@ -45,7 +45,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -436,3 +436,45 @@ def relate(timeline: DirtyTimeline, classes: MismatchClasses) -> str:
             flush += f" ({s.pages_reaped_after_final_flush} reaped after it)"
     stop = "no VM stop traced" if s.vm_stop_s is None else f"VM stopped at {_at(s.vm_stop_s)}"
     return f"{head}; {reap}, {flush}, {stop}"
+
+
+# ---- drawing ------------------------------------------------------------------
+
+
+def plot_timeline(timeline: DirtyTimeline, ax: Any) -> None:
+    """Draw the timeline on a matplotlib Axes (the caller owns matplotlib):
+    non-empty reaps as stems (pages, left axis), ring-full exits per second
+    in each pass window as steps (right axis), bitmap syncs, the final flush,
+    the VM stop and completion as vertical lines."""
+    s = timeline.summary
+    ax.set_title("dirty ring on the source (QEMU trace)")
+    ax.set_xlabel("seconds since migrate")
+    ax.set_ylabel("pages reaped")
+    reaps = [e for e in timeline.events if e.kind == "reap"]
+    if reaps:
+        ax.stem([e.t_s for e in reaps], [e.pages or 0 for e in reaps], basefmt=" ",
+                label=f"non-empty reaps ({s.reaps} in migration)")
+    rate = ax.twinx()
+    rate.set_ylabel("ring-full exits/s")
+    xs: list[float] = []
+    ys: list[float] = []
+    for w in timeline.windows:
+        if w.start_s is None or w.end_s is None or w.end_s <= w.start_s:
+            continue
+        per_s = sum(w.ring_full_exits.values()) / (w.end_s - w.start_s)
+        xs += [w.start_s, w.end_s]
+        ys += [per_s, per_s]
+    if xs:
+        rate.plot(xs, ys, color="tab:red", linewidth=1,
+                  label=f"ring-full exits/s ({s.ring_full_exits} in migration)")
+    for e in timeline.events:
+        if e.kind == "sync_end":
+            ax.axvline(e.t_s, color="grey", linestyle=":", linewidth=0.8)
+    marks = [(s.final_flush_s, "tab:blue", f"final flush ({s.final_flush_pages} pages)"),
+             (s.vm_stop_s, "black", "VM stop"), (s.completed_s, "tab:green", "completed")]
+    for t, color, label in marks:
+        if t is not None:
+            ax.axvline(t, color=color, linestyle="--", linewidth=1, label=label)
+    ax.legend(loc="upper left", fontsize=8)
+    if xs:
+        rate.legend(loc="upper right", fontsize=8)

@@ -1,9 +1,12 @@
+from pathlib import Path
+
 import pytest
 
 from qmpctl.verify.classify import KindSummary, MismatchClasses
 from qmpctl.verify.timeline import (
     TIMELINE_TRACE_EVENTS,
     build_timeline,
+    plot_timeline,
     relate,
     timeline_qemu_args,
 )
@@ -226,3 +229,19 @@ def test_trace_events_to_enable() -> None:
 def test_json_round_trip() -> None:
     tl = build_timeline(REAL_LOG, START, END)
     assert type(tl).model_validate_json(tl.model_dump_json()) == tl
+
+
+def test_plot_timeline_draws_the_marks(tmp_path: Path) -> None:
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tl = build_timeline(REAL_LOG, START, END)
+    fig, ax = plt.subplots()
+    plot_timeline(tl, ax)
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels == ["final flush (0 pages)", "VM stop", "completed",
+                      "non-empty reaps (3 in migration)"]
+    fig.savefig(tmp_path / "timeline.png")
+    plt.close(fig)
+    assert (tmp_path / "timeline.png").stat().st_size > 1000
