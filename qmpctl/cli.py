@@ -22,6 +22,7 @@ from rich.table import Table
 from . import __version__
 from .core.errors import ExitCode, QmpctlError, UsageError
 from .report.models import RunReport
+from .report.plots import plot_report, require_matplotlib
 from .report.schema import report_schema
 from .report.text import one_line, summary_lines
 from .scenario.options import MigrateOptions, resolve
@@ -209,6 +210,8 @@ def migrate(
     report: Annotated[Path | None, typer.Option(help="Write the JSON report here")] = None,
     artifacts: Annotated[Path | None, typer.Option(help="Keep QEMU and serial logs here")]
     = None,
+    plot: Annotated[Path | None, typer.Option(
+        help="Write a PNG: passes, guest throughput, the dirty-tracking timeline")] = None,
     dirty_rate_probe: Annotated[bool, typer.Option(
         help="Run calc-dirty-rate on the source before migrating (on kvm_pvm this "
              "disturbs the migration that follows; see README)")] = False,
@@ -227,6 +230,11 @@ def migrate(
             check_writable(report, "--report")
         if artifacts is not None:
             check_writable_dir(artifacts, "--artifacts")
+        if plot is not None:
+            require_matplotlib()
+            check_writable(plot, "--plot")
+            if repeat > 1:
+                raise UsageError("--plot draws one run; it cannot be combined with --repeat")
         if repeat < 1:
             raise UsageError(f"--repeat {repeat}: must be at least 1")
         opts = MigrateOptions.from_kwargs(
@@ -247,6 +255,8 @@ def migrate(
             if report is not None and exc.exit_code != ExitCode.USAGE:
                 report.write_text(results[0].model_dump_json(indent=2) + "\n")
             raise typer.Exit(int(exc.exit_code)) from None
+    if plot is not None and results[0].config is not None:
+        plot_report(results[0], plot)
     raise typer.Exit(_emit(results, json_out, report))
 
 

@@ -22,6 +22,7 @@ from .core.errors import ExitCode
 from .report.models import RunReport
 from .scenario.runner import Hooks
 from .verify.ramblocks import parse_ramblocks
+from .verify.ranges import describe_ranges
 
 __all__ = [
     "RAM_BASE",
@@ -100,6 +101,12 @@ def not_verified_message(report: RunReport) -> str:
                          f"+0x{page.first_diff:x}: src {page.src_hex} | dst {page.dst_hex}")
         if (more := memory.pages_differing - min(len(memory.mismatches), MAX_PAGES_SHOWN)) > 0:
             lines.append(f"  ... and {more} more")
+        if memory.location is not None:
+            lines.append(f"  where: {describe_ranges(memory.location, limit=3)}")
+        if memory.classes is not None:
+            lines.append(f"  what: {memory.classes.headline()}")
+        if memory.explanation:
+            lines.append(f"  when: {memory.explanation}")
     for block in report.ramblocks:
         if block.pages_differing:
             lines.append(f"  RAMBlock {block.name}: {block.pages_differing} pages differ, "

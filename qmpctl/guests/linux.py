@@ -15,6 +15,7 @@ from ..core.errors import UsageError
 from ..core.units import PAGE_SIZE, MiB
 from ..host.kvm import Arch
 from ..qemu.console import ConsoleView, Record, SerialConsole
+from ..verify.classify import GuestloadClassifier, PageClassifier
 from ..verify.ramimage import RamLayout, Region
 from .base import RAM_BASE, GuestCheck, image_path
 
@@ -88,6 +89,9 @@ class LinuxGuest:
         w = self.workload
         return {"kind": f"linux-{w.kind}", "size": w.size, "hot": w.hot or "",
                 "rate_mib_s": w.rate_mib_s or 0}
+
+    def classifier(self) -> PageClassifier | None:
+        return GuestloadClassifier()
 
     def throughput(self, src: ConsoleView, dst: ConsoleView, t_start: float, t_end: float,
                    t_cont: float) -> GuestThroughput | None:

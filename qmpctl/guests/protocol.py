@@ -7,6 +7,7 @@ from typing import Protocol
 
 from ..host.kvm import Arch
 from ..qemu.console import ConsoleView, SerialConsole
+from ..verify.classify import PageClassifier
 from ..verify.ramimage import RamLayout
 from .base import GuestCheck
 from .linux import GuestThroughput
@@ -50,5 +51,7 @@ class Guest(Protocol):
     async def after_resume(self, console: SerialConsole, timeout: float
                            ) -> list[GuestCheck]: ...
     def image_checks(self, ram: Path, stage: str) -> list[GuestCheck]: ...
+    def classifier(self) -> PageClassifier | None:
+        """How to tell a stale page from a corrupt one in this workload's memory."""
     def throughput(self, src: ConsoleView, dst: ConsoleView, t_start: float, t_end: float,
                    t_cont: float) -> GuestThroughput | None: ...

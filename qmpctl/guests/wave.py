@@ -12,6 +12,7 @@ from ..core.errors import UsageError
 from ..core.units import MiB
 from ..host.kvm import Arch
 from ..qemu.console import ConsoleView, SerialConsole
+from ..verify.classify import PageClassifier, WaveClassifier
 from ..verify.ramimage import RamImage, RamLayout, Region
 from ..verify.wave import WaveParams, check_wave
 from .base import RAM_BASE, RESERVED_LOW, GuestCheck, image_path
@@ -57,6 +58,9 @@ class WaveGuest:
     def workload_summary(self) -> dict[str, int | str]:
         return {"kind": self.name, "start": self.wave.start, "end": self.wave.end,
                 "stride": self.wave.stride, "delta": self.wave.delta}
+
+    def classifier(self) -> PageClassifier | None:
+        return WaveClassifier(self.wave)
 
     def throughput(self, src: ConsoleView, dst: ConsoleView, t_start: float, t_end: float,
                    t_cont: float) -> GuestThroughput | None:

@@ -37,6 +37,7 @@ class MachineSpec:
     fw_cfg: tuple[tuple[str, str], ...] = ()  # (name, string) pairs
     devices: tuple[str, ...] = ()  # extra raw arguments, e.g. -netdev/-device pairs
     trace_events: tuple[str, ...] = ()  # QEMU trace events, logged to stderr
+    trace_timestamps: bool = False  # -msg timestamp=on: wall-clock time on each trace line
     incoming: bool = False  # destination: -incoming defer, paused (-S)
     name: str = "guest"
 
@@ -97,6 +98,8 @@ def build_argv(spec: MachineSpec) -> list[str]:
     for name, value in spec.fw_cfg:
         argv += ["-fw_cfg", f"name={name},string={_escape_opt(value)}"]
     argv += list(spec.devices)
+    if spec.trace_timestamps:
+        argv += ["-msg", "timestamp=on"]
     for event in spec.trace_events:
         argv += ["-trace", event]
     if spec.incoming:

@@ -19,6 +19,7 @@ from ..migration.settings import MigrationSettings
 from ..verify.compare import MemoryVerdict
 from ..verify.ramblocks import RamBlockVerdict
 from ..verify.ring import DirtyRingEvidence
+from ..verify.timeline import DirtyTimeline
 
 SCHEMA_VERSION = 2  # 2: one model per concept (host = KvmInfo), verdicts inconclusive/error
 
@@ -60,6 +61,8 @@ class RunReport(BaseModel):
     boot_s: float | None = Field(None, description="launch to workload running, source")
     dirty_rate: DirtyRateProbe | None = None
     dirty_ring: DirtyRingEvidence | None = None
+    dirty_timeline: DirtyTimeline | None = Field(
+        None, description="the source's dirty-tracking timeline from QEMU's trace events")
     migration: MigrationStats | None = None
     memory: MemoryVerdict | None = None
     ramblocks: list[RamBlockVerdict] = Field(

@@ -3,6 +3,7 @@ has everything."""
 
 from __future__ import annotations
 
+from ..verify.ranges import describe_ranges
 from .models import RunReport
 
 
@@ -51,6 +52,13 @@ def summary_lines(report: RunReport) -> list[str]:
         out.append(f"memory: {v.pages_compared}/{v.pages_total} pages compared, "
                    f"{v.pages_differing} differ, {v.pages_excluded} excluded, "
                    f"{v.gib_per_s:.2f} GiB/s")
+        if v.location is not None:
+            out.append(f"  where: {describe_ranges(v.location)}")
+        if v.classes is not None:
+            out.append(f"  what:  {v.classes.headline()} "
+                       f"(by the {v.classes.classifier} workload's encoding)")
+        if v.explanation:
+            out.append(f"  when:  {v.explanation}")
         for e in v.exclusions:
             out.append(f"  EXCLUDED 0x{e.effective_start:x}-0x{e.effective_end:x} "
                        f"({e.pages} pages; asked 0x{e.start:x}-0x{e.end:x}): {e.reason}; "
@@ -70,8 +78,9 @@ def summary_lines(report: RunReport) -> list[str]:
         else:
             out.append(f"RAMBlock {b.name} ({b.size} bytes{where}): identical ({b.reason})")
     if (ring := report.dirty_ring) is not None:
-        out.append(f"dirty ring: {ring.pages_reaped} pages reaped in {ring.reaps} reaps, "
-                   f"{ring.full_exits} ring-full exits (QEMU trace kvm_dirty_ring_reap/full)")
+        out.append(f"dirty ring during the migration: {ring.pages_reaped} pages reaped in "
+                   f"{ring.reaps} non-empty reaps, {ring.full_exits} ring-full exits; "
+                   f"{ring.pages_resent} pages re-sent (QEMU trace)")
     for t in report.its_tables:
         state = ("identical" if t.identical else
                  f"{t.pages_differing} pages DIFFER" if t.pages_differing else "not all compared")

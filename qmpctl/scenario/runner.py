@@ -45,10 +45,13 @@ from ..qemu.rundir import RunDir
 from ..qemu.schema import QemuSchema, probe_schema
 from ..report.models import RunConfig, RunReport
 from ..report.verdict import conclude
+from ..verify.classify import classify_mismatches
 from ..verify.compare import compare_images
 from ..verify.ramblocks import ramblock_verdicts
 from ..verify.ramimage import RamImage
-from ..verify.ring import RING_TRACE_EVENTS, ring_evidence, ring_problems
+from ..verify.ranges import locate_differences
+from ..verify.ring import ring_evidence, ring_problems
+from ..verify.timeline import TIMELINE_TRACE_EVENTS, build_timeline, relate
 from .options import MigrateOptions, Resolved, resolve
 
 log = logging.getLogger(__name__)
@@ -81,7 +84,9 @@ def machine_spec(r: Resolved, run: RunDir, side: str, binary: QemuBinary,
         serial_log=run.side(side, "serial"), smp=r.guest.smp, kernel=r.guest.kernel,
         initrd=r.guest.initrd, append=r.guest.append, devices=r.guest.devices(udp_port),
         fw_cfg=r.guest.fw_cfg(), incoming=side == "dst", name=f"qmpctl-{side}",
-        trace_events=RING_TRACE_EVENTS if r.ring and side == "src" else (),
+        # The source's dirty-tracking timeline: ring reaps, syncs, stop (cheap events only).
+        trace_events=TIMELINE_TRACE_EVENTS if side == "src" else (),
+        trace_timestamps=side == "src",
     )
 
 
@@ -150,6 +155,7 @@ class Run:
     migration_started: bool = False
     migration_completed: bool = False
     t_migrate: float = 0.0
+    wall_migrate: tuple[float, float] = (0.0, 0.0)  # time.time() at migrate and at the end
     timings: dict[str, float] = field(default_factory=dict)
 
     def machine(self, side: str, binary: QemuBinary) -> QemuMachine:
@@ -226,15 +232,18 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
     watch = driver.Watch(progress=run.progress, on_pass=on_pass,
                          redirtied=lambda: r.guest.work_done(src.console.view()) > work_before)
     run.migration_started = True
-    run.t_migrate = time.monotonic()
+    run.t_migrate, wall = time.monotonic(), time.time()
     try:
         await driver.migrate(src, dst, uri, policy, stats, o.timeout, watch)
     finally:
         run.timings["migrate"] = round(time.monotonic() - run.t_migrate, 3)
+        run.wall_migrate = (wall, time.time())
         stats.workload_progress_during = r.guest.work_done(src.console.view()) - work_before
     run.migration_completed = True
+    rep.dirty_timeline = build_timeline(src.log_path.read_text(errors="replace"),
+                                        *run.wall_migrate)
     if r.ring:
-        rep.dirty_ring = ring_evidence(src.log_path.read_text(errors="replace"))
+        rep.dirty_ring = ring_evidence(rep.dirty_timeline, stats.pages_resent)
         rep.evidence_missing += ring_problems(rep.dirty_ring)
     return dst
 
@@ -250,12 +259,21 @@ async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
     view = src.console.view()
     layout = r.guest.layout(view)  # ITS tables as the guest announced them
 
+    classifier = r.guest.classifier()
+
     def compare() -> None:
         with RamImage(src.spec.ram_path) as si, RamImage(dst.spec.ram_path) as di:
-            rep.memory = compare_images(si, di, layout, list(r.exclusions))
+            memory = rep.memory = compare_images(si, di, layout, list(r.exclusions))
+            if memory.pages_differing:  # explain: where, what kind
+                memory.location = locate_differences(memory.differing, layout)
+                if classifier is not None:
+                    memory.classes = classify_mismatches(si, di, memory.differing, layout,
+                                                         classifier)
 
     await asyncio.to_thread(compare)
     assert rep.memory is not None
+    if rep.memory.classes is not None and rep.dirty_timeline is not None:
+        rep.memory.explanation = relate(rep.dirty_timeline, rep.memory.classes)  # when
     rep.its_tables = table_verdicts(view, rep.memory, layout)
     rep.ramblocks = await ramblock_verdicts(src, dst, RAM_BLOCK)
     run.timings["compare"] = round(time.monotonic() - t0, 3)

@@ -22,7 +22,9 @@ import numpy.typing as npt
 from pydantic import BaseModel, Field, PrivateAttr, computed_field
 
 from ..core.units import PAGE_SIZE
+from .classify import MismatchClasses
 from .ramimage import RamImage, RamLayout, Region
+from .ranges import DiffLocation
 
 CHUNK_BYTES = 64 << 20  # work unit handed to a thread
 BLOCK_BYTES = 2 << 20  # read and compared at once; small enough to stay in cache
@@ -55,6 +57,12 @@ class MemoryVerdict(BaseModel):
     mismatches: list[PageMismatch] = Field(description="the first differing pages")
     seconds: float
     gib_per_s: float
+    location: DiffLocation | None = Field(
+        None, description="every differing page, tallied by region and merged into GPA ranges")
+    classes: MismatchClasses | None = Field(
+        None, description="every differing page classified from the workload's encoding")
+    explanation: str | None = Field(
+        None, description="the stale pages related to the dirty-tracking timeline")
     _differing: npt.NDArray[np.intp] = PrivateAttr(
         default_factory=lambda: np.empty(0, np.intp))
     _excluded: npt.NDArray[np.bool_] = PrivateAttr(

@@ -1,39 +1,45 @@
-"""Evidence that the KVM dirty ring really carried the dirty pages, from
-QEMU's trace events on the source (`-trace kvm_dirty_ring_*`)."""
+"""Evidence that the KVM dirty ring really carried the dirty pages, from the
+source's dirty-tracking timeline (QEMU trace events; `verify.timeline`),
+counted inside the migration window only."""
 
 from __future__ import annotations
 
-import re
+from pydantic import BaseModel, Field
 
-from pydantic import BaseModel
-
-RING_TRACE_EVENTS = ("kvm_dirty_ring_reap", "kvm_dirty_ring_full")
-_REAP_RE = re.compile(r"kvm_dirty_ring_reap reaped (\d+) pages")
+from .timeline import DirtyTimeline
 
 
 class DirtyRingEvidence(BaseModel):
-    """From QEMU's trace events on the source: the ring really carried the pages."""
+    """What the rings delivered while the migration ran, beside what it re-sent."""
 
-    reaps: int
-    pages_reaped: int
-    full_exits: int
+    reaps: int = Field(description="non-empty ring reaps during the migration")
+    pages_reaped: int = Field(description="pages those reaps collected")
+    full_exits: int = Field(description="KVM_EXIT_DIRTY_RING_FULL exits during the migration")
+    reaps_before_migration: int = Field(0, description="non-empty reaps before it (boot)")
+    pages_resent: int = Field(0, description="pages the migration sent more than once")
+    trace_events_seen: bool = Field(
+        True, description="the source logged any dirty-ring trace event at all")
 
 
-def ring_evidence(qemu_log: str) -> DirtyRingEvidence:
-    """Sum QEMU's ring trace lines (pure)."""
-    reaped = [int(n) for n in _REAP_RE.findall(qemu_log)]
-    return DirtyRingEvidence(reaps=len(reaped), pages_reaped=sum(reaped),
-                             full_exits=qemu_log.count("kvm_dirty_ring_full"))
+def ring_evidence(timeline: DirtyTimeline, pages_resent: int) -> DirtyRingEvidence:
+    s = timeline.summary
+    seen = bool(s.reaps or s.reaps_before or s.ring_full_exits
+                or any(e.kind in ("reaper", "reaper_kick", "flush_begin", "flush_end")
+                       for e in timeline.events))
+    return DirtyRingEvidence(reaps=s.reaps, pages_reaped=s.pages_reaped,
+                             full_exits=s.ring_full_exits, reaps_before_migration=s.reaps_before,
+                             pages_resent=pages_resent, trace_events_seen=seen)
 
 
 def ring_problems(ring: DirtyRingEvidence) -> list[str]:
     """Why the ring evidence does not prove the ring carried the dirty pages
     (an environment problem, not a lost page)."""
-    if ring.reaps == 0 and ring.full_exits == 0:
+    if not ring.trace_events_seen:
         return ["the source QEMU logged no kvm_dirty_ring_* trace event: its trace "
                 "backend is not 'log', or the events were renamed; the dirty ring's use "
                 "cannot be shown"]
     if ring.pages_reaped == 0:
-        return [f"the dirty rings were full {ring.full_exits} times but no reap collected "
-                "a page: the ring did not carry the dirty pages"]
+        return [f"no ring reap collected a page during the migration ({ring.full_exits} "
+                f"ring-full exits, {ring.reaps_before_migration} non-empty reaps before it): "
+                "the ring did not carry the dirty pages"]
     return []

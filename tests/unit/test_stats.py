@@ -4,6 +4,7 @@ from qmpctl.guests.linux import guest_throughput
 from qmpctl.migration.models import pages_resent, sample_from
 from qmpctl.qemu.console import ConsoleView, Record, parse_record
 from qmpctl.verify.ring import ring_evidence
+from qmpctl.verify.timeline import build_timeline
 
 QUERY = {"status": "active", "ram": {
     "transferred": 5 << 20, "remaining": 1 << 20, "total": 160 << 20, "page-size": 4096,
@@ -18,11 +19,16 @@ def test_sample_and_resent_pages() -> None:
     assert pages_resent({"ram": {"total": 160 << 20, "normal": 10}}) == 0
 
 
-def test_ring_evidence_sums_reaps() -> None:
-    log = ("kvm_dirty_ring_reap reaped 100 pages (took 5 us)\n"
-           "kvm_dirty_ring_full vcpu 0\nkvm_dirty_ring_reap reaped 23 pages (took 1 us)\n")
-    ev = ring_evidence(log)
+def test_ring_evidence_counts_only_the_migration_window() -> None:
+    log = ("7@99.500000:kvm_dirty_ring_reap reaped 999 pages (took 5 us)\n"  # boot
+           "7@100.100000:kvm_dirty_ring_reap reaped 100 pages (took 5 us)\n"
+           "8@100.200000:kvm_dirty_ring_full vcpu 0\n"
+           "7@100.300000:kvm_dirty_ring_reap reaped 23 pages (took 1 us)\n"
+           "7@102.500000:kvm_dirty_ring_reap reaped 50 pages (took 1 us)\n")  # after
+    ev = ring_evidence(build_timeline(log, 100.0, 101.0), pages_resent=120)
     assert (ev.reaps, ev.pages_reaped, ev.full_exits) == (2, 123, 1)
+    assert (ev.reaps_before_migration, ev.pages_resent, ev.trace_events_seen) == (1, 120, True)
+    assert not ring_evidence(build_timeline("", 100.0, 101.0), 0).trace_events_seen
 
 
 def progress(t: float, pages: int) -> Record:

@@ -48,11 +48,13 @@ def test_a_difference_beats_inconclusive_and_missing_evidence() -> None:
 
 
 def test_missing_ring_evidence_is_an_environment_error_not_a_mismatch() -> None:
-    problems = ring_problems(DirtyRingEvidence(reaps=0, pages_reaped=0, full_exits=0))
+    problems = ring_problems(DirtyRingEvidence(reaps=0, pages_reaped=0, full_exits=0,
+                                               trace_events_seen=False))
     assert problems and "no kvm_dirty_ring_* trace event" in problems[0]
-    assert ring_problems(DirtyRingEvidence(reaps=0, pages_reaped=0, full_exits=9)) == [
-        "the dirty rings were full 9 times but no reap collected a page: the ring did not "
-        "carry the dirty pages"]
+    assert ring_problems(DirtyRingEvidence(reaps=0, pages_reaped=0, full_exits=9,
+                                           reaps_before_migration=2)) == [
+        "no ring reap collected a page during the migration (9 ring-full exits, 2 non-empty "
+        "reaps before it): the ring did not carry the dirty pages"]
     assert ring_problems(DirtyRingEvidence(reaps=2, pages_reaped=50, full_exits=9)) == []
     rep = report()
     rep.evidence_missing = problems
