@@ -8,7 +8,8 @@ and only if it proved dirty tracking was exercised; else it is inconclusive.
 
 from __future__ import annotations
 
-from ..core.errors import ExitCode, verdict_for
+from ..core.errors import ExitCode, GuestError, verdict_for
+from ..guests.base import GuestCheck
 from ..migration.models import MigrationStats
 from .models import RunReport
 
@@ -43,3 +44,14 @@ def conclude(report: RunReport) -> None:
             if report.inconclusive:
                 report.exit_code = ExitCode.INCONCLUSIVE
     report.verdict = verdict_for(report.exit_code)
+
+
+def before_migration_failure(checks: list[GuestCheck]) -> GuestError | None:
+    """A guest that fails its checks before migrating (LPIs not flowing, NIC
+    silent) is a guest failure: the evidence the run needs is missing, and
+    nothing can have been lost yet, so it must never read as a mismatch."""
+    failed = [c for c in checks if not c.ok]
+    if not failed:
+        return None
+    return GuestError("the guest failed its checks before migration: " + "; ".join(
+        f"{c.name}: {c.detail}" for c in failed))

@@ -24,7 +24,6 @@ from pathlib import Path
 from .. import __version__
 from ..core.errors import (
     ExitCode,
-    GuestError,
     HostError,
     Interrupted,
     QmpctlError,
@@ -44,7 +43,7 @@ from ..qemu.machine import QemuMachine
 from ..qemu.rundir import RunDir
 from ..qemu.schema import QemuSchema, probe_schema
 from ..report.models import RunConfig, RunReport
-from ..report.verdict import conclude
+from ..report.verdict import before_migration_failure, conclude
 from ..verify.classify import classify_mismatches
 from ..verify.compare import compare_images
 from ..verify.ramblocks import ramblock_verdicts
@@ -203,10 +202,8 @@ async def _start_source(run: Run, stack: contextlib.AsyncExitStack) -> QemuMachi
             raise
     before = await r.guest.before_migration(src.console, o.boot_timeout)
     rep.guest_checks += before
-    if failed := [c for c in before if not c.ok]:
-        # Missing evidence before migrating is a guest failure, never a mismatch.
-        raise GuestError("the guest failed its checks before migration: " + "; ".join(
-            f"{c.name}: {c.detail}" for c in failed))
+    if (failure := before_migration_failure(before)) is not None:
+        raise failure
     return src
 
 

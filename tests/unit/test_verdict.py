@@ -9,7 +9,7 @@ from qmpctl.guests.base import GuestCheck
 from qmpctl.host.kvm import KvmInfo
 from qmpctl.migration.models import MigrationStats
 from qmpctl.report.models import RunReport
-from qmpctl.report.verdict import conclude
+from qmpctl.report.verdict import before_migration_failure, conclude
 from qmpctl.scenario.options import POSTCOPY_SKIPS_BACKUP_BITMAP, ring_safety
 from qmpctl.verify.ring import DirtyRingEvidence, ring_problems
 
@@ -79,3 +79,15 @@ def test_arm64_postcopy_with_the_ring_is_refused_unless_forced() -> None:
         POSTCOPY_SKIPS_BACKUP_BITMAP,)
     assert ring_safety("aarch64", "kvm", 0, kvm, force=False, postcopy=True) == ()
     assert ring_safety("aarch64", "kvm", 4096, kvm, force=False, postcopy=False) == ()
+
+
+def test_failed_checks_before_migration_are_guest_failures() -> None:
+    ok = GuestCheck(name="nic-interrupting", stage="source", ok=True, detail="irqs 5")
+    silent = GuestCheck(name="lpis-flowing", stage="source, before migration", ok=False,
+                        detail="issued=0 delivered=0 wrong-pe=0")
+    assert before_migration_failure([ok]) is None
+    err = before_migration_failure([ok, silent])
+    assert err is not None and err.exit_code == ExitCode.GUEST_FAILED
+    assert err.verdict == "guest-failed"
+    assert err.message == ("the guest failed its checks before migration: lpis-flowing: "
+                           "issued=0 delivered=0 wrong-pe=0")
