@@ -269,8 +269,9 @@ async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
 
     await asyncio.to_thread(compare)
     assert rep.memory is not None
-    if rep.memory.classes is not None and rep.dirty_timeline is not None:
-        rep.memory.explanation = relate(rep.dirty_timeline, rep.memory.classes)  # when
+    if r.ring and rep.memory.classes is not None and rep.dirty_timeline is not None:
+        # When: relate the pages to the ring's harvests (ring runs only).
+        rep.memory.explanation = relate(rep.dirty_timeline, rep.memory.classes)
     rep.its_tables = table_verdicts(view, rep.memory, layout)
     rep.ramblocks = await ramblock_verdicts(src, dst, RAM_BLOCK)
     run.timings["compare"] = round(time.monotonic() - t0, 3)
