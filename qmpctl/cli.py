@@ -21,6 +21,7 @@ from rich.table import Table
 
 from . import __version__
 from .core.errors import ExitCode, QmpctlError, UsageError
+from .qemu.rundir import sweep_stale
 from .report.models import RunReport
 from .report.plots import plot_report, require_matplotlib
 from .report.schema import report_schema
@@ -265,9 +266,19 @@ def doctor(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
     probe: Annotated[bool, typer.Option(
         help="Also boot a 64-bit probe guest under KVM (up to 30 s)")] = False,
+    clean: Annotated[bool, typer.Option(
+        help="Remove run directories (RAM files, sockets) left by qmpctl runs that died")]
+    = False,
 ) -> None:
     """Show what this host can do: QEMU, KVM, dirty-ring capabilities, QEMU features."""
     from .doctor import doctor as run_doctor
+
+    if clean:
+        removed = sweep_stale()
+        for path in removed:
+            print(f"removed {path}")
+        print(f"{len(removed)} stale run directories removed")
+        return
 
     rep = asyncio.run(run_doctor(probe))
     if json_out:

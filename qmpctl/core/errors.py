@@ -9,6 +9,7 @@
      |    +-- QmpTimeout       no reply within the command's timeout
      |    +-- MonitorLost      the monitor connection went away
      +-- MigrationFailed       QEMU's migration failed (error_desc)      (exit 4)
+     |    +-- SideLost         a QEMU died, lost its monitor or stopped answering
      +-- GuestError            the guest failed or stopped progressing   (exit 5)
      +-- Interrupted           SIGINT / SIGTERM                          (exit 130)
 
@@ -146,6 +147,19 @@ class MigrationFailed(QmpctlError):
     def __init__(self, message: str, error_desc: str | None = None) -> None:
         super().__init__(f"{message}: {error_desc}" if error_desc else message)
         self.error_desc = error_desc
+
+
+class SideLost(MigrationFailed):
+    """A QEMU of the run died, lost its monitor or stopped answering. While
+    migrating that is a failed migration (exit 4); before, the environment."""
+
+    def __init__(self, side: str, detail: str, qemu_exit_code: int | None,
+                 migrating: bool = True) -> None:
+        super().__init__(detail)
+        self.side = side
+        self.qemu_exit_code = qemu_exit_code
+        if not migrating:
+            self.exit_code = ExitCode.ENVIRONMENT
 
 
 class GuestError(QmpctlError):

@@ -37,7 +37,11 @@ log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[dict[str, Any], int], None]
 PassHook = Callable[[int], Awaitable[None]]
+StatusHook = Callable[[str], Awaitable[None]]
 FINAL = ("completed", "failed", "cancelled")
+# The channel broke after the switchover to postcopy: both sides wait for a
+# recovery (migrate-recover + migrate resume=true); neither can just go on.
+POSTCOPY_PAUSED = ("postcopy-paused", "postcopy-recover-setup", "postcopy-recover")
 # Always on: the driver runs from MIGRATION / MIGRATION_PASS events.
 BASE_SETTINGS = MigrationSettings(capabilities={"events": True})
 
@@ -48,6 +52,7 @@ class Watch:
 
     progress: ProgressFn | None = None
     on_pass: PassHook | None = None
+    on_status: StatusHook | None = None
     redirtied: Callable[[], bool] = lambda: True
 
 
@@ -121,6 +126,13 @@ class _Driver:
                         self.watch.progress(info, len(s.samples))
                 elif event["event"] == "MIGRATION":
                     s.status = str(event["data"]["status"])
+                    if self.watch.on_status is not None:
+                        await self.watch.on_status(s.status)
+                    if s.status in POSTCOPY_PAUSED:
+                        raise MigrationFailed(
+                            f"postcopy {s.status} at +{self.elapsed():.2f} s: the migration "
+                            "channel broke after the switchover; the guest's newest pages are "
+                            "split between the sides, so the source cannot simply resume")
                 else:
                     pass_no = int(event["data"]["pass"])
                     info = await src.execute("query-migrate")
@@ -188,6 +200,10 @@ async def cancel(src: QemuMachine, timeout: float = 15.0) -> str:
     """
     try:
         info = await src.execute("query-migrate", timeout=5)
+        if str(info.get("status")) in POSTCOPY_PAUSED:
+            state = await src.status()
+            return (f"{state} (migration {info.get('status')}: after the postcopy switchover "
+                    "the source is not resumed; only a postcopy recovery can continue it)")
         if info.get("status") == "completed":  # the destination failed after switchover
             return await ensure_running(src, after_completion=True)
         if info.get("status") not in (None, "none", "failed", "cancelled"):

@@ -37,6 +37,15 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def process_state(pid: int) -> str | None:
+    """The kernel's one-letter state of `pid` (R, S, D, T stopped, Z, ...)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[0]
+
+
 class QemuMachine:
     """A launched QEMU: `qmp` for commands and events, `console` for the UART."""
 
@@ -180,6 +189,8 @@ class QemuMachine:
         return self._proc.returncode
 
     async def _stop(self, timeout: float) -> None:
+        if self.pid is not None and process_state(self.pid) == "T":
+            self.kill()  # stopped (SIGSTOP): it can answer nothing, and SIGKILL still works
         quit_sent = False
         if self.is_running() and self.qmp.runstate.name == "RUNNING":
             with contextlib.suppress(Exception):

@@ -3,7 +3,9 @@
 RAM files go on tmpfs (/dev/shm) when it is there, so guest memory never hits
 a disk and reading it back for comparison runs at memory speed. The whole
 directory is removed when the run ends, whatever happened; logs are copied
-out first when the user asked for artifacts.
+out first when the user asked for artifacts. Each directory names its owner
+(pid and start time) so that the directory of a qmpctl that was SIGKILLed is
+swept by the next run, or by `qmpctl doctor --clean`.
 """
 
 from __future__ import annotations
@@ -24,13 +26,53 @@ def default_root() -> Path:
     return Path(tempfile.gettempdir())
 
 
+PREFIX = "qmpctl-"
+OWNER = "owner"
+
+
+def _start_time(pid: int) -> str | None:
+    """Kernel start time of `pid` (distinguishes a reused pid), None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]
+
+
+def owner_alive(run_dir: Path) -> bool | None:
+    """Whether the qmpctl that made `run_dir` still runs; None if unknown."""
+    try:
+        pid_text, _, started = (run_dir / OWNER).read_text().partition(" ")
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return None
+    return _start_time(pid) == started.strip()
+
+
+def sweep_stale(root: Path | None = None) -> list[Path]:
+    """Remove run directories whose owner is dead; return what was removed."""
+    removed = []
+    for d in sorted((root or default_root()).glob(f"{PREFIX}*")):
+        if d.is_dir() and owner_alive(d) is False:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
+def free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
 @dataclass
 class RunDir:
     path: Path
 
     @classmethod
     def create(cls, root: Path | None = None) -> RunDir:
-        return cls(Path(tempfile.mkdtemp(prefix="qmpctl-", dir=root or default_root())))
+        path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=root or default_root()))
+        (path / OWNER).write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
+        return cls(path)
 
     def side(self, side: str, what: str) -> Path:
         """Per-side file, e.g. side("src", "ram") -> <dir>/src.ram."""

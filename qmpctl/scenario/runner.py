@@ -22,11 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
+from ..core.aio import task_group
 from ..core.errors import (
     ExitCode,
     HostError,
     Interrupted,
+    MigrationFailed,
     QmpctlError,
+    SideLost,
     UsageError,
 )
 from ..core.units import MiB
@@ -40,8 +43,9 @@ from ..migration.policy import Converge, HoldBack, Policy, Postcopy
 from ..migration.settings import MigrationSettings
 from ..qemu.cmdline import RAM_BLOCK, MachineSpec
 from ..qemu.machine import QemuMachine
-from ..qemu.rundir import RunDir
+from ..qemu.rundir import RunDir, free_bytes, sweep_stale
 from ..qemu.schema import QemuSchema, probe_schema
+from ..qemu.supervisor import Supervisor
 from ..report.models import RunConfig, RunReport
 from ..report.verdict import before_migration_failure, conclude
 from ..verify.classify import classify_mismatches
@@ -63,6 +67,8 @@ class Hooks:
     # both QEMUs launched and set up, just before `migrate`
     before_migration: Callable[[QemuMachine, QemuMachine], Awaitable[None]] | None = None
     on_pass: Callable[[int, QemuMachine, QemuMachine], Awaitable[None]] | None = None
+    # each source MIGRATION status event (setup, active, postcopy-active, ...)
+    on_status: Callable[[str, QemuMachine, QemuMachine], Awaitable[None]] | None = None
     before_verify: Callable[[Path, Path], Awaitable[None]] | None = None
     # after completion, before anything is compared: both QEMUs, stopped
     after_migration: Callable[[QemuMachine, QemuMachine], Awaitable[None]] | None = None
@@ -155,12 +161,41 @@ class Run:
     migration_completed: bool = False
     t_migrate: float = 0.0
     wall_migrate: tuple[float, float] = (0.0, 0.0)  # time.time() at migrate and at the end
+    supervisor: Supervisor = field(init=False)
     timings: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.supervisor = Supervisor(context=self.other_side,
+                                     migrating=lambda: self.migration_started)
 
     def machine(self, side: str, binary: QemuBinary) -> QemuMachine:
         # Each side's NIC loops back through its own UDP port on 127.0.0.1.
         spec = machine_spec(self.r, self.dir, side, binary, _free_port(socket.SOCK_DGRAM))
         return QemuMachine(spec, self.dir.side(side, "log"))
+
+    async def launch(self, stack: contextlib.AsyncExitStack, side: str,
+                     binary: QemuBinary) -> QemuMachine:
+        machine = await stack.enter_async_context(self.machine(side, binary))
+        self.supervisor.add(side, machine)
+        return machine
+
+    async def other_side(self, lost: QemuMachine) -> str | None:
+        """What the source says when the destination is lost mid-migration."""
+        src = self.src
+        if lost is src or src is None or not self.migration_started or not src.is_running():
+            return None
+        # A dead peer breaks the channel and the source notices within moments;
+        # a stopped one does not, so then only say where the source stands.
+        for _ in range(1 if lost.is_running() else 30):
+            info = await src.execute("query-migrate", timeout=2)
+            if info.get("status") in driver.FINAL or str(info.get("status")).startswith(
+                    "postcopy-paused"):
+                break
+            await asyncio.sleep(0.1)
+        if self.report.migration is not None and info.get("error-desc"):
+            self.report.migration.error_desc = info["error-desc"]
+        return (f"the source's migration is {info.get('status')}"
+                + (f": {info['error-desc']}" if info.get("error-desc") else ""))
 
     async def settle_source(self) -> None:
         """Cleanup's first step; never raises. A source whose migration did
@@ -187,7 +222,7 @@ async def _start_source(run: Run, stack: contextlib.AsyncExitStack) -> QemuMachi
     """Launch the source and wait until its workload runs (boot time in the report)."""
     r, rep, o = run.r, run.report, run.r.options
     t0 = time.monotonic()
-    src = run.src = await stack.enter_async_context(run.machine("src", r.qemu_src))
+    src = run.src = await run.launch(stack, "src", r.qemu_src)
     await src.console.wait_for(r.guest.ready, o.boot_timeout, "the workload to start")
     rep.boot_s = round(time.monotonic() - t0, 3)
     if o.dirty_rate_probe:
@@ -211,7 +246,7 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
                    policy: Policy, settings: MigrationSettings) -> QemuMachine:
     """Destination, migration, ring evidence."""
     r, rep, o = run.r, run.report, run.r.options
-    dst = run.dst = await stack.enter_async_context(run.machine("dst", r.qemu_dst))
+    dst = run.dst = await run.launch(stack, "dst", r.qemu_dst)
     stack.push_async_callback(run.settle_source)  # first thing on the way out
     uri = (f"unix:{run.dir.side('mig', 'sock')}" if o.transport == "unix"
            else f"tcp:127.0.0.1:{_free_port()}")
@@ -223,15 +258,24 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
         if run.hooks.on_pass is not None:
             await run.hooks.on_pass(n, src, dst)
 
+    async def on_status(status: str) -> None:
+        if run.hooks.on_status is not None:
+            await run.hooks.on_status(status, src, dst)
+
     stats = rep.migration = MigrationStats(status="setup",
                                            workload_progress_unit=r.guest.progress_unit)
     work_before = r.guest.work_done(src.console.view())
-    watch = driver.Watch(progress=run.progress, on_pass=on_pass,
+    watch = driver.Watch(progress=run.progress, on_pass=on_pass, on_status=on_status,
                          redirtied=lambda: r.guest.work_done(src.console.view()) > work_before)
     run.migration_started = True
     run.t_migrate, wall = time.monotonic(), time.time()
     try:
         await driver.migrate(src, dst, uri, policy, stats, o.timeout, watch)
+    except MigrationFailed as exc:
+        # QEMU's own reason first, but name the side if one of them died.
+        if not isinstance(exc, SideLost) and (lost := await run.supervisor.first_failure()):
+            raise lost from exc
+        raise
     finally:
         run.timings["migrate"] = round(time.monotonic() - run.t_migrate, 3)
         run.wall_migrate = (wall, time.time())
@@ -295,7 +339,27 @@ async def _resume_and_check(run: Run, src: QemuMachine, dst: QemuMachine) -> Non
         run.t_migrate + run.timings["migrate"], t_cont)
 
 
+async def _phases(run: Run, stack: contextlib.AsyncExitStack, policy: Policy,
+                  settings: MigrationSettings) -> None:
+    src = await _start_source(run, stack)
+    dst = await _migrate(run, stack, src, policy, settings)
+    await _verify_memory(run, src, dst)
+    await _resume_and_check(run, src, dst)
+
+
+def check_space(run: Run) -> None:
+    """Both sides' RAM must fit where it lives, or nothing starts."""
+    need = 2 * run.r.guest.ram_mib * MiB + 64 * MiB  # + logs, sockets, slack
+    free = free_bytes(run.dir.path)
+    if free < need:
+        raise HostError(
+            f"not enough room for both sides' guest RAM in {run.dir.path.parent}: "
+            f"{need // MiB} MiB needed, {free // MiB} MiB free ({(need - free) // MiB} MiB "
+            "missing)")
+
+
 async def _run(run: Run) -> None:
+    check_space(run)
     policy = migration_policy(run.r)
     settings = effective_settings(run.r, policy)
     run.report.config = run_config(run.r, settings)
@@ -303,10 +367,13 @@ async def _run(run: Run) -> None:
     async with contextlib.AsyncExitStack() as stack:
         if (artifacts := run.r.options.artifacts) is not None:
             stack.callback(_keep_logs, run.dir, artifacts)  # after the QEMUs are gone
-        src = await _start_source(run, stack)
-        dst = await _migrate(run, stack, src, policy, settings)
-        await _verify_memory(run, src, dst)
-        await _resume_and_check(run, src, dst)
+        # The supervisor stops before the machines are shut down (the stack).
+        async with task_group() as group:
+            watcher = group.create_task(run.supervisor.watch())
+            try:
+                await _phases(run, stack, policy, settings)
+            finally:
+                watcher.cancel()
 
 
 def _keep_logs(run_dir: RunDir, dest: Path) -> None:
@@ -322,6 +389,8 @@ async def run_migrate(r: Resolved, hooks: Hooks | None = None,
     report = new_report()
     report.host = r.kvm
     t0 = time.monotonic()
+    for stale in sweep_stale():
+        log.warning("removed %s, left by a qmpctl that died", stale)
     with RunDir.create() as run_dir:
         run = Run(r, report, run_dir, hooks or Hooks(), progress)
         try:

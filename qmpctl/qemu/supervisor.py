@@ -1,0 +1,100 @@
+"""Liveness of the QEMUs of a run, watched for the whole run, independent of
+any display: a process that exits, a monitor that goes away, or a monitor
+that stops answering (a stopped or hung QEMU) becomes an immediate failure
+naming the side and how it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+from ..core.errors import QmpError, SideLost
+from .machine import QemuMachine, process_state
+
+log = logging.getLogger(__name__)
+
+# What the rest of the run can add to a failure (e.g. the source's error-desc
+# when the destination died mid-migration).
+Context = Callable[[QemuMachine], Awaitable[str | None]]
+
+
+def how_it_ended(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def last_lines(text: str, n: int = 3) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(lines[-n:])
+
+
+class Supervisor:
+    """Watches the machines added to it; `watch()` raises SideLost on the first
+    failure and otherwise runs until cancelled."""
+
+    def __init__(self, interval: float = 0.5, answer_within: float = 3.0,
+                 context: Context | None = None,
+                 migrating: Callable[[], bool] = lambda: True) -> None:
+        self.interval, self.answer_within, self.context = interval, answer_within, context
+        self.migrating = migrating
+        self.machines: dict[str, QemuMachine] = {}
+
+    def add(self, side: str, machine: QemuMachine) -> None:
+        self.machines[side] = machine
+
+    async def _fail(self, side: str, machine: QemuMachine, what: str) -> SideLost:
+        detail = what
+        if (tail := last_lines(machine.stderr_tail())):
+            detail += f"; its last output: {tail}"
+        if self.context is not None:
+            with contextlib.suppress(Exception):
+                if (extra := await self.context(machine)):
+                    detail += f"; {extra}"
+        log.error("%s: %s", side, detail)
+        return SideLost(side, detail, machine.exit_code, self.migrating())
+
+    async def check(self, side: str, machine: QemuMachine) -> SideLost | None:
+        if not machine.is_running():
+            return await self._fail(side, machine,
+                                    f"{side} QEMU {how_it_ended(machine.exit_code)}")
+        if machine.qmp.runstate.name != "RUNNING":
+            return await self._fail(side, machine, f"{side} QEMU's monitor connection was lost")
+        try:
+            await machine.execute("query-status", timeout=self.answer_within)
+        except QmpError as exc:
+            if not machine.is_running():
+                return await self._fail(side, machine,
+                                        f"{side} QEMU {how_it_ended(machine.exit_code)}")
+            state = process_state(machine.pid) if machine.pid else None
+            why = ("is stopped (SIGSTOP)" if state == "T" else
+                   f"did not answer query-status within {self.answer_within:g}s ({exc.desc})")
+            return await self._fail(side, machine, f"{side} QEMU {why}")
+        return None
+
+    async def first_failure(self, grace: float = 1.0) -> SideLost | None:
+        """After the migration failed: did a side die? (A QEMU killed a moment
+        ago may not be reaped yet, hence the grace.)"""
+        deadline = asyncio.get_running_loop().time() + grace
+        while True:
+            for side, machine in list(self.machines.items()):
+                if not machine.is_running() or machine.qmp.runstate.name != "RUNNING":
+                    return await self.check(side, machine)
+            if asyncio.get_running_loop().time() >= deadline:
+                return None
+            await asyncio.sleep(0.1)
+
+    async def watch(self) -> None:
+        while True:
+            for side, machine in list(self.machines.items()):
+                if (failure := await self.check(side, machine)) is not None:
+                    raise failure
+            await asyncio.sleep(self.interval)
