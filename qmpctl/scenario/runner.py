@@ -347,15 +347,20 @@ async def _phases(run: Run, stack: contextlib.AsyncExitStack, policy: Policy,
     await _resume_and_check(run, src, dst)
 
 
+def space_problem(ram_mib: int, free: int, where: Path) -> str | None:
+    """Why both sides' RAM (plus logs and slack) would not fit in `free` bytes (pure)."""
+    need = 2 * ram_mib * MiB + 64 * MiB
+    if free >= need:
+        return None
+    return (f"not enough room for both sides' guest RAM in {where}: {need // MiB} MiB "
+            f"needed, {free // MiB} MiB free ({-(-(need - free) // MiB)} MiB missing)")
+
+
 def check_space(run: Run) -> None:
     """Both sides' RAM must fit where it lives, or nothing starts."""
-    need = 2 * run.r.guest.ram_mib * MiB + 64 * MiB  # + logs, sockets, slack
-    free = free_bytes(run.dir.path)
-    if free < need:
-        raise HostError(
-            f"not enough room for both sides' guest RAM in {run.dir.path.parent}: "
-            f"{need // MiB} MiB needed, {free // MiB} MiB free ({(need - free) // MiB} MiB "
-            "missing)")
+    if problem := space_problem(run.r.guest.ram_mib, free_bytes(run.dir.path),
+                                run.dir.path.parent):
+        raise HostError(problem)
 
 
 async def _run(run: Run) -> None:

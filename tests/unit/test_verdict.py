@@ -91,3 +91,14 @@ def test_failed_checks_before_migration_are_guest_failures() -> None:
     assert err.verdict == "guest-failed"
     assert err.message == ("the guest failed its checks before migration: lpis-flowing: "
                            "issued=0 delivered=0 wrong-pe=0")
+
+
+def test_room_for_both_sides_is_checked_before_launch() -> None:
+    from pathlib import Path
+
+    from qmpctl.scenario.runner import space_problem
+
+    assert space_problem(160, 1 << 30, Path("/dev/shm")) is None
+    assert space_problem(2048, 3 << 30, Path("/dev/shm")) == (
+        "not enough room for both sides' guest RAM in /dev/shm: 4160 MiB needed, 3072 MiB "
+        "free (1088 MiB missing)")
