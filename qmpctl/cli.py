@@ -207,6 +207,10 @@ def migrate(
     parameter: Annotated[list[str] | None, typer.Option(
         help="Migration parameter NAME=VALUE on both sides (repeatable; checked likewise)")]
     = None,
+    fault: Annotated[list[str] | None, typer.Option(
+        help="Inject WHAT@WHEN (repeatable): kill-src, kill-dst, stop-dst, drop-qmp-src, "
+             "link-down, link-down-for=S, rate=MBIT (netns), corrupt-dst=GPA; WHEN = pass:N, "
+             "status:NAME, postcopy, after:S")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the JSON report")] = False,
     report: Annotated[Path | None, typer.Option(help="Write the JSON report here")] = None,
     artifacts: Annotated[Path | None, typer.Option(help="Keep QEMU and serial logs here")]
@@ -246,7 +250,8 @@ def migrate(
             downtime_limit=downtime_limit, timeout=timeout, hold_timeout=hold_timeout,
             boot_timeout=boot_timeout, qemu=qemu, qemu_src=qemu_src,
             qemu_dst=qemu_dst, exclude=tuple(exclude or ()), capability=tuple(capability or ()),
-            parameter=tuple(parameter or ()), artifacts=artifacts, force=force,
+            parameter=tuple(parameter or ()), fault=tuple(fault or ()), artifacts=artifacts,
+            force=force,
             postcopy=postcopy, dirty_rate_probe=dirty_rate_probe)
         results = asyncio.run(_run(opts, live=err.is_terminal and not json_out, repeat=repeat))
     except QmpctlError as exc:

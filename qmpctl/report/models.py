@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ..core.errors import Verdict
+from ..faults.injector import FaultRecord
 from ..guests.base import GuestCheck
 from ..guests.its import ItsTableVerdict
 from ..guests.linux import GuestThroughput
@@ -72,6 +73,8 @@ class RunReport(BaseModel):
                                           "destination, after the tables were saved at stop")
     guest_checks: list[GuestCheck] = Field(default_factory=list)
     guest_throughput: GuestThroughput | None = None
+    faults: list[FaultRecord] = Field(
+        default_factory=list, description="faults qmpctl injected (--fault), and when")
     evidence_missing: list[str] = Field(
         default_factory=list,
         description="evidence the run needed and did not get (verdict environment-error "

@@ -37,8 +37,9 @@ def summary_lines(report: RunReport) -> list[str]:
         out.append(f"migration: {m.status}{mode}, {m.passes} passes "
                    f"({m.throttled_passes} throttled), "
                    f"{m.pages_resent} pages re-sent, {_bytes(m.transferred_bytes)} transferred, "
-                   f"total {m.total_time_ms} ms, downtime {m.downtime_ms} ms, "
-                   f"setup {m.setup_time_ms} ms; during migration the guest did "
+                   f"total {m.total_time_ms} ms, "
+                   + (f"downtime {m.downtime_ms} ms, " if m.downtime_ms is not None else "")
+                   + f"setup {m.setup_time_ms} ms; during migration the guest did "
                    f"{m.workload_progress_during} {m.workload_progress_unit}")
         for dec in m.decisions:
             out.append(f"  pass {dec.pass_no} (+{dec.elapsed_s:.2f} s): {dec.action}: "
@@ -92,6 +93,9 @@ def summary_lines(report: RunReport) -> list[str]:
                    f"{tp.after_mib_s} after migration; longest stall {tp.max_gap_during_ms} ms")
     for g in report.guest_checks:
         out.append(f"check {g.name} [{g.stage}]: {'PASS' if g.ok else 'FAIL'} - {g.detail}")
+    for fault in report.faults:
+        out.append(f"FAULT {fault.fault} injected at +{fault.at_s:.2f} s (pass "
+                   f"{fault.pass_no}, status {fault.status}): {fault.detail}")
     for why in report.evidence_missing:
         out.append(f"EVIDENCE MISSING: {why}")
     for why in report.inconclusive:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..core.errors import UsageError
 from ..core.units import MiB
+from ..faults.spec import FaultSpec, fault_problems, parse_fault
 from ..guests.base import RAM_BASE
 from ..guests.its import ItsGuest
 from ..guests.linux import LinuxGuest, LinuxWorkload
@@ -70,6 +71,7 @@ class MigrateOptions(BaseModel):
     exclude: tuple[str, ...] = Field((), description="START-END[:REASON], guest-physical")
     capability: tuple[str, ...] = Field((), description="NAME or NAME=on|off, both sides")
     parameter: tuple[str, ...] = Field((), description="NAME=VALUE, both sides")
+    fault: tuple[str, ...] = Field((), description="WHAT@WHEN faults to inject (see faults.spec)")
     dirty_rate_probe: bool = False
     force: bool = False
     postcopy: bool = False
@@ -135,6 +137,7 @@ class Resolved:
     kvm: KvmInfo
     exclusions: tuple[Region, ...]
     settings: MigrationSettings  # the user's explicit --capability / --parameter
+    faults: tuple[FaultSpec, ...] = ()
 
 
 def _is_power_of_two(n: int) -> bool:
@@ -220,13 +223,25 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
     exclusions = tuple(parse_exclusion(e) for e in opts.exclude)
     if problems := exclusion_problems(list(exclusions), guest.layout()):
         raise UsageError("; ".join(problems))
+    faults = tuple(parse_fault(f) for f in opts.fault)
+    if problems := fault_problems(list(faults), "local") + corrupt_problems(faults, guest):
+        raise UsageError("; ".join(problems))
     settings = user_settings(opts)
     src = find_qemu(arch, opts.qemu_src or opts.qemu)
     dst_name = opts.qemu_dst or opts.qemu
     dst = find_qemu(arch, dst_name) if dst_name != (opts.qemu_src or opts.qemu) else src
     _ = guest.kernel, guest.initrd  # raise HostError when an image was not built
     return Resolved(opts, arch, accel, reason, ring, guest, forced, src, dst, kvm,
-                    exclusions, settings)
+                    exclusions, settings, faults)
+
+
+def corrupt_problems(faults: tuple[FaultSpec, ...], guest: Guest) -> list[str]:
+    """corrupt-dst must name a byte of guest RAM (pure)."""
+    layout = guest.layout()
+    top = layout.base_gpa + layout.size
+    return [f"--fault {f.text}: 0x{int(f.value or 0):x} is outside guest RAM "
+            f"0x{layout.base_gpa:x}-0x{top:x}" for f in faults
+            if f.kind == "corrupt-dst" and not layout.base_gpa <= int(f.value or 0) < top]
 
 
 def build_guest(opts: MigrateOptions, arch: Arch, ram_mib: int) -> Guest:

@@ -29,10 +29,12 @@ from ..core.errors import (
     Interrupted,
     MigrationFailed,
     QmpctlError,
+    QmpError,
     SideLost,
     UsageError,
 )
 from ..core.units import MiB
+from ..faults.injector import FaultInjector
 from ..guests.base import GuestCheck
 from ..guests.its import table_verdicts
 from ..host.qemu import QemuBinary
@@ -162,11 +164,14 @@ class Run:
     t_migrate: float = 0.0
     wall_migrate: tuple[float, float] = (0.0, 0.0)  # time.time() at migrate and at the end
     supervisor: Supervisor = field(init=False)
+    injector: FaultInjector = field(init=False)
     timings: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.supervisor = Supervisor(context=self.other_side,
                                      migrating=lambda: self.migration_started)
+        self.injector = FaultInjector(list(self.r.faults), link=None,
+                                      ram_offset=self.r.guest.layout().offset)
 
     def machine(self, side: str, binary: QemuBinary) -> QemuMachine:
         # Each side's NIC loops back through its own UDP port on 127.0.0.1.
@@ -255,10 +260,12 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
         await run.hooks.before_migration(src, dst)
 
     async def on_pass(n: int) -> None:
+        await run.injector.on_pass(n)
         if run.hooks.on_pass is not None:
             await run.hooks.on_pass(n, src, dst)
 
     async def on_status(status: str) -> None:
+        await run.injector.on_status(status)
         if run.hooks.on_status is not None:
             await run.hooks.on_status(status, src, dst)
 
@@ -269,14 +276,17 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
                          redirtied=lambda: r.guest.work_done(src.console.view()) > work_before)
     run.migration_started = True
     run.t_migrate, wall = time.monotonic(), time.time()
+    run.injector.begin(src, dst)
     try:
         await driver.migrate(src, dst, uri, policy, stats, o.timeout, watch)
-    except MigrationFailed as exc:
+    except (MigrationFailed, QmpError) as exc:
         # QEMU's own reason first, but name the side if one of them died.
         if not isinstance(exc, SideLost) and (lost := await run.supervisor.first_failure()):
             raise lost from exc
         raise
     finally:
+        run.injector.end()
+        rep.faults = run.injector.records
         run.timings["migrate"] = round(time.monotonic() - run.t_migrate, 3)
         run.wall_migrate = (wall, time.time())
         stats.workload_progress_during = r.guest.work_done(src.console.view()) - work_before
@@ -292,6 +302,8 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
 async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
     """Both RAM images page by page (source postmigrate, destination paused)."""
     r, rep = run.r, run.report
+    await run.injector.after_migration()
+    rep.faults = run.injector.records
     if run.hooks.after_migration is not None:
         await run.hooks.after_migration(src, dst)
     if run.hooks.before_verify is not None:
