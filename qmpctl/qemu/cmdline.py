@@ -40,6 +40,10 @@ class MachineSpec:
     trace_timestamps: bool = False  # -msg timestamp=on: wall-clock time on each trace line
     incoming: bool = False  # destination: -incoming defer, paused (-S)
     name: str = "guest"
+    # Run inside this network namespace (`ip netns exec`, which execs QEMU in
+    # place: same pid). QMP and serial stay on filesystem unix sockets, which
+    # are not tied to a network namespace.
+    netns: str | None = None
 
 
 def machine_args(spec: MachineSpec) -> list[str]:
@@ -68,7 +72,8 @@ def _escape_opt(value: str) -> str:
 
 def build_argv(spec: MachineSpec) -> list[str]:
     """The full argv for `spec` (pure: same spec, same list)."""
-    argv = [
+    argv = ["ip", "netns", "exec", spec.netns] if spec.netns is not None else []
+    argv += [
         str(spec.binary),
         "-name", spec.name,
         "-nodefaults",

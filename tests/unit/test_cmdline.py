@@ -58,3 +58,12 @@ def test_commas_in_paths_are_escaped() -> None:
 
 def test_build_argv_is_pure() -> None:
     assert build_argv(spec()) == build_argv(spec())
+
+
+def test_netns_wraps_qemu_in_ip_netns_exec() -> None:
+    plain = build_argv(spec())
+    argv = build_argv(spec(netns="qmpctl-ab12cd_e-dst", incoming=True))
+    assert argv[:5] == ["ip", "netns", "exec", "qmpctl-ab12cd_e-dst",
+                        "/usr/bin/qemu-system-x86_64"]
+    assert argv[4:] == build_argv(spec(incoming=True))
+    assert plain[0] == "/usr/bin/qemu-system-x86_64" and "netns" not in plain
