@@ -183,7 +183,12 @@ def migrate(
     wave_end: Annotated[int | None, typer.Option(help="Wave end, MiB into RAM")] = None,
     stride: Annotated[int, typer.Option(help="Bytes between two written bytes")] = 4096,
     delta: Annotated[int, typer.Option(help="Increment per pass (1..255)")] = 1,
-    transport: Annotated[str, typer.Option(help="unix or tcp (loopback)")] = "unix",
+    transport: Annotated[str | None, typer.Option(
+        help="unix or tcp (loopback; with --topology netns, across the veth) "
+             "[default: unix; tcp with --topology netns]")] = None,
+    topology: Annotated[str, typer.Option(
+        help="local (both QEMUs here) or netns (each in its own network namespace, joined "
+             "by a veth pair, 192.0.2.1 -> 192.0.2.2; needs root and iproute2)")] = "local",
     min_passes: Annotated[int, typer.Option(help="Dirty syncs before convergence is allowed")]
     = 3,
     throttle: Annotated[int, typer.Option(help="MiB/s while convergence is held back")] = 64,
@@ -246,7 +251,8 @@ def migrate(
             arch=arch, guest=guest, workload=workload, workload_size=workload_size, hot=hot,
             rate=rate, accel=accel, dirty_ring=dirty_ring, ram=ram, smp=smp,
             wave_start=wave_start, wave_end=wave_end, stride=stride, delta=delta,
-            transport=transport, min_passes=min_passes, throttle=throttle,
+            **({} if transport is None else {"transport": transport}), topology=topology,
+            min_passes=min_passes, throttle=throttle,
             downtime_limit=downtime_limit, timeout=timeout, hold_timeout=hold_timeout,
             boot_timeout=boot_timeout, qemu=qemu, qemu_src=qemu_src,
             qemu_dst=qemu_dst, exclude=tuple(exclude or ()), capability=tuple(capability or ()),

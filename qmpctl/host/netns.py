@@ -37,6 +37,11 @@ TBF_LATENCY = "100ms"  # how long a packet may wait in the tbf queue before it i
 _TIMEOUT = 15.0
 
 
+def namespace_name(base: str, side: str) -> str:
+    """The namespace of `side` for the run directory named `base`."""
+    return f"{base}-{side}"
+
+
 def host_problem(euid: int | None = None,
                  which: Callable[[str], str | None] = shutil.which,
                  tools: tuple[str, ...] = ("ip",)) -> str | None:
@@ -100,7 +105,7 @@ class NetnsPair:
             raise ValueError(f"namespace base {self.base!r} must start with {NETNS_PREFIX!r}")
 
     def namespace(self, side: Side) -> str:
-        return f"{self.base}-{side}"
+        return namespace_name(self.base, side)
 
     @property
     def src_ns(self) -> str:

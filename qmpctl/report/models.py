@@ -25,6 +25,16 @@ from ..verify.timeline import DirtyTimeline
 SCHEMA_VERSION = 2  # 2: one model per concept (host = KvmInfo), verdicts inconclusive/error
 
 
+class NetnsConfig(BaseModel):
+    """--topology netns: the two network namespaces the run made, and the veth's addresses."""
+
+    src_namespace: str
+    dst_namespace: str
+    src_address: str
+    dst_address: str
+    prefix_len: int
+
+
 class RunConfig(BaseModel):
     arch: str
     guest: str
@@ -35,6 +45,10 @@ class RunConfig(BaseModel):
     ram_mib: int
     smp: int
     transport: str
+    topology: Literal["local", "netns"] = Field(
+        "local", description="local: both QEMUs in qmpctl's network namespace; netns: each in "
+                             "its own, joined by a veth pair (see `netns`)")
+    netns: NetnsConfig | None = None
     qemu_src: str
     qemu_dst: str
     qemu_src_version: str

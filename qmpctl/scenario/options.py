@@ -22,6 +22,7 @@ from ..guests.linux import LinuxGuest, LinuxWorkload
 from ..guests.protocol import Guest
 from ..guests.wave import WaveGuest, default_wave
 from ..host.kvm import ARCHES, Arch, KvmInfo, kvm_can_run, probe_kvm
+from ..host.netns import check_host as check_netns_host
 from ..host.qemu import QemuBinary, find_qemu
 from ..migration.settings import MigrationSettings, parse_capability, parse_setting
 from ..qemu.cmdline import Accel
@@ -33,6 +34,7 @@ AccelChoice = Literal["auto", "kvm", "tcg"]
 DEFAULT_RING = 4096
 MAX_SMP = 8
 Transport = Literal["unix", "tcp"]
+Topology = Literal["local", "netns"]
 
 
 class MigrateOptions(BaseModel):
@@ -57,7 +59,11 @@ class MigrateOptions(BaseModel):
     wave_end: int | None = Field(None, description="MiB into RAM")
     stride: int = 4096
     delta: int = 1
-    transport: Transport = "unix"
+    transport: Transport = Field("unix", description="unix socket or TCP; --topology netns "
+                                                     "implies (and needs) tcp")
+    topology: Topology = Field("local", description="local: both QEMUs in this network "
+                                                    "namespace; netns: each in its own, "
+                                                    "joined by a veth pair")
     min_passes: int = 3
     throttle: int = Field(64, description="MiB/s while convergence is held back")
     downtime_limit: int = Field(1000, description="ms once it may converge")
@@ -224,9 +230,10 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
     if problems := exclusion_problems(list(exclusions), guest.layout()):
         raise UsageError("; ".join(problems))
     faults = tuple(parse_fault(f) for f in opts.fault)
-    if problems := fault_problems(list(faults), "local") + corrupt_problems(faults, guest):
+    if problems := fault_problems(list(faults), opts.topology) + corrupt_problems(faults, guest):
         raise UsageError("; ".join(problems))
     settings = user_settings(opts)
+    check_topology(opts)
     src = find_qemu(arch, opts.qemu_src or opts.qemu)
     dst_name = opts.qemu_dst or opts.qemu
     dst = find_qemu(arch, dst_name) if dst_name != (opts.qemu_src or opts.qemu) else src
@@ -242,6 +249,26 @@ def corrupt_problems(faults: tuple[FaultSpec, ...], guest: Guest) -> list[str]:
     return [f"--fault {f.text}: 0x{int(f.value or 0):x} is outside guest RAM "
             f"0x{layout.base_gpa:x}-0x{top:x}" for f in faults
             if f.kind == "corrupt-dst" and not layout.base_gpa <= int(f.value or 0) < top]
+
+
+NETNS_NEEDS_TCP = (
+    "--transport unix: --topology netns puts source and destination in two network "
+    "namespaces and migrates over TCP across the veth between them (a unix socket would "
+    "bypass that link); leave --transport out or use --transport tcp")
+
+
+def check_topology(opts: MigrateOptions) -> None:
+    """netns: refuse an explicit unix transport; the host must make namespaces."""
+    if opts.topology != "netns":
+        return
+    if opts.transport == "unix" and "transport" in opts.model_fields_set:
+        raise UsageError(NETNS_NEEDS_TCP)
+    check_netns_host()
+
+
+def effective_transport(opts: MigrateOptions) -> Transport:
+    """The transport a run uses: netns implies tcp."""
+    return "tcp" if opts.topology == "netns" else opts.transport
 
 
 def build_guest(opts: MigrateOptions, arch: Arch, ram_mib: int) -> Guest:

@@ -37,6 +37,7 @@ from ..core.units import MiB
 from ..faults.injector import FaultInjector
 from ..guests.base import GuestCheck
 from ..guests.its import table_verdicts
+from ..host.netns import NetnsPair, namespace_name, sweep_stale_namespaces
 from ..host.qemu import QemuBinary
 from ..migration import driver
 from ..migration.dirtyrate import probe_dirty_rate
@@ -48,7 +49,7 @@ from ..qemu.machine import QemuMachine
 from ..qemu.rundir import RunDir, free_bytes, sweep_stale
 from ..qemu.schema import QemuSchema, probe_schema
 from ..qemu.supervisor import Supervisor
-from ..report.models import RunConfig, RunReport
+from ..report.models import NetnsConfig, RunConfig, RunReport
 from ..report.verdict import before_migration_failure, conclude
 from ..verify.classify import classify_mismatches
 from ..verify.compare import compare_images
@@ -57,7 +58,7 @@ from ..verify.ramimage import RamImage
 from ..verify.ranges import locate_differences
 from ..verify.ring import ring_evidence, ring_problems
 from ..verify.timeline import TIMELINE_TRACE_EVENTS, build_timeline, relate
-from .options import MigrateOptions, Resolved, resolve
+from .options import MigrateOptions, Resolved, effective_transport, resolve
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ def machine_spec(r: Resolved, run: RunDir, side: str, binary: QemuBinary,
         # The source's dirty-tracking timeline: ring reaps, syncs, stop (cheap events only).
         trace_events=TIMELINE_TRACE_EVENTS if side == "src" else (),
         trace_timestamps=side == "src",
+        netns=namespace_name(run.path.name, side) if r.options.topology == "netns" else None,
     )
 
 
@@ -131,13 +133,31 @@ def run_config(r: Resolved, settings: MigrationSettings) -> RunConfig:
         dirty_ring_size=r.ring,
         dirty_tracking="tcg" if r.accel == "tcg" else
         ("kvm-dirty-ring" if r.ring else "kvm-dirty-bitmap"),
-        ram_mib=r.guest.ram_mib, smp=r.guest.smp, transport=o.transport,
+        ram_mib=r.guest.ram_mib, smp=r.guest.smp, transport=effective_transport(o),
+        topology=o.topology,
         qemu_src=str(r.qemu_src.path), qemu_dst=str(r.qemu_dst.path),
         qemu_src_version=r.qemu_src.version_str, qemu_dst_version=r.qemu_dst.version_str,
         workload=r.guest.workload_summary(), min_passes=o.min_passes,
         throttle_bandwidth=o.throttle * MiB, converge_downtime_ms=o.downtime_limit,
         migration_settings=settings, forced=list(r.forced),
     )
+
+
+NETNS_MIGRATION_PORT = 4444  # the destination's namespace is new: nothing else listens there
+
+
+def netns_pair(run: Run) -> NetnsPair:
+    """--topology netns: the run's two namespaces (made on entering the pair),
+    named after its directory and recorded in the report; namespaces of a
+    qmpctl that died are swept first."""
+    for stale in sweep_stale_namespaces(run.dir.path.parent):
+        log.warning("removed network namespace %s, left by a qmpctl that died", stale)
+    pair = NetnsPair(run.dir.path.name)
+    if run.report.config is not None:
+        run.report.config.netns = NetnsConfig(
+            src_namespace=pair.src_ns, dst_namespace=pair.dst_ns, src_address=pair.src_addr,
+            dst_address=pair.dst_addr, prefix_len=pair.prefix_len)
+    return pair
 
 
 def new_report(error: QmpctlError | None = None) -> RunReport:
@@ -164,6 +184,7 @@ class Run:
     t_migrate: float = 0.0
     wall_migrate: tuple[float, float] = (0.0, 0.0)  # time.time() at migrate and at the end
     supervisor: Supervisor = field(init=False)
+    topology: NetnsPair | None = None  # --topology netns: link()/rate() act on the veth
     injector: FaultInjector = field(init=False)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -253,8 +274,11 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
     r, rep, o = run.r, run.report, run.r.options
     dst = run.dst = await run.launch(stack, "dst", r.qemu_dst)
     stack.push_async_callback(run.settle_source)  # first thing on the way out
-    uri = (f"unix:{run.dir.side('mig', 'sock')}" if o.transport == "unix"
-           else f"tcp:127.0.0.1:{_free_port()}")
+    if run.topology is not None:  # the destination listens on its own veth address
+        uri = f"tcp:{run.topology.dst_addr}:{NETNS_MIGRATION_PORT}"
+    else:
+        uri = (f"unix:{run.dir.side('mig', 'sock')}" if o.transport == "unix"
+               else f"tcp:127.0.0.1:{_free_port()}")
     await driver.prepare(src, dst, uri, settings)
     if run.hooks.before_migration is not None:
         await run.hooks.before_migration(src, dst)
@@ -384,6 +408,8 @@ async def _run(run: Run) -> None:
     async with contextlib.AsyncExitStack() as stack:
         if (artifacts := run.r.options.artifacts) is not None:
             stack.callback(_keep_logs, run.dir, artifacts)  # after the QEMUs are gone
+        if run.r.options.topology == "netns":  # made before and deleted after both QEMUs
+            run.topology = run.injector.link = stack.enter_context(netns_pair(run))
         # The supervisor stops before the machines are shut down (the stack).
         async with task_group() as group:
             watcher = group.create_task(run.supervisor.watch())
