@@ -1,8 +1,10 @@
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import qmpctl.verify.compare as cmp
 from qmpctl.core.units import PAGE_SIZE
 from qmpctl.verify.compare import compare_images, differing_pages, exclusion_problems
 from qmpctl.verify.ramimage import RamImage, RamLayout, Region
@@ -10,8 +12,15 @@ from qmpctl.verify.ramimage import RamImage, RamLayout, Region
 PAGES = 64
 
 
+@pytest.fixture(params=["read", "map"])
+def method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every comparison test runs with both ways of reading the images."""
+    monkeypatch.setattr(cmp, "METHOD", request.param)
+    return str(request.param)
+
+
 @pytest.fixture
-def images(tmp_path: Path) -> tuple[Path, Path]:
+def images(method: str, tmp_path: Path) -> tuple[Path, Path]:
     data = np.random.default_rng(1).integers(0, 256, PAGES * PAGE_SIZE, dtype=np.uint8)
     a, b = tmp_path / "a.ram", tmp_path / "b.ram"
     a.write_bytes(data.tobytes())
@@ -92,16 +101,37 @@ def test_exclusions_checked_against_the_memory_map() -> None:
         "--exclude: the exclusions cover all of guest RAM; nothing would be compared"]
 
 
-def test_many_chunks_and_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import qmpctl.verify.compare as cmp
-    monkeypatch.setattr(cmp, "CHUNK_BYTES", 4 * PAGE_SIZE)
-    monkeypatch.setattr(cmp, "BLOCK_BYTES", 2 * PAGE_SIZE)
+def test_many_chunks_and_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 method: str) -> None:
+    monkeypatch.setattr(cmp, "CHUNK_BYTES", 8 * PAGE_SIZE)
+    monkeypatch.setattr(cmp, "BLOCK_BYTES", 3 * PAGE_SIZE)  # a short last block per chunk
     size = 40 * PAGE_SIZE
     a, b = tmp_path / "a", tmp_path / "b"
     a.write_bytes(bytes(size))
     b.write_bytes(bytes(size))
-    for page in (0, 9, 39):
+    for page in (0, 9, 10, 23, 39):
         poke(b, page * PAGE_SIZE + 7, 1)
     with RamImage(a) as s, RamImage(b) as d:
         res = cmp.compare_images(s, d, RamLayout(0, size), threads=2)
-    assert [m.page for m in res.mismatches] == [0, 9, 39]
+        assert cmp.compare_images(s, d, RamLayout(0, size), threads=1).differing.tolist() == [
+            0, 9, 10, 23, 39]
+    assert [m.page for m in res.mismatches] == [0, 9, 10, 23, 39]
+    assert res.differing.tolist() == [0, 9, 10, 23, 39]
+
+
+def test_method_follows_the_page_size_of_the_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Huge pages (tmpfs huge=, hugetlbfs) show as st_blksize: compare in place there."""
+    assert 2 << 20 in cmp.huge_page_sizes()
+    a = tmp_path / "a"
+    a.write_bytes(bytes(PAGE_SIZE))
+    with RamImage(a) as s, RamImage(a) as d:
+        assert cmp.compare_method(s, d) == "read"  # pytest's tmp_path: not on huge pages
+        monkeypatch.setattr(cmp, "huge_page_sizes", lambda: frozenset({os.fstat(s.fd).st_blksize}))
+        assert cmp.compare_method(s, d) == "map"
+        monkeypatch.setattr(cmp, "METHOD", "read")
+        assert cmp.compare_method(s, d) == "read"
+
+
+def test_default_threads_is_every_cpu_this_process_may_use() -> None:
+    assert 1 <= cmp.worker_count() <= (os.cpu_count() or 1)
