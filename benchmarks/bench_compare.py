@@ -1,68 +1,226 @@
 """Verification engine throughput against this machine's plain memory compare.
 
-Creates two identical RAM images of SIZE GiB on tmpfs, then measures, in the
-same run: (a) the baseline, numpy equality of two in-memory buffers of the
-same size, and (b) qmpctl's full page-by-page comparison of the two files
-(reading and comparing every page). Prints best-of-N GiB/s and the ratio b/a.
-Shared, noisy machines: figures, not assertions.
+Writes two identical RAM images of --gib GiB (default 2) on tmpfs (/dev/shm),
+then measures in the same run, best of --repeat rounds (each round runs every
+measurement once, so drift on a shared machine hits them alike):
+
+* libc memcmp of two in-memory buffers of the same size, on 1 thread and on
+  all threads (one slice each; ctypes releases the GIL): the machine's speed;
+* the read floor: preadv of both files into cache-sized buffers, nothing
+  compared (what getting the bytes out of tmpfs costs);
+* qmpctl's compare_images of the two files (open, compare, close);
+* hashed mode: page_digests of one file (what each host does when the
+  destination is elsewhere), and of both files plus compare_digests (one host).
+
+Prints GiB of image per second for each and the ratios to all-threads memcmp.
+Figures, not assertions: the machine is shared and noisy. `--blocks 256,1024`
+also measures the engine at other block sizes (KiB).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
-from qmpctl.qemu.rundir import RunDir
-from qmpctl.verify.compare import compare_images
+from qmpctl.core.units import GiB, MiB
+from qmpctl.qemu.rundir import RunDir, default_root, free_bytes
+from qmpctl.verify import compare
+from qmpctl.verify.compare import BlockBuffer, compare_images, map_chunks, worker_count
+from qmpctl.verify.digest import compare_digests, page_digests
 from qmpctl.verify.ramimage import RamImage, RamLayout
 
-
-def best(fn: object, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()  # type: ignore[operator]
-        times.append(time.perf_counter() - t)
-    return min(times)
+_memcmp = ctypes.CDLL(None).memcmp
+_memcmp.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+_memcmp.restype = ctypes.c_int
+WRITE_CHUNK = 64 * MiB
+MARGIN = 256 * MiB
 
 
-def baseline(data: np.ndarray, repeat: int) -> float:
-    """numpy equality of two in-memory buffers of the same size (warm, best of N)."""
-    words, other = data.view(np.uint64), data.copy().view(np.uint64)
-    return best(lambda: np.array_equal(words, other), repeat)
+def mem_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--gib", type=float, default=2.0)
-    ap.add_argument("--repeat", type=int, default=5)
+def anon_huge() -> int:
+    """Bytes of this process's anonymous memory on transparent huge pages."""
+    try:
+        text = Path("/proc/self/smaps_rollup").read_text()
+    except OSError:
+        return 0
+    return sum(int(line.split()[1]) * 1024 for line in text.splitlines()
+               if line.startswith("AnonHugePages:"))
+
+
+def caches() -> str:
+    out = []
+    for d in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            kind = (d / "type").read_text().strip()
+            if kind == "Instruction":
+                continue
+            out.append(f"L{(d / 'level').read_text().strip()} {(d / 'size').read_text().strip()}")
+        except OSError:
+            continue
+    return ", ".join(out) or "cache sizes unknown"
+
+
+def write_images(paths: tuple[Path, Path], size: int) -> None:
+    """Two identical files of random bytes, written in chunks (no size-sized buffer)."""
+    rng = np.random.default_rng(0)
+    with paths[0].open("wb") as fa, paths[1].open("wb") as fb:
+        for off in range(0, size, WRITE_CHUNK):
+            chunk = rng.integers(0, 256, min(WRITE_CHUNK, size - off), dtype=np.uint8)
+            fa.write(chunk.data)
+            fb.write(chunk.data)
+
+
+def memcmp_all(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8], pool: ThreadPoolExecutor,
+               threads: int) -> bool:
+    """memcmp of two buffers, one contiguous page-aligned slice per thread."""
+    step = -(-len(a) // threads // 4096) * 4096
+    pa, pb = a.ctypes.data, b.ctypes.data
+    slices = [(s, min(step, len(a) - s)) for s in range(0, len(a), step)]
+    return not any(pool.map(lambda sn: _memcmp(pa + sn[0], pb + sn[0], sn[1]), slices))
+
+
+def read_floor(a: Path, b: Path, threads: int) -> None:
+    """preadv of both files in BLOCK_BYTES blocks, compared with nothing."""
+    with RamImage(a) as s, RamImage(b) as d:
+        def work(start: int, end: int) -> None:
+            ba, bb = BlockBuffer(compare.BLOCK_BYTES), BlockBuffer(compare.BLOCK_BYTES)
+            for off in range(start, end, compare.BLOCK_BYTES):
+                n = min(compare.BLOCK_BYTES, end - off)
+                ba.read(s.fd, off, n)
+                bb.read(d.fd, off, n)
+
+        map_chunks(s.size, threads, work)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--gib", type=float, default=2.0, help="size of each RAM image (GiB)")
+    ap.add_argument("--repeat", type=int, default=5, help="rounds; the best of each is shown")
+    ap.add_argument("--threads", type=int, default=worker_count(),
+                    help="threads for the all-threads figures (default: every CPU)")
+    ap.add_argument("--dir", type=Path, default=default_root(),
+                    help="where the two images are written (default: /dev/shm)")
+    ap.add_argument("--blocks", default="",
+                    help="also measure the engine with these block sizes, KiB, comma-separated")
     args = ap.parse_args()
-    size = int(args.gib * (1 << 30)) // 4096 * 4096
-    gib = size / (1 << 30)
-    data = np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8)
-    run = RunDir.create()
+    size = int(args.gib * GiB) // 4096 * 4096
+    if size <= 0:
+        ap.error("--gib must give at least one 4 KiB page")
+    gib, threads = size / GiB, max(1, args.threads)
+    blocks = [int(k) * 1024 for k in args.blocks.split(",") if k.strip()]
+
+    # Room: the two files here, then (checked once they are written) two in-memory buffers.
+    if (free := free_bytes(args.dir)) < 2 * size + MARGIN:
+        print(f"bench_compare: {args.dir} has {free / GiB:.1f} GiB free; two {gib:.2f} GiB "
+              f"images need {(2 * size + MARGIN) / GiB:.1f} GiB: use a smaller --gib or "
+              f"another --dir", file=sys.stderr)
+        return 2
+    run = RunDir.create(args.dir)
     try:
         a, b = run.side("a", "ram"), run.side("b", "ram")
-        for p in (a, b):
-            data.tofile(p)
-        base = baseline(data, args.repeat)
+        write_images((a, b), size)
+        # Checked after writing: on tmpfs the images themselves took memory.
+        if (avail := mem_available()) < 2 * size + MARGIN:
+            print(f"bench_compare: {avail / GiB:.1f} GiB of memory available beside the images;"
+                  f" two in-memory buffers of {gib:.2f} GiB need "
+                  f"{(2 * size + MARGIN) / GiB:.1f} GiB: use a smaller --gib", file=sys.stderr)
+            return 2
+        x = np.fromfile(a, dtype=np.uint8)
+        y = np.fromfile(b, dtype=np.uint8)
+        layout = RamLayout(0, size)
+        pool = ThreadPoolExecutor(threads)
 
         def engine() -> None:
-            with RamImage(Path(a)) as s, RamImage(Path(b)) as d:
-                assert compare_images(s, d, RamLayout(0, size)).identical
+            with RamImage(a) as s, RamImage(b) as d:
+                if not compare_images(s, d, layout, threads=threads).identical:
+                    raise SystemExit("bench_compare: compare_images found a difference")
 
-        eng = best(engine, args.repeat)
-        print(f"image size          {gib:.2f} GiB on {run.path.parent} ({os.cpu_count()} CPUs)")
-        print(f"baseline (numpy ==) {gib / base:6.2f} GiB/s  in-memory buffers")
-        print(f"qmpctl compare      {gib / eng:6.2f} GiB/s  two RAM files, read+compare")
-        print(f"ratio               {base / eng:6.2f}  (target >= 0.70)")
+        def hash_one() -> None:
+            with RamImage(a) as s:
+                page_digests(s, threads)
+
+        def hash_both() -> None:
+            with RamImage(a) as s, RamImage(b) as d:
+                ds, dd = page_digests(s, threads), page_digests(d, threads)
+            if not compare_digests(ds, dd, layout).identical:
+                raise SystemExit("bench_compare: compare_digests found a difference")
+
+        def variant(fn: Callable[[], object], block: int | None = None,
+                    method: compare.Method = "auto") -> Callable[[], None]:
+            def run_variant() -> None:
+                saved = compare.BLOCK_BYTES, compare.METHOD
+                compare.BLOCK_BYTES, compare.METHOD = block or saved[0], method
+                try:
+                    fn()
+                finally:
+                    compare.BLOCK_BYTES, compare.METHOD = saved
+            return run_variant
+
+        default_block = compare.BLOCK_BYTES
+        with RamImage(a) as s, RamImage(b) as d:
+            method = compare.compare_method(s, d)
+            page = os.fstat(s.fd).st_blksize
+        cases: dict[str, tuple[Callable[[], object], str]] = {
+            "memcmp 1 thread": (lambda: _memcmp(x.ctypes.data, y.ctypes.data, size),
+                                "in-memory buffers"),
+            f"memcmp {threads} threads": (lambda: memcmp_all(x, y, pool, threads),
+                                          "in-memory buffers, one slice per thread"),
+            "read floor": (lambda: read_floor(a, b, threads),
+                           "preadv of both files, nothing compared"),
+            "qmpctl compare": (engine, f"compare_images, {default_block >> 10} KiB blocks, "
+                                       f"method {method}"),
+            "compare, method read": (variant(engine, method="read"), "preadv + memcmp"),
+            "compare, method map": (variant(engine, method="map"), "memcmp of the mappings"),
+            "hashed, 1 image": (hash_one, "page_digests of one file (each host's share)"),
+            "hashed, 2 images": (hash_both, "page_digests of both + compare_digests"),
+        }
+        for block in blocks:
+            cases[f"compare {block >> 10} KiB"] = (variant(engine, block), "compare_images")
+            cases[f"hashed 1 image {block >> 10} KiB"] = (variant(hash_one, block),
+                                                         "page_digests")
+        best = dict.fromkeys(cases, float("inf"))
+        for _ in range(max(1, args.repeat)):
+            for name, (fn, _what) in cases.items():
+                t = time.perf_counter()
+                fn()
+                best[name] = min(best[name], time.perf_counter() - t)
+        pool.shutdown()
+        huge = anon_huge()
+
+        print(f"images: 2 x {gib:.2f} GiB on {args.dir}; {os.cpu_count()} CPUs, {threads} threads;"
+              f" {caches()}; best of {args.repeat}")
+        print(f"in-memory buffers: {huge / GiB:.2f} of {2 * gib:.2f} GiB on huge pages; "
+              f"image files: st_blksize {page >> 10} KiB, so compare_images uses {method!r}")
+        for name, (_fn, what) in cases.items():
+            print(f"{name:24s} {gib / best[name]:6.2f} GiB/s  {best[name] * 1000:7.1f} ms  {what}")
+        ref = best[f"memcmp {threads} threads"]
+        print(f"ratio qmpctl compare / memcmp {threads} threads   "
+              f"{ref / best['qmpctl compare']:5.2f}  (target >= 0.80)")
+        print(f"ratio hashed, 1 image / memcmp {threads} threads  "
+              f"{ref / best['hashed, 1 image']:5.2f}  (target >= 0.50; hosts hash in parallel)")
+        print(f"ratio hashed, 2 images / memcmp {threads} threads "
+              f"{ref / best['hashed, 2 images']:5.2f}  (both sides on this host)")
+        print(f"ratio read floor / memcmp {threads} threads       "
+              f"{ref / best['read floor']:5.2f}  (the copy out of the files alone)")
     finally:
         run.remove()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
