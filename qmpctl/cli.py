@@ -21,7 +21,8 @@ from rich.table import Table
 
 from . import __version__
 from .core.errors import ExitCode, QmpctlError, UsageError
-from .qemu.rundir import sweep_stale
+from .host.netns import sweep_stale_namespaces
+from .qemu.rundir import default_root, sweep_stale
 from .report.models import RunReport
 from .report.plots import plot_report, require_matplotlib
 from .report.schema import report_schema
@@ -212,6 +213,9 @@ def migrate(
     parameter: Annotated[list[str] | None, typer.Option(
         help="Migration parameter NAME=VALUE on both sides (repeatable; checked likewise)")]
     = None,
+    verify: Annotated[str, typer.Option(
+        help="bytes: memcmp of both RAM images; hash: xxh3-64 per page on each side, only "
+             "digests compared (what a destination on another host sends)")] = "bytes",
     fault: Annotated[list[str] | None, typer.Option(
         help="Inject WHAT@WHEN (repeatable): kill-src, kill-dst, stop-dst, drop-qmp-src, "
              "link-down, link-down-for=S, rate=MBIT (netns), corrupt-dst=GPA; WHEN = pass:N, "
@@ -256,7 +260,8 @@ def migrate(
             downtime_limit=downtime_limit, timeout=timeout, hold_timeout=hold_timeout,
             boot_timeout=boot_timeout, qemu=qemu, qemu_src=qemu_src,
             qemu_dst=qemu_dst, exclude=tuple(exclude or ()), capability=tuple(capability or ()),
-            parameter=tuple(parameter or ()), fault=tuple(fault or ()), artifacts=artifacts,
+            parameter=tuple(parameter or ()), fault=tuple(fault or ()), verify=verify,
+            artifacts=artifacts,
             force=force,
             postcopy=postcopy, dirty_rate_probe=dirty_rate_probe)
         results = asyncio.run(_run(opts, live=err.is_terminal and not json_out, repeat=repeat))
@@ -286,9 +291,10 @@ def doctor(
 
     if clean:
         removed = sweep_stale()
+        removed += [Path(f"netns {name}") for name in sweep_stale_namespaces(default_root())]
         for path in removed:
             print(f"removed {path}")
-        print(f"{len(removed)} stale run directories removed")
+        print(f"{len(removed)} stale run directories and namespaces removed")
         return
 
     rep = asyncio.run(run_doctor(probe))

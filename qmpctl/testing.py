@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from .core.errors import ExitCode
 from .report.models import RunReport
 from .scenario.runner import Hooks
+from .verify.digest import DIGEST_ONLY
 from .verify.ramblocks import parse_ramblocks
 from .verify.ranges import describe_ranges
 
@@ -97,8 +98,10 @@ def not_verified_message(report: RunReport) -> str:
     if (memory := report.memory) is not None and memory.pages_differing:
         lines.append(f"  {memory.pages_differing} of {memory.pages_compared} pages differ:")
         for page in memory.mismatches[:MAX_PAGES_SHOWN]:
-            lines.append(f"  page gpa 0x{page.gpa:x} ({page.region}), first differing byte "
-                         f"+0x{page.first_diff:x}: src {page.src_hex} | dst {page.dst_hex}")
+            where = ("" if page.src_hex.startswith(DIGEST_ONLY) else
+                     f", first differing byte +0x{page.first_diff:x}")
+            lines.append(f"  page gpa 0x{page.gpa:x} ({page.region}){where}: "
+                         f"src {page.src_hex} | dst {page.dst_hex}")
         if (more := memory.pages_differing - min(len(memory.mismatches), MAX_PAGES_SHOWN)) > 0:
             lines.append(f"  ... and {more} more")
         if memory.location is not None:

@@ -60,6 +60,8 @@ class RunConfig(BaseModel):
     migration_settings: MigrationSettings = Field(
         default_factory=MigrationSettings,
         description="capabilities and parameters set on both sides before migrating")
+    verify: Literal["bytes", "hash"] = Field(
+        "bytes", description="how the RAM images were compared (hash: xxh3-64 per page)")
     forced: list[str] = Field(default_factory=list,
                               description="Safety checks the user overrode with --force")
 

@@ -3,6 +3,7 @@ has everything."""
 
 from __future__ import annotations
 
+from ..verify.digest import DIGEST_ONLY
 from ..verify.ranges import describe_ranges
 from .models import RunReport
 
@@ -20,6 +21,12 @@ def summary_lines(report: RunReport) -> list[str]:
         out.append(f"guest: {c.guest} {c.arch}, {c.ram_mib} MiB, {c.smp} vCPU, "
                    f"accel {c.accel} ({c.accel_reason}), tracking {c.dirty_tracking}"
                    + (f" ring={c.dirty_ring_size}" if c.dirty_ring_size else ""))
+        if c.netns is not None:
+            n = c.netns
+            out.append(f"topology: netns, source {n.src_namespace} {n.src_address}, "
+                       f"destination {n.dst_namespace} {n.dst_address}; transport {c.transport}")
+        if c.verify != "bytes":
+            out.append(f"verification: {c.verify} (xxh3-64 per page, digests compared)")
         settings = c.migration_settings
         if settings.capabilities or settings.parameters:
             out.append("migration settings: " + ", ".join(
@@ -65,8 +72,9 @@ def summary_lines(report: RunReport) -> list[str]:
                        f"({e.pages} pages; asked 0x{e.start:x}-0x{e.end:x}): {e.reason}; "
                        f"it hid {e.pages_differing_hidden} differing pages")
         for mm in v.mismatches:
-            out.append(f"  page {mm.page} gpa 0x{mm.gpa:x} ({mm.region}): {mm.differing_bytes} "
-                       f"bytes differ from +0x{mm.first_diff:x}")
+            how = ("differs (digests only)" if mm.src_hex.startswith(DIGEST_ONLY) else
+                   f"{mm.differing_bytes} bytes differ from +0x{mm.first_diff:x}")
+            out.append(f"  page {mm.page} gpa 0x{mm.gpa:x} ({mm.region}): {how}")
             out.append(f"    src {mm.src_hex}")
             out.append(f"    dst {mm.dst_hex}")
     for b in report.ramblocks:

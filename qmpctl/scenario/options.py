@@ -77,6 +77,9 @@ class MigrateOptions(BaseModel):
     exclude: tuple[str, ...] = Field((), description="START-END[:REASON], guest-physical")
     capability: tuple[str, ...] = Field((), description="NAME or NAME=on|off, both sides")
     parameter: tuple[str, ...] = Field((), description="NAME=VALUE, both sides")
+    verify: Literal["bytes", "hash"] = Field(
+        "bytes", description="bytes: memcmp of both RAM images; hash: xxh3-64 per page on each "
+                             "side, only digests compared (a destination on another host)")
     fault: tuple[str, ...] = Field((), description="WHAT@WHEN faults to inject (see faults.spec)")
     dirty_rate_probe: bool = False
     force: bool = False

@@ -53,6 +53,7 @@ from ..report.models import NetnsConfig, RunConfig, RunReport
 from ..report.verdict import before_migration_failure, conclude
 from ..verify.classify import classify_mismatches
 from ..verify.compare import compare_images
+from ..verify.digest import compare_digests, page_digests
 from ..verify.ramblocks import ramblock_verdicts
 from ..verify.ramimage import RamImage
 from ..verify.ranges import locate_differences
@@ -139,7 +140,7 @@ def run_config(r: Resolved, settings: MigrationSettings) -> RunConfig:
         qemu_src_version=r.qemu_src.version_str, qemu_dst_version=r.qemu_dst.version_str,
         workload=r.guest.workload_summary(), min_passes=o.min_passes,
         throttle_bandwidth=o.throttle * MiB, converge_downtime_ms=o.downtime_limit,
-        migration_settings=settings, forced=list(r.forced),
+        migration_settings=settings, forced=list(r.forced), verify=o.verify,
     )
 
 
@@ -340,7 +341,14 @@ async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
 
     def compare() -> None:
         with RamImage(src.spec.ram_path) as si, RamImage(dst.spec.ram_path) as di:
-            memory = rep.memory = compare_images(si, di, layout, list(r.exclusions))
+            if r.options.verify == "hash":  # what a remote destination would send back
+                started = time.perf_counter()
+                digests = page_digests(si), page_digests(di)
+                memory = rep.memory = compare_digests(
+                    *digests, layout, list(r.exclusions),
+                    seconds=time.perf_counter() - started)
+            else:
+                memory = rep.memory = compare_images(si, di, layout, list(r.exclusions))
             if memory.pages_differing:  # explain: where, what kind
                 memory.location = locate_differences(memory.differing, layout)
                 if classifier is not None:

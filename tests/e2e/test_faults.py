@@ -89,3 +89,14 @@ async def test_postcopy_destination_lost_ends_at_once_with_the_source_state(
     assert "postcopy-paused" in rep.source_state_after, rep.source_state_after
     assert "not resumed" in rep.source_state_after
     assert took < LIVENESS_S
+
+
+async def test_link_down_in_precopy_fails_cleanly_with_the_source_running(
+        qmpctl_migrate: MigrateFn) -> None:
+    """--topology netns: the veth between the two namespaces is cut at pass 2."""
+    rep, _ = await faulted(qmpctl_migrate, "link-down@pass:2", topology="netns",
+                           timeout=15.0)
+    assert (rep.verdict, rep.exit_code) == ("migration-failed", ExitCode.MIGRATION_FAILED)
+    assert rep.faults[0].detail == "link down"
+    assert rep.source_state_after == "running"
+    assert rep.memory is None

@@ -97,3 +97,20 @@ async def test_its_tables_inside_an_exclusion_are_marked(qmpctl_migrate: Migrate
     [excl] = rep.memory.exclusions
     assert (excl.effective_start, excl.effective_end, excl.pages) == (
         0x4000_0000, 0x4100_0000, 4096)
+
+
+async def test_hashed_verification_verifies_and_names_a_corrupt_page(
+        qmpctl_migrate: MigrateFn) -> None:
+    """--verify hash: only xxh3 digests per page are compared, as they would be
+    for a destination on another host."""
+    from qmpctl.testing import corrupt_destination
+
+    good = await migrate(qmpctl_migrate, verify="hash")
+    assert_verified(good)
+    assert good.config is not None and good.config.verify == "hash"
+    assert good.memory is not None and good.memory.pages_compared == 64 * 256
+    bad = await migrate(qmpctl_migrate, verify="hash", hooks=corrupt_destination(0x500123))
+    assert bad.verdict == "mismatch" and bad.memory is not None
+    [page] = bad.memory.mismatches
+    assert page.gpa == 0x500000 and page.src_hex.startswith("(digest only) xxh3 ")
+    assert page.src_hex != page.dst_hex
