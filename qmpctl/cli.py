@@ -164,7 +164,8 @@ def _emit(reports: list[RunReport], as_json: bool, report_path: Path | None) -> 
 def migrate(
     arch: Annotated[str, typer.Option(help="Guest architecture: x86_64 or aarch64")] = "x86_64",
     guest: Annotated[str, typer.Option(
-        help="baremetal (x86 wave / arm64 ITS guest) or linux (Debian kernel + guestload)")]
+        help="baremetal (x86 wave / arm64 ITS guest), linux (Debian kernel + guestload) or "
+             "kernel (your own image: --kernel)")]
     = "baremetal",
     workload: Annotated[str, typer.Option(
         help="Linux guests: wave, random, hotset, rate or readmostly")] = "wave",
@@ -177,7 +178,8 @@ def migrate(
     = "auto",
     dirty_ring: Annotated[int | None, typer.Option(
         help="KVM dirty ring entries per vCPU; 0 = bitmap [default: 4096 with KVM]")] = None,
-    ram: Annotated[int | None, typer.Option(help="Guest RAM in MiB (160; Linux 512)")] = None,
+    ram: Annotated[int | None, typer.Option(
+        help="Guest RAM in MiB (160; Linux 512; kernel 256)")] = None,
     smp: Annotated[int | None, typer.Option(help="vCPUs (default: x86 wave 1, arm64 ITS 2)")]
     = None,
     wave_start: Annotated[int | None, typer.Option(help="Wave start, MiB into RAM")] = None,
@@ -237,6 +239,27 @@ def migrate(
     force: Annotated[bool, typer.Option(
         help="Run a configuration known to lose pages (arm64 KVM ring without "
              "ring-with-bitmap); the report lists what was forced")] = False,
+    kernel: Annotated[Path | None, typer.Option(
+        help="--guest kernel: the image to boot (ELF, flat binary, bzImage, Image), e.g. a "
+             "kvm-unit-tests *.flat")] = None,
+    initrd: Annotated[Path | None, typer.Option(help="--guest kernel: initrd")] = None,
+    append: Annotated[str | None, typer.Option(
+        help="--guest kernel: kernel command line (kvm-unit-tests: the test's arguments)")]
+    = None,
+    machine_opt: Annotated[list[str] | None, typer.Option(
+        help="--guest kernel: extra -machine KEY=VALUE (repeatable)")] = None,
+    handshake: Annotated[str, typer.Option(
+        help="--guest kernel: when to migrate: kvm-unit-tests (the guest asks, then waits "
+             "for a key; any number of times), line (--ready-line), none (--migrate-after)")]
+    = "kvm-unit-tests",
+    ready_line: Annotated[str | None, typer.Option(
+        help="--handshake line: regex of the line the guest prints once its workload runs")]
+    = None,
+    migrate_after: Annotated[float | None, typer.Option(
+        help="--handshake none: seconds after launch")] = None,
+    guest_timeout: Annotated[float, typer.Option(
+        help="--guest kernel: seconds the guest may take after a resume to ask again or "
+             "end with its result")] = 120.0,
 ) -> None:
     """Migrate a guest live while it dirties memory, then verify every page."""
     try:
@@ -263,7 +286,10 @@ def migrate(
             parameter=tuple(parameter or ()), fault=tuple(fault or ()), verify=verify,
             artifacts=artifacts,
             force=force,
-            postcopy=postcopy, dirty_rate_probe=dirty_rate_probe)
+            postcopy=postcopy, dirty_rate_probe=dirty_rate_probe,
+            kernel=kernel, initrd=initrd, append=append,
+            machine_opt=tuple(machine_opt or ()), handshake=handshake, ready_line=ready_line,
+            migrate_after=migrate_after, guest_timeout=guest_timeout)
         results = asyncio.run(_run(opts, live=err.is_terminal and not json_out, repeat=repeat))
     except QmpctlError as exc:
         results = [new_report(exc)]

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ..core.errors import HostError
 from ..core.units import MiB
 from ..host.kvm import Arch
+from ..qemu.console import ConsoleView
+from ..qemu.machine import QemuMachine
+from .gic import ItsTableMap
 
 RAM_BASE: dict[Arch, int] = {"x86_64": 0, "aarch64": 0x4000_0000}
 # Below this offset into RAM live firmware, DTB, the guest image and (arm64)
@@ -28,6 +32,47 @@ class GuestCheck(BaseModel):
     stage: str
     ok: bool
     detail: str
+
+
+class GuestResult(BaseModel):
+    """What a foreign guest said of itself, by kvm-unit-tests' conventions."""
+
+    status: Literal["PASS", "FAIL", "SKIP", "NONE", "NO-RESULT"] = Field(
+        description="PASS/FAIL/SKIP: the guest's own verdict; NONE: a guest whose handshake "
+                    "promises no verdict printed none; NO-RESULT: one that promised a verdict "
+                    "(kvm-unit-tests) did not give it")
+    passed: int = 0
+    failed: int = Field(0, description="FAIL and XPASS lines")
+    skipped: int = 0
+    expected_failures: int = Field(0, description="XFAIL lines")
+    summary: str | None = None
+    exit_status: int | None = Field(
+        None, description="the test's exit code: from `EXIT: STATUS=S` or QEMU's exit code "
+                          "through the test device, both (code << 1) | 1")
+    qemu_exit_code: int | None = None
+    migrations_requested: int = 0
+    failures: list[str] = Field(default_factory=list, description="the FAIL lines (first 20)")
+    detail: str = ""
+
+
+class OwnGuest:
+    """What the guests qmpctl builds (guestload/) share: qmpctl sees their
+    writes, pauses them after the resume to check their image again, and
+    migrates them once; they give no verdict of their own beyond their checks."""
+
+    measures_progress: ClassVar[bool] = True
+    checks_image_after_resume: ClassVar[bool] = True
+    machine_opts: ClassVar[tuple[str, ...]] = ()
+
+    async def next_migration(self, machine: QemuMachine, timeout: float) -> bool:
+        return False
+
+    def result(self, transcript: bytes, qemu_exit_code: int | None, requests: int
+               ) -> GuestResult | None:
+        return None
+
+    async def its_tables(self, machine: QemuMachine, view: ConsoleView) -> ItsTableMap | None:
+        return None
 
 
 def images_dir() -> Path:

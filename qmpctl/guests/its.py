@@ -4,29 +4,31 @@ checks; its ITS tables are compared source vs destination one by one."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ..core.units import PAGE_SIZE, MiB
 from ..qemu.console import ConsoleView, Record, SerialConsole
+from ..qemu.machine import QemuMachine
 from ..verify.compare import MemoryVerdict
 from ..verify.ramimage import RamLayout, Region
 from .base import RAM_BASE, GuestCheck
+from .gic import ItsTable, ItsTableMap
 from .wave import WaveGuest
 
-
-@dataclass(frozen=True)
-class ItsTable:
-    name: str
-    base: int
-    size: int
+ANNOUNCED = "announced by the guest (table record)"
 
 
 def its_tables(view: ConsoleView) -> list[ItsTable]:
     """The ITS/LPI tables the guest announced (`table` records)."""
-    return [ItsTable(r.fields["name"], r.int("base"), r.int("size"))
+    return [ItsTable(r.fields["name"], r.int("base"), r.int("size"), ANNOUNCED)
             for r in view.find("table")]
+
+
+def table_regions(tables: Sequence[ItsTable]) -> tuple[Region, ...]:
+    return tuple(Region(f"ITS table {t.name}", t.base, t.base + t.size) for t in tables)
 
 
 def its_check(record: Record, stage: str) -> GuestCheck:
@@ -54,14 +56,14 @@ class ItsGuest(WaveGuest):
         layout = super().layout()
         if view is None:
             return layout
-        regions: list[Region] = []
         if (head := view.last("its-guest")) is not None:
             lo, _, hi = head.fields.get("image", "").partition("-")
             if lo and hi:
-                regions.append(Region("guest image", int(lo, 16), int(hi, 16)))
-        regions += [Region(f"ITS table {t.name}", t.base, t.base + t.size)
-                    for t in its_tables(view)]
-        return layout.with_regions(*regions)
+                return layout.with_regions(Region("guest image", int(lo, 16), int(hi, 16)))
+        return layout
+
+    async def its_tables(self, machine: QemuMachine, view: ConsoleView) -> ItsTableMap:
+        return ItsTableMap(tuple(its_tables(view)), "announced by the guest on its console")
 
     def ready(self, view: ConsoleView) -> bool | None:
         return True if view.find("ready") and view.passes >= 1 else None
@@ -101,6 +103,8 @@ class ItsTableVerdict(BaseModel):
     name: str
     base: int
     size: int
+    located_by: str = Field(ANNOUNCED, description="where qmpctl learnt the table's place: "
+                                                   "the guest's announcement or a GIC register")
     pages: int
     pages_differing: int
     pages_excluded: int = 0
@@ -113,11 +117,12 @@ def its_table_verdict(table: ItsTable, memory: MemoryVerdict, layout: RamLayout
     differing = memory.differing_in(layout, table.base, end)
     excluded = memory.excluded_in(layout, table.base, end)
     return ItsTableVerdict(name=table.name, base=table.base, size=table.size,
-                           pages=-(-table.size // PAGE_SIZE), pages_differing=differing,
-                           pages_excluded=excluded, identical=differing == 0 and excluded == 0)
+                           located_by=table.located_by, pages=-(-table.size // PAGE_SIZE),
+                           pages_differing=differing, pages_excluded=excluded,
+                           identical=differing == 0 and excluded == 0)
 
 
-def table_verdicts(view: ConsoleView, memory: MemoryVerdict, layout: RamLayout
+def table_verdicts(tables: Sequence[ItsTable], memory: MemoryVerdict, layout: RamLayout
                    ) -> list[ItsTableVerdict]:
-    """A verdict per ITS/LPI table the guest announced (none for other guests)."""
-    return [its_table_verdict(t, memory, layout) for t in its_tables(view)]
+    """A verdict per ITS/LPI table located (none for guests without an ITS)."""
+    return [its_table_verdict(t, memory, layout) for t in tables]

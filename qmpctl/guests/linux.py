@@ -17,7 +17,7 @@ from ..host.kvm import Arch
 from ..qemu.console import ConsoleView, Record, SerialConsole
 from ..verify.classify import GuestloadClassifier, PageClassifier
 from ..verify.ramimage import RamLayout, Region
-from .base import RAM_BASE, GuestCheck, image_path
+from .base import RAM_BASE, GuestCheck, OwnGuest, image_path
 
 LINUX_WORKLOADS = ("wave", "random", "hotset", "rate", "readmostly")
 LINUX_CONSOLE: dict[Arch, str] = {"x86_64": "ttyS0", "aarch64": "ttyAMA0"}
@@ -52,7 +52,7 @@ class LinuxWorkload:
 
 
 @dataclass(frozen=True)
-class LinuxGuest:
+class LinuxGuest(OwnGuest):
     """Debian's cloud kernel + busybox initramfs running guestload, with a
     virtio-net-pci NIC whose frames loop back through a UDP socket on
     127.0.0.1 (on arm64 its MSI-X interrupts go through the ITS)."""

@@ -7,9 +7,11 @@ from typing import Protocol
 
 from ..host.kvm import Arch
 from ..qemu.console import ConsoleView, SerialConsole
+from ..qemu.machine import QemuMachine
 from ..verify.classify import PageClassifier
 from ..verify.ramimage import RamLayout
-from .base import GuestCheck
+from .base import GuestCheck, GuestResult
+from .gic import ItsTableMap
 from .linux import GuestThroughput
 
 
@@ -34,6 +36,16 @@ class Guest(Protocol):
     def initrd(self) -> Path | None: ...
     @property
     def append(self) -> str | None: ...
+    @property
+    def machine_opts(self) -> tuple[str, ...]:
+        """Extra `-machine` KEY=VALUE options the guest needs."""
+    @property
+    def measures_progress(self) -> bool:
+        """Whether `work_done` sees the workload's writes (else QEMU's re-sent
+        pages are the only evidence memory was re-dirtied)."""
+    @property
+    def checks_image_after_resume(self) -> bool:
+        """Whether the guest may be paused again after the resume to check its image."""
 
     def fw_cfg(self) -> tuple[tuple[str, str], ...]: ...
     def devices(self, udp_port: int) -> tuple[str, ...]: ...
@@ -55,3 +67,10 @@ class Guest(Protocol):
         """How to tell a stale page from a corrupt one in this workload's memory."""
     def throughput(self, src: ConsoleView, dst: ConsoleView, t_start: float, t_end: float,
                    t_cont: float) -> GuestThroughput | None: ...
+    async def next_migration(self, machine: QemuMachine, timeout: float) -> bool:
+        """After the resume on `machine`: does the guest ask to be migrated again?"""
+    def result(self, transcript: bytes, qemu_exit_code: int | None, requests: int
+               ) -> GuestResult | None:
+        """The guest's own verdict from all it printed (None: it gives none)."""
+    async def its_tables(self, machine: QemuMachine, view: ConsoleView) -> ItsTableMap | None:
+        """Where the ITS/LPI tables are (None: the guest has no ITS)."""

@@ -15,7 +15,7 @@ from ..qemu.console import ConsoleView, SerialConsole
 from ..verify.classify import PageClassifier, WaveClassifier
 from ..verify.ramimage import RamImage, RamLayout, Region
 from ..verify.wave import WaveParams, check_wave
-from .base import RAM_BASE, RESERVED_LOW, GuestCheck, image_path
+from .base import RAM_BASE, RESERVED_LOW, GuestCheck, OwnGuest, image_path
 from .linux import GuestThroughput
 
 
@@ -29,7 +29,7 @@ def default_wave(arch: Arch, ram_mib: int) -> WaveParams:
 
 
 @dataclass(frozen=True)
-class WaveGuest:
+class WaveGuest(OwnGuest):
     """A bare-metal guest running the wave (x86_64: 32-bit multiboot ELF)."""
 
     arch: Arch

@@ -36,6 +36,7 @@ class MachineSpec:
     append: str | None = None
     fw_cfg: tuple[tuple[str, str], ...] = ()  # (name, string) pairs
     devices: tuple[str, ...] = ()  # extra raw arguments, e.g. -netdev/-device pairs
+    machine_opts: tuple[str, ...] = ()  # extra -machine KEY=VALUE (a foreign guest's needs)
     trace_events: tuple[str, ...] = ()  # QEMU trace events, logged to stderr
     trace_timestamps: bool = False  # -msg timestamp=on: wall-clock time on each trace line
     incoming: bool = False  # destination: -incoming defer, paused (-S)
@@ -48,12 +49,13 @@ class MachineSpec:
 
 def machine_args(spec: MachineSpec) -> list[str]:
     """-machine/-cpu for the architecture; the RAM backend is always ours."""
+    extra = "".join(f",{_escape_opt(opt)}" for opt in spec.machine_opts)
     if spec.arch == "x86_64":
         # No kvmclock: SeaBIOS would register a pvclock page in its own RAM
         # and KVM rewrites it on each side, a difference that is not a lost page.
         no_pvclock = ["-cpu", "qemu64,-kvmclock"] if spec.accel == "kvm" else []
-        return ["-machine", f"pc,memory-backend={RAM_BLOCK}", *no_pvclock]
-    return ["-machine", f"virt,gic-version=3,its=on,memory-backend={RAM_BLOCK}",
+        return ["-machine", f"pc,memory-backend={RAM_BLOCK}{extra}", *no_pvclock]
+    return ["-machine", f"virt,gic-version=3,its=on,memory-backend={RAM_BLOCK}{extra}",
             "-cpu", "host" if spec.accel == "kvm" else "max"]
 
 

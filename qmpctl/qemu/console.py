@@ -50,6 +50,9 @@ class ConsoleView:
 
     records: list[Record] = field(default_factory=list)
     passes: int = 0
+    # Complete lines outside records (a foreign guest's own output, e.g.
+    # kvm-unit-tests' "PASS: ..." and "Now migrate the VM" lines).
+    lines: list[str] = field(default_factory=list)
 
     def find(self, kind: str, **match: str) -> list[Record]:
         return [
@@ -74,6 +77,8 @@ def scan_line(line: str, view: ConsoleView, at: float = 0.0) -> None:
     view.passes += pass_marks(head)
     if mark:
         view.records.append(parse_record(rest, at))
+    elif head and not pass_marks(head):
+        view.lines.append(head)
 
 
 def parse_console(data: bytes) -> ConsoleView:
@@ -140,6 +145,7 @@ class SerialConsole:
         return ConsoleView(
             list(self._done.records),
             self._done.passes + pass_marks(self._partial.partition(MARK)[0]),
+            list(self._done.lines),
         )
 
     async def wait_for(self, probe: Callable[[ConsoleView], T | None], timeout: float,

@@ -51,6 +51,10 @@ class Supervisor:
     def add(self, side: str, machine: QemuMachine) -> None:
         self.machines[side] = machine
 
+    def forget(self, side: str) -> None:
+        """Stop watching `side` (retired, or a guest that may now end by itself)."""
+        self.machines.pop(side, None)
+
     async def _fail(self, side: str, machine: QemuMachine, what: str) -> SideLost:
         detail = what
         if (tail := last_lines(machine.stderr_tail())):

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from ..core.errors import Verdict
 from ..faults.injector import FaultRecord
-from ..guests.base import GuestCheck
+from ..guests.base import GuestCheck, GuestResult
 from ..guests.its import ItsTableVerdict
 from ..guests.linux import GuestThroughput
 from ..host.kvm import KvmInfo
@@ -66,6 +66,27 @@ class RunConfig(BaseModel):
                               description="Safety checks the user overrode with --force")
 
 
+class Hop(BaseModel):
+    """One migration of a guest that asked to be migrated more than once, with
+    the same evidence the report's top level carries for the last one."""
+
+    number: int = Field(description="1 for the first migration")
+    source: str
+    destination: str
+    dirty_ring: DirtyRingEvidence | None = None
+    dirty_timeline: DirtyTimeline | None = None
+    migration: MigrationStats | None = None
+    memory: MemoryVerdict | None = None
+    ramblocks: list[RamBlockVerdict] = Field(default_factory=list)
+    its_tables: list[ItsTableVerdict] = Field(default_factory=list)
+
+    @property
+    def found_difference(self) -> bool:
+        return ((self.memory is not None and not self.memory.identical)
+                or any(t.pages_differing for t in self.its_tables)
+                or any(b.pages_differing for b in self.ramblocks))
+
+
 class RunReport(BaseModel):
     schema_version: int = SCHEMA_VERSION
     qmpctl_version: str
@@ -87,6 +108,15 @@ class RunReport(BaseModel):
     its_tables: list[ItsTableVerdict] = Field(
         default_factory=list, description="arm64 ITS guest: each table's pages, source vs "
                                           "destination, after the tables were saved at stop")
+    its_tables_source: str | None = Field(
+        None, description="how the ITS tables were located, or why they were not")
+    hops: list[Hop] = Field(
+        default_factory=list,
+        description="every migration before the last, for a guest that asked to be migrated "
+                    "more than once; the top-level migration, memory, ramblocks, its_tables "
+                    "and dirty_ring are the last one's")
+    guest_result: GuestResult | None = Field(
+        None, description="a foreign guest's own verdict (--guest kernel)")
     guest_checks: list[GuestCheck] = Field(default_factory=list)
     guest_throughput: GuestThroughput | None = None
     faults: list[FaultRecord] = Field(
@@ -110,4 +140,14 @@ class RunReport(BaseModel):
         """Memory, an ITS table or a guest check says something was lost."""
         return ((self.memory is not None and not self.memory.identical)
                 or any(t.pages_differing for t in self.its_tables)
-                or any(b.pages_differing for b in self.ramblocks) or bool(self.failed_checks))
+                or any(b.pages_differing for b in self.ramblocks) or bool(self.failed_checks)
+                or any(h.found_difference for h in self.hops))
+
+    def archive_hop(self, number: int, source: str, destination: str) -> None:
+        """Move the top level's migration evidence into `hops`, for the next one."""
+        self.hops.append(Hop(number=number, source=source, destination=destination,
+                             dirty_ring=self.dirty_ring, dirty_timeline=self.dirty_timeline,
+                             migration=self.migration, memory=self.memory,
+                             ramblocks=self.ramblocks, its_tables=self.its_tables))
+        self.dirty_ring = self.dirty_timeline = self.migration = self.memory = None
+        self.ramblocks, self.its_tables = [], []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..verify.digest import DIGEST_ONLY
 from ..verify.ranges import describe_ranges
-from .models import RunReport
+from .models import Hop, RunReport
 
 
 def _bytes(n: int) -> str:
@@ -39,6 +39,12 @@ def summary_lines(report: RunReport) -> list[str]:
     if (d := report.dirty_rate) is not None:
         out.append(f"dirty rate ({d.mode}, {d.calc_time_s:g}s): {d.dirty_rate_mib_s} MiB/s"
                    + (f", per vCPU {d.vcpu_dirty_rates_mib_s}" if d.vcpu_dirty_rates_mib_s else ""))
+    total = len(report.hops) + 1
+    for hop in report.hops:
+        out.append(f"migration {hop.number} of {total} ({hop.source} -> {hop.destination}): "
+                   + hop_line(hop))
+    if report.hops:
+        out.append(f"migration {total} of {total} (the last; details below):")
     if (m := report.migration) is not None:
         mode = "" if m.mode == "precopy" else f" postcopy (from pass {m.postcopy_at_pass})"
         out.append(f"migration: {m.status}{mode}, {m.passes} passes "
@@ -47,7 +53,9 @@ def summary_lines(report: RunReport) -> list[str]:
                    f"total {m.total_time_ms} ms, "
                    + (f"downtime {m.downtime_ms} ms, " if m.downtime_ms is not None else "")
                    + f"setup {m.setup_time_ms} ms; during migration the guest did "
-                   f"{m.workload_progress_during} {m.workload_progress_unit}")
+                   + (f"{m.workload_progress_during} {m.workload_progress_unit}"
+                      if m.workload_progress_during is not None
+                      else f"what it did ({m.workload_progress_unit})"))
         for dec in m.decisions:
             out.append(f"  pass {dec.pass_no} (+{dec.elapsed_s:.2f} s): {dec.action}: "
                        f"{dec.why}")
@@ -90,17 +98,27 @@ def summary_lines(report: RunReport) -> list[str]:
         out.append(f"dirty ring during the migration: {ring.pages_reaped} pages reaped in "
                    f"{ring.reaps} non-empty reaps, {ring.full_exits} ring-full exits; "
                    f"{ring.pages_resent} pages re-sent (QEMU trace)")
+    if report.its_tables_source:
+        out.append(f"ITS tables: {report.its_tables_source}")
     for t in report.its_tables:
         state = ("identical" if t.identical else
                  f"{t.pages_differing} pages DIFFER" if t.pages_differing else "not all compared")
         excluded = f", {t.pages_excluded} EXCLUDED" if t.pages_excluded else ""
         out.append(f"ITS table {t.name} 0x{t.base:x}+0x{t.size:x}: {state} "
-                   f"({t.pages} pages{excluded})")
+                   f"({t.pages} pages{excluded}; {t.located_by})")
     if (tp := report.guest_throughput) is not None:
         out.append(f"guest dirtying: {tp.before_mib_s} MiB/s before, {tp.during_mib_s} during, "
                    f"{tp.after_mib_s} after migration; longest stall {tp.max_gap_during_ms} ms")
     for g in report.guest_checks:
         out.append(f"check {g.name} [{g.stage}]: {'PASS' if g.ok else 'FAIL'} - {g.detail}")
+    if (res := report.guest_result) is not None:
+        out.append(f"guest's own verdict: {res.status} ({res.detail}); {res.passed} passed, "
+                   f"{res.failed} failed, {res.skipped} skipped; "
+                   f"{res.migrations_requested} migration(s)"
+                   + (f"; {res.summary}" if res.summary else "")
+                   + (f"; exit status {res.exit_status}" if res.exit_status is not None
+                      else ""))
+        out += [f"  {line}" for line in res.failures]
     for fault in report.faults:
         out.append(f"FAULT {fault.fault} injected at +{fault.at_s:.2f} s (pass "
                    f"{fault.pass_no}, status {fault.status}): {fault.detail}")
@@ -111,6 +129,23 @@ def summary_lines(report: RunReport) -> list[str]:
     if report.source_state_after:
         out.append(f"source after run: {report.source_state_after}")
     return out
+
+
+def hop_line(hop: Hop) -> str:
+    """One earlier migration of a multi-migration run, in a line."""
+    parts = []
+    if (m := hop.migration) is not None:
+        parts.append(f"{m.status}, {m.passes} passes, {m.pages_resent} pages re-sent")
+    if (v := hop.memory) is not None:
+        parts.append(f"memory {v.pages_compared}/{v.pages_total} pages compared, "
+                     f"{v.pages_differing} differ")
+    if hop.its_tables:
+        bad = [t.name for t in hop.its_tables if not t.identical]
+        parts.append(f"ITS tables: {len(hop.its_tables)} located, "
+                     + (f"NOT IDENTICAL: {', '.join(bad)}" if bad else "all identical"))
+    if (ring := hop.dirty_ring) is not None:
+        parts.append(f"ring: {ring.pages_reaped} pages reaped")
+    return "; ".join(parts) or "no evidence recorded"
 
 
 def one_line(rep: RunReport) -> str:

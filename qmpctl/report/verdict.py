@@ -31,16 +31,39 @@ def inconclusive_reasons(m: MigrationStats) -> list[str]:
     return out
 
 
+def all_inconclusive_reasons(report: RunReport) -> list[str]:
+    """Every migration's reasons; named by number when there were several."""
+    migrations = [h.migration for h in report.hops] + [report.migration]
+    numbered = len(migrations) > 1
+    return [f"migration {n}: {why}" if numbered else why
+            for n, m in enumerate(migrations, 1) if m is not None
+            for why in inconclusive_reasons(m)]
+
+
+def guest_failure(report: RunReport) -> str | None:
+    """A foreign guest that failed its own tests, or promised a result and gave none."""
+    result = report.guest_result
+    if result is None or result.status not in ("FAIL", "NO-RESULT"):
+        return None
+    failures = f": {'; '.join(result.failures[:3])}" if result.failures else ""
+    return f"the guest reported {result.status} ({result.detail}){failures}"
+
+
 def conclude(report: RunReport) -> None:
-    """Set `verdict`, `exit_code` and `inconclusive` from what the run found."""
+    """Set `verdict`, `exit_code` and `inconclusive` from what the run found.
+
+    A foreign guest's own FAIL makes the run guest-failed even when memory
+    verified; lost pages (mismatch) still come first, as they explain it."""
     if report.exit_code == ExitCode.VERIFIED:
         if report.found_difference:
             report.exit_code = ExitCode.MISMATCH
         elif report.evidence_missing:
             report.exit_code = ExitCode.ENVIRONMENT
             report.error = "; ".join(report.evidence_missing)
-        elif report.migration is not None:
-            report.inconclusive = inconclusive_reasons(report.migration)
+        elif (failure := guest_failure(report)) is not None:
+            report.exit_code, report.error = ExitCode.GUEST_FAILED, failure
+        else:
+            report.inconclusive = all_inconclusive_reasons(report)
             if report.inconclusive:
                 report.exit_code = ExitCode.INCONCLUSIVE
     report.verdict = verdict_for(report.exit_code)

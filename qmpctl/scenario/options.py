@@ -18,6 +18,7 @@ from ..core.units import MiB
 from ..faults.spec import FaultSpec, fault_problems, parse_fault
 from ..guests.base import RAM_BASE
 from ..guests.its import ItsGuest
+from ..guests.kernel import Handshake, KernelGuest
 from ..guests.linux import LinuxGuest, LinuxWorkload
 from ..guests.protocol import Guest
 from ..guests.wave import WaveGuest, default_wave
@@ -32,6 +33,7 @@ from ..verify.wave import WaveParams
 
 AccelChoice = Literal["auto", "kvm", "tcg"]
 DEFAULT_RING = 4096
+DEFAULT_RAM = {"baremetal": 160, "linux": 512, "kernel": 256}
 MAX_SMP = 8
 Transport = Literal["unix", "tcp"]
 Topology = Literal["local", "netns"]
@@ -45,7 +47,7 @@ class MigrateOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     arch: str = "x86_64"
-    guest: Literal["baremetal", "linux"] = "baremetal"
+    guest: Literal["baremetal", "linux", "kernel"] = "baremetal"
     workload: str = "wave"
     workload_size: str = "64M"
     hot: str | None = None
@@ -53,7 +55,8 @@ class MigrateOptions(BaseModel):
     accel: AccelChoice = "auto"
     dirty_ring: int | None = Field(None, description="KVM ring entries; 0 = bitmap; None: "
                                                      f"{DEFAULT_RING} when KVM is used")
-    ram: int | None = Field(None, description="MiB; None: 160 bare-metal, 512 Linux")
+    ram: int | None = Field(None, description="MiB; None: 160 bare-metal, 512 Linux, "
+                                              "256 kernel")
     smp: int | None = Field(None, description="None: the guest's own default")
     wave_start: int | None = Field(None, description="MiB into RAM")
     wave_end: int | None = Field(None, description="MiB into RAM")
@@ -85,6 +88,20 @@ class MigrateOptions(BaseModel):
     force: bool = False
     postcopy: bool = False
     artifacts: Path | None = None
+    # --guest kernel: a kernel image of the user's own
+    kernel: Path | None = Field(None, description="kernel image: ELF, flat binary, "
+                                                  "bzImage or Image")
+    initrd: Path | None = None
+    append: str | None = Field(None, description="kernel command line (-append)")
+    machine_opt: tuple[str, ...] = Field((), description="extra -machine KEY=VALUE")
+    handshake: Handshake = Field("kvm-unit-tests", description="when to migrate: "
+                                 "kvm-unit-tests' request, a --ready-line, or none "
+                                 "(--migrate-after)")
+    ready_line: str | None = Field(None, description="regex of the line that means the "
+                                                     "guest's workload runs")
+    migrate_after: float | None = Field(None, description="seconds after launch")
+    guest_timeout: float = Field(120.0, description="seconds a kernel guest may take, after "
+                                                    "a resume, to ask again or end")
 
     @classmethod
     def from_kwargs(cls, **kwargs: object) -> MigrateOptions:
@@ -105,6 +122,29 @@ def _problem(error: Any) -> str:
         choices = error["ctx"]["expected"].replace("'", "")
         return f"{option} {error['input']!r}: choose {choices}"
     return f"{option} {error['input']!r}: {error['msg']}"
+
+
+# Options that belong to some guests only: set for another, they would be
+# silently ignored, so they are a usage error instead.
+GUEST_OPTIONS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("workload", "workload_size", "hot", "rate"), ("linux",)),
+    **dict.fromkeys(("wave_start", "wave_end", "stride", "delta"), ("baremetal",)),
+    **dict.fromkeys(("kernel", "initrd", "append", "machine_opt", "handshake", "ready_line",
+                     "migrate_after", "guest_timeout"), ("kernel",)),
+}
+
+
+def option_problems(opts: MigrateOptions) -> list[str]:
+    """Options given for a guest they do not apply to, and missing ones (pure)."""
+    problems = [
+        f"--{name.replace('_', '-')} applies only to --guest {' or '.join(guests)}, "
+        f"not --guest {opts.guest}"
+        for name, guests in GUEST_OPTIONS.items()
+        if opts.guest not in guests
+        and getattr(opts, name) != MigrateOptions.model_fields[name].default]
+    if opts.guest == "kernel" and opts.kernel is None:
+        problems.append("--guest kernel needs --kernel FILE (the image to boot)")
+    return problems
 
 
 def parse_exclusion(text: str) -> Region:
@@ -205,16 +245,19 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
     if opts.arch not in ARCHES:
         raise UsageError(f"unknown arch {opts.arch!r}; choose one of {', '.join(ARCHES)}")
     arch: Arch = opts.arch
+    if problems := option_problems(opts):
+        raise UsageError("; ".join(problems))
     kvm = kvm or probe_kvm()
-    ram_mib = opts.ram if opts.ram is not None else (512 if opts.guest == "linux" else 160)
+    ram_mib = opts.ram if opts.ram is not None else DEFAULT_RAM[opts.guest]
     if not 32 <= ram_mib <= 2048:
         raise UsageError(f"--ram {ram_mib} MiB: must be 32..2048")
     if opts.min_passes < 1:
         raise UsageError("--min-passes must be at least 1")
     if opts.throttle < 1 or opts.downtime_limit < 1:
         raise UsageError("--throttle and --downtime-limit must be positive")
-    if opts.timeout <= 0 or opts.hold_timeout <= 0 or opts.boot_timeout <= 0:
-        raise UsageError("--timeout, --hold-timeout and --boot-timeout must be positive")
+    if min(opts.timeout, opts.hold_timeout, opts.boot_timeout, opts.guest_timeout) <= 0:
+        raise UsageError("--timeout, --hold-timeout, --boot-timeout and --guest-timeout must "
+                         "be positive")
     if opts.dirty_ring is not None and opts.dirty_ring < 0:
         raise UsageError("--dirty-ring must be >= 0 (0 = dirty bitmap)")
     if opts.smp is not None and not 1 <= opts.smp <= MAX_SMP:
@@ -276,6 +319,12 @@ def effective_transport(opts: MigrateOptions) -> Transport:
 
 def build_guest(opts: MigrateOptions, arch: Arch, ram_mib: int) -> Guest:
     """The guest the options describe (not yet validated)."""
+    if opts.guest == "kernel":
+        assert opts.kernel is not None  # option_problems
+        return KernelGuest(arch, ram_mib, opts.kernel, opts.initrd, opts.append,
+                           smp=opts.smp or 1, handshake=opts.handshake,
+                           ready_line=opts.ready_line, migrate_after=opts.migrate_after,
+                           machine_opts=opts.machine_opt)
     if opts.guest == "linux":
         workload = LinuxWorkload(opts.workload, opts.workload_size, opts.hot, opts.rate)
         return (LinuxGuest(arch, ram_mib, workload) if opts.smp is None

@@ -36,7 +36,7 @@ from ..core.errors import (
 from ..core.units import MiB
 from ..faults.injector import FaultInjector
 from ..guests.base import GuestCheck
-from ..guests.its import table_verdicts
+from ..guests.its import table_regions, table_verdicts
 from ..host.netns import NetnsPair, namespace_name, sweep_stale_namespaces
 from ..host.qemu import QemuBinary
 from ..migration import driver
@@ -92,10 +92,11 @@ def machine_spec(r: Resolved, run: RunDir, side: str, binary: QemuBinary,
         qmp_socket=run.side(side, "qmp.sock"), serial_socket=run.side(side, "serial.sock"),
         serial_log=run.side(side, "serial"), smp=r.guest.smp, kernel=r.guest.kernel,
         initrd=r.guest.initrd, append=r.guest.append, devices=r.guest.devices(udp_port),
-        fw_cfg=r.guest.fw_cfg(), incoming=side == "dst", name=f"qmpctl-{side}",
-        # The source's dirty-tracking timeline: ring reaps, syncs, stop (cheap events only).
-        trace_events=TIMELINE_TRACE_EVENTS if side == "src" else (),
-        trace_timestamps=side == "src",
+        fw_cfg=r.guest.fw_cfg(), machine_opts=r.guest.machine_opts,
+        incoming=side != "src", name=f"qmpctl-{side}",
+        # The dirty-tracking timeline: ring reaps, syncs, stop (cheap events
+        # only), on every side: a destination is the source of the next hop.
+        trace_events=TIMELINE_TRACE_EVENTS, trace_timestamps=True,
         netns=namespace_name(run.path.name, side) if r.options.topology == "netns" else None,
     )
 
@@ -180,6 +181,8 @@ class Run:
     progress: driver.ProgressFn | None
     src: QemuMachine | None = None
     dst: QemuMachine | None = None
+    hop: int = 1  # which migration (a foreign guest may ask for several)
+    machines: list[QemuMachine] = field(default_factory=list)  # in the order they ran
     migration_started: bool = False
     migration_completed: bool = False
     t_migrate: float = 0.0
@@ -204,7 +207,16 @@ class Run:
                      binary: QemuBinary) -> QemuMachine:
         machine = await stack.enter_async_context(self.machine(side, binary))
         self.supervisor.add(side, machine)
+        self.machines.append(machine)
         return machine
+
+    @property
+    def dst_side(self) -> str:
+        return "dst" if self.hop == 1 else f"dst{self.hop}"
+
+    @property
+    def src_side(self) -> str:
+        return "src" if self.hop == 1 else ("dst" if self.hop == 2 else f"dst{self.hop - 1}")
 
     async def other_side(self, lost: QemuMachine) -> str | None:
         """What the source says when the destination is lost mid-migration."""
@@ -273,8 +285,9 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
                    policy: Policy, settings: MigrationSettings) -> QemuMachine:
     """Destination, migration, ring evidence."""
     r, rep, o = run.r, run.report, run.r.options
-    dst = run.dst = await run.launch(stack, "dst", r.qemu_dst)
-    stack.push_async_callback(run.settle_source)  # first thing on the way out
+    dst = run.dst = await run.launch(stack, run.dst_side, r.qemu_dst)
+    if run.hop == 1:
+        stack.push_async_callback(run.settle_source)  # first thing on the way out
     if run.topology is not None:  # the destination listens on its own veth address
         uri = f"tcp:{run.topology.dst_addr}:{NETNS_MIGRATION_PORT}"
     else:
@@ -297,9 +310,15 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
     stats = rep.migration = MigrationStats(status="setup",
                                            workload_progress_unit=r.guest.progress_unit)
     work_before = r.guest.work_done(src.console.view())
+
+    def redirtied() -> bool:
+        if r.guest.measures_progress:
+            return r.guest.work_done(src.console.view()) > work_before
+        return stats.pages_resent > 0  # QEMU sent pages again: the guest re-dirtied them
+
     watch = driver.Watch(progress=run.progress, on_pass=on_pass, on_status=on_status,
-                         redirtied=lambda: r.guest.work_done(src.console.view()) > work_before)
-    run.migration_started = True
+                         redirtied=redirtied)
+    run.migration_started, run.migration_completed = True, False
     run.t_migrate, wall = time.monotonic(), time.time()
     run.injector.begin(src, dst)
     try:
@@ -314,7 +333,8 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
         rep.faults = run.injector.records
         run.timings["migrate"] = round(time.monotonic() - run.t_migrate, 3)
         run.wall_migrate = (wall, time.time())
-        stats.workload_progress_during = r.guest.work_done(src.console.view()) - work_before
+        if r.guest.measures_progress:
+            stats.workload_progress_during = r.guest.work_done(src.console.view()) - work_before
     run.migration_completed = True
     rep.dirty_timeline = build_timeline(src.log_path.read_text(errors="replace"),
                                         *run.wall_migrate)
@@ -335,7 +355,11 @@ async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
         await run.hooks.before_verify(src.spec.ram_path, dst.spec.ram_path)
     t0 = time.monotonic()
     view = src.console.view()
-    layout = r.guest.layout(view)  # ITS tables as the guest announced them
+    layout = r.guest.layout(view)
+    # ITS tables: as the guest announced them, or from the GIC's registers.
+    if (table_map := await r.guest.its_tables(src, view)) is not None:
+        layout = layout.with_regions(*table_regions(table_map.tables))
+        rep.its_tables_source = table_map.source
 
     classifier = r.guest.classifier()
 
@@ -360,7 +384,8 @@ async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
     if r.ring and rep.memory.classes is not None and rep.dirty_timeline is not None:
         # When: relate the pages to the ring's harvests (ring runs only).
         rep.memory.explanation = relate(rep.dirty_timeline, rep.memory.classes)
-    rep.its_tables = table_verdicts(view, rep.memory, layout)
+    if table_map is not None:
+        rep.its_tables = table_verdicts(table_map.tables, rep.memory, layout)
     rep.ramblocks = await ramblock_verdicts(src, dst, RAM_BLOCK)
     run.timings["compare"] = round(time.monotonic() - t0, 3)
     rep.guest_checks += r.guest.image_checks(dst.spec.ram_path,
@@ -372,23 +397,53 @@ async def _resume_and_check(run: Run, src: QemuMachine, dst: QemuMachine) -> Non
     r, rep, o = run.r, run.report, run.r.options
     t_cont = time.monotonic()
     await dst.execute("cont")
+    if not r.guest.checks_image_after_resume:
+        # A foreign guest goes its own way from here, and may end on its own.
+        run.supervisor.forget(run.dst_side)
     resumed = await r.guest.wait_resumed(dst.console, o.boot_timeout)
-    rep.guest_checks.append(GuestCheck(name="workload-resumes", stage="destination, after cont",
+    hop = "" if run.hop == 1 else f" (migration {run.hop})"
+    rep.guest_checks.append(GuestCheck(name="workload-resumes",
+                                       stage=f"destination, after cont{hop}",
                                        ok=True, detail=resumed))
     rep.guest_checks += await r.guest.after_resume(dst.console, o.boot_timeout)
-    await dst.execute("stop")
-    rep.guest_checks += r.guest.image_checks(dst.spec.ram_path, "destination image, after resume")
+    if r.guest.checks_image_after_resume:
+        await dst.execute("stop")
+        rep.guest_checks += r.guest.image_checks(dst.spec.ram_path,
+                                                 "destination image, after resume")
     rep.guest_throughput = r.guest.throughput(
         src.console.view(), dst.console.view(), run.t_migrate,
         run.t_migrate + run.timings["migrate"], t_cont)
 
 
+async def _next_hop(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
+    """The guest asked for another migration: its destination becomes the
+    source; the old source (done, paused) goes, RAM file and all."""
+    run.report.archive_hop(run.hop, run.src_side, run.dst_side)
+    run.supervisor.forget(run.src_side)
+    await src.shutdown()
+    src.spec.ram_path.unlink(missing_ok=True)
+    run.hop += 1
+    run.supervisor.add(run.src_side, dst)
+    run.src, run.dst = dst, None
+    run.report.guest_checks += await run.r.guest.before_migration(
+        dst.console, run.r.options.boot_timeout)
+
+
 async def _phases(run: Run, stack: contextlib.AsyncExitStack, policy: Policy,
                   settings: MigrationSettings) -> None:
+    r, o = run.r, run.r.options
     src = await _start_source(run, stack)
-    dst = await _migrate(run, stack, src, policy, settings)
-    await _verify_memory(run, src, dst)
-    await _resume_and_check(run, src, dst)
+    while True:
+        dst = await _migrate(run, stack, src, policy, settings)
+        await _verify_memory(run, src, dst)
+        await _resume_and_check(run, src, dst)
+        if not await r.guest.next_migration(dst, o.guest_timeout):
+            break
+        await _next_hop(run, src, dst)
+        src, policy = dst, migration_policy(r)  # a policy decides one migration
+    run.report.guest_result = r.guest.result(
+        b"".join(bytes(m.console.transcript) for m in run.machines),
+        None if dst.is_running() else dst.exit_code, run.hop)
 
 
 def space_problem(ram_mib: int, free: int, where: Path) -> str | None:
