@@ -100,6 +100,8 @@ def guest_result(lines: Sequence[str], qemu_exit_code: int | None, promised: boo
     elif promised:
         result.status = "NO-RESULT"
         result.detail = "the guest ended without its SUMMARY/EXIT lines"
+    else:
+        result.detail = "the guest printed no verdict of its own"
     return result
 
 

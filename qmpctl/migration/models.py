@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ..core.units import PAGE_SIZE
+
 
 class PassSample(BaseModel):
     """`query-migrate` as seen when a MIGRATION_PASS event arrives."""
@@ -21,6 +23,11 @@ class PassSample(BaseModel):
     mbps: float
     dirty_sync_count: int
     pages_sent: int = Field(description="normal + zero pages sent so far")
+
+    @property
+    def pages_resent(self) -> int:
+        """Pages sent beyond one copy of RAM so far (4 KiB pages)."""
+        return max(0, self.pages_sent - self.total // PAGE_SIZE)
 
 
 class Decision(BaseModel):

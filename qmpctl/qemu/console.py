@@ -50,8 +50,8 @@ class ConsoleView:
 
     records: list[Record] = field(default_factory=list)
     passes: int = 0
-    # Complete lines outside records (a foreign guest's own output, e.g.
-    # kvm-unit-tests' "PASS: ..." and "Now migrate the VM" lines).
+    # Every complete line but bare pass markers, as printed (a foreign
+    # guest's own output, e.g. kvm-unit-tests' "PASS: ..." lines).
     lines: list[str] = field(default_factory=list)
 
     def find(self, kind: str, **match: str) -> list[Record]:
@@ -77,8 +77,8 @@ def scan_line(line: str, view: ConsoleView, at: float = 0.0) -> None:
     view.passes += pass_marks(head)
     if mark:
         view.records.append(parse_record(rest, at))
-    elif head and not pass_marks(head):
-        view.lines.append(head)
+    if mark or (head and not pass_marks(head)):
+        view.lines.append(line.rstrip("\r"))
 
 
 def parse_console(data: bytes) -> ConsoleView:

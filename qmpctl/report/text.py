@@ -55,7 +55,8 @@ def summary_lines(report: RunReport) -> list[str]:
                    + f"setup {m.setup_time_ms} ms; during migration the guest did "
                    + (f"{m.workload_progress_during} {m.workload_progress_unit}"
                       if m.workload_progress_during is not None
-                      else f"what it did ({m.workload_progress_unit})"))
+                      else f"work qmpctl cannot see ({m.workload_progress_unit}); "
+                           "QEMU's re-sent pages are the evidence"))
         for dec in m.decisions:
             out.append(f"  pass {dec.pass_no} (+{dec.elapsed_s:.2f} s): {dec.action}: "
                        f"{dec.why}")

@@ -314,7 +314,8 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
     def redirtied() -> bool:
         if r.guest.measures_progress:
             return r.guest.work_done(src.console.view()) > work_before
-        return stats.pages_resent > 0  # QEMU sent pages again: the guest re-dirtied them
+        # QEMU sent pages again: the guest re-dirtied memory already sent.
+        return bool(stats.samples) and stats.samples[-1].pages_resent > 0
 
     watch = driver.Watch(progress=run.progress, on_pass=on_pass, on_status=on_status,
                          redirtied=redirtied)
@@ -441,9 +442,12 @@ async def _phases(run: Run, stack: contextlib.AsyncExitStack, policy: Policy,
             break
         await _next_hop(run, src, dst)
         src, policy = dst, migration_policy(r)  # a policy decides one migration
-    run.report.guest_result = r.guest.result(
+    result = run.report.guest_result = r.guest.result(
         b"".join(bytes(m.console.transcript) for m in run.machines),
         None if dst.is_running() else dst.exit_code, run.hop)
+    if result is not None and result.status == "NO-RESULT" and dst.is_running():
+        result.detail = (f"no result and no further migration request within "
+                         f"--guest-timeout {o.guest_timeout:g} s; the guest still runs")
 
 
 def space_problem(ram_mib: int, free: int, where: Path) -> str | None:
