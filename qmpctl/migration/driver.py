@@ -119,7 +119,8 @@ class _Driver:
             while s.status not in FINAL:
                 event: Any = None
                 with contextlib.suppress(TimeoutError):
-                    event = await asyncio.wait_for(listener.get(), 0.5)
+                    async with asyncio.timeout(0.5):
+                        event = await listener.get()
                 if event is None:  # quiet for 0.5 s: is the source still there?
                     info = await src.execute("query-migrate", timeout=10)
                     if self.watch.progress is not None:

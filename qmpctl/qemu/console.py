@@ -167,7 +167,8 @@ class SerialConsole:
                     await self._changed.wait()
 
         try:
-            return await asyncio.wait_for(_wait(), timeout)
+            async with asyncio.timeout(timeout):
+                return await _wait()
         except TimeoutError:
             raise GuestError(
                 f"{self.name}: timed out after {timeout:.0f}s waiting for {what}; "

@@ -126,7 +126,11 @@ class QemuMachine:
         """Run one QMP command. Failures are split by cause: QmpReplyError (QEMU
         said no), QmpTimeout (no answer in time), MonitorLost (no monitor)."""
         try:
-            return await asyncio.wait_for(self.qmp.execute(command, arguments), timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow
+            # a cancellation that races with the reply, and a supervisor that
+            # lost its cancel would keep a finished run waiting forever.
+            async with asyncio.timeout(timeout):
+                return await self.qmp.execute(command, arguments)
         except ExecuteError as exc:
             raise QmpReplyError(self.name, command, exc.error_class, str(exc),
                                 arguments) from exc
@@ -185,7 +189,8 @@ class QemuMachine:
         if self._proc is None:
             return None
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._proc.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._proc.wait()
         return self._proc.returncode
 
     async def _stop(self, timeout: float) -> None:
@@ -194,7 +199,8 @@ class QemuMachine:
         quit_sent = False
         if self.is_running() and self.qmp.runstate.name == "RUNNING":
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.qmp.execute("quit"), 2)
+                async with asyncio.timeout(2):
+                    await self.qmp.execute("quit")
                 quit_sent = True
         for sig in (None, signal.SIGTERM, signal.SIGKILL):
             if not self.is_running():
@@ -231,7 +237,8 @@ class QemuMachine:
             raise
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.qmp.disconnect(), 5)
+                async with asyncio.timeout(5):
+                    await self.qmp.disconnect()
             await self.console.close()
             if self._log is not None:
                 self._log.close()

@@ -47,6 +47,7 @@ class Supervisor:
         self.interval, self.answer_within, self.context = interval, answer_within, context
         self.migrating = migrating
         self.machines: dict[str, QemuMachine] = {}
+        self.stopped = False
 
     def add(self, side: str, machine: QemuMachine) -> None:
         self.machines[side] = machine
@@ -96,8 +97,12 @@ class Supervisor:
                 return None
             await asyncio.sleep(0.1)
 
+    def stop(self) -> None:
+        """End `watch()` at its next step, even if a cancellation were lost."""
+        self.stopped = True
+
     async def watch(self) -> None:
-        while True:
+        while not self.stopped:
             for side, machine in list(self.machines.items()):
                 if (failure := await self.check(side, machine)) is not None:
                     raise failure

@@ -483,6 +483,7 @@ async def _run(run: Run) -> None:
             try:
                 await _phases(run, stack, policy, settings)
             finally:
+                run.supervisor.stop()
                 watcher.cancel()
 
 
