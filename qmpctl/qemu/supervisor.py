@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 from collections.abc import Awaitable, Callable
 
@@ -32,9 +33,17 @@ def how_it_ended(code: int | None) -> str:
     return f"exited with code {code}"
 
 
-def last_lines(text: str, n: int = 3) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return " | ".join(lines[-n:])
+_TRACE_LINE = re.compile(r"^\d+@\d+\.\d+:\w+")  # `PID@TIME:event ...` (trace events)
+_QEMU_ERROR = re.compile(r"qemu-system-\w+: (.*)")
+
+
+def last_lines(text: str, n: int = 4) -> str:
+    """QEMU's own last messages from its stderr (trace lines left out): the
+    reason is often a few lines above the last (e.g. `Size mismatch: ram0`)."""
+    lines = [line.strip() for line in text.strip().splitlines()
+             if line.strip() and not _TRACE_LINE.match(line.strip())]
+    errors = [m.group(1) for line in lines if (m := _QEMU_ERROR.search(line))]
+    return " | ".join((errors or lines)[-n:])
 
 
 class Supervisor:
@@ -58,7 +67,7 @@ class Supervisor:
 
     async def _fail(self, side: str, machine: QemuMachine, what: str) -> SideLost:
         detail = what
-        if (tail := last_lines(machine.stderr_tail())):
+        if (tail := last_lines(machine.stderr_tail(32768))):
             detail += f"; its last output: {tail}"
         if self.context is not None:
             with contextlib.suppress(Exception):

@@ -7,7 +7,9 @@ the whole `timeout`, 120 s here), not performance targets."""
 
 from __future__ import annotations
 
+import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -100,3 +102,22 @@ async def test_link_down_in_precopy_fails_cleanly_with_the_source_running(
     assert rep.faults[0].detail == "link down"
     assert rep.source_state_after == "running"
     assert rep.memory is None
+
+
+async def test_mismatched_sides_report_the_destinations_own_reason(
+        qmpctl_migrate: MigrateFn, tmp_path: Path) -> None:
+    """A destination with more RAM than the source: QEMU's reason is in its log only."""
+    real = shutil.which("qemu-system-x86_64")
+    assert real is not None
+    wrapper = tmp_path / "qemu-bigger-ram"
+    wrapper.write_text(
+        "#!/bin/bash\n"  # the same QEMU, with 32 MiB more RAM than the source
+        'args=(); for a in "$@"; do a=${a/size=160M/size=192M}; [ "$a" = 160M ] && a=192M; '
+        'args+=("$a"); done\n'
+        f'exec {real} "${{args[@]}}"\n')
+    wrapper.chmod(0o755)
+    rep = await qmpctl_migrate(accel="tcg", qemu_dst=str(wrapper), timeout=60.0)
+    assert our_qemu_processes() == []
+    assert rep.exit_code == ExitCode.MIGRATION_FAILED, rep.error
+    assert rep.error is not None and "mismatch" in rep.error.lower(), rep.error
+    assert rep.source_state_after == "running"

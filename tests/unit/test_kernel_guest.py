@@ -171,3 +171,4 @@ def test_every_migration_must_prove_dirty_tracking() -> None:
     assert rep.verdict == "inconclusive"
     assert rep.inconclusive == ["migration 2: no page was sent twice: no dirty page was ever "
                                 "re-sent"]
+
