@@ -130,6 +130,13 @@ class RunReport(BaseModel):
         description="why this run proved nothing about dirty tracking (verdict inconclusive)")
     source_state_after: str | None = Field(None, description="source run state at the end")
     timings_s: dict[str, float] = Field(default_factory=dict)
+    controller_peak_rss_mib: float | None = Field(
+        None, description="qmpctl's peak anonymous memory (RssAnon, sampled during the run): "
+                          "what the controller itself holds; guest RAM is never copied")
+    controller_peak_vmhwm_mib: float | None = Field(
+        None, description="the process's peak RSS (VmHWM), which also counts the guest RAM "
+                          "file pages the comparison maps (page cache, shared with QEMU); in "
+                          "pytest, the test process's")
 
     @property
     def failed_checks(self) -> list[GuestCheck]:

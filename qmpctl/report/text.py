@@ -129,6 +129,10 @@ def summary_lines(report: RunReport) -> list[str]:
         out.append(f"INCONCLUSIVE: {why}")
     if report.source_state_after:
         out.append(f"source after run: {report.source_state_after}")
+    if report.controller_peak_rss_mib is not None:
+        out.append(f"qmpctl's own memory: peak {report.controller_peak_rss_mib:.0f} MiB "
+                   f"anonymous (VmHWM {report.controller_peak_vmhwm_mib or 0:.0f} MiB, which "
+                   "counts the mapped guest RAM files)")
     return out
 
 

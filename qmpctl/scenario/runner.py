@@ -39,6 +39,7 @@ from ..guests.base import GuestCheck
 from ..guests.its import table_regions, table_verdicts
 from ..host.netns import NetnsPair, namespace_name, sweep_stale_namespaces
 from ..host.qemu import QemuBinary
+from ..host.selfmem import AnonPeak, read_mib
 from ..migration import driver
 from ..migration.dirtyrate import probe_dirty_rate
 from ..migration.models import MigrationStats
@@ -190,6 +191,7 @@ class Run:
     supervisor: Supervisor = field(init=False)
     topology: NetnsPair | None = None  # --topology netns: link()/rate() act on the veth
     injector: FaultInjector = field(init=False)
+    anon: AnonPeak = field(default_factory=AnonPeak)
     timings: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -480,11 +482,13 @@ async def _run(run: Run) -> None:
         # The supervisor stops before the machines are shut down (the stack).
         async with task_group() as group:
             watcher = group.create_task(run.supervisor.watch())
+            sampler = group.create_task(run.anon.sample())
             try:
                 await _phases(run, stack, policy, settings)
             finally:
                 run.supervisor.stop()
                 watcher.cancel()
+                sampler.cancel()
 
 
 def _keep_logs(run_dir: RunDir, dest: Path) -> None:
@@ -522,6 +526,8 @@ async def run_migrate(r: Resolved, hooks: Hooks | None = None,
         finally:
             run.timings["total"] = round(time.monotonic() - t0, 3)
             report.timings_s = run.timings
+            report.controller_peak_rss_mib = run.anon.peak_mib
+            report.controller_peak_vmhwm_mib = read_mib("VmHWM")
     conclude(report)
     return report
 

@@ -27,3 +27,10 @@ def test_a_dead_qemus_reason_is_its_own_error_lines_not_trace_events() -> None:
     assert last_lines(log) == ("Size mismatch: ram0: 0xa000000 != 0xc000000 | error while "
                                "loading state for instance 0x0 of device 'ram'")
     assert last_lines("plain\nwords\n") == "plain | words"
+
+
+def test_status_fields_are_read_in_kib() -> None:
+    from qmpctl.host.selfmem import status_kib
+    text = "Name:\tpython\nVmHWM:\t  161280 kB\nRssAnon:\t   41984 kB\n"
+    assert (status_kib(text, "VmHWM"), status_kib(text, "RssAnon")) == (161280, 41984)
+    assert status_kib(text, "RssShmem") is None
