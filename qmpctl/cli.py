@@ -202,10 +202,14 @@ def migrate(
              "(the verdict is then inconclusive)")] = 30.0,
     boot_timeout: Annotated[float, typer.Option(
         help="Seconds to wait for the guest's workload (boot, checks, resume)")] = 60.0,
-    qemu: Annotated[str | None, typer.Option(help="QEMU binary for both sides")] = None,
-    qemu_src: Annotated[str | None, typer.Option(help="QEMU binary for the source")] = None,
-    qemu_dst: Annotated[str | None, typer.Option(help="QEMU binary for the destination")]
+    qemu: Annotated[str | None, typer.Option(
+        help="QEMU for both sides: a path, or a version `qmpctl doctor` lists (7.2, 10.0)")]
     = None,
+    qemu_src: Annotated[str | None, typer.Option(
+        help="QEMU for the source: path or version; two versions pin the older one's "
+             "machine type")] = None,
+    qemu_dst: Annotated[str | None, typer.Option(
+        help="QEMU for the destination: path or version")] = None,
     exclude: Annotated[list[str] | None, typer.Option(
         help="START-END[:REASON] guest-physical range left out of the verdict (repeatable; "
              "always listed in the report)")] = None,
@@ -340,7 +344,14 @@ def doctor(
         table.add_row("long-mode probe (KVM)", rep.long_mode_probe)
     for q in rep.qemu:
         problem = f" ({q.error})" if q.error else ""
-        table.add_row(f"qemu {q.arch}", f"{q.binary} {q.version}{problem}")
+        table.add_row(f"qemu {q.arch}" + (" (default)" if q.default else ""),
+                      f"{q.version} {q.binary}{problem}")
+        if q.error:
+            continue
+        table.add_row("  data dir (-L)", str(q.data_dir))
+        for var, setting in q.environment.items():
+            table.add_row(f"  env {var}", setting)
+        table.add_row(f"  {'pc' if q.arch == 'x86_64' else 'virt'} machine", str(q.default_machine))
         table.add_row("  calc-dirty-rate modes", ", ".join(q.dirty_rate_modes))
         table.add_row("  dirty-limit capability", str("dirty-limit" in q.migration_capabilities))
         table.add_row("  migration parameters", str(len(q.migration_parameters)))

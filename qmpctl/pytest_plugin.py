@@ -89,10 +89,11 @@ def kvm_problems(req: KvmRequirement, kvm: KvmInfo,
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("qmpctl", "qmpctl live-migration tests")
-    group.addoption("--qmpctl-qemu-src", metavar="PATH",
-                    help="QEMU binary for the source of every run that names none")
-    group.addoption("--qmpctl-qemu-dst", metavar="PATH",
-                    help="QEMU binary for the destination of every run that names none")
+    group.addoption("--qmpctl-qemu-src", metavar="PATH|VERSION",
+                    help="QEMU for the source of every run that names none: a path or a "
+                         "version qmpctl knows (7.2, 10.0)")
+    group.addoption("--qmpctl-qemu-dst", metavar="PATH|VERSION",
+                    help="QEMU for the destination of every run that names none")
     group.addoption("--qmpctl-require-kvm", action="store_true",
                     help="fail, instead of skipping, a qmpctl_kvm test this host cannot run")
     group.addoption("--qmpctl-xfail-known-losses", action="store_true",

@@ -168,7 +168,9 @@ def corrupt_destination_ramblock(block: str, offset: int = 0, xor: int = 0x5A) -
         blocks = {b.name: b for b in parse_ramblocks(await dst.hmp("info ramblock"))}
         if block not in blocks or not 0 <= offset < blocks[block].used:
             raise ValueError(f"no byte {offset} in RAMBlock {block!r} of the destination")
-        address = blocks[block].hva + offset
+        if (hva := blocks[block].hva) is None:
+            raise ValueError(f"the destination's `info ramblock` gives no address for {block!r}")
+        address = hva + offset
         old = dst.read_host_memory(address, 1)
         dst.write_host_memory(address, bytes([old[0] ^ xor]))
 

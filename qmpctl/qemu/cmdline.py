@@ -14,6 +14,9 @@ from typing import Literal
 from ..host.kvm import Arch
 
 Accel = Literal["kvm", "tcg"]
+# The machine each architecture runs; unversioned, this is the binary's newest
+# type (`pc` is an alias of `pc-i440fx-<its version>`).
+DEFAULT_MACHINE: dict[Arch, str] = {"x86_64": "pc", "aarch64": "virt"}
 RAM_BLOCK = "ram0"  # the guest RAM backend's id, and so its RAMBlock's name
 
 
@@ -40,7 +43,18 @@ class MachineSpec:
     trace_events: tuple[str, ...] = ()  # QEMU trace events, logged to stderr
     trace_timestamps: bool = False  # -msg timestamp=on: wall-clock time on each trace line
     incoming: bool = False  # destination: -incoming defer, paused (-S)
+    paused: bool = False  # -S alone: launched, never run (until `cont`)
     name: str = "guest"
+    # The binary's own data directory (-L): firmware and option ROMs of its
+    # version, not another QEMU's (QemuBinary.data_dir).
+    data_dir: Path | None = None
+    # Environment the binary needs on top of ours (QemuBinary.env).
+    env: tuple[tuple[str, str], ...] = ()
+    # A versioned machine type both sides of a cross-version migration
+    # support (`pc-i440fx-7.2`, `virt-7.2`); None: the unversioned `pc`/`virt`.
+    machine_type: str | None = None
+    # -cpu model; None: host under KVM, else x86's default (qemu64) or arm's max.
+    cpu: str | None = None
     # Run inside this network namespace (`ip netns exec`, which execs QEMU in
     # place: same pid). QMP and serial stay on filesystem unix sockets, which
     # are not tied to a network namespace.
@@ -50,13 +64,16 @@ class MachineSpec:
 def machine_args(spec: MachineSpec) -> list[str]:
     """-machine/-cpu for the architecture; the RAM backend is always ours."""
     extra = "".join(f",{_escape_opt(opt)}" for opt in spec.machine_opts)
+    machine = spec.machine_type or DEFAULT_MACHINE[spec.arch]
     if spec.arch == "x86_64":
         # No kvmclock: SeaBIOS would register a pvclock page in its own RAM
         # and KVM rewrites it on each side, a difference that is not a lost page.
-        no_pvclock = ["-cpu", "qemu64,-kvmclock"] if spec.accel == "kvm" else []
-        return ["-machine", f"pc,memory-backend={RAM_BLOCK}{extra}", *no_pvclock]
-    return ["-machine", f"virt,gic-version=3,its=on,memory-backend={RAM_BLOCK}{extra}",
-            "-cpu", "host" if spec.accel == "kvm" else "max"]
+        cpu = spec.cpu or "qemu64"
+        cpu_args = (["-cpu", f"{cpu},-kvmclock"] if spec.accel == "kvm" else
+                    ["-cpu", cpu] if spec.cpu else [])
+        return ["-machine", f"{machine},memory-backend={RAM_BLOCK}{extra}", *cpu_args]
+    return ["-machine", f"{machine},gic-version=3,its=on,memory-backend={RAM_BLOCK}{extra}",
+            "-cpu", spec.cpu or ("host" if spec.accel == "kvm" else "max")]
 
 
 def accel_args(spec: MachineSpec) -> list[str]:
@@ -80,6 +97,7 @@ def build_argv(spec: MachineSpec) -> list[str]:
         "-name", spec.name,
         "-nodefaults",
         "-no-user-config",
+        *(["-L", str(spec.data_dir)] if spec.data_dir is not None else []),
         "-display", "none",
         "-no-reboot",
         *accel_args(spec),
@@ -111,4 +129,6 @@ def build_argv(spec: MachineSpec) -> list[str]:
         argv += ["-trace", event]
     if spec.incoming:
         argv += ["-incoming", "defer", "-S"]
+    elif spec.paused:
+        argv += ["-S"]
     return argv

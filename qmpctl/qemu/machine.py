@@ -88,7 +88,8 @@ class QemuMachine:
 
     async def launch(self, timeout: float = 30.0) -> None:
         """Start QEMU and wait until its QMP monitor has connected and negotiated."""
-        log.info("%s: launching %s", self.name, " ".join(self.argv))
+        log.info("%s: launching %s%s", self.name,
+                 "".join(f"{k}={v} " for k, v in self.spec.env), " ".join(self.argv))
         try:
             await self.qmp.start_server(str(self.spec.qmp_socket))
             await self.console.start()
@@ -97,6 +98,7 @@ class QemuMachine:
                 *self.argv,
                 stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
                 start_new_session=True, preexec_fn=_die_with_parent,
+                env={**os.environ, **dict(self.spec.env)} if self.spec.env else None,
             )
         except (OSError, QMPError) as exc:
             await self.shutdown()

@@ -32,6 +32,14 @@ class QemuSchema(BaseModel):
     binary: str | None
     version: str | None
     error: str | None = None
+    data_dir: str | None = Field(None, description="its own data directory (-L)")
+    environment: dict[str, str] = Field(
+        default_factory=dict, description="what it is started with on top of qmpctl's "
+                                          "environment (libraries of a private prefix)")
+    default: bool = Field(False, description="the binary used when none is named")
+    default_machine: str | None = Field(
+        None, description="the versioned machine type its pc/virt is an alias of: what a "
+                          "migration to or from a newer QEMU pins")
     dirty_rate_modes: list[str] = Field(default_factory=list)
     migration_capabilities: list[str] = Field(default_factory=list)
     migration_parameters: dict[str, str] = Field(
@@ -87,12 +95,15 @@ async def probe_schema(arch: Arch, binary: QemuBinary, run: RunDir,
     """Launch `binary` paused, read its schema, shut it down. Never raises."""
     tag = f"{tag}-{arch}"
     spec = MachineSpec(
-        arch=arch, binary=binary.path, accel="tcg", ram_mib=32,
+        arch=arch, binary=binary.path, data_dir=binary.data_dir, env=binary.env,
+        accel="tcg", ram_mib=32,
         ram_path=run.side(tag, "ram"), qmp_socket=run.side(tag, "qmp.sock"),
         serial_socket=run.side(tag, "serial.sock"), serial_log=run.side(tag, "serial"),
         incoming=True, name=f"qmpctl-probe-{arch}",
     )
-    result = QemuSchema(arch=arch, binary=str(binary.path), version=binary.version_str)
+    result = QemuSchema(arch=arch, binary=str(binary.path), version=binary.version_str,
+                        data_dir=None if binary.data_dir is None else str(binary.data_dir),
+                        environment=dict(binary.env))
     try:
         async with QemuMachine(spec, run.side(tag, "log")) as machine:
             features = schema_features(await machine.execute("query-qmp-schema"))

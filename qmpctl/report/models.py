@@ -53,6 +53,13 @@ class RunConfig(BaseModel):
     qemu_dst: str
     qemu_src_version: str
     qemu_dst_version: str
+    machine_type: str | None = Field(
+        None, description="the machine type both sides ran: the unversioned pc/virt when "
+                          "both QEMUs are one release, else the older one's versioned type "
+                          "(pc-i440fx-7.2, virt-7.2)")
+    machine_type_reason: str | None = Field(None, description="why this machine type")
+    cpu: str | None = Field(None, description="-cpu model qmpctl pinned for a cross-version "
+                                              "run (arm64 TCG: max changes per release)")
     workload: dict[str, int | str]
     min_passes: int
     throttle_bandwidth: int

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..verify.digest import DIGEST_ONLY
 from ..verify.ranges import describe_ranges
-from .models import Hop, RunReport
+from .models import Hop, RunConfig, RunReport
 
 
 def _bytes(n: int) -> str:
@@ -21,6 +21,7 @@ def summary_lines(report: RunReport) -> list[str]:
         out.append(f"guest: {c.guest} {c.arch}, {c.ram_mib} MiB, {c.smp} vCPU, "
                    f"accel {c.accel} ({c.accel_reason}), tracking {c.dirty_tracking}"
                    + (f" ring={c.dirty_ring_size}" if c.dirty_ring_size else ""))
+        out.append(qemu_line(c))
         if c.netns is not None:
             n = c.netns
             out.append(f"topology: netns, source {n.src_namespace} {n.src_address}, "
@@ -134,6 +135,20 @@ def summary_lines(report: RunReport) -> list[str]:
                    f"anonymous (VmHWM {report.controller_peak_vmhwm_mib or 0:.0f} MiB, which "
                    "counts the mapped guest RAM files)")
     return out
+
+
+def qemu_line(c: RunConfig) -> str:
+    """Which QEMUs ran, and on which machine type."""
+    if c.qemu_src == c.qemu_dst:
+        who = f"qemu: {c.qemu_src_version} on both sides ({c.qemu_src})"
+    else:
+        who = (f"qemu: source {c.qemu_src_version} ({c.qemu_src}) -> destination "
+               f"{c.qemu_dst_version} ({c.qemu_dst})")
+    if c.machine_type is None:
+        return who
+    return (who + f"; machine {c.machine_type}"
+            + (f" ({c.machine_type_reason})" if c.machine_type_reason else "")
+            + (f"; cpu {c.cpu}" if c.cpu else ""))
 
 
 def hop_line(hop: Hop) -> str:

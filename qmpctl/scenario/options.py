@@ -7,6 +7,7 @@ binaries found. Bad input raises UsageError here, never mid-run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,9 +25,9 @@ from ..guests.protocol import Guest
 from ..guests.wave import WaveGuest, default_wave
 from ..host.kvm import ARCHES, Arch, KvmInfo, kvm_can_run, probe_kvm
 from ..host.netns import check_host as check_netns_host
-from ..host.qemu import QemuBinary, find_qemu
+from ..host.qemu import MachineType, QemuBinary, cpu_models, find_qemu, machine_types
 from ..migration.settings import MigrationSettings, parse_capability, parse_setting
-from ..qemu.cmdline import Accel
+from ..qemu.cmdline import DEFAULT_MACHINE, Accel
 from ..verify.compare import exclusion_problems
 from ..verify.ramimage import Region
 from ..verify.wave import WaveParams
@@ -187,6 +188,15 @@ class Resolved:
     exclusions: tuple[Region, ...]
     settings: MigrationSettings  # the user's explicit --capability / --parameter
     faults: tuple[FaultSpec, ...] = ()
+    # Pinned for a cross-version run (`pc-i440fx-7.2`); None: the unversioned default.
+    machine_type: str | None = None
+    machine_type_reason: str = "same QEMU on both sides: its default"
+    cpu: str | None = None  # -cpu pinned for a cross-version run; None: the default
+
+    @property
+    def machine(self) -> str:
+        """The machine type both sides run."""
+        return self.machine_type or DEFAULT_MACHINE[self.arch]
 
 
 def _is_power_of_two(n: int) -> bool:
@@ -283,9 +293,76 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
     src = find_qemu(arch, opts.qemu_src or opts.qemu)
     dst_name = opts.qemu_dst or opts.qemu
     dst = find_qemu(arch, dst_name) if dst_name != (opts.qemu_src or opts.qemu) else src
+    if ring:
+        check_ring_support(arch, ring, src, dst)
+    machine_type, machine_reason = choose_machine_type(arch, src, dst, machine_types)
+    cpu = choose_cpu(arch, accel, src, dst, cpu_models)
     _ = guest.kernel, guest.initrd  # raise HostError when an image was not built
     return Resolved(opts, arch, accel, reason, ring, guest, forced, src, dst, kvm,
-                    exclusions, settings, faults)
+                    exclusions, settings, faults, machine_type, machine_reason, cpu)
+
+
+# arm64 under TCG runs `-cpu max`, whose features grow with every QEMU
+# release: a cross-version run needs a named model both sides offer.
+CROSS_VERSION_ARM_CPUS = ("cortex-a57", "cortex-a72", "neoverse-n1")
+
+
+def choose_cpu(arch: Arch, accel: Accel, src: QemuBinary, dst: QemuBinary,
+               models: Callable[[QemuBinary], frozenset[str]]) -> str | None:
+    """The -cpu of a cross-version arm64 TCG run (`-cpu help` of each binary:
+    `models`); None where the default is right (pure but for `models`)."""
+    if arch != "aarch64" or accel != "tcg" or src.release == dst.release:
+        return None
+    both = models(src) & models(dst)
+    chosen = next((c for c in CROSS_VERSION_ARM_CPUS if c in both), None)
+    if chosen is None:
+        raise UsageError(f"cannot migrate {src.describe()} -> {dst.describe()} under TCG: "
+                         f"they offer none of the CPU models {', '.join(CROSS_VERSION_ARM_CPUS)} "
+                         "(`-cpu help`), and `max` differs between releases")
+    return chosen
+
+
+ARM64_RING_QEMU = (8, 1, 0)  # QEMU's dirty ring on arm64 (with its backup bitmap)
+
+
+def check_ring_support(arch: Arch, ring: int, *binaries: QemuBinary) -> None:
+    """A QEMU without the dirty ring for `arch` is refused before launch (pure)."""
+    for b in binaries:
+        if arch == "aarch64" and b.version < ARM64_RING_QEMU:
+            raise UsageError(
+                f"--dirty-ring {ring}: {b.describe()} has no dirty ring on arm64 (QEMU "
+                f"{'.'.join(map(str, ARM64_RING_QEMU[:2]))} added it, with the backup bitmap "
+                "the in-kernel ITS needs); use --dirty-ring 0")
+
+
+def choose_machine_type(arch: Arch, src: QemuBinary, dst: QemuBinary,
+                        types: Callable[[QemuBinary], dict[str, MachineType]],
+                        ) -> tuple[str | None, str]:
+    """The machine type a migration from `src` to `dst` runs, and why.
+
+    One QEMU release on both sides: its unversioned default (`pc`, `virt`).
+    Two releases: the older one's versioned type (what its `pc`/`virt` is an
+    alias of, e.g. `pc-i440fx-7.2`), which the newer one must offer too; both
+    facts come from each binary's `-machine help` (`types`). A pair with no
+    such type is a UsageError before anything starts (pure but for `types`).
+    """
+    family = DEFAULT_MACHINE[arch]
+    if src.release == dst.release:
+        return None, f"QEMU {src.release} on both sides: its default {family}"
+    older, newer = sorted((src, dst), key=lambda b: b.version)
+    default = types(older).get(family)
+    pinned = default.alias_of if default is not None else None
+    pair = f"{src.describe()} -> {dst.describe()}"
+    if pinned is None:
+        raise UsageError(f"cannot pin a machine type for {pair}: `-machine help` of "
+                         f"{older.describe()} has no '{family}' alias to a versioned type")
+    if (offered := types(newer).get(pinned)) is None:
+        raise UsageError(f"cannot migrate {pair}: {newer.describe()} does not offer "
+                         f"{pinned} (the older QEMU's '{family}'), so no machine type both "
+                         f"support is known; pick QEMUs closer in version")
+    return pinned, (f"QEMU {src.release} -> {dst.release}: pinned to the older QEMU's "
+                    f"'{family}' ({pinned}), which both offer"
+                    + (f"; deprecated in QEMU {newer.release}" if offered.deprecated else ""))
 
 
 def corrupt_problems(faults: tuple[FaultSpec, ...], guest: Guest) -> list[str]:

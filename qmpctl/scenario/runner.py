@@ -60,6 +60,7 @@ from ..verify.ramimage import RamImage
 from ..verify.ranges import locate_differences
 from ..verify.ring import ring_evidence, ring_problems
 from ..verify.timeline import TIMELINE_TRACE_EVENTS, build_timeline, relate
+from .compat import probe_pair
 from .options import MigrateOptions, Resolved, effective_transport, resolve
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,8 @@ def _free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
 def machine_spec(r: Resolved, run: RunDir, side: str, binary: QemuBinary,
                  udp_port: int = 0) -> MachineSpec:
     return MachineSpec(
-        arch=r.arch, binary=binary.path, accel=r.accel, dirty_ring_size=r.ring,
+        arch=r.arch, binary=binary.path, data_dir=binary.data_dir, env=binary.env,
+        machine_type=r.machine_type, cpu=r.cpu, accel=r.accel, dirty_ring_size=r.ring,
         ram_mib=r.guest.ram_mib, ram_path=run.side(side, "ram"),
         qmp_socket=run.side(side, "qmp.sock"), serial_socket=run.side(side, "serial.sock"),
         serial_log=run.side(side, "serial"), smp=r.guest.smp, kernel=r.guest.kernel,
@@ -140,6 +142,7 @@ def run_config(r: Resolved, settings: MigrationSettings) -> RunConfig:
         topology=o.topology,
         qemu_src=str(r.qemu_src.path), qemu_dst=str(r.qemu_dst.path),
         qemu_src_version=r.qemu_src.version_str, qemu_dst_version=r.qemu_dst.version_str,
+        machine_type=r.machine, machine_type_reason=r.machine_type_reason, cpu=r.cpu,
         workload=r.guest.workload_summary(), min_passes=o.min_passes,
         throttle_bandwidth=o.throttle * MiB, converge_downtime_ms=o.downtime_limit,
         migration_settings=settings, forced=list(r.forced), verify=o.verify,
@@ -257,6 +260,23 @@ async def _check_settings(run: Run, settings: MigrationSettings) -> None:
     if r.qemu_dst.path != r.qemu_src.path:
         schemas.append(await qemu_schema(r, r.qemu_dst, run.dir))
     settings.check(*schemas)
+
+
+async def _check_pair(run: Run) -> None:
+    """Two QEMU releases: can the destination load this machine's state at all?
+    Refused before any guest starts unless --force (then the report says so)."""
+    r = run.r
+    if r.qemu_src.release == r.qemu_dst.release:
+        return
+    udp = socket.SOCK_DGRAM
+    try:
+        run.timings["cross_version_probe"] = await probe_pair(
+            r, run.dir, machine_spec(r, run.dir, "xsrc", r.qemu_src, _free_port(udp)),
+            machine_spec(r, run.dir, "xdst", r.qemu_dst, _free_port(udp)))
+    except UsageError as exc:
+        if not r.options.force or run.report.config is None:
+            raise
+        run.report.config.forced.append(f"{exc.message} (--force: run anyway)")
 
 
 async def _start_source(run: Run, stack: contextlib.AsyncExitStack) -> QemuMachine:
@@ -474,6 +494,7 @@ async def _run(run: Run) -> None:
     settings = effective_settings(run.r, policy)
     run.report.config = run_config(run.r, settings)
     await _check_settings(run, settings)
+    await _check_pair(run)
     async with contextlib.AsyncExitStack() as stack:
         if (artifacts := run.r.options.artifacts) is not None:
             stack.callback(_keep_logs, run.dir, artifacts)  # after the QEMUs are gone

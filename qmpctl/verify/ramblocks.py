@@ -2,7 +2,10 @@
 pc.rom), arm64 flash, the ACPI blobs. QEMU lists them in `info ramblock`
 (name, used length, host address) and maps some into guest-physical space
 (`info mtree -f`); both texts are parsed here (pure), and a block's two
-copies are compared page by page."""
+copies are compared page by page.
+
+QEMU 7.2's `info ramblock` has no HVA/RO columns: its blocks are listed, but
+cannot be read from its process, and the verdict says so for that side."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from ..qemu.machine import QemuMachine
 
 _BLOCK_RE = re.compile(
     r"^\s*(?P<name>\S+)\s+\d+ \w?i?B\s+0x[0-9a-f]+\s+0x(?P<used>[0-9a-f]+)\s+0x[0-9a-f]+"
-    r"\s+0x(?P<hva>[0-9a-f]+)\s+(?P<ro>ro|rw)\s*$")
+    r"(?:\s+0x(?P<hva>[0-9a-f]+)\s+(?P<ro>ro|rw))?\s*$")
 _FLAT_RE = re.compile(
     r"^\s*(?P<start>[0-9a-f]+)-(?P<end>[0-9a-f]+) \(prio -?\d+, (?:ram|rom|romd)\): "
     r"(?P<name>\S+)(?: @(?P<off>[0-9a-f]+))?")
@@ -29,14 +32,19 @@ class RamBlock:
 
     name: str
     used: int  # bytes QEMU migrates
-    hva: int  # address in the QEMU process
-    read_only: bool
+    hva: int | None  # address in the QEMU process; None: not listed (QEMU 7.2)
+    read_only: bool | None
 
 
 def parse_ramblocks(text: str) -> list[RamBlock]:
     """`info ramblock` -> blocks (pure)."""
-    return [RamBlock(m["name"], int(m["used"], 16), int(m["hva"], 16), m["ro"] == "ro")
+    return [RamBlock(m["name"], int(m["used"], 16), int(m["hva"], 16) if m["hva"] else None,
+                     m["ro"] == "ro" if m["ro"] else None)
             for line in text.splitlines() if (m := _BLOCK_RE.match(line))]
+
+
+NO_HVA = ("`info ramblock` of the {side} QEMU lists no host addresses (QEMU 7.2 has no HVA "
+          "column), so the block cannot be read from that process")
 
 
 def parse_guest_mappings(mtree: str) -> dict[str, list[tuple[int, int]]]:
@@ -109,6 +117,11 @@ async def ramblock_verdicts(src: QemuMachine, dst: QemuMachine, ram_block: str
             out.append(RamBlockVerdict(name=name, size=s.used, gpa=gpa, compared=True,
                                        reason="guest RAM: compared page by page through its "
                                               "memory-backend-file (see memory)"))
+        elif s.hva is None or d.hva is None:
+            out.append(RamBlockVerdict(
+                name=name, size=s.used, gpa=gpa, compared=False,
+                reason=NO_HVA.format(side=" and ".join(
+                    side for side, b in (("source", s), ("destination", d)) if b.hva is None))))
         else:
             try:
                 a = src.read_host_memory(s.hva, s.used)

@@ -19,6 +19,8 @@ runner = CliRunner()
     (["--arch", "riscv64"], "unknown arch 'riscv64'; choose one of x86_64, aarch64"),
     (["--qemu", "/nonexistent/qemu-system-x86_64"],
      "QEMU binary not found: /nonexistent/qemu-system-x86_64"),
+    (["--qemu-src", "8.2"],
+     "no QEMU 8.2 for x86_64 is known; known: 10.0 (/usr/bin/qemu-system-x86_64)"),
     (["--report", "/nonexistent-dir/r.json"],
      "--report /nonexistent-dir/r.json: directory /nonexistent-dir does not exist"),
     (["--transport", "rdma"], "--transport 'rdma': choose unix or tcp"),

@@ -51,6 +51,8 @@ def assert_sound(rep: RunReport) -> None:
 async def test_tcg_migration_verified(qmpctl_migrate: MigrateFn) -> None:
     rep = await migrate(qmpctl_migrate, accel="tcg")
     assert rep.config is not None and rep.config.dirty_tracking == "tcg"
+    assert rep.config.machine_type == "pc"  # one QEMU: its unversioned default
+    assert "cross_version_probe" not in rep.timings_s
     assert_sound(rep)
 
 

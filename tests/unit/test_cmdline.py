@@ -67,3 +67,25 @@ def test_netns_wraps_qemu_in_ip_netns_exec() -> None:
                         "/usr/bin/qemu-system-x86_64"]
     assert argv[4:] == build_argv(spec(incoming=True))
     assert plain[0] == "/usr/bin/qemu-system-x86_64" and "netns" not in plain
+
+
+def test_data_dir_is_passed_with_L() -> None:
+    assert "-L" not in build_argv(spec())
+    argv = build_argv(spec(data_dir=Path("/r/.qemu/7.2/usr/share/qemu")))
+    assert opt(argv, "-L") == ["/r/.qemu/7.2/usr/share/qemu"]
+
+
+def test_pinned_machine_type_and_cpu() -> None:
+    x86 = build_argv(spec(machine_type="pc-i440fx-7.2", accel="tcg", dirty_ring_size=0))
+    assert opt(x86, "-machine") == ["pc-i440fx-7.2,memory-backend=ram0"]
+    assert "-cpu" not in x86
+    assert opt(build_argv(spec(machine_type="pc-i440fx-7.2")), "-cpu") == ["qemu64,-kvmclock"]
+    arm = build_argv(spec(arch="aarch64", accel="tcg", dirty_ring_size=0,
+                          machine_type="virt-7.2", cpu="cortex-a57"))
+    assert opt(arm, "-machine") == ["virt-7.2,gic-version=3,its=on,memory-backend=ram0"]
+    assert opt(arm, "-cpu") == ["cortex-a57"]
+
+
+def test_paused_source_is_S_without_incoming() -> None:
+    argv = build_argv(spec(paused=True))
+    assert argv[-1] == "-S" and "-incoming" not in argv

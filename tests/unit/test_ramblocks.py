@@ -38,6 +38,19 @@ def test_parse_ramblocks() -> None:
     assert blocks[2].hva == 0x7F0BB3600000
 
 
+RAMBLOCK_7_2 = """\
+              Block Name    PSize              Offset               Used              Total
+                    ram0    4 KiB  0x0000000000000000 0x0000000004000000 0x0000000004000000
+                 pc.bios    4 KiB  0x0000000004000000 0x0000000000040000 0x0000000000040000
+"""
+
+
+def test_parse_ramblocks_of_qemu_7_2_without_host_addresses() -> None:
+    blocks = parse_ramblocks(RAMBLOCK_7_2)
+    assert [(b.name, b.used, b.hva, b.read_only) for b in blocks] == [
+        ("ram0", 64 << 20, None, None), ("pc.bios", 0x40000, None, None)]
+
+
 def test_guest_mappings_from_the_system_flat_view_only() -> None:
     mapped = parse_guest_mappings(MTREE)
     assert mapped == {"ram0": [(0, 0)], "pc.bios": [(0xE0000, 0x20000), (0xFFFC0000, 0)]}
