@@ -78,3 +78,43 @@ u64 fdt_ram_size(u64 fdt, u64 base)
 	}
 	return 0;
 }
+
+const char *fdt_bootargs(u64 fdt)
+{
+	if (!fdt || be32(fdt) != FDT_MAGIC)
+		return NULL;
+	u64 p = fdt + be32(fdt + 8), strings = fdt + be32(fdt + 12), end = fdt + be32(fdt + 4);
+	int depth = 0;
+	bool in_chosen = false;
+
+	while (p + 4 <= end) {
+		u32 tok = be32(p);
+		p += 4;
+		switch (tok) {
+		case FDT_BEGIN_NODE: {
+			const char *name = (const char *)p;
+			depth++;
+			in_chosen = depth == 2 && strncmp(name, "chosen", 7) == 0;
+			p += (strlen(name) + 1 + 3) & ~3UL;
+			break;
+		}
+		case FDT_END_NODE:
+			depth--;
+			in_chosen = false;
+			break;
+		case FDT_PROP: {
+			u32 len = be32(p), nameoff = be32(p + 4);
+			const char *pname = (const char *)(strings + nameoff);
+			if (in_chosen && strncmp(pname, "bootargs", 9) == 0 && len)
+				return (const char *)(p + 8);
+			p += 8 + ((len + 3) & ~3UL);
+			break;
+		}
+		case FDT_NOP:
+			break;
+		default:
+			return NULL;
+		}
+	}
+	return NULL;
+}

@@ -76,13 +76,10 @@ static void put_num(struct buf *b, u64 v, unsigned base)
 		put(b, tmp[--n]);
 }
 
-void record(const char *fmt, ...)
+static void format(char *line, size_t size, const char *fmt, va_list ap)
 {
-	char line[320];
-	struct buf b = { line, sizeof(line) };
-	va_list ap;
+	struct buf b = { line, size };
 
-	va_start(ap, fmt);
 	for (; *fmt; fmt++) {
 		if (*fmt != '%') {
 			put(&b, *fmt);
@@ -110,9 +107,29 @@ void record(const char *fmt, ...)
 			put(&b, *fmt);
 		}
 	}
-	va_end(ap);
 	*b.p = '\0';
+}
+
+void record(const char *fmt, ...)
+{
+	char line[320];
+	va_list ap;
+
+	va_start(ap, fmt);
+	format(line, sizeof(line), fmt, ap);
+	va_end(ap);
 	uart_write_line("QMPCTL ", line);
+}
+
+void say(const char *fmt, ...)
+{
+	char line[320];
+	va_list ap;
+
+	va_start(ap, fmt);
+	format(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	uart_write_line("", line);
 }
 
 void halt(void)

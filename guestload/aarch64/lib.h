@@ -64,6 +64,9 @@ int strncmp(const char *a, const char *b, size_t n);
  * hex, %s = string.  Callers must pass u64 for %d/%x.
  */
 void record(const char *fmt, ...);
+/* The same format, as a plain line without the record prefix (for the
+ * kvm-unit-tests handshake: "PASS: ...", "Now migrate the VM, ..."). */
+void say(const char *fmt, ...);
 void halt(void) __attribute__((noreturn));
 
 #endif

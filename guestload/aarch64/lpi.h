@@ -47,6 +47,9 @@ u64 lpi_pending_delivered(void);
 void lpi_print_status(void);
 /* Post-migration checks, one record each plus the verdict. */
 void lpi_verify(void);
+/* Report the checks as kvm-unit-tests lines ("PASS: ...") instead of records. */
+extern bool lpi_kut_lines;
+extern u64 lpi_checks_passed, lpi_checks_failed;
 /* Called from the IRQ vector. */
 void irq_handler(void);
 #endif

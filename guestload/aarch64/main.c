@@ -69,6 +69,44 @@ static long psci_cpu_on(u64 mpidr, u64 entry, u64 ctx)
 	return (long)x0;
 }
 
+/* QEMU passes the DTB in x0 to Linux-style images and puts it at the start
+ * of RAM otherwise. */
+static u64 dtb_or_ram(u64 dtb)
+{
+	return dtb >= RAM_BASE && dtb < 0x100000000UL && !(dtb & 7) ? dtb : RAM_BASE;
+}
+
+static long psci_system_off(void)
+{
+	register u64 x0 asm("x0") = 0x84000008;   /* PSCI SYSTEM_OFF */
+	asm volatile("hvc #0" : "+r"(x0) : : "x1", "x2", "x3", "memory");
+	return (long)x0;
+}
+
+/* kvm-unit-tests' migration handshake (lib/migrate.c, scripts/arch-run.bash):
+ * ask to be migrated, wait for a key with LPIs and the wave running, check
+ * the LPIs after each migration, then SUMMARY, EXIT: STATUS and power off. */
+static void kut_session(void)
+{
+	lpi_kut_lines = true;
+	for (u64 m = 1; m <= wave.kut; m++) {
+		say("Now migrate the VM, then press a key to continue...");
+		while (uart_getc() < 0)
+			lpi_issue_round();
+		say("INFO: its-migration: Migration complete (%d of %d)", m, wave.kut);
+		lpi_verify();
+	}
+	if (wave.fail) {
+		say("FAIL: its-migration: requested failure (fail=1)");
+		lpi_checks_failed++;
+	}
+	u64 failed = lpi_checks_failed;
+	say("SUMMARY: %d tests, %d unexpected failures", lpi_checks_passed + failed, failed);
+	say("EXIT: STATUS=%d", ((u64)(failed ? 1 : 0) << 1) | 1);
+	psci_system_off();
+	halt();
+}
+
 static void load_params(u64 dtb)
 {
 	static char buf[256];
@@ -82,14 +120,15 @@ static void load_params(u64 dtb)
 	}
 	if (n >= (long)sizeof(buf))
 		fatal("bad-params detail=too-long");
-	if (!params_parse(n >= 0 ? buf : "", &wave, &why, &what)) {
+	/* No fw_cfg file: booted as a foreign kernel, parameters on -append. */
+	const char *args = n >= 0 ? buf : fdt_bootargs(dtb_or_ram(dtb));
+	if (!params_parse(args ? args : "", &wave, &why, &what)) {
 		record("error reason=bad-params detail=%s key=%s", why, what);
 		halt();
 	}
-	/* fw_cfg has no RAM-size item on arm; the DTB does.  QEMU passes it in
-	 * x0 to Linux-style images and puts it at the start of RAM otherwise. */
-	if (!ram_size && dtb >= RAM_BASE && dtb < 0x100000000UL && !(dtb & 7))
-		ram_size = fdt_ram_size(dtb, RAM_BASE);
+	/* fw_cfg has no RAM-size item on arm; the DTB does. */
+	if (!ram_size)
+		ram_size = fdt_ram_size(dtb_or_ram(dtb), RAM_BASE);
 	if (!ram_size)
 		ram_size = fdt_ram_size(RAM_BASE, RAM_BASE);
 	if (!ram_size)
@@ -214,6 +253,8 @@ void boot_main(u64 dtb)
 		fatal("pending-lpi-delivered-early");
 	record("ready lpis=%d pending=%d unmapped=%d", (u64)N_TRAFFIC, (u64)N_PENDING,
 	       (u64)N_UNMAPPED);
+	if (wave.kut)
+		kut_session();
 
 	for (;;) {
 		switch (uart_getc()) {

@@ -48,6 +48,8 @@ bool params_parse(const char *s, struct wave_params *w, const char **why, const 
 	w->stride = 0x1000;
 	w->delta = 1;
 	w->offset = 0;
+	w->kut = 0;
+	w->fail = 0;
 
 	while (*s) {
 		while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
@@ -73,6 +75,8 @@ bool params_parse(const char *s, struct wave_params *w, const char **why, const 
 		else if (key_is(k, klen, "stride")) { dst = &w->stride; *what = "stride"; }
 		else if (key_is(k, klen, "delta")) { dst = &w->delta; *what = "delta"; }
 		else if (key_is(k, klen, "offset")) { dst = &w->offset; *what = "offset"; }
+		else if (key_is(k, klen, "kut")) { dst = &w->kut; *what = "kut"; }
+		else if (key_is(k, klen, "fail")) { dst = &w->fail; *what = "fail"; }
 		else {
 			/* Echo the offending key back (truncated, printable only). */
 			static char bad[24];
@@ -98,6 +102,8 @@ bool params_validate(const struct wave_params *w, struct mem_range ram,
 {
 	/* The wave touches bytes start+offset, start+stride+offset, ... < end+offset. */
 	if (w->stride == 0) { *why = "stride-zero"; return false; }
+	if (w->kut > 8) { *why = "kut-above-8"; return false; }
+	if (w->fail > 1) { *why = "fail-not-0-or-1"; return false; }
 	if (w->start >= w->end) { *why = "empty-range"; return false; }
 	if ((w->start | w->end) & 0xfff) { *why = "unaligned"; return false; }
 	if (w->offset >= w->stride) { *why = "offset-not-below-stride"; return false; }

@@ -5,6 +5,8 @@
 
 struct wave_params {
 	u64 start, end, stride, delta, offset;
+	u64 kut;     /* >0: speak kvm-unit-tests' migration handshake, asking kut times */
+	u64 fail;    /* 1: report a deliberate FAIL at the end (tests the harness) */
 };
 
 struct mem_range {

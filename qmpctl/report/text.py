@@ -56,8 +56,8 @@ def summary_lines(report: RunReport) -> list[str]:
                    + f"setup {m.setup_time_ms} ms; during migration the guest did "
                    + (f"{m.workload_progress_during} {m.workload_progress_unit}"
                       if m.workload_progress_during is not None
-                      else f"work qmpctl cannot see ({m.workload_progress_unit}); "
-                           "QEMU's re-sent pages are the evidence"))
+                      else "work qmpctl cannot see (a foreign guest); QEMU's re-sent "
+                           "pages are the evidence"))
         for dec in m.decisions:
             out.append(f"  pass {dec.pass_no} (+{dec.elapsed_s:.2f} s): {dec.action}: "
                        f"{dec.why}")
