@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -109,8 +110,11 @@ def _on_signal(task: asyncio.Task[object]) -> Callable[[], None]:
     return handler
 
 
-async def _run(opts: MigrateOptions, live: bool, repeat: int) -> list[RunReport]:
-    """Run the migration `repeat` times (intermittent losses need repetition)."""
+async def _run(opts: MigrateOptions, live: bool, repeat: int,
+               until_fail: bool = False) -> list[RunReport]:
+    """Run the migration `repeat` times (intermittent losses need repetition);
+    `until_fail`: stop at the first run that does not verify, keeping only
+    that run's artifacts."""
     resolved = resolve(opts)
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
@@ -120,7 +124,7 @@ async def _run(opts: MigrateOptions, live: bool, repeat: int) -> list[RunReport]
     reports: list[RunReport] = []
     for i in range(1, repeat + 1):
         r = resolved
-        if repeat > 1 and opts.artifacts is not None:
+        if (repeat > 1 or until_fail) and opts.artifacts is not None:
             r = replace(resolved, options=opts.model_copy(
                 update={"artifacts": opts.artifacts / f"run-{i}"}))
         if live:
@@ -134,6 +138,15 @@ async def _run(opts: MigrateOptions, live: bool, repeat: int) -> list[RunReport]
             err.print(f"run {i}/{repeat}: {one_line(rep)}", highlight=False, markup=False,
                       soft_wrap=True)
         if rep.exit_code == ExitCode.INTERRUPTED:
+            break
+        if until_fail:
+            kept = r.options.artifacts
+            if rep.exit_code == ExitCode.VERIFIED:
+                if kept is not None:
+                    shutil.rmtree(kept, ignore_errors=True)  # only the failing run's stay
+                continue
+            err.print(f"--until-fail: run {i} of {repeat} did not verify ({rep.verdict}); its "
+                      f"logs are in {kept}", highlight=False, markup=False, soft_wrap=True)
             break
     return reports
 
@@ -240,6 +253,9 @@ def migrate(
     repeat: Annotated[int, typer.Option(
         help="Run N migrations in a row and tally the verdicts; the report is then a JSON "
              "array")] = 1,
+    until_fail: Annotated[int | None, typer.Option(
+        help="Repeat up to N times, stop at the first run that does not verify and keep "
+             "its logs (needs --artifacts DIR; passing runs' logs are removed)")] = None,
     force: Annotated[bool, typer.Option(
         help="Run a configuration known to lose pages (arm64 KVM ring without "
              "ring-with-bitmap); the report lists what was forced")] = False,
@@ -278,6 +294,18 @@ def migrate(
                 raise UsageError("--plot draws one run; it cannot be combined with --repeat")
         if repeat < 1:
             raise UsageError(f"--repeat {repeat}: must be at least 1")
+        if until_fail is not None:
+            if until_fail < 1:
+                raise UsageError(f"--until-fail {until_fail}: must be at least 1")
+            if repeat > 1:
+                raise UsageError("--until-fail N repeats by itself; leave out --repeat")
+            if artifacts is None:
+                raise UsageError("--until-fail keeps the logs of the run that did not verify: "
+                                 "give --artifacts DIR")
+            if plot is not None:
+                raise UsageError("--plot draws one run; it cannot be combined with "
+                                 "--until-fail")
+            repeat = until_fail
         opts = MigrateOptions.from_kwargs(
             arch=arch, guest=guest, workload=workload, workload_size=workload_size, hot=hot,
             rate=rate, accel=accel, dirty_ring=dirty_ring, ram=ram, smp=smp,
@@ -294,7 +322,8 @@ def migrate(
             kernel=kernel, initrd=initrd, append=append,
             machine_opt=tuple(machine_opt or ()), handshake=handshake, ready_line=ready_line,
             migrate_after=migrate_after, guest_timeout=guest_timeout)
-        results = asyncio.run(_run(opts, live=err.is_terminal and not json_out, repeat=repeat))
+        results = asyncio.run(_run(opts, live=err.is_terminal and not json_out, repeat=repeat,
+                                   until_fail=until_fail is not None))
     except QmpctlError as exc:
         results = [new_report(exc)]
         if not json_out:

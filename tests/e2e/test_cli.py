@@ -24,8 +24,10 @@ def test_repeat_tallies_and_writes_every_report(tmp_path: Path) -> None:
     assert [r["verdict"] for r in runs] == ["verified", "verified"]
     assert "2 runs: 2 verified" in result.output
     for i in (1, 2):  # logs kept per run, never RAM files
-        kept = sorted(p.name for p in (tmp_path / "logs" / f"run-{i}").iterdir())
-        assert kept == ["dst.log", "dst.serial", "src.log", "src.serial"]
+        kept = {p.name for p in (tmp_path / "logs" / f"run-{i}").iterdir()}
+        # (the first run in a process also keeps its schema probe's log)
+        assert {"dst.log", "dst.serial", "src.log", "src.serial"} <= kept
+        assert not [name for name in kept if name.endswith((".ram", ".sock"))]
     assert our_qemu_processes() == []
 
 
@@ -33,3 +35,31 @@ def test_repeat_must_be_positive() -> None:
     result = CliRunner().invoke(app, ["migrate", "--repeat", "0"])
     assert result.exit_code == 2
     assert "--repeat 0: must be at least 1" in result.output
+
+
+def test_until_fail_stops_at_the_first_run_that_does_not_verify(tmp_path: Path) -> None:
+    """A corrupted destination byte fails run 1 of 3: the loop stops there and keeps
+    run 1's logs; a clean run of 2 keeps nothing."""
+    logs = tmp_path / "logs"
+    small = ["migrate", "--accel", "tcg", "--ram", "64", "--wave-end", "18"]
+    result = CliRunner().invoke(app, [*small, "--until-fail", "3", "--artifacts", str(logs),
+                                      "--fault", "corrupt-dst=0x500123"])
+    assert result.exit_code == 1, result.output
+    assert "--until-fail: run 1 of 3 did not verify (mismatch)" in result.output
+    assert sorted(p.name for p in logs.iterdir()) == ["run-1"]
+    clean = tmp_path / "clean"
+    result = CliRunner().invoke(app, [*small, "--until-fail", "2", "--artifacts", str(clean)])
+    assert result.exit_code == 0, result.output
+    assert "2 runs: 2 verified" in result.output
+    assert not clean.exists() or list(clean.iterdir()) == []
+    assert our_qemu_processes() == []
+
+
+@pytest.mark.parametrize(("args", "problem"), [
+    (["--until-fail", "2"], "give --artifacts DIR"),
+    (["--until-fail", "2", "--repeat", "2", "--artifacts", "/tmp"], "leave out --repeat"),
+    (["--until-fail", "0", "--artifacts", "/tmp"], "--until-fail 0: must be at least 1"),
+])
+def test_until_fail_is_checked_before_anything_starts(args: list[str], problem: str) -> None:
+    result = CliRunner().invoke(app, ["migrate", *args])
+    assert result.exit_code == 2 and problem in result.output, result.output
