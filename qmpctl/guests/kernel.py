@@ -36,7 +36,6 @@ from .gic import ItsTableMap, locate_its_tables
 from .linux import GuestThroughput
 
 Handshake = Literal["kvm-unit-tests", "line", "none"]
-HANDSHAKES: tuple[Handshake, ...] = ("kvm-unit-tests", "line", "none")
 
 # kvm-unit-tests lib/migrate.c and scripts/arch-run.bash: the harness greps
 # for these anywhere in a line ("(quiet)" variants included).
@@ -81,8 +80,11 @@ def guest_result(lines: Sequence[str], qemu_exit_code: int | None, promised: boo
     summary = next((line.strip() for line in lines if _SUMMARY.match(line)), None)
     status_line = exit_status_line(lines)
     # The test device's exit code and the EXIT line carry the same encoding.
+    # QEMU also exits 1 on its own errors, so its code counts only after the
+    # guest's SUMMARY (kvm-unit-tests prints it right before exiting).
     raw = status_line if status_line is not None else (
-        qemu_exit_code if qemu_exit_code is not None and qemu_exit_code % 2 == 1 else None)
+        qemu_exit_code if qemu_exit_code is not None and qemu_exit_code % 2 == 1
+        and summary is not None else None)
     code = _exit_code(raw)
     result = GuestResult(
         status="NONE", passed=kinds.count("PASS"), failed=len(fails),

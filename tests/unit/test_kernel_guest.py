@@ -63,10 +63,16 @@ def test_a_fail_line_is_a_failure_even_with_a_good_exit() -> None:
 
 @pytest.mark.parametrize(("qemu_exit", "status"), [(3, "FAIL"), (1, "PASS"), (155, "SKIP"),
                                                    (0, "NO-RESULT"), (None, "NO-RESULT")])
-def test_the_test_device_exit_code_decides_without_lines(qemu_exit: int | None,
-                                                         status: str) -> None:
+def test_the_test_device_exit_code_decides_after_the_summary(qemu_exit: int | None,
+                                                             status: str) -> None:
     """isa-debug-exit / chr-testdev: QEMU exits with (code << 1) | 1."""
-    assert guest_result([], qemu_exit, promised=True, requests=1).status == status
+    lines = ["SUMMARY: 3 tests"]
+    assert guest_result(lines, qemu_exit, promised=True, requests=1).status == status
+
+
+def test_a_qemu_error_exit_without_a_summary_is_never_a_pass() -> None:
+    """QEMU exits 1 on its own errors too: without the guest's SUMMARY it proves nothing."""
+    assert guest_result([], 1, promised=True, requests=1).status == "NO-RESULT"
 
 
 def test_a_guest_that_promised_nothing_has_no_verdict() -> None:
