@@ -250,6 +250,31 @@ def migrate(
              "disturbs the migration that follows; see README)")] = False,
     postcopy: Annotated[bool, typer.Option(
         help="Switch to postcopy (migrate-start-postcopy) once memory was re-dirtied")] = False,
+    postcopy_preempt: Annotated[bool, typer.Option(
+        help="With --postcopy: faulted pages on a channel of their own (postcopy-preempt)")]
+    = False,
+    auto_converge: Annotated[bool, typer.Option(
+        help="auto-converge: QEMU throttles the vCPUs; the report shows the throttle")]
+    = False,
+    cpu_throttle_initial: Annotated[int | None, typer.Option(
+        help="--auto-converge: first throttle, %")] = None,
+    cpu_throttle_increment: Annotated[int | None, typer.Option(
+        help="--auto-converge: throttle step, %")] = None,
+    xbzrle_cache: Annotated[int | None, typer.Option(
+        help="xbzrle with a cache of MiB; the report shows the pages it encoded")] = None,
+    multifd: Annotated[int | None, typer.Option(
+        help="multifd with N channels; the report shows the channels that sent")] = None,
+    multifd_compression: Annotated[str | None, typer.Option(
+        help="--multifd: none, zlib or zstd")] = None,
+    zero_page_detection: Annotated[str | None, typer.Option(
+        help="none, legacy or multifd (QEMU 9.0+)")] = None,
+    dirty_limit: Annotated[int | None, typer.Option(
+        help="dirty-limit capability, MB/s per vCPU (KVM dirty ring only)")] = None,
+    dirty_limit_period: Annotated[int | None, typer.Option(
+        help="--dirty-limit: x-vcpu-dirty-limit-period, ms")] = None,
+    vcpu_dirty_limit: Annotated[int | None, typer.Option(
+        help="set-vcpu-dirty-limit MB/s on the running source before migrating (KVM dirty "
+             "ring only); the report shows the guest's write rate before and after")] = None,
     repeat: Annotated[int, typer.Option(
         help="Run N migrations in a row and tally the verdicts; the report is then a JSON "
              "array")] = 1,
@@ -319,6 +344,12 @@ def migrate(
             artifacts=artifacts,
             force=force,
             postcopy=postcopy, dirty_rate_probe=dirty_rate_probe,
+            postcopy_preempt=postcopy_preempt, auto_converge=auto_converge,
+            cpu_throttle_initial=cpu_throttle_initial,
+            cpu_throttle_increment=cpu_throttle_increment, xbzrle_cache=xbzrle_cache,
+            multifd=multifd, multifd_compression=multifd_compression,
+            zero_page_detection=zero_page_detection, dirty_limit=dirty_limit,
+            dirty_limit_period=dirty_limit_period, vcpu_dirty_limit=vcpu_dirty_limit,
             kernel=kernel, initrd=initrd, append=append,
             machine_opt=tuple(machine_opt or ()), handshake=handshake, ready_line=ready_line,
             migrate_after=migrate_after, guest_timeout=guest_timeout)

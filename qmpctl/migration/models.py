@@ -23,6 +23,9 @@ class PassSample(BaseModel):
     mbps: float
     dirty_sync_count: int
     pages_sent: int = Field(description="normal + zero pages sent so far")
+    cpu_throttle_percentage: int | None = Field(None, description="auto-converge's throttle")
+    dirty_limit_throttle_time_per_round: int | None = Field(None, description="us, dirty-limit")
+    dirty_limit_ring_full_time: int | None = Field(None, description="us, dirty-limit")
 
     @property
     def pages_resent(self) -> int:
@@ -37,6 +40,25 @@ class Decision(BaseModel):
     elapsed_s: float
     action: str
     why: str
+
+
+class FeatureEvidence(BaseModel):
+    """Whether a requested feature engaged, and the figure that says so."""
+
+    feature: str
+    engaged: bool
+    detail: str = Field(description="the figure(s) QEMU reported, in words")
+    figures: dict[str, int | float] = Field(default_factory=dict)
+
+
+class XbzrleStats(BaseModel):
+    """`query-migrate`'s xbzrle-cache, at the end."""
+
+    cache_size: int
+    pages: int = Field(description="pages sent XBZRLE-encoded")
+    bytes: int
+    cache_miss: int
+    overflow: int
 
 
 class MigrationStats(BaseModel):
@@ -60,6 +82,14 @@ class MigrationStats(BaseModel):
                           "workload_progress_unit")
     workload_progress_unit: str = "wave passes"
     error_desc: str | None = None
+    normal_pages: int = 0
+    zero_pages: int = Field(0, description="ram.duplicate: pages sent as zero pages")
+    page_size: int = PAGE_SIZE
+    multifd_bytes: int = 0
+    xbzrle: XbzrleStats | None = None
+    features: list[FeatureEvidence] = Field(
+        default_factory=list, description="each requested feature: did it engage, and the "
+                                          "figure that shows it")
     workload_stalled: bool = Field(
         False, description="the workload rewrote no memory while convergence was held back: "
                            "dirty tracking was not exercised")
@@ -73,6 +103,9 @@ def sample_from(info: dict[str, Any], pass_no: int, elapsed: float) -> PassSampl
         total=int(ram.get("total", 0)), dirty_pages_rate=int(ram.get("dirty-pages-rate", 0)),
         mbps=float(ram.get("mbps", 0.0)), dirty_sync_count=int(ram.get("dirty-sync-count", 0)),
         pages_sent=int(ram.get("normal", 0)) + int(ram.get("duplicate", 0)),
+        cpu_throttle_percentage=info.get("cpu-throttle-percentage"),
+        dirty_limit_throttle_time_per_round=info.get("dirty-limit-throttle-time-per-round"),
+        dirty_limit_ring_full_time=info.get("dirty-limit-ring-full-time"),
     )
 
 
@@ -92,6 +125,15 @@ def absorb_final(stats: MigrationStats, info: dict[str, Any]) -> None:
         stats.pages_resent = pages_resent(info)
         stats.transferred_bytes = int(ram.get("transferred", 0))
         stats.postcopy_requests = int(ram.get("postcopy-requests", 0))
+        stats.normal_pages = int(ram.get("normal", 0))
+        stats.zero_pages = int(ram.get("duplicate", 0))
+        stats.page_size = int(ram.get("page-size", PAGE_SIZE)) or PAGE_SIZE
+        stats.multifd_bytes = int(ram.get("multifd-bytes", 0))
+    if (x := info.get("xbzrle-cache")) is not None:
+        stats.xbzrle = XbzrleStats(
+            cache_size=int(x.get("cache-size", 0)), pages=int(x.get("pages", 0)),
+            bytes=int(x.get("bytes", 0)), cache_miss=int(x.get("cache-miss", 0)),
+            overflow=int(x.get("overflow", 0)))
     stats.total_time_ms = info.get("total-time")
     stats.downtime_ms = info.get("downtime")
     stats.setup_time_ms = info.get("setup-time")

@@ -28,6 +28,8 @@ def inconclusive_reasons(m: MigrationStats) -> list[str]:
         out.append("no page was sent twice: no dirty page was ever re-sent")
     if m.passes < MIN_SYNCS:
         out.append(f"only {m.passes} dirty sync(s); at least {MIN_SYNCS} are needed")
+    out += [f"{f.feature} was asked for but did not engage: {f.detail}"
+            for f in m.features if not f.engaged]
     return out
 
 

@@ -26,6 +26,17 @@ from ..guests.wave import WaveGuest, default_wave
 from ..host.kvm import ARCHES, Arch, KvmInfo, kvm_can_run, probe_kvm
 from ..host.netns import check_host as check_netns_host
 from ..host.qemu import MachineType, QemuBinary, cpu_models, find_qemu, machine_types
+from ..migration.features import (
+    AutoConverge,
+    Compression,
+    DirtyLimit,
+    Feature,
+    Multifd,
+    PostcopyPreempt,
+    Xbzrle,
+    ZeroPageDetection,
+    ZeroPages,
+)
 from ..migration.settings import MigrationSettings, parse_capability, parse_setting
 from ..qemu.cmdline import DEFAULT_MACHINE, Accel
 from ..verify.compare import exclusion_problems
@@ -88,6 +99,21 @@ class MigrateOptions(BaseModel):
     dirty_rate_probe: bool = False
     force: bool = False
     postcopy: bool = False
+    # QEMU migration features (migration.features): each shows in the report
+    # whether it engaged.
+    auto_converge: bool = False
+    cpu_throttle_initial: int | None = Field(None, description="%, with --auto-converge")
+    cpu_throttle_increment: int | None = Field(None, description="%, with --auto-converge")
+    xbzrle_cache: int | None = Field(None, description="MiB: turn on xbzrle with this cache")
+    multifd: int | None = Field(None, description="channels: turn on multifd")
+    multifd_compression: Compression | None = None
+    zero_page_detection: ZeroPageDetection | None = None
+    dirty_limit: int | None = Field(None, description="MB/s per vCPU: the dirty-limit "
+                                                      "capability (KVM dirty ring only)")
+    dirty_limit_period: int | None = Field(None, description="ms, x-vcpu-dirty-limit-period")
+    vcpu_dirty_limit: int | None = Field(None, description="MB/s: set-vcpu-dirty-limit on the "
+                                                           "running source before migrating")
+    postcopy_preempt: bool = False
     artifacts: Path | None = None
     # --guest kernel: a kernel image of the user's own
     kernel: Path | None = Field(None, description="kernel image: ELF, flat binary, "
@@ -192,6 +218,7 @@ class Resolved:
     machine_type: str | None = None
     machine_type_reason: str = "same QEMU on both sides: its default"
     cpu: str | None = None  # -cpu pinned for a cross-version run; None: the default
+    features: tuple[Feature, ...] = ()
 
     @property
     def machine(self) -> str:
@@ -282,6 +309,7 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
     if ring:
         check_ring(ring, kvm)
     forced = ring_safety(arch, accel, ring, kvm, opts.force, opts.postcopy)
+    features = build_features(opts, accel, ring)
     exclusions = tuple(parse_exclusion(e) for e in opts.exclude)
     if problems := exclusion_problems(list(exclusions), guest.layout()):
         raise UsageError("; ".join(problems))
@@ -299,7 +327,62 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
     cpu = choose_cpu(arch, accel, src, dst, cpu_models)
     _ = guest.kernel, guest.initrd  # raise HostError when an image was not built
     return Resolved(opts, arch, accel, reason, ring, guest, forced, src, dst, kvm,
-                    exclusions, settings, faults, machine_type, machine_reason, cpu)
+                    exclusions, settings, faults, machine_type, machine_reason, cpu, features)
+
+
+def feature_problems(opts: MigrateOptions, accel: Accel, ring: int) -> list[str]:
+    """Feature options that cannot work together or on this run (pure)."""
+    problems = []
+    if not opts.auto_converge and (opts.cpu_throttle_initial is not None
+                                   or opts.cpu_throttle_increment is not None):
+        problems.append("--cpu-throttle-initial/--cpu-throttle-increment need --auto-converge")
+    if opts.multifd is None and opts.multifd_compression is not None:
+        problems.append("--multifd-compression needs --multifd N")
+    if opts.multifd is None and opts.zero_page_detection == "multifd":
+        problems.append("--zero-page-detection multifd needs --multifd N")
+    if opts.multifd is not None and not 1 <= opts.multifd <= 255:
+        problems.append(f"--multifd {opts.multifd}: channels must be 1..255")
+    if opts.multifd is not None and opts.xbzrle_cache is not None:
+        problems.append("--xbzrle-cache with --multifd: QEMU does not combine xbzrle and "
+                        "multifd")
+    if opts.xbzrle_cache is not None and opts.xbzrle_cache < 1:
+        problems.append(f"--xbzrle-cache {opts.xbzrle_cache}: must be at least 1 MiB")
+    limits = [f"--{n.replace('_', '-')}" for n in ("dirty_limit", "vcpu_dirty_limit")
+              if getattr(opts, n) is not None]
+    if limits and not (accel == "kvm" and ring):
+        problems.append(f"{' and '.join(limits)}: dirty-limit meters the KVM dirty ring, and "
+                        "this run uses " + ("the KVM dirty bitmap" if accel == "kvm" else
+                                            "TCG") + "; use --accel kvm with --dirty-ring N")
+    if any(v is not None and v < 1 for v in (opts.dirty_limit, opts.vcpu_dirty_limit)):
+        problems.append("--dirty-limit and --vcpu-dirty-limit must be at least 1 MB/s")
+    if opts.dirty_limit_period is not None and opts.dirty_limit is None:
+        problems.append("--dirty-limit-period needs --dirty-limit")
+    if opts.dirty_limit is not None and opts.auto_converge:
+        problems.append("--dirty-limit with --auto-converge: QEMU runs one throttle or the "
+                        "other")
+    if opts.postcopy_preempt and not opts.postcopy:
+        problems.append("--postcopy-preempt needs --postcopy")
+    return problems
+
+
+def build_features(opts: MigrateOptions, accel: Accel, ring: int) -> tuple[Feature, ...]:
+    """The features the options ask for, or a UsageError naming every conflict."""
+    if problems := feature_problems(opts, accel, ring):
+        raise UsageError("; ".join(problems))
+    features: list[Feature] = []
+    if opts.auto_converge:
+        features.append(AutoConverge(opts.cpu_throttle_initial, opts.cpu_throttle_increment))
+    if opts.xbzrle_cache is not None:
+        features.append(Xbzrle(opts.xbzrle_cache))
+    if opts.multifd is not None:
+        features.append(Multifd(opts.multifd, opts.multifd_compression))
+    if opts.zero_page_detection is not None:
+        features.append(ZeroPages(opts.zero_page_detection))
+    if opts.dirty_limit is not None:
+        features.append(DirtyLimit(opts.dirty_limit, opts.dirty_limit_period))
+    if opts.postcopy_preempt:
+        features.append(PostcopyPreempt())
+    return tuple(features)
 
 
 # arm64 under TCG runs `-cpu max`, whose features grow with every QEMU

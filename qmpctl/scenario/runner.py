@@ -42,6 +42,8 @@ from ..host.qemu import QemuBinary
 from ..host.selfmem import AnonPeak, read_mib
 from ..migration import driver
 from ..migration.dirtyrate import probe_dirty_rate
+from ..migration.features import Observed, feature_settings, feature_trace_events
+from ..migration.features import evidence as feature_evidence
 from ..migration.models import MigrationStats
 from ..migration.policy import Converge, HoldBack, Policy, Postcopy
 from ..migration.settings import MigrationSettings
@@ -99,7 +101,8 @@ def machine_spec(r: Resolved, run: RunDir, side: str, binary: QemuBinary,
         incoming=side != "src", name=f"qmpctl-{side}",
         # The dirty-tracking timeline: ring reaps, syncs, stop (cheap events
         # only), on every side: a destination is the source of the next hop.
-        trace_events=TIMELINE_TRACE_EVENTS, trace_timestamps=True,
+        trace_events=TIMELINE_TRACE_EVENTS + feature_trace_events(r.features),
+        trace_timestamps=True,
         netns=namespace_name(run.path.name, side) if r.options.topology == "netns" else None,
     )
 
@@ -113,8 +116,10 @@ def migration_policy(r: Resolved) -> HoldBack:
 
 
 def effective_settings(r: Resolved, policy: Policy) -> MigrationSettings:
-    """What both sides get: the driver's, the policy's, then the user's own."""
-    return driver.BASE_SETTINGS.merged(policy.settings()).merged(r.settings)
+    """What both sides get: the driver's, the policy's, the features', then
+    the user's own."""
+    return (driver.BASE_SETTINGS.merged(policy.settings())
+            .merged(feature_settings(r.features)).merged(r.settings))
 
 
 _schemas: dict[tuple[Path, float], QemuSchema] = {}
@@ -354,6 +359,7 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
     finally:
         run.injector.end()
         rep.faults = run.injector.records
+
         run.timings["migrate"] = round(time.monotonic() - run.t_migrate, 3)
         run.wall_migrate = (wall, time.time())
         if r.guest.measures_progress:
@@ -410,6 +416,10 @@ async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
     if table_map is not None:
         rep.its_tables = table_verdicts(table_map.tables, rep.memory, layout)
     rep.ramblocks = await ramblock_verdicts(src, dst, RAM_BLOCK)
+    if rep.migration is not None:  # read now: multifd threads log their end after completion
+        rep.migration.features = feature_evidence(r.features, Observed(
+            rep.migration, src.log_path.read_text(errors="replace"),
+            dst.log_path.read_text(errors="replace")))
     run.timings["compare"] = round(time.monotonic() - t0, 3)
     rep.guest_checks += r.guest.image_checks(dst.spec.ram_path,
                                              "destination image, before resume")
