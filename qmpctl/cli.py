@@ -253,6 +253,12 @@ def migrate(
     postcopy_preempt: Annotated[bool, typer.Option(
         help="With --postcopy: faulted pages on a channel of their own (postcopy-preempt)")]
     = False,
+    postcopy_recover: Annotated[bool, typer.Option(
+        help="With --postcopy: break the channel after the switchover (migrate-pause), then "
+             "recover (migrate-recover + migrate resume=true)")] = False,
+    postcopy_recover_fail: Annotated[bool, typer.Option(
+        help="With --postcopy-recover: the first recovery attempt fails too (its listener "
+             "hangs up), so the source pauses again and is recovered a second time")] = False,
     auto_converge: Annotated[bool, typer.Option(
         help="auto-converge: QEMU throttles the vCPUs; the report shows the throttle")]
     = False,
@@ -344,7 +350,8 @@ def migrate(
             artifacts=artifacts,
             force=force,
             postcopy=postcopy, dirty_rate_probe=dirty_rate_probe,
-            postcopy_preempt=postcopy_preempt, auto_converge=auto_converge,
+            postcopy_preempt=postcopy_preempt, postcopy_recover=postcopy_recover,
+            postcopy_recover_fail=postcopy_recover_fail, auto_converge=auto_converge,
             cpu_throttle_initial=cpu_throttle_initial,
             cpu_throttle_increment=cpu_throttle_increment, xbzrle_cache=xbzrle_cache,
             multifd=multifd, multifd_compression=multifd_compression,

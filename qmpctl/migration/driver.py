@@ -27,10 +27,12 @@ from .policy import (
     ContinueSwitchover,
     EndHoldBack,
     MigrationState,
+    PausePostcopy,
     Policy,
     SetParameters,
     StartPostcopy,
 )
+from .recovery import Recovery
 from .settings import MigrationSettings
 
 log = logging.getLogger(__name__)
@@ -84,8 +86,9 @@ async def _destination_status(dst: QemuMachine) -> str:
 
 class _Driver:
     def __init__(self, src: QemuMachine, policy: Policy, stats: MigrationStats,
-                 watch: Watch) -> None:
+                 watch: Watch, recovery: Recovery | None = None) -> None:
         self.src, self.policy, self.stats, self.watch = src, policy, stats, watch
+        self.recovery = recovery
         self.started = time.monotonic()
 
     def elapsed(self) -> float:
@@ -103,6 +106,10 @@ class _Driver:
             case StartPostcopy():
                 s.mode, s.postcopy_at_pass = "postcopy", pass_no
                 await self.src.execute("migrate-start-postcopy")
+            case PausePostcopy():
+                if self.recovery is not None:
+                    await self.recovery.before_pause()
+                await self.src.execute("migrate-pause")
             case Cancel():
                 await self.src.execute("migrate_cancel")
             case ContinueSwitchover():
@@ -127,9 +134,14 @@ class _Driver:
                         self.watch.progress(info, len(s.samples))
                 elif event["event"] == "MIGRATION":
                     s.status = str(event["data"]["status"])
+                    s.statuses.append(s.status)
                     if self.watch.on_status is not None:
                         await self.watch.on_status(s.status)
-                    if s.status in POSTCOPY_PAUSED:
+                    if self.recovery is not None and s.status in POSTCOPY_PAUSED:
+                        if s.status == "postcopy-paused":
+                            await self.recovery.recover(self.src, self.elapsed())
+                            s.recoveries = list(self.recovery.attempts)
+                    elif s.status in POSTCOPY_PAUSED:
                         raise MigrationFailed(
                             f"postcopy {s.status} at +{self.elapsed():.2f} s: the migration "
                             "channel broke after the switchover; the guest's newest pages are "
@@ -152,14 +164,15 @@ class _Driver:
 
 
 async def migrate(src: QemuMachine, dst: QemuMachine, uri: str, policy: Policy,
-                  stats: MigrationStats, timeout: float, watch: Watch | None = None) -> None:
+                  stats: MigrationStats, timeout: float, watch: Watch | None = None,
+                  recovery: Recovery | None = None) -> None:
     """Migrate `src` into `dst`, filling `stats` as it goes (so a failed run
     keeps what it measured); raise MigrationFailed with QEMU's error-desc.
 
     `prepare()` must have been called; on any exception the caller is
     responsible for `cancel()`.
     """
-    driver = _Driver(src, policy, stats, watch or Watch())
+    driver = _Driver(src, policy, stats, watch or Watch(), recovery)
     info: dict[str, Any] = {}
     try:
         async with task_group() as group:
@@ -189,6 +202,8 @@ async def migrate(src: QemuMachine, dst: QemuMachine, uri: str, policy: Policy,
             if final != "completed":
                 raise MigrationFailed(f"source completed but destination says {final}")
     finally:
+        if recovery is not None:
+            await recovery.close()
         if not any(d.action == "EndHoldBack" for d in stats.decisions):
             stats.throttled_passes = stats.passes  # never released
 

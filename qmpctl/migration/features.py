@@ -264,6 +264,41 @@ class PostcopyPreempt:
             f"pages went over it ({seen.stats.postcopy_requests} postcopy requests)"))
 
 
+@dataclass(frozen=True)
+class PostcopyRecover:
+    """Recovery of a postcopy migration whose channel broke (see `recovery`)."""
+
+    fail_first: bool = False
+    name: str = "postcopy-recover"
+
+    def settings(self) -> MigrationSettings:
+        return MigrationSettings()
+
+    def trace_events(self) -> tuple[str, ...]:
+        return ("postcopy_pause_incoming", "postcopy_pause_incoming_continued")
+
+    def evidence(self, seen: Observed) -> FeatureEvidence:
+        s = seen.stats
+        pauses = s.statuses.count("postcopy-paused")
+        failed = sum(a.meant_to_fail for a in s.recoveries)
+        good = len(s.recoveries) - failed
+        dst_pauses = len(trace_args(seen.dst_log, "postcopy_pause_incoming"))
+        figures = {"source_pauses": pauses, "destination_pauses": dst_pauses,
+                   "attempts": len(s.recoveries), "failed_attempts": failed}
+        detail = (f"source paused {pauses} time(s), destination {dst_pauses}; "
+                  f"{len(s.recoveries)} resume attempt(s), {failed} aimed to fail")
+        problems = []
+        if not pauses or not dst_pauses:
+            problems.append("the channel never broke on both sides")
+        if not good or s.status != "completed":
+            problems.append("no recovery completed the migration")
+        if self.fail_first and (not failed or pauses < 2):
+            problems.append("the failed first recovery did not pause the source again")
+        return FeatureEvidence(feature=self.name, engaged=not problems, figures=figures,
+                               detail="; ".join(problems) + f" ({detail})" if problems
+                               else detail)
+
+
 def evidence(features: Iterable[Feature], seen: Observed) -> list[FeatureEvidence]:
     return [f.evidence(seen) for f in features]
 

@@ -61,6 +61,15 @@ class XbzrleStats(BaseModel):
     overflow: int
 
 
+class RecoveryAttempt(BaseModel):
+    """One `migrate resume=true` of the source."""
+
+    attempt: int
+    uri: str
+    meant_to_fail: bool = Field(description="aimed at a listener that hangs up at once")
+    elapsed_s: float = Field(description="seconds since the migration started")
+
+
 class MigrationStats(BaseModel):
     status: str
     mode: Literal["precopy", "postcopy"] = "precopy"
@@ -87,6 +96,10 @@ class MigrationStats(BaseModel):
     page_size: int = PAGE_SIZE
     multifd_bytes: int = 0
     xbzrle: XbzrleStats | None = None
+    statuses: list[str] = Field(default_factory=list,
+                                description="the source's MIGRATION statuses, in order")
+    recoveries: list[RecoveryAttempt] = Field(
+        default_factory=list, description="postcopy recovery: each resume of the source")
     features: list[FeatureEvidence] = Field(
         default_factory=list, description="each requested feature: did it engage, and the "
                                           "figure that shows it")

@@ -29,6 +29,13 @@ class StartPostcopy:
 
 
 @dataclass(frozen=True)
+class PausePostcopy:
+    """Break the channel after the switchover (migrate-pause) to exercise recovery."""
+
+    why: str
+
+
+@dataclass(frozen=True)
 class Cancel:
     why: str
 
@@ -48,7 +55,8 @@ class EndHoldBack:
     why: str
 
 
-Action = SetParameters | StartPostcopy | Cancel | ContinueSwitchover | EndHoldBack
+Action = (SetParameters | StartPostcopy | PausePostcopy | Cancel | ContinueSwitchover
+          | EndHoldBack)
 
 
 @dataclass(frozen=True)
@@ -133,3 +141,22 @@ class HoldBack:
                if state.redirtied else
                f"the guest rewrote no memory within {self.hold_timeout_s:g}s")
         return [EndHoldBack(stalled=not state.redirtied, why=why), *self.ending.release()]
+
+
+@dataclass
+class BreakPostcopy:
+    """`inner`, plus one `migrate-pause` once postcopy is active, so the run
+    must recover (the driver's `Recovery`) before it can complete."""
+
+    inner: Policy
+    broken: bool = field(default=False, init=False)
+
+    def settings(self) -> MigrationSettings:
+        return self.inner.settings()
+
+    def decide(self, state: MigrationState) -> list[Action]:
+        actions = self.inner.decide(state)
+        if state.status == "postcopy-active" and not self.broken:
+            self.broken = True
+            actions.append(PausePostcopy("break the channel during postcopy (migrate-pause)"))
+        return actions

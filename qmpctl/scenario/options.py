@@ -33,6 +33,7 @@ from ..migration.features import (
     Feature,
     Multifd,
     PostcopyPreempt,
+    PostcopyRecover,
     Xbzrle,
     ZeroPageDetection,
     ZeroPages,
@@ -114,6 +115,10 @@ class MigrateOptions(BaseModel):
     vcpu_dirty_limit: int | None = Field(None, description="MB/s: set-vcpu-dirty-limit on the "
                                                            "running source before migrating")
     postcopy_preempt: bool = False
+    postcopy_recover: bool = Field(False, description="break the channel once in postcopy "
+                                                      "(migrate-pause), then recover")
+    postcopy_recover_fail: bool = Field(False, description="the first recovery attempt fails "
+                                                           "too (double failure)")
     artifacts: Path | None = None
     # --guest kernel: a kernel image of the user's own
     kernel: Path | None = Field(None, description="kernel image: ELF, flat binary, "
@@ -360,8 +365,11 @@ def feature_problems(opts: MigrateOptions, accel: Accel, ring: int) -> list[str]
     if opts.dirty_limit is not None and opts.auto_converge:
         problems.append("--dirty-limit with --auto-converge: QEMU runs one throttle or the "
                         "other")
-    if opts.postcopy_preempt and not opts.postcopy:
-        problems.append("--postcopy-preempt needs --postcopy")
+    for name in ("postcopy_preempt", "postcopy_recover"):
+        if getattr(opts, name) and not opts.postcopy:
+            problems.append(f"--{name.replace('_', '-')} needs --postcopy")
+    if opts.postcopy_recover_fail and not opts.postcopy_recover:
+        problems.append("--postcopy-recover-fail needs --postcopy-recover")
     return problems
 
 
@@ -382,6 +390,8 @@ def build_features(opts: MigrateOptions, accel: Accel, ring: int) -> tuple[Featu
         features.append(DirtyLimit(opts.dirty_limit, opts.dirty_limit_period))
     if opts.postcopy_preempt:
         features.append(PostcopyPreempt())
+    if opts.postcopy_recover:
+        features.append(PostcopyRecover(opts.postcopy_recover_fail))
     return tuple(features)
 
 

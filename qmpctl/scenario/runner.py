@@ -45,7 +45,8 @@ from ..migration.dirtyrate import probe_dirty_rate
 from ..migration.features import Observed, feature_settings, feature_trace_events
 from ..migration.features import evidence as feature_evidence
 from ..migration.models import MigrationStats
-from ..migration.policy import Converge, HoldBack, Policy, Postcopy
+from ..migration.policy import BreakPostcopy, Converge, HoldBack, Policy, Postcopy
+from ..migration.recovery import Recovery
 from ..migration.settings import MigrationSettings
 from ..qemu.cmdline import RAM_BLOCK, MachineSpec
 from ..qemu.machine import QemuMachine
@@ -107,12 +108,14 @@ def machine_spec(r: Resolved, run: RunDir, side: str, binary: QemuBinary,
     )
 
 
-def migration_policy(r: Resolved) -> HoldBack:
-    """migration-test's hold-back, ending in precopy convergence or postcopy."""
+def migration_policy(r: Resolved) -> Policy:
+    """migration-test's hold-back, ending in precopy convergence or postcopy
+    (broken once after the switchover with --postcopy-recover)."""
     o = r.options
-    return HoldBack(ending=Postcopy() if o.postcopy else Converge(downtime_ms=o.downtime_limit),
+    held = HoldBack(ending=Postcopy() if o.postcopy else Converge(downtime_ms=o.downtime_limit),
                     min_passes=o.min_passes, throttle_bandwidth=o.throttle * MiB,
                     hold_timeout_s=o.hold_timeout)
+    return BreakPostcopy(held) if o.postcopy_recover else held
 
 
 def effective_settings(r: Resolved, policy: Policy) -> MigrationSettings:
@@ -201,6 +204,7 @@ class Run:
     injector: FaultInjector = field(init=False)
     anon: AnonPeak = field(default_factory=AnonPeak)
     timings: dict[str, float] = field(default_factory=dict)
+    recoveries: int = 0  # postcopy recovery addresses handed out
 
     def __post_init__(self) -> None:
         self.supervisor = Supervisor(context=self.other_side,
@@ -321,6 +325,9 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
         uri = (f"unix:{run.dir.side('mig', 'sock')}" if o.transport == "unix"
                else f"tcp:127.0.0.1:{_free_port()}")
     await driver.prepare(src, dst, uri, settings)
+    recovery = (Recovery(dst, lambda: _recovery_uri(run), run.dir.path,
+                         fail_first=o.postcopy_recover_fail)
+                if o.postcopy_recover else None)
     if run.hooks.before_migration is not None:
         await run.hooks.before_migration(src, dst)
 
@@ -350,7 +357,7 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
     run.t_migrate, wall = time.monotonic(), time.time()
     run.injector.begin(src, dst)
     try:
-        await driver.migrate(src, dst, uri, policy, stats, o.timeout, watch)
+        await driver.migrate(src, dst, uri, policy, stats, o.timeout, watch, recovery)
     except (MigrationFailed, QmpError) as exc:
         # QEMU's own reason first, but name the side if one of them died.
         if not isinstance(exc, SideLost) and (lost := await run.supervisor.first_failure()):
@@ -371,6 +378,16 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
         rep.dirty_ring = ring_evidence(rep.dirty_timeline, stats.pages_resent)
         rep.evidence_missing += ring_problems(rep.dirty_ring)
     return dst
+
+
+def _recovery_uri(run: Run) -> str:
+    """A fresh address for the destination to listen on again (postcopy recovery)."""
+    run.recoveries += 1
+    if run.topology is not None:
+        return f"tcp:{run.topology.dst_addr}:{NETNS_MIGRATION_PORT + run.recoveries}"
+    if effective_transport(run.r.options) == "unix":
+        return f"unix:{run.dir.side(f'recover{run.recoveries}', 'sock')}"
+    return f"tcp:127.0.0.1:{_free_port()}"
 
 
 async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:

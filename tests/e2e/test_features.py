@@ -64,3 +64,16 @@ async def test_postcopy_preempt_opens_its_channel(qmpctl_migrate: MigrateFn) -> 
     assert rep.exit_code == ExitCode.VERIFIED, (rep.error, rep.inconclusive)
     assert rep.migration is not None and rep.migration.mode == "postcopy"
     assert engaged(rep)["postcopy-preempt"].figures["preempt_channels"] >= 1
+
+
+@pytest.mark.parametrize("fail_first", [False, True], ids=["recover", "double-failure"])
+async def test_postcopy_recovers_a_broken_channel(qmpctl_migrate: MigrateFn,
+                                                  fail_first: bool) -> None:
+    rep = await migrate(qmpctl_migrate, accel="tcg", postcopy=True, postcopy_recover=True,
+                        postcopy_recover_fail=fail_first)
+    assert rep.exit_code == ExitCode.VERIFIED, (rep.error, rep.inconclusive)
+    assert rep.migration is not None
+    recover = engaged(rep)["postcopy-recover"]
+    assert recover.figures["failed_attempts"] == int(fail_first)
+    assert rep.migration.statuses.count("postcopy-paused") == 1 + int(fail_first)
+    assert rep.migration.statuses[-2:] == ["postcopy-active", "completed"]

@@ -130,3 +130,28 @@ def test_features_are_built_in_order() -> None:
                                       postcopy_preempt=True, auto_converge=True)
     assert [f.name for f in build_features(opts, "tcg", 0)] == [
         "auto-converge", "multifd", "zero-page-detection", "postcopy-preempt"]
+
+
+def test_postcopy_recover_needs_pauses_and_a_good_resume() -> None:
+    from qmpctl.migration.features import PostcopyRecover
+    from qmpctl.migration.models import RecoveryAttempt
+
+    def attempt(n: int, fail: bool) -> RecoveryAttempt:
+        return RecoveryAttempt(attempt=n, uri="unix:x", meant_to_fail=fail, elapsed_s=1.0)
+
+    dst = "1@1.0:postcopy_pause_incoming\n"
+    never = MigrationStats(status="completed", mode="postcopy",
+                           statuses=["active", "postcopy-active", "completed"])
+    assert not PostcopyRecover().evidence(Observed(never, dst_log=dst)).engaged
+    once = never.model_copy(update={
+        "statuses": ["postcopy-active", "postcopy-paused", "postcopy-active", "completed"],
+        "recoveries": [attempt(1, False)]})
+    assert PostcopyRecover().evidence(Observed(once, dst_log=dst)).engaged
+    assert not PostcopyRecover().evidence(Observed(once)).engaged  # dst never paused
+    assert not PostcopyRecover(fail_first=True).evidence(Observed(once, dst_log=dst)).engaged
+    twice = once.model_copy(update={
+        "statuses": ["postcopy-paused", "postcopy-recover", "postcopy-paused", "completed"],
+        "recoveries": [attempt(1, True), attempt(2, False)]})
+    assert PostcopyRecover(fail_first=True).evidence(Observed(twice, dst_log=dst)).engaged
+    failed = twice.model_copy(update={"status": "failed"})
+    assert not PostcopyRecover(fail_first=True).evidence(Observed(failed, dst_log=dst)).engaged

@@ -105,3 +105,15 @@ def test_parse_capability() -> None:
         parse_capability("xbzrle=7")
     with pytest.raises(UsageError, match="expected NAME=VALUE"):
         parse_setting("=3")
+
+
+def test_break_postcopy_pauses_once_after_the_switchover() -> None:
+    from qmpctl.migration.policy import BreakPostcopy, HoldBack, PausePostcopy, Postcopy
+    from qmpctl.migration.policy import MigrationState as State
+
+    policy = BreakPostcopy(HoldBack(ending=Postcopy()))
+    assert policy.settings().capabilities == {"postcopy-ram": True}
+    assert policy.decide(State("active", (), 0.0, True)) == []
+    first = policy.decide(State("postcopy-active", (), 1.0, True))
+    assert [type(a) for a in first] == [PausePostcopy]
+    assert policy.decide(State("postcopy-active", (), 2.0, True)) == []

@@ -1,0 +1,90 @@
+"""Postcopy recovery: break the migration channel after the switchover, then
+bring both sides back together, as QEMU's migration-test does.
+
+Once the source switched to postcopy, neither side holds the whole guest, so a
+broken channel can only be repaired: both sides sit in `postcopy-paused`, the
+destination listens again (`migrate-recover URI`) and the source reconnects
+(`migrate URI resume=true`). With `fail_first`, the first attempt goes to a
+listener that accepts and hangs up at once, so the source's resume handshake
+fails and it must pause again and be recovered a second time (QEMU's
+double-failure case).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..core.errors import MigrationFailed
+from ..qemu.machine import QemuMachine
+from .models import RecoveryAttempt
+
+MAX_ATTEMPTS = 3
+
+
+async def _hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
+class Recovery:
+    """Recovers a paused postcopy migration; the driver calls `recover()` each
+    time the source reports `postcopy-paused`."""
+
+    def __init__(self, dst: QemuMachine, new_uri: Callable[[], str], run_dir: Path,
+                 fail_first: bool = False, timeout: float = 30.0) -> None:
+        self.dst, self.new_uri, self.run_dir = dst, new_uri, run_dir
+        self.fail_first, self.timeout = fail_first, timeout
+        self.attempts: list[RecoveryAttempt] = []
+        self._server: asyncio.Server | None = None
+
+    async def _wait_paused(self, machine: QemuMachine, side: str) -> None:
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            status = (await machine.execute("query-migrate", timeout=5)).get("status")
+            if status == "postcopy-paused":
+                return
+            await asyncio.sleep(0.05)
+        raise MigrationFailed(f"postcopy recovery: the {side} did not reach postcopy-paused "
+                              f"within {self.timeout:g}s")
+
+    async def before_pause(self) -> None:
+        """Wait until the destination took over the guest (its run state leaves
+        `inmigrate` once it handled postcopy's RUN): a channel broken before
+        that makes the destination give up instead of pausing."""
+        deadline = time.monotonic() + self.timeout
+        while await self.dst.status() == "inmigrate":
+            if time.monotonic() > deadline:
+                raise MigrationFailed("postcopy: the destination did not take over the guest "
+                                      f"within {self.timeout:g}s of the switchover")
+            await asyncio.sleep(0.02)
+
+    async def _decoy(self) -> str:
+        """A unix socket that accepts and closes every connection."""
+        path = self.run_dir / "recover-decoy.sock"
+        if self._server is None:
+            self._server = await asyncio.start_unix_server(_hang_up, path=str(path))
+        return f"unix:{path}"
+
+    async def recover(self, src: QemuMachine, elapsed_s: float) -> None:
+        if len(self.attempts) >= MAX_ATTEMPTS:
+            raise MigrationFailed(f"postcopy recovery failed {MAX_ATTEMPTS} times")
+        await self._wait_paused(src, "source")
+        await self._wait_paused(self.dst, "destination")
+        failing = self.fail_first and not self.attempts
+        uri = await self._decoy() if failing else self.new_uri()
+        self.attempts.append(RecoveryAttempt(attempt=len(self.attempts) + 1, uri=uri,
+                                             meant_to_fail=failing, elapsed_s=elapsed_s))
+        if not failing:
+            await self.dst.execute("migrate-recover", {"uri": uri})
+        await src.execute("migrate", {"uri": uri, "resume": True})
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
