@@ -259,6 +259,10 @@ def migrate(
     postcopy_recover_fail: Annotated[bool, typer.Option(
         help="With --postcopy-recover: the first recovery attempt fails too (its listener "
              "hangs up), so the source pauses again and is recovered a second time")] = False,
+    cancel_at: Annotated[str | None, typer.Option(
+        help="Cancel a first migration in setup, active or pre-switchover, check the source "
+             "runs on and its workload is sound, then migrate to a fresh destination")]
+    = None,
     auto_converge: Annotated[bool, typer.Option(
         help="auto-converge: QEMU throttles the vCPUs; the report shows the throttle")]
     = False,
@@ -351,6 +355,7 @@ def migrate(
             force=force,
             postcopy=postcopy, dirty_rate_probe=dirty_rate_probe,
             postcopy_preempt=postcopy_preempt, postcopy_recover=postcopy_recover,
+            **({} if cancel_at is None else {"cancel_at": cancel_at}),
             postcopy_recover_fail=postcopy_recover_fail, auto_converge=auto_converge,
             cpu_throttle_initial=cpu_throttle_initial,
             cpu_throttle_increment=cpu_throttle_increment, xbzrle_cache=xbzrle_cache,

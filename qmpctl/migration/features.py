@@ -299,6 +299,30 @@ class PostcopyRecover:
                                else detail)
 
 
+def cancel_evidence(requested: str, statuses: list[str], source_after: str,
+                    checks_ok: bool, check_detail: str) -> FeatureEvidence:
+    """--cancel-at: was the migration cancelled in the status asked for, and
+    did the source run on, sound, afterwards (pure)."""
+    reached = statuses[statuses.index("cancelling") - 1] if "cancelling" in statuses[1:] \
+        else None
+    figures = {"cancelled": int(statuses[-1:] == ["cancelled"])}
+    problems = []
+    if statuses[-1:] != ["cancelled"]:
+        problems.append(f"the migration ended {statuses[-1] if statuses else 'nowhere'}, "
+                        "not cancelled")
+    elif reached != requested:
+        problems.append(f"cancelled in {reached}, not in {requested}")
+    if source_after != "running":
+        problems.append(f"the source is {source_after} after the cancel, not running")
+    if not checks_ok:
+        problems.append(f"the source's workload check failed after the cancel: {check_detail}")
+    detail = (f"statuses {' -> '.join(statuses)}; source {source_after} afterwards; "
+              f"{check_detail}")
+    return FeatureEvidence(feature=f"cancel-at-{requested}", engaged=not problems,
+                           figures=figures,
+                           detail="; ".join(problems) + f" ({detail})" if problems else detail)
+
+
 def evidence(features: Iterable[Feature], seen: Observed) -> list[FeatureEvidence]:
     return [f.evidence(seen) for f in features]
 

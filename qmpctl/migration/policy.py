@@ -160,3 +160,26 @@ class BreakPostcopy:
             self.broken = True
             actions.append(PausePostcopy("break the channel during postcopy (migrate-pause)"))
         return actions
+
+
+@dataclass
+class CancelAt:
+    """`inner` until the source reports `status`, then `migrate_cancel` (once).
+    `pre-switchover` needs `pause-before-switchover`, which this adds."""
+
+    inner: Policy
+    status: str
+    cancelled: bool = field(default=False, init=False)
+
+    def settings(self) -> MigrationSettings:
+        extra = (MigrationSettings(capabilities={"pause-before-switchover": True})
+                 if self.status == "pre-switchover" else MigrationSettings())
+        return self.inner.settings().merged(extra)
+
+    def decide(self, state: MigrationState) -> list[Action]:
+        if self.cancelled:
+            return []
+        if state.status == self.status:
+            self.cancelled = True
+            return [Cancel(f"cancel in {self.status}, as asked (--cancel-at)")]
+        return self.inner.decide(state)

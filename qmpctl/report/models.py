@@ -108,6 +108,8 @@ class RunReport(BaseModel):
     dirty_ring: DirtyRingEvidence | None = None
     dirty_timeline: DirtyTimeline | None = Field(
         None, description="the source's dirty-tracking timeline from QEMU's trace events")
+    cancelled_migration: MigrationStats | None = Field(
+        None, description="--cancel-at: the first migration, cancelled on purpose")
     migration: MigrationStats | None = None
     memory: MemoryVerdict | None = None
     ramblocks: list[RamBlockVerdict] = Field(

@@ -50,6 +50,9 @@ DEFAULT_RAM = {"baremetal": 160, "linux": 512, "kernel": 256}
 MAX_SMP = 8
 Transport = Literal["unix", "tcp"]
 Topology = Literal["local", "netns"]
+# Where the source can be cancelled from QMP on purpose. `device` lasts the
+# milliseconds between migrate-continue and completion: not reachable on demand.
+CancelStatus = Literal["setup", "active", "pre-switchover"]
 
 
 class MigrateOptions(BaseModel):
@@ -119,6 +122,9 @@ class MigrateOptions(BaseModel):
                                                       "(migrate-pause), then recover")
     postcopy_recover_fail: bool = Field(False, description="the first recovery attempt fails "
                                                            "too (double failure)")
+    cancel_at: CancelStatus | None = Field(
+        None, description="cancel a first migration in this status, check the source runs "
+                          "on, then migrate to a fresh destination")
     artifacts: Path | None = None
     # --guest kernel: a kernel image of the user's own
     kernel: Path | None = Field(None, description="kernel image: ELF, flat binary, "

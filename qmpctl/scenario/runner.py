@@ -42,10 +42,15 @@ from ..host.qemu import QemuBinary
 from ..host.selfmem import AnonPeak, read_mib
 from ..migration import driver
 from ..migration.dirtyrate import probe_dirty_rate
-from ..migration.features import Observed, feature_settings, feature_trace_events
+from ..migration.features import (
+    Observed,
+    cancel_evidence,
+    feature_settings,
+    feature_trace_events,
+)
 from ..migration.features import evidence as feature_evidence
-from ..migration.models import MigrationStats
-from ..migration.policy import BreakPostcopy, Converge, HoldBack, Policy, Postcopy
+from ..migration.models import FeatureEvidence, MigrationStats
+from ..migration.policy import BreakPostcopy, CancelAt, Converge, HoldBack, Policy, Postcopy
 from ..migration.recovery import Recovery
 from ..migration.settings import MigrationSettings
 from ..qemu.cmdline import RAM_BLOCK, MachineSpec
@@ -121,7 +126,11 @@ def migration_policy(r: Resolved) -> Policy:
 def effective_settings(r: Resolved, policy: Policy) -> MigrationSettings:
     """What both sides get: the driver's, the policy's, the features', then
     the user's own."""
-    return (driver.BASE_SETTINGS.merged(policy.settings())
+    # --cancel-at pre-switchover pauses only the cancelled migration; the one
+    # that follows must not wait for a migrate-continue.
+    cancel = (MigrationSettings(capabilities={"pause-before-switchover": False})
+              if r.options.cancel_at == "pre-switchover" else MigrationSettings())
+    return (driver.BASE_SETTINGS.merged(policy.settings()).merged(cancel)
             .merged(feature_settings(r.features)).merged(r.settings))
 
 
@@ -205,6 +214,7 @@ class Run:
     anon: AnonPeak = field(default_factory=AnonPeak)
     timings: dict[str, float] = field(default_factory=dict)
     recoveries: int = 0  # postcopy recovery addresses handed out
+    cancel_evidence: list[FeatureEvidence] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.supervisor = Supervisor(context=self.other_side,
@@ -434,7 +444,7 @@ async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
         rep.its_tables = table_verdicts(table_map.tables, rep.memory, layout)
     rep.ramblocks = await ramblock_verdicts(src, dst, RAM_BLOCK)
     if rep.migration is not None:  # read now: multifd threads log their end after completion
-        rep.migration.features = feature_evidence(r.features, Observed(
+        rep.migration.features = run.cancel_evidence + feature_evidence(r.features, Observed(
             rep.migration, src.log_path.read_text(errors="replace"),
             dst.log_path.read_text(errors="replace")))
     run.timings["compare"] = round(time.monotonic() - t0, 3)
@@ -479,10 +489,61 @@ async def _next_hop(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
         dst.console, run.r.options.boot_timeout)
 
 
+async def _cancelled_attempt(run: Run, src: QemuMachine, settings: MigrationSettings,
+                             status: str) -> None:
+    """--cancel-at: migrate to a first destination, cancel in `status`, and
+    check the source runs on, sound; that destination is then discarded."""
+    r, rep, o = run.r, run.report, run.r.options
+    policy = CancelAt(migration_policy(r), status)
+    stats = rep.cancelled_migration = MigrationStats(status="setup")
+    uri = (f"unix:{run.dir.side('mig-cancel', 'sock')}" if effective_transport(o) == "unix"
+           else f"tcp:{run.topology.dst_addr if run.topology else '127.0.0.1'}:"
+                f"{NETNS_MIGRATION_PORT - 1 if run.topology else _free_port()}")
+    # Not supervised: a destination whose incoming migration is cancelled exits.
+    async with run.machine("dst-cancelled", r.qemu_dst) as dst:
+        try:
+            await driver.prepare(src, dst, uri, settings.merged(policy.settings()))
+            run.migration_started, run.migration_completed = True, False
+            try:
+                await driver.migrate(src, dst, uri, policy, stats, o.timeout)
+            except MigrationFailed:
+                if stats.status != "cancelled":
+                    raise
+            if stats.status == "completed":
+                raise MigrationFailed(f"--cancel-at {status}: the migration completed before "
+                                      "it could be cancelled")
+        except BaseException:
+            await driver.cancel(src)  # the source runs on whatever failed
+            raise
+        source_after = await driver.ensure_running(src)
+        run.migration_started = False
+    ok, detail = await _source_sound(run, src)
+    run.cancel_evidence = [cancel_evidence(status, stats.statuses, source_after, ok, detail)]
+
+
+async def _source_sound(run: Run, src: QemuMachine) -> tuple[bool, str]:
+    """The source's workload goes on after a cancel, and its memory is consistent."""
+    r, o = run.r, run.r.options
+    progress = await r.guest.wait_resumed(src.console, o.boot_timeout)
+    progress = progress.replace("the destination's", "the source's")
+    if not r.guest.checks_image_after_resume:
+        return True, progress
+    await src.execute("stop")
+    try:
+        checks = r.guest.image_checks(src.spec.ram_path, "source image, after the cancel")
+    finally:
+        await src.execute("cont")
+    run.report.guest_checks += checks
+    bad = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
+    return not bad, "; ".join(bad) or f"{progress}; {', '.join(c.name for c in checks)} PASS"
+
+
 async def _phases(run: Run, stack: contextlib.AsyncExitStack, policy: Policy,
                   settings: MigrationSettings) -> None:
     r, o = run.r, run.r.options
     src = await _start_source(run, stack)
+    if o.cancel_at is not None:
+        await _cancelled_attempt(run, src, settings, o.cancel_at)
     while True:
         dst = await _migrate(run, stack, src, policy, settings)
         await _verify_memory(run, src, dst)

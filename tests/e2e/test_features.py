@@ -77,3 +77,15 @@ async def test_postcopy_recovers_a_broken_channel(qmpctl_migrate: MigrateFn,
     assert recover.figures["failed_attempts"] == int(fail_first)
     assert rep.migration.statuses.count("postcopy-paused") == 1 + int(fail_first)
     assert rep.migration.statuses[-2:] == ["postcopy-active", "completed"]
+
+
+@pytest.mark.parametrize("status", ["setup", "active", "pre-switchover"])
+async def test_cancel_then_migrate_to_a_fresh_destination(qmpctl_migrate: MigrateFn,
+                                                          status: str) -> None:
+    rep = await migrate(qmpctl_migrate, accel="tcg", cancel_at=status)
+    assert_sound(rep)
+    assert rep.cancelled_migration is not None
+    assert rep.cancelled_migration.statuses[-3:] == [status, "cancelling", "cancelled"]
+    assert f"cancel-at-{status}" in engaged(rep)
+    assert [c.ok for c in rep.guest_checks if c.stage == "source image, after the cancel"] == [
+        True]

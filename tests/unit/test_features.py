@@ -155,3 +155,21 @@ def test_postcopy_recover_needs_pauses_and_a_good_resume() -> None:
     assert PostcopyRecover(fail_first=True).evidence(Observed(twice, dst_log=dst)).engaged
     failed = twice.model_copy(update={"status": "failed"})
     assert not PostcopyRecover(fail_first=True).evidence(Observed(failed, dst_log=dst)).engaged
+
+
+def test_cancel_evidence_names_where_it_was_cancelled() -> None:
+    from qmpctl.migration.features import cancel_evidence
+
+    good = cancel_evidence("active", ["setup", "active", "cancelling", "cancelled"], "running",
+                           True, "2 more wave passes")
+    assert good.engaged and good.feature == "cancel-at-active"
+    late = cancel_evidence("setup", ["setup", "active", "cancelling", "cancelled"], "running",
+                           True, "")
+    assert not late.engaged and "cancelled in active, not in setup" in late.detail
+    stuck = cancel_evidence("active", ["setup", "active", "cancelling", "cancelled"], "paused",
+                            True, "")
+    assert not stuck.engaged and "the source is paused" in stuck.detail
+    unsound = cancel_evidence("active", ["active", "cancelling", "cancelled"], "running",
+                              False, "wave-invariant: two edges")
+    assert not unsound.engaged and "workload check failed" in unsound.detail
+    assert not cancel_evidence("active", ["active", "failed"], "running", True, "").engaged

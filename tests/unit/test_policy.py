@@ -117,3 +117,15 @@ def test_break_postcopy_pauses_once_after_the_switchover() -> None:
     first = policy.decide(State("postcopy-active", (), 1.0, True))
     assert [type(a) for a in first] == [PausePostcopy]
     assert policy.decide(State("postcopy-active", (), 2.0, True)) == []
+
+
+def test_cancel_at_cancels_once_in_its_status() -> None:
+    from qmpctl.migration.policy import Cancel, CancelAt, Converge, HoldBack
+    from qmpctl.migration.policy import MigrationState as State
+
+    policy = CancelAt(HoldBack(ending=Converge()), "pre-switchover")
+    assert policy.settings().capabilities == {"pause-before-switchover": True}
+    assert policy.decide(State("active", (), 0.0, True)) == []
+    assert [type(a) for a in policy.decide(State("pre-switchover", (), 1.0, True))] == [Cancel]
+    assert policy.decide(State("pre-switchover", (), 1.0, True)) == []
+    assert CancelAt(HoldBack(ending=Converge()), "setup").settings().capabilities == {}
