@@ -200,7 +200,8 @@ def migrate(
     stride: Annotated[int, typer.Option(help="Bytes between two written bytes")] = 4096,
     delta: Annotated[int, typer.Option(help="Increment per pass (1..255)")] = 1,
     transport: Annotated[str | None, typer.Option(
-        help="unix or tcp (loopback; with --topology netns, across the veth) "
+        help="unix, tcp (loopback; with --topology netns, across the veth) or file "
+             "(mapped-ram; the destination loads it afterwards) "
              "[default: unix; tcp with --topology netns]")] = None,
     topology: Annotated[str, typer.Option(
         help="local (both QEMUs here) or netns (each in its own network namespace, joined "

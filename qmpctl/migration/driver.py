@@ -59,10 +59,12 @@ class Watch:
 
 
 async def prepare(src: QemuMachine, dst: QemuMachine, uri: str,
-                  settings: MigrationSettings) -> None:
-    """Settings on both sides, then the destination listens on `uri`."""
+                  settings: MigrationSettings, listen: bool = True) -> None:
+    """Settings on both sides, then the destination listens on `uri` (not
+    for a migration to a file, which the destination reads afterwards)."""
     await settings.apply(dst, src)
-    await dst.execute("migrate-incoming", {"uri": uri})
+    if listen:
+        await dst.execute("migrate-incoming", {"uri": uri})
 
 
 async def _destination_status(dst: QemuMachine) -> str:
@@ -165,9 +167,12 @@ class _Driver:
 
 async def migrate(src: QemuMachine, dst: QemuMachine, uri: str, policy: Policy,
                   stats: MigrationStats, timeout: float, watch: Watch | None = None,
-                  recovery: Recovery | None = None) -> None:
+                  recovery: Recovery | None = None, restore_uri: str | None = None) -> None:
     """Migrate `src` into `dst`, filling `stats` as it goes (so a failed run
     keeps what it measured); raise MigrationFailed with QEMU's error-desc.
+
+    `restore_uri`: the source migrated to a file; once it completed, the
+    destination loads that file (`migrate-incoming`).
 
     `prepare()` must have been called; on any exception the caller is
     responsible for `cancel()`.
@@ -193,14 +198,19 @@ async def migrate(src: QemuMachine, dst: QemuMachine, uri: str, policy: Policy,
                                       f"last status {info.get('status')}")
             if stats.status != "completed":
                 raise MigrationFailed(f"migration {stats.status}", stats.error_desc)
+            if restore_uri is not None:
+                t0 = time.monotonic()
+                await dst.execute("migrate-incoming", {"uri": restore_uri})
             try:
-                async with asyncio.timeout(30):
+                async with asyncio.timeout(30 if restore_uri is None else timeout):
                     final = await dst_status
             except TimeoutError:
                 raise MigrationFailed("destination did not report completion within 30s"
                                       ) from None
             if final != "completed":
                 raise MigrationFailed(f"source completed but destination says {final}")
+            if restore_uri is not None:
+                stats.restore_s = round(time.monotonic() - t0, 3)
     finally:
         if recovery is not None:
             await recovery.close()

@@ -134,6 +134,8 @@ class Multifd:
 
     channels: int
     compression: Compression | None = None
+    # mapped-ram: the senders write pages straight into the file, no packets
+    to_file: bool = False
     name: str = "multifd"
 
     def settings(self) -> MigrationSettings:
@@ -149,7 +151,7 @@ class Multifd:
         s = seen.stats
         sent = _channels(seen.src_log, "multifd_send_thread_end")
         received = _channels(seen.dst_log, "multifd_recv_thread_end")
-        busy = sorted(c for c, packets in sent.items() if packets)
+        busy = sorted(c for c, packets in sent.items() if packets or self.to_file)
         figures: dict[str, int | float] = {
             "multifd_bytes": s.multifd_bytes, "channels_used": len(busy),
             "packets_sent": sum(sent.values()), "packets_received": sum(received.values())}
@@ -157,8 +159,9 @@ class Multifd:
         if not s.multifd_bytes:
             problems.append("ram.multifd-bytes is 0")
         if len(busy) != self.channels:
-            problems.append(f"{len(busy)} of {self.channels} channels sent packets "
-                            "(multifd_send_thread_end)")
+            problems.append(f"{len(busy)} of {self.channels} channels "
+                            + ("ran" if self.to_file else "sent packets")
+                            + " (multifd_send_thread_end)")
         words = [f"{s.multifd_bytes} bytes over {len(busy)} channels "
                  f"({figures['packets_sent']} packets sent, "
                  f"{figures['packets_received']} received)"]
@@ -262,6 +265,37 @@ class PostcopyPreempt:
         return FeatureEvidence(feature=self.name, engaged=True, figures=figures, detail=(
             f"the destination accepted {channels} preempt channel(s); {urgent} faulted "
             f"pages went over it ({seen.stats.postcopy_requests} postcopy requests)"))
+
+
+@dataclass(frozen=True)
+class MappedRam:
+    """Migration to a file with `mapped-ram`: each page at its own offset,
+    rewritten in place when dirtied again; the destination loads the file."""
+
+    ram_bytes: int
+    name: str = "mapped-ram"
+
+    def settings(self) -> MigrationSettings:
+        return MigrationSettings(capabilities={"mapped-ram": True})
+
+    def trace_events(self) -> tuple[str, ...]:
+        return ()
+
+    def evidence(self, seen: Observed) -> FeatureEvidence:
+        s = seen.stats
+        size, used = s.file_bytes or 0, s.file_allocated_bytes or 0
+        figures = {"file_bytes": size, "file_allocated_bytes": used,
+                   "restore_s": s.restore_s or 0.0}
+        detail = (f"file of {size} bytes ({used} allocated) for {self.ram_bytes} bytes of "
+                  f"guest RAM; the destination loaded it in {s.restore_s} s")
+        problems = []
+        if size < self.ram_bytes:
+            problems.append("the file is smaller than guest RAM: pages are not at fixed offsets")
+        if s.restore_s is None:
+            problems.append("the destination did not load the file")
+        return FeatureEvidence(feature=self.name, engaged=not problems, figures=figures,
+                               detail="; ".join(problems) + f" ({detail})" if problems
+                               else detail)
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,10 @@ class MigrationStats(BaseModel):
     page_size: int = PAGE_SIZE
     multifd_bytes: int = 0
     xbzrle: XbzrleStats | None = None
+    restore_s: float | None = Field(None, description="migration to a file: seconds the "
+                                                       "destination took to load it")
+    file_bytes: int | None = Field(None, description="migration to a file: its size")
+    file_allocated_bytes: int | None = Field(None, description="... and the blocks it uses")
     statuses: list[str] = Field(default_factory=list,
                                 description="the source's MIGRATION statuses, in order")
     recoveries: list[RecoveryAttempt] = Field(

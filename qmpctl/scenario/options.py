@@ -31,6 +31,7 @@ from ..migration.features import (
     Compression,
     DirtyLimit,
     Feature,
+    MappedRam,
     Multifd,
     PostcopyPreempt,
     PostcopyRecover,
@@ -48,7 +49,7 @@ AccelChoice = Literal["auto", "kvm", "tcg"]
 DEFAULT_RING = 4096
 DEFAULT_RAM = {"baremetal": 160, "linux": 512, "kernel": 256}
 MAX_SMP = 8
-Transport = Literal["unix", "tcp"]
+Transport = Literal["unix", "tcp", "file"]
 Topology = Literal["local", "netns"]
 # Where the source can be cancelled from QMP on purpose. `device` lasts the
 # milliseconds between migrate-continue and completion: not reachable on demand.
@@ -78,8 +79,10 @@ class MigrateOptions(BaseModel):
     wave_end: int | None = Field(None, description="MiB into RAM")
     stride: int = 4096
     delta: int = 1
-    transport: Transport = Field("unix", description="unix socket or TCP; --topology netns "
-                                                     "implies (and needs) tcp")
+    transport: Transport = Field("unix", description="unix socket, TCP, or a file (mapped-ram) "
+                                                     "the destination loads afterwards; "
+                                                     "--topology netns implies (and needs) "
+                                                     "tcp")
     topology: Topology = Field("local", description="local: both QEMUs in this network "
                                                     "namespace; netns: each in its own, "
                                                     "joined by a veth pair")
@@ -320,7 +323,7 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
     if ring:
         check_ring(ring, kvm)
     forced = ring_safety(arch, accel, ring, kvm, opts.force, opts.postcopy)
-    features = build_features(opts, accel, ring)
+    features = build_features(opts, accel, ring, ram_mib)
     exclusions = tuple(parse_exclusion(e) for e in opts.exclude)
     if problems := exclusion_problems(list(exclusions), guest.layout()):
         raise UsageError("; ".join(problems))
@@ -374,22 +377,37 @@ def feature_problems(opts: MigrateOptions, accel: Accel, ring: int) -> list[str]
     for name in ("postcopy_preempt", "postcopy_recover"):
         if getattr(opts, name) and not opts.postcopy:
             problems.append(f"--{name.replace('_', '-')} needs --postcopy")
+    if opts.transport == "file":
+        conflicts = {
+            "--postcopy": (opts.postcopy, "postcopy needs a live channel to the destination"),
+            "--topology netns": (opts.topology == "netns",
+                                 "the destination reads the source's file on this host"),
+            "--cancel-at": (opts.cancel_at is not None, "cancel a migration to a socket"),
+            "--xbzrle-cache": (opts.xbzrle_cache is not None,
+                               "QEMU does not combine mapped-ram and xbzrle"),
+        }
+        problems += [f"--transport file with {option}: {why}"
+                     for option, (given, why) in conflicts.items() if given]
     if opts.postcopy_recover_fail and not opts.postcopy_recover:
         problems.append("--postcopy-recover-fail needs --postcopy-recover")
     return problems
 
 
-def build_features(opts: MigrateOptions, accel: Accel, ring: int) -> tuple[Feature, ...]:
+def build_features(opts: MigrateOptions, accel: Accel, ring: int,
+                   ram_mib: int = 0) -> tuple[Feature, ...]:
     """The features the options ask for, or a UsageError naming every conflict."""
     if problems := feature_problems(opts, accel, ring):
         raise UsageError("; ".join(problems))
     features: list[Feature] = []
+    if opts.transport == "file":
+        features.append(MappedRam(ram_mib * MiB))
     if opts.auto_converge:
         features.append(AutoConverge(opts.cpu_throttle_initial, opts.cpu_throttle_increment))
     if opts.xbzrle_cache is not None:
         features.append(Xbzrle(opts.xbzrle_cache))
     if opts.multifd is not None:
-        features.append(Multifd(opts.multifd, opts.multifd_compression))
+        features.append(Multifd(opts.multifd, opts.multifd_compression,
+                                to_file=opts.transport == "file"))
     if opts.zero_page_detection is not None:
         features.append(ZeroPages(opts.zero_page_detection))
     if opts.dirty_limit is not None:

@@ -332,9 +332,11 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
     if run.topology is not None:  # the destination listens on its own veth address
         uri = f"tcp:{run.topology.dst_addr}:{NETNS_MIGRATION_PORT}"
     else:
-        uri = (f"unix:{run.dir.side('mig', 'sock')}" if o.transport == "unix"
-               else f"tcp:127.0.0.1:{_free_port()}")
-    await driver.prepare(src, dst, uri, settings)
+        uri = {"unix": f"unix:{run.dir.side('mig', 'sock')}",
+               "file": f"file:{run.dir.side('mig', 'file')}",
+               "tcp": f"tcp:127.0.0.1:{_free_port()}"}[o.transport]
+    to_file = effective_transport(o) == "file"
+    await driver.prepare(src, dst, uri, settings, listen=not to_file)
     recovery = (Recovery(dst, lambda: _recovery_uri(run), run.dir.path,
                          fail_first=o.postcopy_recover_fail)
                 if o.postcopy_recover else None)
@@ -367,7 +369,8 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
     run.t_migrate, wall = time.monotonic(), time.time()
     run.injector.begin(src, dst)
     try:
-        await driver.migrate(src, dst, uri, policy, stats, o.timeout, watch, recovery)
+        await driver.migrate(src, dst, uri, policy, stats, o.timeout, watch, recovery,
+                             restore_uri=uri if to_file else None)
     except (MigrationFailed, QmpError) as exc:
         # QEMU's own reason first, but name the side if one of them died.
         if not isinstance(exc, SideLost) and (lost := await run.supervisor.first_failure()):
@@ -379,6 +382,9 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
 
         run.timings["migrate"] = round(time.monotonic() - run.t_migrate, 3)
         run.wall_migrate = (wall, time.time())
+        if to_file and (file := run.dir.side("mig", "file")).exists():
+            st = file.stat()
+            stats.file_bytes, stats.file_allocated_bytes = st.st_size, st.st_blocks * 512
         if r.guest.measures_progress:
             stats.workload_progress_during = r.guest.work_done(src.console.view()) - work_before
     run.migration_completed = True
@@ -560,19 +566,21 @@ async def _phases(run: Run, stack: contextlib.AsyncExitStack, policy: Policy,
                          f"--guest-timeout {o.guest_timeout:g} s; the guest still runs")
 
 
-def space_problem(ram_mib: int, free: int, where: Path) -> str | None:
-    """Why both sides' RAM (plus logs and slack) would not fit in `free` bytes (pure)."""
-    need = 2 * ram_mib * MiB + 64 * MiB
+def space_problem(ram_mib: int, free: int, where: Path, copies: int = 2) -> str | None:
+    """Why both sides' RAM (plus a migration file, logs and slack: `copies` of
+    guest RAM) would not fit in `free` bytes (pure)."""
+    need = copies * ram_mib * MiB + 64 * MiB
     if free >= need:
         return None
-    return (f"not enough room for both sides' guest RAM in {where}: {need // MiB} MiB "
+    return (f"not enough room for {copies} copies of guest RAM in {where}: {need // MiB} MiB "
             f"needed, {free // MiB} MiB free ({-(-(need - free) // MiB)} MiB missing)")
 
 
 def check_space(run: Run) -> None:
     """Both sides' RAM must fit where it lives, or nothing starts."""
+    copies = 3 if effective_transport(run.r.options) == "file" else 2
     if problem := space_problem(run.r.guest.ram_mib, free_bytes(run.dir.path),
-                                run.dir.path.parent):
+                                run.dir.path.parent, copies):
         raise HostError(problem)
 
 

@@ -23,7 +23,7 @@ runner = CliRunner()
      "no QEMU 8.2 for x86_64 is known; known: 10.0 (/usr/bin/qemu-system-x86_64)"),
     (["--report", "/nonexistent-dir/r.json"],
      "--report /nonexistent-dir/r.json: directory /nonexistent-dir does not exist"),
-    (["--transport", "rdma"], "--transport 'rdma': choose unix or tcp"),
+    (["--transport", "rdma"], "--transport 'rdma': choose unix, tcp or file"),
     (["--wave-end", "500"], "wave range 0x200000-0x1f400000 must lie in RAM 0x200000-0xa000000"),
     (["--exclude", "0x1000"], "--exclude '0x1000': expected START-END[:REASON]"),
     (["--ram", "0"], "--ram 0 MiB: must be 32..2048"),

@@ -89,3 +89,17 @@ async def test_cancel_then_migrate_to_a_fresh_destination(qmpctl_migrate: Migrat
     assert f"cancel-at-{status}" in engaged(rep)
     assert [c.ok for c in rep.guest_checks if c.stage == "source image, after the cancel"] == [
         True]
+
+
+@pytest.mark.parametrize("multifd", [None, 2], ids=["file", "file-multifd"])
+async def test_migration_to_a_mapped_ram_file(qmpctl_migrate: MigrateFn,
+                                              multifd: int | None) -> None:
+    rep = await migrate(qmpctl_migrate, accel="tcg", transport="file", multifd=multifd)
+    assert_sound(rep)
+    mapped = engaged(rep)["mapped-ram"]
+    assert mapped.figures["file_bytes"] >= 64 << 20
+    assert rep.migration is not None and rep.migration.restore_s is not None
+    assert rep.config is not None and rep.config.transport == "file"
+    assert rep.config.migration_settings.capabilities["mapped-ram"] is True
+    if multifd:
+        assert engaged(rep)["multifd"].figures["channels_used"] == multifd

@@ -173,3 +173,25 @@ def test_cancel_evidence_names_where_it_was_cancelled() -> None:
                               False, "wave-invariant: two edges")
     assert not unsound.engaged and "workload check failed" in unsound.detail
     assert not cancel_evidence("active", ["active", "failed"], "running", True, "").engaged
+
+
+def test_mapped_ram_needs_a_full_size_file_the_destination_loaded() -> None:
+    from qmpctl.migration.features import MappedRam
+
+    loaded = MigrationStats(status="completed", file_bytes=200, file_allocated_bytes=100,
+                            restore_s=0.1)
+    assert MappedRam(160).evidence(Observed(loaded)).engaged
+    assert not MappedRam(300).evidence(Observed(loaded)).engaged
+    assert not MappedRam(160).evidence(
+        Observed(loaded.model_copy(update={"restore_s": None}))).engaged
+    ended = "1@1.0:multifd_send_thread_end channel 0 packets 0\n"
+    stats = MigrationStats(status="completed", multifd_bytes=10)
+    assert Multifd(1, to_file=True).evidence(Observed(stats, ended)).engaged
+    assert not Multifd(1).evidence(Observed(stats, ended)).engaged
+
+
+@pytest.mark.parametrize("option", [{"postcopy": True}, {"topology": "netns"},
+                                    {"cancel_at": "active"}, {"xbzrle_cache": 8}])
+def test_file_transport_conflicts(option: dict[str, object]) -> None:
+    with pytest.raises(UsageError, match="--transport file with"):
+        build_features(MigrateOptions.from_kwargs(transport="file", **option), "tcg", 0)

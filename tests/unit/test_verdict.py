@@ -100,5 +100,5 @@ def test_room_for_both_sides_is_checked_before_launch() -> None:
 
     assert space_problem(160, 1 << 30, Path("/dev/shm")) is None
     assert space_problem(2048, 3 << 30, Path("/dev/shm")) == (
-        "not enough room for both sides' guest RAM in /dev/shm: 4160 MiB needed, 3072 MiB "
+        "not enough room for 2 copies of guest RAM in /dev/shm: 4160 MiB needed, 3072 MiB "
         "free (1088 MiB missing)")
