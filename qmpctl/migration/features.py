@@ -357,6 +357,27 @@ def cancel_evidence(requested: str, statuses: list[str], source_after: str,
                            detail="; ".join(problems) + f" ({detail})" if problems else detail)
 
 
+def vcpu_dirty_limit_evidence(mbps: int, limits: list[dict[str, int]], before: float,
+                              limited: float, after: float, unit: str) -> FeatureEvidence:
+    """`set-vcpu-dirty-limit` on a running guest (QEMU's vcpu_dirty_limit
+    case): QEMU must list the limit on every vCPU, and the guest's own write
+    rate must fall under it and rise again once it is cancelled (pure)."""
+    figures = {"rate_before": round(before, 2), "rate_limited": round(limited, 2),
+               "rate_after_cancel": round(after, 2), "vcpus_limited": len(limits)}
+    detail = (f"{unit} per second: {before:.2f} before, {limited:.2f} under {mbps} MB/s, "
+              f"{after:.2f} after cancel-vcpu-dirty-limit; query-vcpu-dirty-limit listed "
+              f"{len(limits)} vCPU(s)")
+    problems = []
+    if not limits or any(v.get("limit-rate") != mbps for v in limits):
+        problems.append(f"query-vcpu-dirty-limit does not show {mbps} MB/s on every vCPU")
+    if not limited < 0.5 * before:
+        problems.append("the guest's write rate did not fall under the limit")
+    if not after > limited:
+        problems.append("the guest's write rate did not recover after the cancel")
+    return FeatureEvidence(feature="vcpu-dirty-limit", engaged=not problems, figures=figures,
+                           detail="; ".join(problems) + f" ({detail})" if problems else detail)
+
+
 def evidence(features: Iterable[Feature], seen: Observed) -> list[FeatureEvidence]:
     return [f.evidence(seen) for f in features]
 

@@ -46,6 +46,7 @@ from ..migration.features import (
     Observed,
     cancel_evidence,
     feature_settings,
+    vcpu_dirty_limit_evidence,
     feature_trace_events,
 )
 from ..migration.features import evidence as feature_evidence
@@ -214,7 +215,8 @@ class Run:
     anon: AnonPeak = field(default_factory=AnonPeak)
     timings: dict[str, float] = field(default_factory=dict)
     recoveries: int = 0  # postcopy recovery addresses handed out
-    cancel_evidence: list[FeatureEvidence] = field(default_factory=list)
+    # evidence of what ran before the migration (--cancel-at, --vcpu-dirty-limit)
+    before_evidence: list[FeatureEvidence] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.supervisor = Supervisor(context=self.other_side,
@@ -450,7 +452,7 @@ async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
         rep.its_tables = table_verdicts(table_map.tables, rep.memory, layout)
     rep.ramblocks = await ramblock_verdicts(src, dst, RAM_BLOCK)
     if rep.migration is not None:  # read now: multifd threads log their end after completion
-        rep.migration.features = run.cancel_evidence + feature_evidence(r.features, Observed(
+        rep.migration.features = run.before_evidence + feature_evidence(r.features, Observed(
             rep.migration, src.log_path.read_text(errors="replace"),
             dst.log_path.read_text(errors="replace")))
     run.timings["compare"] = round(time.monotonic() - t0, 3)
@@ -524,7 +526,31 @@ async def _cancelled_attempt(run: Run, src: QemuMachine, settings: MigrationSett
         source_after = await driver.ensure_running(src)
         run.migration_started = False
     ok, detail = await _source_sound(run, src)
-    run.cancel_evidence = [cancel_evidence(status, stats.statuses, source_after, ok, detail)]
+    run.before_evidence = [cancel_evidence(status, stats.statuses, source_after, ok, detail)]
+
+
+RATE_WINDOW_S = 2.0
+
+
+async def _vcpu_dirty_limit(run: Run, src: QemuMachine, mbps: int) -> FeatureEvidence:
+    """--vcpu-dirty-limit: limit the running source, see its writes slow
+    down, cancel, see them recover; the migration then runs unlimited."""
+    guest = run.r.guest
+
+    async def rate() -> float:
+        start = guest.work_done(src.console.view())
+        await asyncio.sleep(RATE_WINDOW_S)
+        return (guest.work_done(src.console.view()) - start) / RATE_WINDOW_S
+
+    before = await rate()
+    await src.execute("set-vcpu-dirty-limit", {"dirty-rate": mbps})
+    try:
+        limits = await src.execute("query-vcpu-dirty-limit")
+        limited = await rate()
+    finally:
+        await src.execute("cancel-vcpu-dirty-limit")
+    after = await rate()
+    return vcpu_dirty_limit_evidence(mbps, limits, before, limited, after, guest.progress_unit)
 
 
 async def _source_sound(run: Run, src: QemuMachine) -> tuple[bool, str]:
@@ -548,6 +574,8 @@ async def _phases(run: Run, stack: contextlib.AsyncExitStack, policy: Policy,
                   settings: MigrationSettings) -> None:
     r, o = run.r, run.r.options
     src = await _start_source(run, stack)
+    if o.vcpu_dirty_limit is not None:
+        run.before_evidence.append(await _vcpu_dirty_limit(run, src, o.vcpu_dirty_limit))
     if o.cancel_at is not None:
         await _cancelled_attempt(run, src, settings, o.cancel_at)
     while True:
