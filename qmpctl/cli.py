@@ -440,7 +440,9 @@ def matrix(
                *[a for opt, p in (("--json", json_path), ("--junit", junit), ("--plot", plot))
                  if p is not None for a in (opt, str(p))]]
     result = state.report(command, source, host, cell)
-    out.print(matrix_table(result.cells, result.repeat))
+    # Not a terminal (a CI log): wide enough for full cell ids on one line.
+    (out if out.is_terminal else Console(width=200)).print(
+        matrix_table(result.cells, result.repeat))
     (out if result.exit_code == 0 else err).print(
         f"exit {result.exit_code}: {result.exit_reason}; wall time {result.wall_s:.0f} s",
         highlight=False, markup=False, soft_wrap=True)

@@ -40,13 +40,16 @@ def failed_cell(result: CellResult) -> str:
 
 def matrix_table(results: list[CellResult], repeat: int, current: str | None = None,
                  activity: str = "", title: str = "qmpctl matrix") -> RenderableType:
-    table = Table(title=title, title_justify="left", caption=LOSS_RATE_DEFINITION,
+    table = Table(title=title, title_justify="left",
+                  caption=LOSS_RATE_DEFINITION + "; inconcl.: of those, inconclusive",
                   caption_justify="left")
     for name, justify in (("cell", "left"), ("runs", "right"), ("verified", "right"),
-                          ("lost", "right"), ("failed", "left"), ("inconclusive", "right"),
+                          ("lost", "right"), ("failed", "left"), ("inconcl.", "right"),
                           ("loss rate [95% CI]", "left"), ("current", "left")):
+        # Narrow terminals fold the id rather than squeezing the counts away.
         table.add_column(name, justify=justify,  # type: ignore[arg-type]
-                         no_wrap=name in ("cell", "loss rate [95% CI]"))
+                         overflow="fold", min_width=30 if name == "cell" else None,
+                         no_wrap=name == "loss rate [95% CI]")
     not_run: dict[str, list[str]] = defaultdict(list)
     for r in results:
         if r.not_run is not None:
