@@ -9,6 +9,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
@@ -408,6 +409,7 @@ def matrix(
         help="Write a PNG: loss rate per cell with its 95 % Wilson interval")] = None,
 ) -> None:
     """Run migrations over a matrix of axes, repeated; loss rate per cell."""
+    t_start = time.monotonic()
     try:
         spec, source = _matrix_spec(preset, axes)
         if repeat is not None and repeat < 1:
@@ -426,7 +428,7 @@ def matrix(
     except QmpctlError as exc:
         print(f"qmpctl: {exc.message}", file=sys.stderr)
         raise typer.Exit(int(exc.exit_code)) from None
-    state = MatrixState(cells, repeat or spec.repeat, known)
+    state = MatrixState(cells, repeat or spec.repeat, known, t0=t_start)
     runnable = sum(1 for c in cells if c.not_run is None)
     err.print(f"qmpctl matrix: {source}: {len(cells)} cells, {runnable} to run, "
               f"{state.repeat} run(s) each, {len(cells) - runnable} not run here", highlight=False,

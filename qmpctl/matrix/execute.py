@@ -50,7 +50,7 @@ class MatrixState:
     interrupted: bool = False
     started_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(
         timespec="seconds"))
-    t0: float = field(default_factory=time.monotonic)
+    t0: float = field(default_factory=time.monotonic)  # wall_s counts from here
 
     def not_run(self, cell: Cell) -> str | None:
         return cell.not_run or self.refused.get(cell.id)
