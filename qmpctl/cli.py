@@ -9,6 +9,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
@@ -22,7 +23,17 @@ from rich.table import Table
 
 from . import __version__
 from .core.errors import ExitCode, QmpctlError, UsageError
+from .host.kvm import probe_kvm
 from .host.netns import sweep_stale_namespaces
+from .matrix.cells import expand, select
+from .matrix.execute import MatrixState, run_matrix
+from .matrix.junit import write_junit
+from .matrix.knownloss import parse_known_loss
+from .matrix.plan import check_options, describe_host, host_check, plan
+from .matrix.plot import plot_matrix
+from .matrix.presets import PRESETS
+from .matrix.spec import MatrixSpec, load_preset, load_toml
+from .matrix.table import matrix_table
 from .qemu.rundir import default_root, sweep_stale
 from .report.models import RunReport
 from .report.plots import plot_report, require_matplotlib
@@ -378,6 +389,116 @@ def migrate(
     if plot is not None and results[0].config is not None:
         plot_report(results[0], plot)
     raise typer.Exit(_emit(results, json_out, report))
+
+
+def _matrix_spec(preset: str | None, axes: Path | None) -> tuple[MatrixSpec, str]:
+    if (preset is None) == (axes is None):
+        raise UsageError("give one of --preset NAME (" + ", ".join(PRESETS) + ") or "
+                         "--axes FILE.toml")
+    if preset is not None:
+        return load_preset(preset), f"preset {preset}"
+    assert axes is not None
+    return load_toml(axes), str(axes)
+
+
+async def _matrix(state: MatrixState, live: bool) -> None:
+    """Run the matrix under a live table (terminal) or one line per run."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, _on_signal(task))
+    if live:
+        def view() -> Any:
+            return matrix_table(state.results(), state.repeat, state.current, state.activity)
+        with Live(console=err, get_renderable=view, transient=True, refresh_per_second=2):
+            await run_matrix(state)
+        return
+    printed = 0
+
+    def changed() -> None:
+        nonlocal printed
+        done = [(cell, r) for cell, runs in state.runs.items() for r in runs]
+        for cell, r in done[printed:]:
+            err.print(f"{cell} #{r.repeat}: {r.verdict.upper()}"
+                      + (f" ({r.mismatch or r.error})" if r.mismatch or r.error else ""),
+                      highlight=False, markup=False, soft_wrap=True)
+        printed = len(done)
+
+    await run_matrix(state, changed=changed)
+
+
+@app.command()
+def matrix(
+    preset: Annotated[str | None, typer.Option(
+        help="smoke (CI: x86_64 bare metal, ~3 min) or full (every axis value, 5 runs "
+             "each)")] = None,
+    axes: Annotated[Path | None, typer.Option(
+        help="TOML file of the same shape: repeat, [options], [axes] or [[axes]] (README)")]
+    = None,
+    repeat: Annotated[int | None, typer.Option(
+        help="Runs per cell, each a fresh migration [default: the preset's or file's]")] = None,
+    cell: Annotated[str | None, typer.Option(
+        help="Only the cells whose id matches this regex (re.search), e.g. 'kvm-ring'")]
+    = None,
+    known_loss: Annotated[list[str] | None, typer.Option(
+        help="AXIS=VALUE[,AXIS=VALUE]: lost pages in matching cells are a documented host bug: "
+             "still counted, shown and JUnit failures, but exit 0 (repeatable)")] = None,
+    json_path: Annotated[Path | None, typer.Option(
+        "--json", help="Write the results as JSON: every run, the intervals, host, command")]
+    = None,
+    junit: Annotated[Path | None, typer.Option(
+        help="Write JUnit XML: a testcase per cell and repeat, not-run cells skipped")] = None,
+    plot: Annotated[Path | None, typer.Option(
+        help="Write a PNG: loss rate per cell with its 95 % Wilson interval")] = None,
+) -> None:
+    """Run migrations over a matrix of axes, repeated; loss rate per cell."""
+    t_start = time.monotonic()
+    try:
+        spec, source = _matrix_spec(preset, axes)
+        if repeat is not None and repeat < 1:
+            raise UsageError(f"--repeat {repeat}: must be at least 1")
+        for path, what in ((json_path, "--json"), (junit, "--junit"), (plot, "--plot")):
+            if path is not None:
+                check_writable(path, what)
+        if plot is not None:
+            require_matplotlib()
+        known = tuple(parse_known_loss(k) for k in known_loss or ())
+        cells = select(expand(spec), cell)
+        kvm = probe_kvm()
+        check_options(cells, spec.options, kvm)
+        cells = plan(cells, host_check(kvm))
+        host = describe_host(kvm)
+    except QmpctlError as exc:
+        print(f"qmpctl: {exc.message}", file=sys.stderr)
+        raise typer.Exit(int(exc.exit_code)) from None
+    state = MatrixState(cells, repeat or spec.repeat, known, t0=t_start)
+    runnable = sum(1 for c in cells if c.not_run is None)
+    err.print(f"qmpctl matrix: {source}: {len(cells)} cells, {runnable} to run, "
+              f"{state.repeat} run(s) each, {len(cells) - runnable} not run here", highlight=False,
+              markup=False, soft_wrap=True)
+    asyncio.run(_matrix(state, live=err.is_terminal))
+    command = ["qmpctl", "matrix", *(["--preset", preset] if preset else []),
+               *(["--axes", str(axes)] if axes else []),
+               *(["--repeat", str(repeat)] if repeat else []),
+               *(["--cell", cell] if cell else []),
+               *[a for k in known_loss or () for a in ("--known-loss", k)],
+               *[a for opt, p in (("--json", json_path), ("--junit", junit), ("--plot", plot))
+                 if p is not None for a in (opt, str(p))]]
+    result = state.report(command, source, host, cell)
+    # Not a terminal (a CI log): wide enough for full cell ids on one line.
+    (out if out.is_terminal else Console(width=200)).print(
+        matrix_table(result.cells, result.repeat))
+    (out if result.exit_code == 0 else err).print(
+        f"exit {result.exit_code}: {result.exit_reason}; wall time {result.wall_s:.0f} s",
+        highlight=False, markup=False, soft_wrap=True)
+    if json_path is not None:
+        json_path.write_text(result.model_dump_json(indent=2) + "\n")
+    if junit is not None:
+        write_junit(result, junit)
+    if plot is not None:
+        plot_matrix(result, plot)
+    raise typer.Exit(result.exit_code)
 
 
 @app.command()

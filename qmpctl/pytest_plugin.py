@@ -13,6 +13,11 @@
   documented host bug. Off by default: then such a test fails.
 * `--qmpctl-artifacts DIR`: a failed test keeps, in DIR/<test id>, every
   run's QEMU logs, serial output and JSON report, and the QMP transcript.
+* `qmpctl_matrix_cells(SOURCE, cell=REGEX)`: the cells of a `qmpctl matrix`
+  preset or TOML file as `pytest.param`s, for
+  `@pytest.mark.parametrize("cell", qmpctl_matrix_cells("smoke"), ids=str)`
+  and `report = await qmpctl_migrate(**cell.kwargs)`; a cell this host does
+  not run is skipped with the reason.
 * `--qmpctl-timeout SECONDS` (default 900, 0 = none): the test's migrations
   must finish within that time from the test's start, or the run is cancelled
   (qmpctl then cancels the migration and shuts its QEMUs down) and the test
@@ -39,6 +44,9 @@ import pytest
 
 from .core.errors import UsageError
 from .host.kvm import Arch, KvmInfo, kvm_can_run, probe_kvm
+from .matrix.cells import expand, select
+from .matrix.plan import check_options, host_check, plan
+from .matrix.spec import load
 from .scenario.options import MigrateOptions
 from .scenario.runner import Hooks, run
 from .testing import LostPages, MigrateFn, RunReport
@@ -85,6 +93,21 @@ def kvm_problems(req: KvmRequirement, kvm: KvmInfo,
     if req.guest64 and kvm.runs_64bit_guests is False:
         problems.append(f"this host's KVM ({kvm.flavour}) cannot run 64-bit guests")
     return problems
+
+
+def qmpctl_matrix_cells(source: str, cell: str | None = None) -> list[pytest.ParameterSet]:
+    """The cells of a matrix (a preset name or a TOML file, as `qmpctl matrix`
+    takes them; `cell`: a regex on their ids) as `pytest.param`s, each with its
+    cell id and the `Cell` (`cell.kwargs` for `qmpctl_migrate`) as value. Cells
+    this host does not run are skipped naming the reason, as `qmpctl matrix`
+    lists them. One param per cell: repeats are the suite's business."""
+    spec = load(source)
+    cells = select(expand(spec), cell)
+    kvm = probe_kvm()
+    check_options(cells, spec.options, kvm)
+    return [pytest.param(c, id=c.id, marks=() if c.not_run is None
+                         else pytest.mark.skip(reason=f"not run here: {c.not_run}"))
+            for c in plan(cells, host_check(kvm))]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,0 +1,157 @@
+"""What a matrix run produced (the `--json` model, from which the table,
+JUnit and plot are drawn too, so they always agree), and its exit code.
+
+Exit code, highest priority first (one code for the whole matrix):
+
+    130  interrupted (Ctrl-C): what ran so far is still reported
+      1  a run lost pages (verdict mismatch) in a cell no --known-loss covers
+      7  a run ended in qmpctl's own error
+      4  a migration failed            5  a guest failed
+      3  an environment error, or no cell can run on this host
+      6  a run was inconclusive
+      2  a cell qmpctl refused mid-matrix after it had run (bad input)
+      0  every run verified, or lost pages only where --known-loss covers them
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from .. import __version__
+from ..core.errors import ExitCode, Verdict
+from ..report.models import RunReport
+from ..verify.ranges import describe_ranges
+from .plan import MatrixHost
+from .stats import LOSS_RATE_DEFINITION, CellStats, cell_stats
+
+SCHEMA_VERSION = 1
+FIRST_PAGES = 3  # differing pages named in a mismatch summary
+
+EXIT_PRIORITY: tuple[ExitCode, ...] = (
+    ExitCode.INTERRUPTED, ExitCode.MISMATCH, ExitCode.ERROR, ExitCode.MIGRATION_FAILED,
+    ExitCode.GUEST_FAILED, ExitCode.ENVIRONMENT, ExitCode.INCONCLUSIVE, ExitCode.USAGE)
+
+
+class RunRecord(BaseModel):
+    """One repeat of one cell: the run report's verdict and key figures."""
+
+    repeat: int = Field(description="1-based")
+    verdict: Verdict
+    exit_code: int
+    error: str | None = None
+    pages_compared: int | None = None
+    pages_differing: int | None = None
+    mismatch: str | None = Field(None, description="verdict mismatch: what differs and where "
+                                                   "(pages, first locations, class)")
+    inconclusive: list[str] = Field(default_factory=list)
+    seconds: float | None = None
+    known_loss: str | None = Field(None, description="the --known-loss EXPR covering this "
+                                                     "lost run: counted, not failing the exit")
+
+
+class CellResult(BaseModel):
+    id: str
+    axes: dict[str, str]
+    options: dict[str, Any] = Field(description="the MigrateOptions keywords the cell sets "
+                                                "(axes, feature, [options]); the rest are "
+                                                "qmpctl migrate's defaults")
+    status: str = Field(description="run; not-run (see not_run); interrupted (the matrix "
+                                    "stopped before all its repeats)")
+    not_run: str | None = None
+    known_loss: str | None = Field(None, description="the --known-loss EXPR covering the cell")
+    runs: list[RunRecord] = Field(default_factory=list)
+    stats: CellStats
+
+
+class MatrixReport(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    qmpctl_version: str = __version__
+    command: list[str]
+    source: str = Field(description="the preset or --axes file")
+    started_at: str
+    wall_s: float
+    host: MatrixHost
+    repeat: int
+    cell_filter: str | None = None
+    known_loss: list[str] = Field(default_factory=list)
+    loss_rate_definition: str = LOSS_RATE_DEFINITION
+    interrupted: bool = False
+    exit_code: int
+    exit_reason: str
+    cells: list[CellResult]
+
+
+def loss_summary(report: RunReport) -> str:
+    """One line saying what a mismatch lost: pages differing and the first
+    locations, as the run's own summary does."""
+    parts = []
+    if (v := report.memory) is not None and v.pages_differing:
+        first = ", ".join(f"gpa 0x{p.gpa:x} ({p.region})" for p in v.mismatches[:FIRST_PAGES])
+        parts.append(f"{v.pages_differing} of {v.pages_compared} pages differ, first at {first}")
+        if v.location is not None:
+            parts.append(f"where: {describe_ranges(v.location, limit=FIRST_PAGES)}")
+        if v.classes is not None:
+            parts.append(f"what: {v.classes.headline()}")
+    parts += [f"RAMBlock {b.name}: {b.pages_differing} pages differ"
+              for b in report.ramblocks if b.pages_differing]
+    parts += [f"ITS table {t.name}: {t.pages_differing} of {t.pages} pages differ"
+              for t in report.its_tables if t.pages_differing]
+    parts += [f"guest check {c.name} failed: {c.detail}" for c in report.failed_checks]
+    if any(h.found_difference for h in report.hops):
+        parts.append("an earlier migration (hop) found a difference too")
+    return "; ".join(parts) or "the run's verdict is mismatch"
+
+
+def record(report: RunReport, repeat: int, known: str | None = None) -> RunRecord:
+    v = report.memory
+    lost = report.verdict == "mismatch"
+    return RunRecord(
+        repeat=repeat, verdict=report.verdict, exit_code=report.exit_code, error=report.error,
+        pages_compared=None if v is None else v.pages_compared,
+        pages_differing=None if v is None else v.pages_differing,
+        mismatch=loss_summary(report) if lost else None,
+        inconclusive=list(report.inconclusive), seconds=report.timings_s.get("total"),
+        known_loss=known if lost else None)
+
+
+def cell_result(cell_id: str, axes: dict[str, str], options: dict[str, Any],
+                runs: list[RunRecord], repeat: int, not_run: str | None = None,
+                known_loss: str | None = None) -> CellResult:
+    status = "not-run" if not_run is not None else "run" if len(runs) >= repeat \
+        else "interrupted"
+    return CellResult(id=cell_id, axes=axes, options=options, status=status, not_run=not_run,
+                      known_loss=known_loss, runs=runs,
+                      stats=cell_stats(r.verdict for r in runs))
+
+
+def exit_code(cells: Iterable[CellResult], interrupted: bool) -> tuple[int, str]:
+    """The matrix's exit code and why (pure; see the module docstring)."""
+    cells = list(cells)
+    failing: dict[int, list[str]] = {}
+    for cell in cells:
+        for run in cell.runs:
+            if run.verdict == "verified" or (run.verdict == "mismatch" and run.known_loss):
+                continue
+            failing.setdefault(run.exit_code, []).append(f"{cell.id} #{run.repeat}")
+    if interrupted:
+        failing.setdefault(int(ExitCode.INTERRUPTED), [])
+    for code in (*EXIT_PRIORITY, *sorted(set(failing) - set(EXIT_PRIORITY))):
+        if code not in failing:
+            continue
+        if code == ExitCode.INTERRUPTED:
+            lost = len(failing.get(ExitCode.MISMATCH, []))
+            return int(code), "interrupted; what ran so far is reported" + (
+                f" ({lost} run(s) lost pages before)" if lost else "")
+        runs = failing[code]
+        what = ("lost pages (not covered by --known-loss)" if code == ExitCode.MISMATCH
+                else f"ended with exit {int(code)}")
+        return int(code), f"{len(runs)} run(s) {what}: {', '.join(runs[:3])}" + (
+            ", ..." if len(runs) > 3 else "")
+    if not any(cell.runs for cell in cells):
+        return int(ExitCode.ENVIRONMENT), "no cell can run on this host"
+    known = sum(1 for c in cells for r in c.runs if r.known_loss)
+    return 0, ("every run verified" if not known else
+               f"every run verified except {known} known loss(es) (--known-loss)")

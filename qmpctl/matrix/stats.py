@@ -1,0 +1,59 @@
+"""Per-cell statistics: how many runs verified, lost pages, or failed
+otherwise, and the loss rate with a 95 % Wilson score interval.
+
+The loss rate is lost / n where n counts only the runs whose memory was
+compared to a verdict (verified + mismatch): a run that failed before
+comparing says nothing about loss either way. Wilson's interval rather than
+the normal approximation because n is small and losses are often 0 or n,
+where the normal interval collapses to a point.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable
+
+from pydantic import BaseModel, Field
+
+Z95 = 1.959963984540054  # two-sided 95 % quantile of the standard normal
+
+LOSS_RATE_DEFINITION = (
+    "loss rate = lost / n, n = runs whose memory was compared to a verdict (verified + "
+    "mismatch); 95 % Wilson score interval; failed = any other verdict")
+
+
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for k successes in n trials (pure)."""
+    if n <= 0 or not 0 <= k <= n:
+        raise ValueError(f"wilson({k}, {n}): need 0 <= k <= n and n > 0")
+    p = k / n
+    z2 = z * z
+    denom = 1 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+class CellStats(BaseModel):
+    runs: int
+    verified: int
+    lost: int = Field(description="runs with verdict mismatch")
+    failed: int = Field(description="runs with any other verdict (counts in `verdicts`)")
+    inconclusive: int = Field(description="of `failed`, those inconclusive")
+    verdicts: dict[str, int] = Field(description="every verdict and how many runs had it")
+    n: int = Field(description="runs compared to a verdict: verified + lost")
+    loss_rate: float | None = Field(None, description="lost / n; None when n = 0")
+    loss_ci95: tuple[float, float] | None = Field(None, description="Wilson, 95 %")
+
+
+def cell_stats(verdicts: Iterable[str]) -> CellStats:
+    """The statistics of one cell's run verdicts (pure)."""
+    tally = Counter(verdicts)
+    runs = sum(tally.values())
+    verified, lost = tally["verified"], tally["mismatch"]
+    n = verified + lost
+    return CellStats(runs=runs, verified=verified, lost=lost, failed=runs - n,
+                     inconclusive=tally["inconclusive"], verdicts=dict(tally), n=n,
+                     loss_rate=lost / n if n else None,
+                     loss_ci95=wilson(lost, n) if n else None)
