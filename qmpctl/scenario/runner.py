@@ -46,8 +46,8 @@ from ..migration.features import (
     Observed,
     cancel_evidence,
     feature_settings,
-    vcpu_dirty_limit_evidence,
     feature_trace_events,
+    vcpu_dirty_limit_evidence,
 )
 from ..migration.features import evidence as feature_evidence
 from ..migration.models import FeatureEvidence, MigrationStats

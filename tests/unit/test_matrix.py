@@ -26,19 +26,34 @@ from qmpctl.matrix.knownloss import covering, parse_known_loss
 from qmpctl.matrix.plan import MatrixHost, check_options, plan
 from qmpctl.matrix.plot import plot_matrix
 from qmpctl.matrix.results import MatrixReport, exit_code, loss_summary, record
-from qmpctl.matrix.spec import load_preset, load_toml, parse_spec
+from qmpctl.matrix.spec import MatrixSpec, load_preset, load_toml, parse_spec
 from qmpctl.matrix.stats import cell_stats, wilson
 from qmpctl.matrix.table import matrix_table
 from qmpctl.report.models import RunReport
 from qmpctl.scenario.options import MigrateOptions
 
-SMOKE_IDS = [
+FIVE_IDS = [
     "x86_64-tcg-smp1-baremetal-precopy-10.0->10.0",
     "x86_64-tcg-smp1-baremetal-postcopy-10.0->10.0",
     "x86_64-kvm-bitmap-smp1-baremetal-precopy-10.0->10.0",
     "x86_64-kvm-ring4096-smp1-baremetal-precopy-10.0->10.0",
     "x86_64-tcg-smp1-baremetal-precopy-7.2->10.0",
 ]
+TCG_FEATURES = ["precopy", "postcopy", "postcopy-recover", "auto-converge", "xbzrle",
+                "multifd-zstd", "cancel-active", "file"]
+SMOKE_IDS = [f"x86_64-tcg-smp1-baremetal-{f}-10.0->10.0" for f in TCG_FEATURES] + FIVE_IDS[2:]
+
+
+def five() -> MatrixSpec:
+    """The run-loop tests' own matrix (what `smoke` was before it grew features)."""
+    return parse_spec({"repeat": 1, "options": {"ram": 64, "wave_end": 18, "timeout": 120.0},
+                       "axes": [
+                           {"accel": ["tcg"], "feature": ["precopy", "postcopy"],
+                            "qemu": ["10.0->10.0"]},
+                           {"accel": ["kvm"], "tracking": ["bitmap"], "qemu": ["10.0->10.0"]},
+                           {"accel": ["kvm"], "tracking": ["ring"], "ring": [4096],
+                            "qemu": ["10.0->10.0"]},
+                           {"accel": ["tcg"], "qemu": ["7.2->10.0"]}]}, "five")
 
 
 def report(verdict: str = "verified", exit_code: int = 0, **kw: Any) -> RunReport:
@@ -109,9 +124,11 @@ def test_smoke_preset_cells_and_their_options() -> None:
                                           "guest": "baremetal", "qemu_src": "10.0",
                                           "qemu_dst": "10.0", **small}
     assert by_id[SMOKE_IDS[1]].options.postcopy
-    assert by_id[SMOKE_IDS[2]].options.dirty_ring == 0
-    assert by_id[SMOKE_IDS[3]].options.dirty_ring == 4096
-    assert by_id[SMOKE_IDS[4]].options.qemu_src == "7.2"
+    assert by_id[SMOKE_IDS[2]].options.postcopy_recover
+    assert by_id[SMOKE_IDS[7]].options.transport == "file"
+    assert by_id[SMOKE_IDS[8]].options.dirty_ring == 0
+    assert by_id[SMOKE_IDS[9]].options.dirty_ring == 4096
+    assert by_id[SMOKE_IDS[10]].options.qemu_src == "7.2"
     assert all(c.not_run is None and isinstance(c.options, MigrateOptions) for c in cells)
     assert str(cells[0]) == SMOKE_IDS[0]
 
@@ -222,8 +239,8 @@ def test_bad_toml(tmp_path: Path, text: str, problem: str) -> None:
 
 
 def test_cell_regex_selects_and_refuses_nothing_matched() -> None:
-    cells = expand(load_preset("smoke"))
-    assert [c.id for c in select(cells, "kvm-ring")] == [SMOKE_IDS[3]]
+    cells = expand(five())
+    assert [c.id for c in select(cells, "kvm-ring")] == [FIVE_IDS[3]]
     assert select(cells, None) == cells
     with pytest.raises(UsageError, match=r"--cell 'arm' matches none of the 5 cells"):
         select(cells, "arm")
@@ -254,23 +271,23 @@ def test_plan_asks_the_host_only_about_cells_not_already_refused() -> None:
 
 
 def test_known_loss_matches_axis_values() -> None:
-    cells = {c.id: c for c in expand(load_preset("smoke"))}
+    cells = {c.id: c for c in expand(five())}
     ring = parse_known_loss("tracking=ring")
     narrow = parse_known_loss("accel=kvm, tracking=ring,ring=1024")
-    assert ring.covers(cells[SMOKE_IDS[3]].axes)
-    assert not ring.covers(cells[SMOKE_IDS[2]].axes) and not ring.covers(cells[SMOKE_IDS[0]].axes)
-    assert not narrow.covers(cells[SMOKE_IDS[3]].axes)
-    assert parse_known_loss("qemu=7.2->10.0,feature=precopy").covers(cells[SMOKE_IDS[4]].axes)
-    assert parse_known_loss("tracking=tcg,smp=1").covers(cells[SMOKE_IDS[0]].axes)
-    assert covering([narrow, ring], cells[SMOKE_IDS[3]].axes) is ring
-    assert covering([narrow], cells[SMOKE_IDS[3]].axes) is None
+    assert ring.covers(cells[FIVE_IDS[3]].axes)
+    assert not ring.covers(cells[FIVE_IDS[2]].axes) and not ring.covers(cells[FIVE_IDS[0]].axes)
+    assert not narrow.covers(cells[FIVE_IDS[3]].axes)
+    assert parse_known_loss("qemu=7.2->10.0,feature=precopy").covers(cells[FIVE_IDS[4]].axes)
+    assert parse_known_loss("tracking=tcg,smp=1").covers(cells[FIVE_IDS[0]].axes)
+    assert covering([narrow, ring], cells[FIVE_IDS[3]].axes) is ring
+    assert covering([narrow], cells[FIVE_IDS[3]].axes) is None
 
 
 @pytest.mark.parametrize(("text", "problem"), [
     ("ring", "expected AXIS=VALUE"), ("tracking=", "expected AXIS=VALUE"),
     ("colour=red", "unknown axis 'colour'"), ("tracking=rng", "choose ring, bitmap, tcg"),
     ("ring=big", "a number"), ("qemu=7.2", "expected SRC->DST"),
-    ("feature=xbzrle", "choose precopy, postcopy"),
+    ("feature=teleport", "choose precopy, postcopy, postcopy-preempt"),
 ])
 def test_bad_known_loss(text: str, problem: str) -> None:
     with pytest.raises(UsageError) as exc:
@@ -299,7 +316,7 @@ SMOKE_KEYS = ["tcg-None-False-10.0", "tcg-None-True-10.0", "kvm-0-False-10.0",
 
 async def run_smoke(answers: dict[str, list[RunReport]], repeat: int = 2,
                     known: tuple[str, ...] = ()) -> MatrixState:
-    state = MatrixState(expand(load_preset("smoke")), repeat,
+    state = MatrixState(expand(five()), repeat,
                         tuple(parse_known_loss(k) for k in known))
     seen: list[str] = []
     await run_matrix(state, scripted(answers), changed=lambda: seen.append(state.activity))
@@ -312,7 +329,7 @@ async def test_every_repeat_is_recorded_and_known_losses_do_not_fail() -> None:
     answers["kvm-4096-False-10.0"] = [LOST, VERIFIED]
     state = await run_smoke(answers, known=("tracking=ring",))
     results = {r.id: r for r in state.results()}
-    ring = results[SMOKE_IDS[3]]
+    ring = results[FIVE_IDS[3]]
     assert ring.status == "run" and ring.known_loss == "tracking=ring"
     assert [r.verdict for r in ring.runs] == ["mismatch", "verified"]
     assert ring.runs[0].known_loss == "tracking=ring" and ring.runs[1].known_loss is None
@@ -322,7 +339,7 @@ async def test_every_repeat_is_recorded_and_known_losses_do_not_fail() -> None:
         0, "every run verified except 1 known loss(es) (--known-loss)")
     unknown = await run_smoke(answers)
     assert exit_code(unknown.results(), False) == (
-        1, f"1 run(s) lost pages (not covered by --known-loss): {SMOKE_IDS[3]} #1")
+        1, f"1 run(s) lost pages (not covered by --known-loss): {FIVE_IDS[3]} #1")
 
 
 async def test_a_cell_refused_before_starting_is_not_run_and_an_interrupt_stops() -> None:
@@ -333,11 +350,11 @@ async def test_a_cell_refused_before_starting_is_not_run_and_an_interrupt_stops(
     answers["kvm-0-False-10.0"] = [VERIFIED, interrupted]
     state = await run_smoke(answers)
     results = {r.id: r for r in state.results()}
-    assert results[SMOKE_IDS[1]].status == "not-run"
-    assert results[SMOKE_IDS[1]].not_run == "qmpctl refused it: cannot migrate QEMU 7.2 -> " \
+    assert results[FIVE_IDS[1]].status == "not-run"
+    assert results[FIVE_IDS[1]].not_run == "qmpctl refused it: cannot migrate QEMU 7.2 -> " \
                                             "10.0: ..."
-    assert [r.verdict for r in results[SMOKE_IDS[2]].runs] == ["verified", "interrupted"]
-    assert results[SMOKE_IDS[3]].status == "interrupted" and not results[SMOKE_IDS[3]].runs
+    assert [r.verdict for r in results[FIVE_IDS[2]].runs] == ["verified", "interrupted"]
+    assert results[FIVE_IDS[3]].status == "interrupted" and not results[FIVE_IDS[3]].runs
     assert state.interrupted
     assert exit_code(state.results(), state.interrupted)[0] == 130
 
@@ -348,13 +365,13 @@ async def test_a_cell_refused_before_starting_is_not_run_and_an_interrupt_stops(
     ([report("error", 7, error="bug"), FAILED], 7),
 ])
 def test_exit_code_takes_the_highest_priority(verdicts: list[RunReport], code: int) -> None:
-    state = MatrixState(expand(load_preset("smoke"))[:1], len(verdicts))
-    state.runs[SMOKE_IDS[0]] = [record(r, i) for i, r in enumerate(verdicts, 1)]
+    state = MatrixState(expand(five())[:1], len(verdicts))
+    state.runs[FIVE_IDS[0]] = [record(r, i) for i, r in enumerate(verdicts, 1)]
     assert exit_code(state.results(), False)[0] == code
 
 
 def test_nothing_run_is_an_environment_exit() -> None:
-    cells = [c.refused("KVM cannot run aarch64 guests") for c in expand(load_preset("smoke"))]
+    cells = [c.refused("KVM cannot run aarch64 guests") for c in expand(five())]
     assert exit_code(MatrixState(cells, 1).results(), False) == (
         3, "no cell can run on this host")
 
@@ -369,13 +386,13 @@ HOST = MatrixHost(hostname="h", kernel="6.1", machine="x86_64", cpus=2,
 
 @pytest.fixture
 def matrix_report() -> Iterator[MatrixReport]:
-    cells = expand(load_preset("smoke"))
+    cells = expand(five())
     cells[4] = cells[4].refused("qmpctl refuses it on this host: no QEMU 7.2 for x86_64")
     state = MatrixState(cells, 2, (parse_known_loss("tracking=ring"),))
-    state.runs = {SMOKE_IDS[0]: [record(VERIFIED, 1), record(LOST, 2)],
-                  SMOKE_IDS[1]: [record(FAILED, 1), record(INCONCLUSIVE, 2)],
-                  SMOKE_IDS[2]: [record(ENVIRONMENT, 1), record(VERIFIED, 2)],
-                  SMOKE_IDS[3]: [record(LOST, 1, "tracking=ring")]}
+    state.runs = {FIVE_IDS[0]: [record(VERIFIED, 1), record(LOST, 2)],
+                  FIVE_IDS[1]: [record(FAILED, 1), record(INCONCLUSIVE, 2)],
+                  FIVE_IDS[2]: [record(ENVIRONMENT, 1), record(VERIFIED, 2)],
+                  FIVE_IDS[3]: [record(LOST, 1, "tracking=ring")]}
     state.interrupted = True
     yield state.report(["qmpctl", "matrix", "--preset", "smoke"], "preset smoke", HOST)
 
@@ -385,35 +402,35 @@ def test_junit_has_a_testcase_per_run_and_says_why(matrix_report: MatrixReport) 
     suite = root.find("testsuite")
     assert suite is not None
     cases = {c.get("name"): c for c in suite.iter("testcase")}
-    assert list(cases) == [f"{SMOKE_IDS[0]} #1", f"{SMOKE_IDS[0]} #2", f"{SMOKE_IDS[1]} #1",
-                           f"{SMOKE_IDS[1]} #2", f"{SMOKE_IDS[2]} #1", f"{SMOKE_IDS[2]} #2",
-                           f"{SMOKE_IDS[3]} #1", f"{SMOKE_IDS[3]} #2", SMOKE_IDS[4]]
+    assert list(cases) == [f"{FIVE_IDS[0]} #1", f"{FIVE_IDS[0]} #2", f"{FIVE_IDS[1]} #1",
+                           f"{FIVE_IDS[1]} #2", f"{FIVE_IDS[2]} #1", f"{FIVE_IDS[2]} #2",
+                           f"{FIVE_IDS[3]} #1", f"{FIVE_IDS[3]} #2", FIVE_IDS[4]]
     assert {k: suite.get(k) for k in ("tests", "failures", "errors", "skipped")} == {
         "tests": "9", "failures": "4", "errors": "1", "skipped": "2"}
-    assert list(cases[f"{SMOKE_IDS[0]} #1"]) == [cases[f"{SMOKE_IDS[0]} #1"][0]]  # properties
-    lost = cases[f"{SMOKE_IDS[0]} #2"].find("failure")
+    assert list(cases[f"{FIVE_IDS[0]} #1"]) == [cases[f"{FIVE_IDS[0]} #1"][0]]  # properties
+    lost = cases[f"{FIVE_IDS[0]} #2"].find("failure")
     assert lost is not None and lost.get("type") == "mismatch"
     assert lost.get("message") == ("mismatch: 844 of 16384 pages differ, first at gpa 0x3a0000 "
                                    "(wave workload), gpa 0x3a1000 (wave workload), gpa 0x3a2000 "
                                    "(wave workload)")
-    known = cases[f"{SMOKE_IDS[3]} #1"].find("failure")
+    known = cases[f"{FIVE_IDS[3]} #1"].find("failure")
     assert known is not None
     assert (known.get("message") or "").startswith("mismatch: known loss (--known-loss "
                                                    "tracking=ring): 844 of 16384 pages differ")
-    failed = cases[f"{SMOKE_IDS[1]} #1"].find("failure")
+    failed = cases[f"{FIVE_IDS[1]} #1"].find("failure")
     assert failed is not None and failed.get("message") == (
         "migration-failed: QEMU: migration failed: Unable to write")
-    inconclusive = cases[f"{SMOKE_IDS[1]} #2"].find("failure")
+    inconclusive = cases[f"{FIVE_IDS[1]} #2"].find("failure")
     assert inconclusive is not None and "no dirty page was ever re-sent" in (
         inconclusive.get("message") or "")
-    env = cases[f"{SMOKE_IDS[2]} #1"].find("error")
+    env = cases[f"{FIVE_IDS[2]} #1"].find("error")
     assert env is not None and env.get("message") == (
         "environment-error: no dirty-ring trace events")
-    skipped = cases[SMOKE_IDS[4]].find("skipped")
+    skipped = cases[FIVE_IDS[4]].find("skipped")
     assert skipped is not None and "no QEMU 7.2 for x86_64" in (skipped.get("message") or "")
-    interrupted = cases[f"{SMOKE_IDS[3]} #2"].find("skipped")
+    interrupted = cases[f"{FIVE_IDS[3]} #2"].find("skipped")
     assert interrupted is not None and "interrupted" in (interrupted.get("message") or "")
-    props = {p.get("name"): p.get("value") for p in cases[f"{SMOKE_IDS[3]} #1"].iter("property")}
+    props = {p.get("name"): p.get("value") for p in cases[f"{FIVE_IDS[3]} #1"].iter("property")}
     assert props["axis_tracking"] == "ring" and props["pages_differing"] == "844"
 
 
@@ -463,7 +480,7 @@ def test_loss_summary_names_blocks_and_checks_too() -> None:
     (["--preset", "huge"], "--preset 'huge': choose smoke, full"),
     (["--preset", "smoke", "--repeat", "0"], "--repeat 0: must be at least 1"),
     (["--preset", "smoke", "--known-loss", "tracking=rng"], "tracking='rng': choose"),
-    (["--preset", "smoke", "--cell", "arm"], "--cell 'arm' matches none of the 5 cells"),
+    (["--preset", "smoke", "--cell", "arm"], "--cell 'arm' matches none of the 11 cells"),
     (["--preset", "smoke", "--json", "/nonexistent/m.json"],
      "--json /nonexistent/m.json: directory /nonexistent does not exist"),
     (["--preset", "smoke", "--junit", "/proc/m.xml"], "--junit /proc/m.xml: not writable"),
@@ -513,11 +530,11 @@ def test_pytest_helper_parametrizes_over_cells(pytester: pytest.Pytester) -> Non
                                       "baremetal-precopy-system[]]"])
     result = pytester.runpytest("-rs")
     outcomes = result.parseoutcomes()
-    assert outcomes.get("passed", 0) + outcomes.get("skipped", 0) == 7
+    assert outcomes.get("passed", 0) + outcomes.get("skipped", 0) == len(SMOKE_IDS) + 2
     assert outcomes.get("failed", 0) == 0
     result.stdout.fnmatch_lines(["SKIPPED * not run here: TCG tracks dirty pages itself*"])
 
 
 def test_cell_is_its_id() -> None:
-    cell = expand(load_preset("smoke"))[0]
-    assert isinstance(cell, Cell) and f"{cell}" == SMOKE_IDS[0]
+    cell = expand(five())[0]
+    assert isinstance(cell, Cell) and f"{cell}" == FIVE_IDS[0]
