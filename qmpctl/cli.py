@@ -431,10 +431,10 @@ async def _matrix(state: MatrixState, live: bool) -> None:
 @app.command()
 def matrix(
     preset: Annotated[str | None, typer.Option(
-        help="smoke (CI: x86_64 bare metal, ~3 min) or full (every axis value, 5 runs "
+        help="smoke (CI: x86_64 bare metal, under a minute here) or full (every axis value, 5 runs "
              "each)")] = None,
     axes: Annotated[Path | None, typer.Option(
-        help="TOML file of the same shape: repeat, [options], [axes] or [[axes]] (README)")]
+        help="TOML file of the same shape: repeat, options and axes tables (README)")]
     = None,
     repeat: Annotated[int | None, typer.Option(
         help="Runs per cell, each a fresh migration [default: the preset's or file's]")] = None,
