@@ -68,6 +68,9 @@ class RecoveryAttempt(BaseModel):
     uri: str
     meant_to_fail: bool = Field(description="aimed at a listener that hangs up at once")
     elapsed_s: float = Field(description="seconds since the migration started")
+    paused_destination: bool = Field(
+        False, description="the destination had not noticed the break: qmpctl paused it")
+    error: str | None = Field(None, description="QEMU refused the resume (e.g. no route)")
 
 
 class MigrationStats(BaseModel):

@@ -7,7 +7,9 @@ destination listens again (`migrate-recover URI`) and the source reconnects
 (`migrate URI resume=true`). With `fail_first`, the first attempt goes to a
 listener that accepts and hangs up at once, so the source's resume handshake
 fails and it must pause again and be recovered a second time (QEMU's
-double-failure case).
+double-failure case). A cut link (`--fault link-down-for=S@postcopy` with
+--topology netns) is recovered the same way once it is back: the source's
+attempts fail while it is down and are retried.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..core.errors import MigrationFailed
+from ..core.errors import MigrationFailed, QmpReplyError
 from ..qemu.machine import QemuMachine
 from .models import RecoveryAttempt
 
-MAX_ATTEMPTS = 3
+NOTICE_S = 3.0  # how long the destination may take to notice the break itself
+RETRY_S = 1.0
 
 
 async def _hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -41,16 +44,18 @@ class Recovery:
         self.fail_first, self.timeout = fail_first, timeout
         self.attempts: list[RecoveryAttempt] = []
         self._server: asyncio.Server | None = None
+        self._listening: str | None = None
+        self._deadline: float | None = None
 
-    async def _wait_paused(self, machine: QemuMachine, side: str) -> None:
-        deadline = time.monotonic() + self.timeout
+    async def _wait_paused(self, machine: QemuMachine, side: str, within: float) -> None:
+        deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             status = (await machine.execute("query-migrate", timeout=5)).get("status")
             if status == "postcopy-paused":
                 return
             await asyncio.sleep(0.05)
         raise MigrationFailed(f"postcopy recovery: the {side} did not reach postcopy-paused "
-                              f"within {self.timeout:g}s")
+                              f"within {within:g}s")
 
     async def before_pause(self) -> None:
         """Wait until the destination took over the guest (its run state leaves
@@ -70,18 +75,54 @@ class Recovery:
             self._server = await asyncio.start_unix_server(_hang_up, path=str(path))
         return f"unix:{path}"
 
-    async def recover(self, src: QemuMachine, elapsed_s: float) -> None:
-        if len(self.attempts) >= MAX_ATTEMPTS:
-            raise MigrationFailed(f"postcopy recovery failed {MAX_ATTEMPTS} times")
-        await self._wait_paused(src, "source")
-        await self._wait_paused(self.dst, "destination")
-        failing = self.fail_first and not self.attempts
-        uri = await self._decoy() if failing else self.new_uri()
-        self.attempts.append(RecoveryAttempt(attempt=len(self.attempts) + 1, uri=uri,
-                                             meant_to_fail=failing, elapsed_s=elapsed_s))
-        if not failing:
+    async def _pause_destination(self) -> bool:
+        """The destination notices a closed channel at once, a cut link only
+        when TCP gives up (minutes): then pause it too, as an operator (or
+        libvirt's keepalive) would. True when qmpctl had to."""
+        try:
+            await self._wait_paused(self.dst, "destination", NOTICE_S)
+            return False
+        except MigrationFailed:
+            await self.dst.execute("migrate-pause")
+            await self._wait_paused(self.dst, "destination", self.timeout)
+            return True
+
+    async def _listen(self) -> str:
+        """The destination listens again; a listener an attempt never reached
+        (the link was down) is still there and is reused."""
+        uri = self.new_uri()
+        try:
             await self.dst.execute("migrate-recover", {"uri": uri})
-        await src.execute("migrate", {"uri": uri, "resume": True})
+        except QmpReplyError:
+            if self._listening is None:
+                raise
+            return self._listening
+        self._listening = uri
+        return uri
+
+    async def recover(self, src: QemuMachine, elapsed_s: float) -> None:
+        """Resume the source into the destination, retrying (1 s apart) until
+        an attempt is under way or `timeout` since the first pause passed."""
+        self._deadline = self._deadline or time.monotonic() + self.timeout
+        await self._wait_paused(src, "source", self.timeout)
+        paused_dst = await self._pause_destination()
+        while True:
+            if time.monotonic() > self._deadline:
+                raise MigrationFailed(f"postcopy recovery did not succeed within "
+                                      f"{self.timeout:g}s ({len(self.attempts)} attempts)")
+            failing = self.fail_first and not self.attempts
+            if self.attempts and not self.attempts[-1].meant_to_fail:
+                await asyncio.sleep(RETRY_S)  # the link may still be down
+            uri = await self._decoy() if failing else await self._listen()
+            attempt = RecoveryAttempt(attempt=len(self.attempts) + 1, uri=uri,
+                                      meant_to_fail=failing, elapsed_s=elapsed_s,
+                                      paused_destination=paused_dst)
+            self.attempts.append(attempt)
+            try:
+                await src.execute("migrate", {"uri": uri, "resume": True})
+                return
+            except QmpReplyError as exc:
+                attempt.error = exc.desc
 
     async def close(self) -> None:
         if self._server is not None:
