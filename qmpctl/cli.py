@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -41,6 +42,7 @@ from .report.schema import report_schema
 from .report.text import one_line, summary_lines
 from .scenario.options import MigrateOptions, resolve
 from .scenario.runner import Hooks, new_report, run_migrate
+from .verify.agent import serve as serve_agent
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Drive QEMU live migration over QMP and prove no dirty page was lost.")
@@ -553,6 +555,26 @@ def doctor(
     out.print(table)
     for note in rep.notes:
         out.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command()
+def agent(
+    listen: Annotated[str, typer.Option(
+        help="HOST:PORT to listen on, on the destination host (e.g. its migration address)")],
+    root: Annotated[Path, typer.Option(
+        help="Serve only RAM files under this directory (read-only)")] = Path("/dev/shm"),
+) -> None:
+    """Hash a destination's RAM where it lives and send back only the digests
+    (run it on the destination host; qmpctl connects to it)."""
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        print(f"qmpctl: --listen {listen!r}: expected HOST:PORT", file=sys.stderr)
+        raise typer.Exit(int(ExitCode.USAGE))
+    if not root.is_dir():
+        print(f"qmpctl: --root {root}: not a directory", file=sys.stderr)
+        raise typer.Exit(int(ExitCode.USAGE))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_agent(host, int(port), root))
 
 
 @app.command()

@@ -30,7 +30,7 @@ from ..host.kvm import Arch
 from ..qemu.console import ConsoleView, SerialConsole, parse_console
 from ..qemu.machine import QemuMachine
 from ..verify.classify import PageClassifier
-from ..verify.ramimage import RamLayout, Region
+from ..verify.ramimage import RamLayout, Region, Sampled
 from .base import RAM_BASE, GuestCheck, GuestResult
 from .gic import ItsTableMap, locate_its_tables
 from .linux import GuestThroughput
@@ -251,7 +251,7 @@ class KernelGuest:
     async def after_resume(self, console: SerialConsole, timeout: float) -> list[GuestCheck]:
         return []
 
-    def image_checks(self, ram: Path, stage: str) -> list[GuestCheck]:
+    def image_checks(self, ram: Path | Sampled, stage: str) -> list[GuestCheck]:
         return []
 
     async def next_migration(self, machine: QemuMachine, timeout: float) -> bool:

@@ -9,7 +9,7 @@ from ..host.kvm import Arch
 from ..qemu.console import ConsoleView, SerialConsole
 from ..qemu.machine import QemuMachine
 from ..verify.classify import PageClassifier
-from ..verify.ramimage import RamLayout
+from ..verify.ramimage import RamLayout, Sampled
 from .base import GuestCheck, GuestResult
 from .gic import ItsTableMap
 from .linux import GuestThroughput
@@ -62,7 +62,7 @@ class Guest(Protocol):
     async def wait_resumed(self, console: SerialConsole, timeout: float) -> str: ...
     async def after_resume(self, console: SerialConsole, timeout: float
                            ) -> list[GuestCheck]: ...
-    def image_checks(self, ram: Path, stage: str) -> list[GuestCheck]: ...
+    def image_checks(self, ram: Path | Sampled, stage: str) -> list[GuestCheck]: ...
     def classifier(self) -> PageClassifier | None:
         """How to tell a stale page from a corrupt one in this workload's memory."""
     def throughput(self, src: ConsoleView, dst: ConsoleView, t_start: float, t_end: float,

@@ -13,7 +13,7 @@ from ..core.units import MiB
 from ..host.kvm import Arch
 from ..qemu.console import ConsoleView, SerialConsole
 from ..verify.classify import PageClassifier, WaveClassifier
-from ..verify.ramimage import RamImage, RamLayout, Region
+from ..verify.ramimage import RamImage, RamLayout, Region, Sampled
 from ..verify.wave import WaveParams, check_wave
 from .base import RAM_BASE, RESERVED_LOW, GuestCheck, OwnGuest, image_path
 from .linux import GuestThroughput
@@ -75,10 +75,13 @@ class WaveGuest(OwnGuest):
         await console.wait_passes(2, timeout)
         return "2 more wave passes reported on the destination's serial port"
 
-    def image_checks(self, ram: Path, stage: str) -> list[GuestCheck]:
+    def image_checks(self, ram: Path | Sampled, stage: str) -> list[GuestCheck]:
         """Checks that read the workload's state from a RAM image (paused guest)."""
-        with RamImage(ram) as image:
-            res = check_wave(image, self.layout(), self.wave)
+        if isinstance(ram, Path):
+            with RamImage(ram) as image:
+                res = check_wave(image, self.layout(), self.wave)
+        else:  # an image read elsewhere (qmpctl agent)
+            res = check_wave(ram, self.layout(), self.wave)
         detail = f"{res.blocks} blocks, {res.detail}, value 0x{res.value:02x}"
         if res.first_bad_gpa is not None:
             detail += f", first bad block at gpa 0x{res.first_bad_gpa:x}"

@@ -13,11 +13,14 @@ a qmpctl that died are swept once its run directory is gone
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,3 +246,42 @@ def sweep_stale_namespaces(run_root: Path) -> list[str]:
             continue
         removed.append(name)
     return removed
+
+
+CLONE_NEWNET = 0x40000000
+
+
+def socket_in(namespace: str, make: Callable[[], socket.socket]) -> socket.socket:
+    """`make()` a socket inside `namespace`, as a process on that host would.
+
+    A socket belongs to the network namespace it was created in, whichever
+    thread uses it later; so a thread of its own enters the namespace
+    (setns), makes the socket and ends, and our other threads never move."""
+    out: list[socket.socket] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(f"/var/run/netns/{namespace}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns into {namespace}: {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            out.append(make())
+        except BaseException as exc:  # handed to the caller's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=work, name=f"netns-{namespace}")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return out[0]
+
+
+def connect_in(namespace: str, host: str, port: int, timeout: float = 5.0) -> socket.socket:
+    """A TCP connection to host:port made from inside `namespace` (blocking)."""
+    return socket_in(namespace, lambda: socket.create_connection((host, port), timeout))

@@ -59,6 +59,14 @@ class MachineSpec:
     # place: same pid). QMP and serial stay on filesystem unix sockets, which
     # are not tied to a network namespace.
     netns: str | None = None
+    # A QEMU on another host (here: another network namespace): its QMP and
+    # serial listen on TCP at this address (QMP_PORT, SERIAL_PORT), and qmpctl
+    # connects from the namespace `reach_from`, as it would across a network.
+    listen: str | None = None
+    reach_from: str | None = None
+
+
+QMP_PORT, SERIAL_PORT = 4440, 4441
 
 
 def machine_args(spec: MachineSpec) -> list[str]:
@@ -89,6 +97,14 @@ def _escape_opt(value: str) -> str:
     return value.replace(",", ",,")
 
 
+def _endpoint(spec: MachineSpec, path: Path, port: int) -> str:
+    """Where a chardev meets qmpctl: QEMU connects to our unix socket, or (a
+    remote QEMU) listens on TCP for us; wait=off, the guest is paused (-S)."""
+    if spec.listen is None:
+        return f"path={_escape_opt(str(path))}"
+    return f"host={spec.listen},port={port},server=on,wait=off"
+
+
 def build_argv(spec: MachineSpec) -> list[str]:
     """The full argv for `spec` (pure: same spec, same list)."""
     argv = ["ip", "netns", "exec", spec.netns] if spec.netns is not None else []
@@ -107,10 +123,10 @@ def build_argv(spec: MachineSpec) -> list[str]:
         *machine_args(spec),
         "-m", f"{spec.ram_mib}M",
         "-smp", str(spec.smp),
-        "-chardev", f"socket,id=qmp0,path={_escape_opt(str(spec.qmp_socket))}",
+        "-chardev", f"socket,id=qmp0,{_endpoint(spec, spec.qmp_socket, QMP_PORT)}",
         "-mon", "chardev=qmp0,mode=control",
         "-chardev",
-        f"socket,id=serial0,path={_escape_opt(str(spec.serial_socket))},"
+        f"socket,id=serial0,{_endpoint(spec, spec.serial_socket, SERIAL_PORT)},"
         f"logfile={_escape_opt(str(spec.serial_log))}",
         "-serial", "chardev:serial0",
     ]

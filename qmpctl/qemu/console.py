@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,9 +111,15 @@ class SerialConsole:
         self._reader_task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._closed = False
+        self._attached: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._server = await asyncio.start_unix_server(self._on_connect, path=str(self.path))
+
+    async def attach(self, sock: socket.socket) -> None:
+        """Read a QEMU that listens itself (a remote one) over `sock`, connected."""
+        reader, writer = await asyncio.open_connection(sock=sock)
+        self._attached = asyncio.create_task(self._on_connect(reader, writer))
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._writer is not None:  # only the one QEMU we launched
@@ -197,6 +204,10 @@ class SerialConsole:
             self._writer.close()
             with contextlib.suppress(Exception):
                 await self._writer.wait_closed()
+        if self._attached is not None:
+            self._attached.cancel()
+            with contextlib.suppress(BaseException):
+                await self._attached
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):

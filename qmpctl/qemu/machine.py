@@ -16,7 +16,9 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import subprocess
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -24,7 +26,8 @@ from typing import IO, Any, Self
 from qemu.qmp import ConnectError, EventListener, ExecuteError, QMPClient, QMPError
 
 from ..core.errors import LaunchError, MonitorLost, QmpReplyError, QmpTimeout
-from .cmdline import MachineSpec, build_argv
+from ..host.netns import connect_in
+from .cmdline import QMP_PORT, SERIAL_PORT, MachineSpec, build_argv
 from .console import SerialConsole
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,46 @@ class QemuMachine:
         self._log: IO[bytes] | None = None
         self._shut_down = False
 
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        self._log = self.log_path.open("wb")
+        self._proc = proc = await asyncio.create_subprocess_exec(
+            *self.argv,
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
+            start_new_session=True, preexec_fn=_die_with_parent,
+            env={**os.environ, **dict(self.spec.env)} if self.spec.env else None,
+        )
+        return proc
+
+    async def _connect(self, port: int, deadline: float) -> socket.socket:
+        """A connection to the remote QEMU's `port`, once it listens."""
+        assert self.spec.listen is not None and self.spec.reach_from is not None
+        while True:
+            try:
+                return await asyncio.to_thread(connect_in, self.spec.reach_from,
+                                               self.spec.listen, port)
+            except OSError as exc:
+                if not self.is_running() or time.monotonic() > deadline:
+                    raise LaunchError(
+                        f"{self.name}: cannot reach {self.spec.listen}:{port} from "
+                        f"{self.spec.reach_from}: {exc}", self.argv, self.exit_code,
+                        self.stderr_tail()) from exc
+                await asyncio.sleep(0.05)
+
+    async def _launch_remote(self, timeout: float) -> None:
+        """A QEMU on the other host: it listens, we connect (QMP, then serial)."""
+        deadline = time.monotonic() + timeout
+        try:
+            await self._spawn()
+            await self.qmp.connect(await self._connect(QMP_PORT, deadline))
+            await self.console.attach(await self._connect(SERIAL_PORT, deadline))
+        except (OSError, QMPError) as exc:
+            await self.shutdown()
+            raise LaunchError(f"{self.name}: cannot start remote QEMU: {exc}", self.argv,
+                              self.exit_code, self.stderr_tail()) from exc
+        except BaseException:
+            await self.shutdown()
+            raise
+
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
@@ -90,22 +133,18 @@ class QemuMachine:
         """Start QEMU and wait until its QMP monitor has connected and negotiated."""
         log.info("%s: launching %s%s", self.name,
                  "".join(f"{k}={v} " for k, v in self.spec.env), " ".join(self.argv))
+        if self.spec.listen is not None:
+            return await self._launch_remote(timeout)
         try:
             await self.qmp.start_server(str(self.spec.qmp_socket))
             await self.console.start()
-            self._log = self.log_path.open("wb")
-            self._proc = await asyncio.create_subprocess_exec(
-                *self.argv,
-                stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
-                start_new_session=True, preexec_fn=_die_with_parent,
-                env={**os.environ, **dict(self.spec.env)} if self.spec.env else None,
-            )
+            proc = await self._spawn()
         except (OSError, QMPError) as exc:
             await self.shutdown()
             raise LaunchError(f"{self.name}: cannot start QEMU: {exc}", self.argv, None, "") \
                 from exc
         accept = asyncio.ensure_future(self.qmp.accept())
-        exited = asyncio.ensure_future(self._proc.wait())
+        exited = asyncio.ensure_future(proc.wait())
         try:
             done, _ = await asyncio.wait({accept, exited}, timeout=timeout,
                                          return_when=asyncio.FIRST_COMPLETED)

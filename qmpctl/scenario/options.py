@@ -503,7 +503,19 @@ def check_topology(opts: MigrateOptions) -> None:
         return
     if opts.transport == "unix" and "transport" in opts.model_fields_set:
         raise UsageError(NETNS_NEEDS_TCP)
+    if opts.verify == "bytes" and "verify" in opts.model_fields_set:
+        raise UsageError(NETNS_HASHES)
     check_netns_host()
+
+
+NETNS_HASHES = (
+    "--verify bytes: with --topology netns the destination is another host, reached only "
+    "over the network; its RAM is hashed there by qmpctl agent (--verify hash, implied)")
+
+
+def effective_verify(opts: MigrateOptions) -> Literal["bytes", "hash"]:
+    """netns: the destination is remote, so its pages are hashed where they live."""
+    return "hash" if opts.topology == "netns" else opts.verify
 
 
 def effective_transport(opts: MigrateOptions) -> Transport:

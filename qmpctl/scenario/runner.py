@@ -16,6 +16,8 @@ import contextlib
 import datetime as dt
 import logging
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -37,7 +39,7 @@ from ..core.units import MiB
 from ..faults.injector import FaultInjector
 from ..guests.base import GuestCheck
 from ..guests.its import table_regions, table_verdicts
-from ..host.netns import NetnsPair, namespace_name, sweep_stale_namespaces
+from ..host.netns import NetnsPair, connect_in, namespace_name, sweep_stale_namespaces
 from ..host.qemu import QemuBinary
 from ..host.selfmem import AnonPeak, read_mib
 from ..migration import driver
@@ -61,6 +63,7 @@ from ..qemu.schema import QemuSchema, probe_schema
 from ..qemu.supervisor import Supervisor
 from ..report.models import NetnsConfig, RunConfig, RunReport
 from ..report.verdict import before_migration_failure, conclude
+from ..verify.agent import AGENT_PORT, AgentClient, RemoteImage
 from ..verify.classify import classify_mismatches
 from ..verify.compare import compare_images
 from ..verify.digest import compare_digests, page_digests
@@ -70,7 +73,13 @@ from ..verify.ranges import locate_differences
 from ..verify.ring import ring_evidence, ring_problems
 from ..verify.timeline import TIMELINE_TRACE_EVENTS, build_timeline, relate
 from .compat import probe_pair
-from .options import MigrateOptions, Resolved, effective_transport, resolve
+from .options import (
+    MigrateOptions,
+    Resolved,
+    effective_transport,
+    effective_verify,
+    resolve,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +105,9 @@ def _free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
 
 
 def machine_spec(r: Resolved, run: RunDir, side: str, binary: QemuBinary,
-                 udp_port: int = 0) -> MachineSpec:
+                 udp_port: int = 0, remote: NetnsPair | None = None) -> MachineSpec:
+    """`remote`: this side is the other host of a netns pair, reached over TCP."""
+    host = "src" if side == "src" else "dst"  # every destination lives on the dst host
     return MachineSpec(
         arch=r.arch, binary=binary.path, data_dir=binary.data_dir, env=binary.env,
         machine_type=r.machine_type, cpu=r.cpu, accel=r.accel, dirty_ring_size=r.ring,
@@ -110,7 +121,9 @@ def machine_spec(r: Resolved, run: RunDir, side: str, binary: QemuBinary,
         # only), on every side: a destination is the source of the next hop.
         trace_events=TIMELINE_TRACE_EVENTS + feature_trace_events(r.features),
         trace_timestamps=True,
-        netns=namespace_name(run.path.name, side) if r.options.topology == "netns" else None,
+        netns=namespace_name(run.path.name, host) if r.options.topology == "netns" else None,
+        listen=remote.dst_addr if remote is not None and host == "dst" else None,
+        reach_from=remote.src_ns if remote is not None and host == "dst" else None,
     )
 
 
@@ -163,7 +176,7 @@ def run_config(r: Resolved, settings: MigrationSettings) -> RunConfig:
         machine_type=r.machine, machine_type_reason=r.machine_type_reason, cpu=r.cpu,
         workload=r.guest.workload_summary(), min_passes=o.min_passes,
         throttle_bandwidth=o.throttle * MiB, converge_downtime_ms=o.downtime_limit,
-        migration_settings=settings, forced=list(r.forced), verify=o.verify,
+        migration_settings=settings, forced=list(r.forced), verify=effective_verify(o),
     )
 
 
@@ -215,6 +228,7 @@ class Run:
     anon: AnonPeak = field(default_factory=AnonPeak)
     timings: dict[str, float] = field(default_factory=dict)
     recoveries: int = 0  # postcopy recovery addresses handed out
+    agent: AgentClient | None = None  # netns: qmpctl agent on the destination host
     # evidence of what ran before the migration (--cancel-at, --vcpu-dirty-limit)
     before_evidence: list[FeatureEvidence] = field(default_factory=list)
 
@@ -226,7 +240,8 @@ class Run:
 
     def machine(self, side: str, binary: QemuBinary) -> QemuMachine:
         # Each side's NIC loops back through its own UDP port on 127.0.0.1.
-        spec = machine_spec(self.r, self.dir, side, binary, _free_port(socket.SOCK_DGRAM))
+        spec = machine_spec(self.r, self.dir, side, binary, _free_port(socket.SOCK_DGRAM),
+                            self.topology)
         return QemuMachine(spec, self.dir.side(side, "log"))
 
     async def launch(self, stack: contextlib.AsyncExitStack, side: str,
@@ -429,7 +444,14 @@ async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
 
     def compare() -> None:
         with RamImage(src.spec.ram_path) as si, RamImage(dst.spec.ram_path) as di:
-            if r.options.verify == "hash":  # what a remote destination would send back
+            if run.agent is not None:  # the destination's digests, made where it lives
+                started = time.perf_counter()
+                src_digests = page_digests(si)
+                dst_digests, _ = run.agent.digests(dst.spec.ram_path)
+                memory = rep.memory = compare_digests(
+                    src_digests, dst_digests, layout, list(r.exclusions),
+                    seconds=time.perf_counter() - started)
+            elif r.options.verify == "hash":  # what a remote destination would send back
                 started = time.perf_counter()
                 digests = page_digests(si), page_digests(di)
                 memory = rep.memory = compare_digests(
@@ -439,7 +461,7 @@ async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
                 memory = rep.memory = compare_images(si, di, layout, list(r.exclusions))
             if memory.pages_differing:  # explain: where, what kind
                 memory.location = locate_differences(memory.differing, layout)
-                if classifier is not None:
+                if classifier is not None and run.agent is None:  # needs both sides' bytes
                     memory.classes = classify_mismatches(si, di, memory.differing, layout,
                                                          classifier)
 
@@ -450,14 +472,23 @@ async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
         rep.memory.explanation = relate(rep.dirty_timeline, rep.memory.classes)
     if table_map is not None:
         rep.its_tables = table_verdicts(table_map.tables, rep.memory, layout)
-    rep.ramblocks = await ramblock_verdicts(src, dst, RAM_BLOCK)
+    rep.ramblocks = await ramblock_verdicts(src, dst, RAM_BLOCK,
+                                            dst_remote=run.agent is not None)
     if rep.migration is not None:  # read now: multifd threads log their end after completion
         rep.migration.features = run.before_evidence + feature_evidence(r.features, Observed(
             rep.migration, src.log_path.read_text(errors="replace"),
             dst.log_path.read_text(errors="replace")))
     run.timings["compare"] = round(time.monotonic() - t0, 3)
-    rep.guest_checks += r.guest.image_checks(dst.spec.ram_path,
-                                             "destination image, before resume")
+    rep.guest_checks += await dst_image_checks(run, dst, "destination image, before resume")
+
+
+async def dst_image_checks(run: Run, dst: QemuMachine, stage: str) -> list[GuestCheck]:
+    """The guest's checks of the destination's RAM: read here, or by the agent
+    where the destination lives (netns), which returns only what they sample."""
+    if run.agent is None:
+        return run.r.guest.image_checks(dst.spec.ram_path, stage)
+    image = RemoteImage(run.agent, dst.spec.ram_path)
+    return await asyncio.to_thread(run.r.guest.image_checks, image, f"{stage}, via qmpctl agent")
 
 
 async def _resume_and_check(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
@@ -476,8 +507,7 @@ async def _resume_and_check(run: Run, src: QemuMachine, dst: QemuMachine) -> Non
     rep.guest_checks += await r.guest.after_resume(dst.console, o.boot_timeout)
     if r.guest.checks_image_after_resume:
         await dst.execute("stop")
-        rep.guest_checks += r.guest.image_checks(dst.spec.ram_path,
-                                                 "destination image, after resume")
+        rep.guest_checks += await dst_image_checks(run, dst, "destination image, after resume")
     rep.guest_throughput = r.guest.throughput(
         src.console.view(), dst.console.view(), run.t_migrate,
         run.t_migrate + run.timings["migrate"], t_cont)
@@ -624,6 +654,7 @@ async def _run(run: Run) -> None:
             stack.callback(_keep_logs, run.dir, artifacts)  # after the QEMUs are gone
         if run.r.options.topology == "netns":  # made before and deleted after both QEMUs
             run.topology = run.injector.link = stack.enter_context(netns_pair(run))
+            run.agent = await start_agent(stack, run.topology, run.dir.path)
         # The supervisor stops before the machines are shut down (the stack).
         async with task_group() as group:
             watcher = group.create_task(run.supervisor.watch())
@@ -634,6 +665,45 @@ async def _run(run: Run) -> None:
                 run.supervisor.stop()
                 watcher.cancel()
                 sampler.cancel()
+
+
+async def start_agent(stack: contextlib.AsyncExitStack, pair: NetnsPair,
+                      root: Path) -> AgentClient:
+    """`qmpctl agent` on the destination host (its namespace: `ip netns exec`
+    stands for ssh), serving RAM files under the run directory only; the
+    client connects from the source host, as across a network."""
+    argv = ["ip", "netns", "exec", pair.dst_ns, sys.executable, "-m", "qmpctl", "agent",
+            "--listen", f"{pair.dst_addr}:{AGENT_PORT}", "--root", str(root)]
+    log_file = stack.enter_context((root / "agent.log").open("wb"))
+    proc = await asyncio.create_subprocess_exec(*argv, stdin=subprocess.DEVNULL,
+                                                stdout=log_file, stderr=log_file)
+
+    async def stop() -> None:
+        if proc.returncode is None:
+            proc.terminate()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+    stack.push_async_callback(stop)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            sock = await asyncio.to_thread(connect_in, pair.src_ns, pair.dst_addr, AGENT_PORT)
+            break
+        except OSError as exc:
+            if proc.returncode is not None or time.monotonic() > deadline:
+                raise HostError(f"qmpctl agent did not start in {pair.dst_ns}: {exc}; "
+                                f"its output: {(root / 'agent.log').read_text()[-500:]}"
+                                ) from exc
+            await asyncio.sleep(0.1)
+    client = AgentClient(sock, f"{pair.dst_addr}:{AGENT_PORT}")
+    stack.callback(client.close)
+    await asyncio.to_thread(client.hello)
+    return client
 
 
 def _keep_logs(run_dir: RunDir, dest: Path) -> None:

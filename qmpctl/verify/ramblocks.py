@@ -94,8 +94,12 @@ def compare_blocks(name: str, src: bytes, dst: bytes, gpa: list[int], how: str,
                                                     for p in differ[:max_reported]])
 
 
-async def ramblock_verdicts(src: QemuMachine, dst: QemuMachine, ram_block: str
-                            ) -> list[RamBlockVerdict]:
+REMOTE = ("the destination is on another host (--topology netns): qmpctl agent hashes its "
+          "guest RAM there; this block is not read across hosts")
+
+
+async def ramblock_verdicts(src: QemuMachine, dst: QemuMachine, ram_block: str,
+                            dst_remote: bool = False) -> list[RamBlockVerdict]:
     """Every RAMBlock of both (stopped) sides: guest RAM (`ram_block`) is
     compared through its file elsewhere; every other block is read from each
     QEMU process and compared here; anything that cannot be is listed with why."""
@@ -117,6 +121,9 @@ async def ramblock_verdicts(src: QemuMachine, dst: QemuMachine, ram_block: str
             out.append(RamBlockVerdict(name=name, size=s.used, gpa=gpa, compared=True,
                                        reason="guest RAM: compared page by page through its "
                                               "memory-backend-file (see memory)"))
+        elif dst_remote:
+            out.append(RamBlockVerdict(name=name, size=s.used, gpa=gpa, compared=False,
+                                       reason=REMOTE))
         elif s.hva is None or d.hva is None:
             out.append(RamBlockVerdict(
                 name=name, size=s.used, gpa=gpa, compared=False,

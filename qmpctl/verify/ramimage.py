@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -65,6 +66,12 @@ class RamLayout:
         return RamLayout(self.base_gpa, self.size, self.regions + regions)
 
 
+class Sampled(Protocol):
+    """What guest checks read of an image: strided bytes (local or via the agent)."""
+
+    def samples(self, lo: int, hi: int, step: int) -> npt.NDArray[np.uint8]: ...
+
+
 class RamImage:
     """A RAM backing file: `fd` for bulk reads, `bytes` a read-only shared
     mapping (no copy) for random access."""
@@ -75,6 +82,10 @@ class RamImage:
         self.size = os.fstat(self.fd).st_size
         self._mmap = mmap.mmap(self.fd, self.size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
         self.bytes: npt.NDArray[np.uint8] = np.frombuffer(self._mmap, dtype=np.uint8)
+
+    def samples(self, lo: int, hi: int, step: int) -> npt.NDArray[np.uint8]:
+        """One byte every `step` in [lo, hi): a copy of just those bytes."""
+        return np.array(self.bytes[lo:hi:step])
 
     def page(self, index: int) -> bytes:
         return bytes(self.bytes[index * PAGE_SIZE:(index + 1) * PAGE_SIZE])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .ramimage import RamImage, RamLayout
+from .ramimage import RamLayout, Sampled
 
 
 @dataclass(frozen=True)
@@ -75,13 +75,13 @@ def check_samples(samples: npt.NDArray[np.uint8], delta: int) -> tuple[int, int 
     return len(changes), None, "one edge" if len(changes) else "no edge (all blocks equal)"
 
 
-def wave_samples(image: RamImage, layout: RamLayout, params: WaveParams) -> npt.NDArray[np.uint8]:
+def wave_samples(image: Sampled, layout: RamLayout, params: WaveParams) -> npt.NDArray[np.uint8]:
     lo = layout.offset(params.start) + params.offset
     hi = layout.offset(params.end)
-    return np.array(image.bytes[lo:hi:params.stride])
+    return image.samples(lo, hi, params.stride)
 
 
-def check_wave(image: RamImage, layout: RamLayout, params: WaveParams) -> WaveCheck:
+def check_wave(image: Sampled, layout: RamLayout, params: WaveParams) -> WaveCheck:
     samples = wave_samples(image, layout, params)
     edges, bad, detail = check_samples(samples, params.delta)
     return WaveCheck(

@@ -103,3 +103,26 @@ async def test_migration_to_a_mapped_ram_file(qmpctl_migrate: MigrateFn,
     assert rep.config.migration_settings.capabilities["mapped-ram"] is True
     if multifd:
         assert engaged(rep)["multifd"].figures["channels_used"] == multifd
+
+
+@pytest.mark.qmpctl_kvm(ring=True)
+async def test_vcpu_dirty_limit_slows_the_running_guest(qmpctl_migrate: MigrateFn) -> None:
+    """QEMU's vcpu_dirty_limit case. On kvm_pvm the guest never recovers after
+    cancel-vcpu-dirty-limit (README, findings): the run must then not verify."""
+    rep = await migrate(qmpctl_migrate, accel="kvm", vcpu_dirty_limit=50)
+    assert rep.migration is not None
+    limit = {f.feature: f for f in rep.migration.features}["vcpu-dirty-limit"]
+    assert limit.figures["vcpus_limited"] == 1
+    assert limit.figures["rate_limited"] < limit.figures["rate_before"] / 2, limit.detail
+    assert rep.verdict != "verified" or limit.engaged
+
+
+@pytest.mark.qmpctl_kvm(ring=True)
+async def test_dirty_limit_capability_is_reported(qmpctl_migrate: MigrateFn) -> None:
+    rep = await migrate(qmpctl_migrate, accel="kvm", dirty_limit=50)
+    assert rep.config is not None
+    assert rep.config.migration_settings.capabilities["dirty-limit"] is True
+    assert rep.config.migration_settings.parameters["vcpu-dirty-limit"] == 50
+    assert rep.migration is not None
+    limit = {f.feature: f for f in rep.migration.features}["dirty-limit"]
+    assert rep.verdict != "verified" or limit.engaged, limit.detail

@@ -1,0 +1,150 @@
+"""`qmpctl agent`: verification where the destination's RAM lives.
+
+A destination on another host cannot be compared byte by byte from here; the
+agent runs beside it, hashes its RAM file page by page (`page_digests`, the
+`--verify hash` mode) and sends back only the digests, 8 bytes a page. It
+also returns strided samples (one byte per stride: what the wave invariant
+reads), so guest checks run without moving RAM either.
+
+Protocol: one JSON object per line from the client; each answer is a JSON
+line, followed for `digests` and `samples` by exactly `bytes` raw bytes.
+
+    {"op": "hello"}                                  -> {"ok": true, "version": V}
+    {"op": "digests", "path": P}                     -> {"ok": true, "bytes": N, "seconds": S}
+    {"op": "samples", "path": P, "lo": A, "hi": B, "step": C} -> {"ok": true, "bytes": N}
+    anything wrong                                   -> {"ok": false, "error": "..."}
+
+The agent only reads regular files under its `root` (default /dev/shm, where
+qmpctl keeps RAM files), never writes, and serves one request at a time per
+connection. The client side (`AgentClient`) is blocking on purpose: guest
+checks call it from a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .. import __version__
+from ..core.errors import HostError
+from .digest import page_digests
+from .ramimage import RamImage
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ROOT = Path("/dev/shm")
+AGENT_PORT = 4442  # in the destination's (new) network namespace, nothing else listens
+
+
+def _allowed(root: Path, path: str) -> Path:
+    resolved = Path(path).resolve()
+    if not resolved.is_relative_to(root.resolve()) or not resolved.is_file():
+        raise ValueError(f"{path}: not a file under {root}")
+    return resolved
+
+
+def answer(request: dict[str, Any], root: Path) -> tuple[dict[str, Any], bytes]:
+    """One request's header and payload (blocking: reads and hashes RAM)."""
+    op = request.get("op")
+    if op == "hello":
+        return {"ok": True, "version": __version__}, b""
+    path = _allowed(root, str(request.get("path", "")))
+    with RamImage(path) as image:
+        if op == "digests":
+            t0 = time.perf_counter()
+            payload = page_digests(image).tobytes()
+            return {"ok": True, "bytes": len(payload),
+                    "seconds": round(time.perf_counter() - t0, 6)}, payload
+        if op == "samples":
+            lo, hi, step = int(request["lo"]), int(request["hi"]), int(request["step"])
+            if not (0 <= lo <= hi <= image.size and step > 0):
+                raise ValueError(f"samples {lo}:{hi}:{step} outside 0..{image.size}")
+            payload = image.samples(lo, hi, step).tobytes()
+            return {"ok": True, "bytes": len(payload)}, payload
+    raise ValueError(f"unknown op {op!r}")
+
+
+async def _serve_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        root: Path) -> None:
+    peer = writer.get_extra_info("peername")
+    try:
+        while line := await reader.readline():
+            try:
+                header, payload = await asyncio.to_thread(answer, json.loads(line), root)
+            except (ValueError, KeyError, OSError) as exc:
+                header, payload = {"ok": False, "error": str(exc)}, b""
+            writer.write(json.dumps(header).encode() + b"\n" + payload)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        log.info("agent: %s disconnected", peer)
+        writer.close()
+
+
+async def serve(host: str, port: int, root: Path = DEFAULT_ROOT,
+                ready: asyncio.Event | None = None) -> None:
+    """Serve until cancelled."""
+    server = await asyncio.start_server(lambda r, w: _serve_client(r, w, root), host, port)
+    log.info("agent: listening on %s:%d, reading files under %s", host, port, root)
+    if ready is not None:
+        ready.set()
+    async with server:
+        await server.serve_forever()
+
+
+class AgentClient:
+    """Blocking client on a connected socket (made in whatever namespace)."""
+
+    def __init__(self, sock: socket.socket, where: str) -> None:
+        sock.setblocking(True)
+        self.where = where
+        self._file = sock.makefile("rwb")
+        self._sock = sock
+
+    def _call(self, **request: Any) -> tuple[dict[str, Any], bytes]:
+        try:
+            self._file.write(json.dumps(request).encode() + b"\n")
+            self._file.flush()
+            header = json.loads(self._file.readline() or b"null")
+            if not isinstance(header, dict):
+                raise HostError(f"qmpctl agent at {self.where} closed the connection")
+            if not header.get("ok"):
+                raise HostError(f"qmpctl agent at {self.where}: {header.get('error')}")
+            payload = self._file.read(int(header.get("bytes", 0)))
+        except OSError as exc:
+            raise HostError(f"qmpctl agent at {self.where}: {exc}") from exc
+        return header, payload
+
+    def hello(self) -> str:
+        return str(self._call(op="hello")[0]["version"])
+
+    def digests(self, path: Path) -> tuple[npt.NDArray[np.uint64], float]:
+        header, payload = self._call(op="digests", path=str(path))
+        return np.frombuffer(payload, dtype=np.uint64), float(header["seconds"])
+
+    def samples(self, path: Path, lo: int, hi: int, step: int) -> npt.NDArray[np.uint8]:
+        return np.frombuffer(self._call(op="samples", path=str(path), lo=lo, hi=hi,
+                                        step=step)[1], dtype=np.uint8)
+
+    def close(self) -> None:
+        self._file.close()
+        self._sock.close()
+
+
+class RemoteImage:
+    """A RAM file the agent reads: what guest checks need of an image."""
+
+    def __init__(self, client: AgentClient, path: Path) -> None:
+        self.client, self.path = client, path
+
+    def samples(self, lo: int, hi: int, step: int) -> npt.NDArray[np.uint8]:
+        return self.client.samples(self.path, lo, hi, step)
