@@ -195,7 +195,8 @@ async def migrate(src: QemuMachine, dst: QemuMachine, uri: str, policy: Policy,
                     stats.error_desc = info.get("error-desc")
             if stats.status == "timeout":
                 raise MigrationFailed(f"migration did not finish within {timeout:.0f}s",
-                                      f"last status {info.get('status')}")
+                                      f"last status {info.get('status')}; "
+                                      + convergence_detail(stats, info))
             if stats.status != "completed":
                 raise MigrationFailed(f"migration {stats.status}", stats.error_desc)
             if restore_uri is not None:
@@ -216,6 +217,26 @@ async def migrate(src: QemuMachine, dst: QemuMachine, uri: str, policy: Policy,
             await recovery.close()
         if not any(d.action == "EndHoldBack" for d in stats.decisions):
             stats.throttled_passes = stats.passes  # never released
+
+
+def convergence_detail(stats: MigrationStats, info: dict[str, Any]) -> str:
+    """Why a migration has not converged, in measured rates (pure)."""
+    ram = info.get("ram", {})
+    page = int(ram.get("page-size", 4096)) or 4096
+    dirty_mib_s = int(ram.get("dirty-pages-rate", 0)) * page / (1 << 20)
+    sent_mib_s = float(ram.get("mbps", 0.0)) / 8 * 1e6 / (1 << 20)
+    remaining = int(ram.get("remaining", 0)) / (1 << 20)
+    passes = int(ram.get("dirty-sync-count", stats.passes))
+    why = (f"{passes} dirty syncs; the guest dirties {dirty_mib_s:.1f} MiB/s, the migration "
+           f"sends {sent_mib_s:.1f} MiB/s, {remaining:.1f} MiB remain")
+    if not any(d.action == "EndHoldBack" for d in stats.decisions):
+        why += "; convergence was still held back"
+    elif sent_mib_s and dirty_mib_s >= sent_mib_s:
+        why += ": the guest dirties memory as fast as it is sent, so precopy cannot converge " \
+               "(try --postcopy or --auto-converge)"
+    if (expected := info.get("expected-downtime")) is not None:
+        why += f"; expected downtime {expected} ms"
+    return why
 
 
 async def cancel(src: QemuMachine, timeout: float = 15.0) -> str:

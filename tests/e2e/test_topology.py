@@ -51,13 +51,16 @@ async def test_netns_precopy_verified(qmpctl_migrate: MigrateFn) -> None:
     seen: dict[str, Any] = {}
 
     async def before_migration(src: QemuMachine, dst: QemuMachine) -> None:
-        # Each QEMU runs in its own namespace (not ours), yet its QMP monitor and
-        # serial console answer over the run directory's unix sockets.
+        # Each QEMU runs in its own namespace (not ours). The source's monitor and
+        # console are the run directory's unix sockets; the destination, a
+        # remote host, listens on TCP in its namespace and is reached over the veth.
         assert src.pid is not None and dst.pid is not None
         seen["ns"] = {net_ns(src.pid), net_ns(dst.pid), net_ns(os.getpid())}
         seen["named"] = (net_ns(src.pid) == os.stat(f"/run/netns/{src.spec.netns}").st_ino
                          and net_ns(dst.pid) == os.stat(f"/run/netns/{dst.spec.netns}").st_ino)
         seen["status"] = (await src.status(), await dst.status())
+        seen["remote"] = (dst.spec.listen, dst.spec.reach_from == src.spec.netns,
+                          dst.spec.qmp_socket.exists(), src.spec.qmp_socket.exists())
 
     async def on_pass(n: int, src: QemuMachine, dst: QemuMachine) -> None:
         if n == 1:
@@ -79,6 +82,15 @@ async def test_netns_precopy_verified(qmpctl_migrate: MigrateFn) -> None:
     assert len(seen["ns"]) == 3 and seen["named"] is True, seen
     assert seen["status"] == ("running", "inmigrate"), seen
     assert len(seen["tcp"]) == 1, seen  # the migration stream crossed the veth
+    assert seen["remote"] == ("192.0.2.2", True, False, True), seen
+    # the destination's RAM was hashed where it lives, by qmpctl agent
+    assert cfg.verify == "hash" and report.memory is not None
+    assert report.memory.pages_compared == report.memory.pages_total
+    remote_checks = [c for c in report.guest_checks if "via qmpctl agent" in c.stage]
+    assert [c.name for c in remote_checks] == ["wave-invariant", "wave-invariant"]
+    assert all(c.ok for c in remote_checks)
+    assert all(not b.compared and "another host" in b.reason
+               for b in report.ramblocks if b.name != "ram0")
     left = our_namespaces()
     assert cfg.netns.src_namespace not in left and cfg.netns.dst_namespace not in left
     assert left <= before, f"namespaces left behind: {left - before}"

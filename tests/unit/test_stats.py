@@ -46,3 +46,21 @@ def test_throughput_before_during_after_and_stall() -> None:
     assert tp.during_mib_s is not None and tp.during_mib_s < 1.0
     assert tp.max_gap_during_ms == 1300
     assert [s.side for s in tp.samples] == ["src"] * 5 + ["dst"] * 2
+
+
+def test_a_migration_that_cannot_converge_says_why_in_rates() -> None:
+    from qmpctl.migration.driver import convergence_detail
+    from qmpctl.migration.models import Decision, MigrationStats
+
+    released = MigrationStats(status="timeout", decisions=[
+        Decision(pass_no=4, elapsed_s=3.0, action="EndHoldBack", why="")])
+    info = {"status": "active", "expected-downtime": 8300,
+            "ram": {"dirty-pages-rate": 51200, "mbps": 838.8608, "remaining": 300 << 20,
+                    "dirty-sync-count": 40, "page-size": 4096}}
+    text = convergence_detail(released, info)
+    assert text == ("40 dirty syncs; the guest dirties 200.0 MiB/s, the migration sends "
+                    "100.0 MiB/s, 300.0 MiB remain: the guest dirties memory as fast as it "
+                    "is sent, so precopy cannot converge (try --postcopy or --auto-converge); "
+                    "expected downtime 8300 ms")
+    held = convergence_detail(MigrationStats(status="timeout"), info)
+    assert "convergence was still held back" in held
