@@ -32,7 +32,8 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     denom = 1 + z2 / n
     centre = (p + z2 / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # Rounding can put a bound a hair past p itself (k = n gives 0.9999...).
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 class CellStats(BaseModel):

@@ -92,6 +92,13 @@ def test_wilson_matches_known_values(k: int, n: int, lo: float, hi: float) -> No
     assert got == pytest.approx((lo, hi), abs=5e-5)
 
 
+@pytest.mark.parametrize(("k", "n"), [(k, n) for n in range(1, 60) for k in (0, 1, n - 1, n)])
+def test_wilson_interval_holds_the_rate_itself(k: int, n: int) -> None:
+    """The plot draws p - lo and hi - p as error bars: neither may be negative."""
+    lo, hi = wilson(k, n)
+    assert 0.0 <= lo <= k / n <= hi <= 1.0
+
+
 def test_wilson_refuses_no_trials() -> None:
     with pytest.raises(ValueError, match="n > 0"):
         wilson(0, 0)
