@@ -106,7 +106,7 @@ class _Driver:
             case SetParameters(parameters=params):
                 await self.src.execute("migrate-set-parameters", dict(params))
             case StartPostcopy():
-                s.mode, s.postcopy_at_pass = "postcopy", pass_no
+                s.postcopy_at_pass = pass_no  # `mode` only once QEMU says postcopy-active
                 await self.src.execute("migrate-start-postcopy")
             case PausePostcopy():
                 if self.recovery is not None:
@@ -137,6 +137,8 @@ class _Driver:
                 elif event["event"] == "MIGRATION":
                     s.status = str(event["data"]["status"])
                     s.statuses.append(s.status)
+                    if s.status == "postcopy-active":
+                        s.mode = "postcopy"
                     if self.watch.on_status is not None:
                         await self.watch.on_status(s.status)
                     if self.recovery is not None and s.status in POSTCOPY_PAUSED:

@@ -242,6 +242,34 @@ class DirtyLimit:
 
 
 @dataclass(frozen=True)
+class PostcopySwitch:
+    """`--postcopy`: the migration must really run in postcopy. QEMU takes
+    migrate-start-postcopy and may still complete in precopy when little is
+    left to send; then nothing about postcopy was exercised."""
+
+    name: str = "postcopy"
+
+    def settings(self) -> MigrationSettings:
+        return MigrationSettings()  # the policy's ending sets postcopy-ram
+
+    def trace_events(self) -> tuple[str, ...]:
+        return ()
+
+    def evidence(self, seen: Observed) -> FeatureEvidence:
+        s = seen.stats
+        figures = {"postcopy_requests": s.postcopy_requests}
+        if s.mode != "postcopy":
+            return FeatureEvidence(feature=self.name, engaged=False, figures=figures, detail=(
+                "the migration completed in precopy: migrate-start-postcopy was "
+                + ("issued" if s.postcopy_at_pass is not None else "never issued")
+                + f", but the source never reported postcopy-active "
+                  f"({' -> '.join(s.statuses)})"))
+        return FeatureEvidence(feature=self.name, engaged=True, figures=figures, detail=(
+            f"postcopy-active from pass {s.postcopy_at_pass}; {s.postcopy_requests} pages "
+            "requested by the destination"))
+
+
+@dataclass(frozen=True)
 class PostcopyPreempt:
     """`postcopy-preempt`: urgent (faulted) pages go over a channel of their own."""
 

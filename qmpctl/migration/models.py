@@ -75,7 +75,9 @@ class RecoveryAttempt(BaseModel):
 
 class MigrationStats(BaseModel):
     status: str
-    mode: Literal["precopy", "postcopy"] = "precopy"
+    mode: Literal["precopy", "postcopy"] = Field(
+        "precopy", description="postcopy only once the source reported postcopy-active: "
+                               "migrate-start-postcopy alone may still end in precopy")
     postcopy_at_pass: int | None = Field(None, description="pass at migrate-start-postcopy")
     postcopy_requests: int = 0
     passes: int = Field(0, description="dirty-bitmap syncs (ram.dirty-sync-count)")

@@ -35,6 +35,7 @@ from ..migration.features import (
     Multifd,
     PostcopyPreempt,
     PostcopyRecover,
+    PostcopySwitch,
     Xbzrle,
     ZeroPageDetection,
     ZeroPages,
@@ -412,6 +413,8 @@ def build_features(opts: MigrateOptions, accel: Accel, ring: int,
         features.append(ZeroPages(opts.zero_page_detection))
     if opts.dirty_limit is not None:
         features.append(DirtyLimit(opts.dirty_limit, opts.dirty_limit_period))
+    if opts.postcopy:
+        features.append(PostcopySwitch())
     if opts.postcopy_preempt:
         features.append(PostcopyPreempt())
     if opts.postcopy_recover:

@@ -129,7 +129,7 @@ def test_features_are_built_in_order() -> None:
     opts = MigrateOptions.from_kwargs(multifd=2, zero_page_detection="legacy", postcopy=True,
                                       postcopy_preempt=True, auto_converge=True)
     assert [f.name for f in build_features(opts, "tcg", 0)] == [
-        "auto-converge", "multifd", "zero-page-detection", "postcopy-preempt"]
+        "auto-converge", "multifd", "zero-page-detection", "postcopy", "postcopy-preempt"]
 
 
 def test_postcopy_recover_needs_pauses_and_a_good_resume() -> None:
@@ -195,3 +195,14 @@ def test_mapped_ram_needs_a_full_size_file_the_destination_loaded() -> None:
 def test_file_transport_conflicts(option: dict[str, object]) -> None:
     with pytest.raises(UsageError, match="--transport file with"):
         build_features(MigrateOptions.from_kwargs(transport="file", **option), "tcg", 0)
+
+
+def test_postcopy_must_really_switch() -> None:
+    from qmpctl.migration.features import PostcopySwitch
+
+    asked = MigrationStats(status="completed", postcopy_at_pass=4,
+                           statuses=["setup", "active", "device", "completed"])
+    ev = PostcopySwitch().evidence(Observed(asked))
+    assert not ev.engaged and "completed in precopy" in ev.detail and "issued" in ev.detail
+    switched = asked.model_copy(update={"mode": "postcopy", "postcopy_requests": 3})
+    assert PostcopySwitch().evidence(Observed(switched)).engaged
