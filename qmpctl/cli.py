@@ -246,9 +246,10 @@ def migrate(
     parameter: Annotated[list[str] | None, typer.Option(
         help="Migration parameter NAME=VALUE on both sides (repeatable; checked likewise)")]
     = None,
-    verify: Annotated[str, typer.Option(
+    verify: Annotated[str | None, typer.Option(
         help="bytes: memcmp of both RAM images; hash: xxh3-64 per page on each side, only "
-             "digests compared (what a destination on another host sends)")] = "bytes",
+             "digests compared (what a destination on another host sends) [default: bytes; "
+             "hash with --topology netns, by qmpctl agent on the destination's side]")] = None,
     fault: Annotated[list[str] | None, typer.Option(
         help="Inject WHAT@WHEN (repeatable): kill-src, kill-dst, stop-dst, drop-qmp-src, "
              "link-down, link-down-for=S, rate=MBIT (netns), corrupt-dst=GPA; WHEN = pass:N, "
@@ -364,7 +365,8 @@ def migrate(
             downtime_limit=downtime_limit, timeout=timeout, hold_timeout=hold_timeout,
             boot_timeout=boot_timeout, qemu=qemu, qemu_src=qemu_src,
             qemu_dst=qemu_dst, exclude=tuple(exclude or ()), capability=tuple(capability or ()),
-            parameter=tuple(parameter or ()), fault=tuple(fault or ()), verify=verify,
+            parameter=tuple(parameter or ()), fault=tuple(fault or ()),
+            **({} if verify is None else {"verify": verify}),
             artifacts=artifacts,
             force=force,
             postcopy=postcopy, dirty_rate_probe=dirty_rate_probe,

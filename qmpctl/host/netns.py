@@ -102,6 +102,11 @@ class NetnsPair:
     src_addr: str = "192.0.2.1"
     dst_addr: str = "192.0.2.2"
     prefix_len: int = 30
+    # A second veth, the management network (QMP, serial, the agent), as
+    # between real hosts: faults cut or slow the migration link only, so a
+    # cut link breaks the migration, not qmpctl's hold on the destination.
+    mgmt_src_addr: str = "192.0.2.5"
+    mgmt_dst_addr: str = "192.0.2.6"
 
     def __post_init__(self) -> None:
         if not self.base.startswith(NETNS_PREFIX):
@@ -122,6 +127,13 @@ class NetnsPair:
     def device(side: Side) -> str:
         return f"veth-{side}"
 
+    @staticmethod
+    def mgmt_device(side: Side) -> str:
+        return f"mgmt-{side}"
+
+    def mgmt_address(self, side: Side) -> str:
+        return self.mgmt_src_addr if side == "src" else self.mgmt_dst_addr
+
     def address(self, side: Side) -> str:
         return self.src_addr if side == "src" else self.dst_addr
 
@@ -131,16 +143,16 @@ class NetnsPair:
     def create_commands(self) -> list[list[str]]:
         """Both namespaces, the veth between them, addresses, links up (pure)."""
         cmds = [["ip", "netns", "add", self.namespace(s)] for s in SIDES]
-        cmds.append(["ip", "link", "add", self.device("src"), "netns", self.src_ns,
-                     "type", "veth", "peer", "name", self.device("dst"), "netns", self.dst_ns])
-        for s in SIDES:
-            cmds += [
-                self._ip(s, "addr", "add", f"{self.address(s)}/{self.prefix_len}",
-                         "dev", self.device(s)),
-                self._ip(s, "link", "set", "dev", "lo", "up"),  # QEMU's UDP NIC uses 127.0.0.1
-                self._ip(s, "link", "set", "dev", self.device(s), "up"),
-            ]
-        return cmds
+        for device, address in ((self.device, self.address),
+                                (self.mgmt_device, self.mgmt_address)):
+            cmds.append(["ip", "link", "add", device("src"), "netns", self.src_ns, "type",
+                         "veth", "peer", "name", device("dst"), "netns", self.dst_ns])
+            for s in SIDES:
+                cmds += [self._ip(s, "addr", "add", f"{address(s)}/{self.prefix_len}",
+                                  "dev", device(s)),
+                         self._ip(s, "link", "set", "dev", device(s), "up")]
+        # QEMU's UDP NIC loops back through 127.0.0.1
+        return cmds + [self._ip(s, "link", "set", "dev", "lo", "up") for s in SIDES]
 
     def delete_commands(self, existing: list[str]) -> list[list[str]]:
         """Delete whichever of the two namespaces is in `existing` (pure)."""

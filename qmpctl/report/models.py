@@ -33,6 +33,9 @@ class NetnsConfig(BaseModel):
     src_address: str
     dst_address: str
     prefix_len: int
+    management_src_address: str | None = Field(
+        None, description="the second veth (QMP, serial, qmpctl agent); faults spare it")
+    management_dst_address: str | None = None
 
 
 class RunConfig(BaseModel):

@@ -122,7 +122,7 @@ def machine_spec(r: Resolved, run: RunDir, side: str, binary: QemuBinary,
         trace_events=TIMELINE_TRACE_EVENTS + feature_trace_events(r.features),
         trace_timestamps=True,
         netns=namespace_name(run.path.name, host) if r.options.topology == "netns" else None,
-        listen=remote.dst_addr if remote is not None and host == "dst" else None,
+        listen=remote.mgmt_dst_addr if remote is not None and host == "dst" else None,
         reach_from=remote.src_ns if remote is not None and host == "dst" else None,
     )
 
@@ -193,7 +193,9 @@ def netns_pair(run: Run) -> NetnsPair:
     if run.report.config is not None:
         run.report.config.netns = NetnsConfig(
             src_namespace=pair.src_ns, dst_namespace=pair.dst_ns, src_address=pair.src_addr,
-            dst_address=pair.dst_addr, prefix_len=pair.prefix_len)
+            dst_address=pair.dst_addr, prefix_len=pair.prefix_len,
+            management_src_address=pair.mgmt_src_addr,
+            management_dst_address=pair.mgmt_dst_addr)
     return pair
 
 
@@ -675,7 +677,7 @@ async def start_agent(stack: contextlib.AsyncExitStack, pair: NetnsPair,
     stands for ssh), serving RAM files under the run directory only; the
     client connects from the source host, as across a network."""
     argv = ["ip", "netns", "exec", pair.dst_ns, sys.executable, "-m", "qmpctl", "agent",
-            "--listen", f"{pair.dst_addr}:{AGENT_PORT}", "--root", str(root)]
+            "--listen", f"{pair.mgmt_dst_addr}:{AGENT_PORT}", "--root", str(root)]
     log_file = stack.enter_context((root / "agent.log").open("wb"))
     proc = await asyncio.create_subprocess_exec(*argv, stdin=subprocess.DEVNULL,
                                                 stdout=log_file, stderr=log_file)
@@ -694,7 +696,8 @@ async def start_agent(stack: contextlib.AsyncExitStack, pair: NetnsPair,
     deadline = time.monotonic() + 15
     while True:
         try:
-            sock = await asyncio.to_thread(connect_in, pair.src_ns, pair.dst_addr, AGENT_PORT)
+            sock = await asyncio.to_thread(connect_in, pair.src_ns, pair.mgmt_dst_addr,
+                                           AGENT_PORT)
             break
         except OSError as exc:
             if proc.returncode is not None or time.monotonic() > deadline:
@@ -702,7 +705,7 @@ async def start_agent(stack: contextlib.AsyncExitStack, pair: NetnsPair,
                                 f"its output: {(root / 'agent.log').read_text()[-500:]}"
                                 ) from exc
             await asyncio.sleep(0.1)
-    client = AgentClient(sock, f"{pair.dst_addr}:{AGENT_PORT}")
+    client = AgentClient(sock, f"{pair.mgmt_dst_addr}:{AGENT_PORT}")
     stack.callback(client.close)
     await asyncio.to_thread(client.hello)
     return client

@@ -82,7 +82,7 @@ async def test_netns_precopy_verified(qmpctl_migrate: MigrateFn) -> None:
     assert len(seen["ns"]) == 3 and seen["named"] is True, seen
     assert seen["status"] == ("running", "inmigrate"), seen
     assert len(seen["tcp"]) == 1, seen  # the migration stream crossed the veth
-    assert seen["remote"] == ("192.0.2.2", True, False, True), seen
+    assert seen["remote"] == ("192.0.2.6", True, False, True), seen  # management veth
     # the destination's RAM was hashed where it lives, by qmpctl agent
     assert cfg.verify == "hash" and report.memory is not None
     assert report.memory.pages_compared == report.memory.pages_total

@@ -28,9 +28,14 @@ def test_create_makes_the_veth_inside_the_namespaces() -> None:
     assert "ip -n qmpctl-ab12cd_e-src addr add 192.0.2.1/30 dev veth-src" in cmds
     assert "ip -n qmpctl-ab12cd_e-dst addr add 192.0.2.2/30 dev veth-dst" in cmds
     assert "ip -n qmpctl-ab12cd_e-dst link set dev lo up" in cmds
-    assert cmds[-1] == "ip -n qmpctl-ab12cd_e-dst link set dev veth-dst up"
-    # Everything after the link itself happens inside a namespace, never the host's own.
-    assert all(c.startswith("ip -n qmpctl-ab12cd_e-") for c in cmds[3:])
+    assert "ip -n qmpctl-ab12cd_e-dst link set dev veth-dst up" in cmds
+    # the management veth, which faults leave alone
+    assert ("ip link add mgmt-src netns qmpctl-ab12cd_e-src type veth peer name mgmt-dst "
+            "netns qmpctl-ab12cd_e-dst") in cmds
+    assert "ip -n qmpctl-ab12cd_e-dst addr add 192.0.2.6/30 dev mgmt-dst" in cmds
+    # Everything but the links themselves happens inside a namespace, never the host's own.
+    assert all(c.startswith("ip -n qmpctl-ab12cd_e-") for c in cmds[2:]
+               if not c.startswith("ip link add"))
 
 
 def test_delete_only_what_exists() -> None:
