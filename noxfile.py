@@ -39,6 +39,12 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(venv_backend="none")
+def bench_scale(session: nox.Session) -> None:
+    """Time to verdict and qmpctl's peak memory by guest size (table + PNG)."""
+    session.run(sys.executable, "benchmarks/bench_scale.py", *session.posargs)
+
+
+@nox.session(venv_backend="none")
 def bench_linux(session: nox.Session) -> None:
     """Linux guests: boot-to-workload, throughput around migration, ring vs bitmap."""
     session.run(sys.executable, "benchmarks/bench_linux.py", *session.posargs)
