@@ -124,15 +124,20 @@ async def test_mismatched_sides_report_the_destinations_own_reason(
 
 
 async def test_postcopy_recovers_across_a_cut_link(qmpctl_migrate: MigrateFn) -> None:
-    """--topology netns: the veth is cut for 3 s once postcopy runs; qmpctl
-    pauses both sides (the destination would not notice for minutes), retries
-    the resume until the link is back, and the migration verifies."""
-    rep, _ = await faulted(qmpctl_migrate, "link-down-for=3@postcopy", topology="netns",
+    """--topology netns: once postcopy runs and the channel breaks (qmpctl's
+    migrate-pause), the migration link is cut for 6 s. The recovery starts while
+    the link is down (qmpctl pauses the destination too if it did not see the
+    break), keeps retrying, completes once the link is back, and verifies. (Cut at
+    postcopy-active instead, while the device state is still in flight, the
+    source once failed outright: the switchover had not finished.)"""
+    rep, _ = await faulted(qmpctl_migrate, "link-down-for=6@status:postcopy-paused",
+                           topology="netns",
                            postcopy=True, postcopy_recover=True, timeout=120.0,
                            min_passes=3, throttle=64)
     assert rep.verdict == "verified", (rep.error, rep.inconclusive)
     assert rep.migration is not None and rep.migration.mode == "postcopy"
     recover = {f.feature: f for f in rep.migration.features}["postcopy-recover"]
     assert recover.engaged, recover.detail
-    assert rep.migration.recoveries[0].paused_destination
+    attempts, cut = rep.migration.recoveries, rep.faults[0]
+    assert cut.at_s <= attempts[0].elapsed_s < cut.at_s + 6, (cut, attempts)  # link down
     assert rep.migration.statuses[-2:] == ["postcopy-active", "completed"]
