@@ -15,7 +15,7 @@ from ..qemu.console import ConsoleView, SerialConsole
 from ..verify.classify import PageClassifier, WaveClassifier
 from ..verify.ramimage import RamImage, RamLayout, Region
 from ..verify.wave import WaveParams, check_wave
-from .base import RAM_BASE, RESERVED_LOW, GuestCheck, OwnGuest, image_path
+from .base import RAM_BASE, RESERVED_LOW, GuestCheck, OwnGuest, image_path, ram_layout
 from .linux import GuestThroughput
 
 
@@ -92,9 +92,9 @@ class WaveGuest(OwnGuest):
 
     def layout(self, view: ConsoleView | None = None) -> RamLayout:
         """Where things are; guests that report their tables refine it from `view`."""
-        return RamLayout(RAM_BASE[self.arch], self.ram_mib * MiB,
-                         (*self.base_regions(), Region("wave workload", self.wave.start,
-                                                       self.wave.end)))
+        return ram_layout(self.arch, self.ram_mib,
+                          (*self.base_regions(), Region("wave workload", self.wave.start,
+                                                        self.wave.end)))
 
     def validate(self) -> None:
         problems = self.wave.problems()

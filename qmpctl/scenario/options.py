@@ -485,10 +485,9 @@ def choose_machine_type(arch: Arch, src: QemuBinary, dst: QemuBinary,
 def corrupt_problems(faults: tuple[FaultSpec, ...], guest: Guest) -> list[str]:
     """corrupt-dst must name a byte of guest RAM (pure)."""
     layout = guest.layout()
-    top = layout.base_gpa + layout.size
     return [f"--fault {f.text}: 0x{int(f.value or 0):x} is outside guest RAM "
-            f"0x{layout.base_gpa:x}-0x{top:x}" for f in faults
-            if f.kind == "corrupt-dst" and not layout.base_gpa <= int(f.value or 0) < top]
+            f"{layout.describe()}" for f in faults
+            if f.kind == "corrupt-dst" and not layout.contains(int(f.value or 0))]
 
 
 NETNS_NEEDS_TCP = (

@@ -327,13 +327,13 @@ def classify_pages(src: npt.NDArray[np.uint8], dst: npt.NDArray[np.uint8],
     steps: list[npt.NDArray[np.int64]] = []
     for lo in range(0, idx.size, batch_pages):
         chunk = idx[lo:lo + batch_pages]
-        gpa = layout.base_gpa + chunk * PAGE_SIZE
+        gpa = layout.gpas(chunk * PAGE_SIZE)
         verdicts = classifier.classify(src_pages[chunk], dst_pages[chunk], gpa)
         kinds.append(verdicts.kind)
         steps.append(verdicts.steps)
     kind = np.concatenate(kinds) if kinds else np.empty(0, np.int8)
     step = np.concatenate(steps) if steps else np.empty(0, np.int64)
-    gpas = layout.base_gpa + idx * PAGE_SIZE
+    gpas = layout.gpas(idx * PAGE_SIZE)
     summaries = {}
     for code, k in enumerate(KIND_CODES):
         sel = kind == code

@@ -78,6 +78,9 @@ def check_samples(samples: npt.NDArray[np.uint8], delta: int) -> tuple[int, int 
 def wave_samples(image: RamImage, layout: RamLayout, params: WaveParams) -> npt.NDArray[np.uint8]:
     lo = layout.offset(params.start) + params.offset
     hi = layout.offset(params.end)
+    if len(layout.pieces(params.start, params.end)) != 1:
+        raise ValueError(f"wave 0x{params.start:x}-0x{params.end:x} is not one stretch of RAM "
+                         f"({layout.describe()})")
     return np.array(image.bytes[lo:hi:params.stride])
 
 
