@@ -56,8 +56,10 @@ class WaveGuest(OwnGuest):
         return ()
 
     def workload_summary(self) -> dict[str, int | str]:
+        hole = ({"hole_start": self.wave.hole_start, "hole_end": self.wave.hole_end}
+                if self.wave.has_hole else {})
         return {"kind": self.name, "start": self.wave.start, "end": self.wave.end,
-                "stride": self.wave.stride, "delta": self.wave.delta}
+                "stride": self.wave.stride, "delta": self.wave.delta, **hole}
 
     def classifier(self) -> PageClassifier | None:
         return WaveClassifier(self.wave)
@@ -92,9 +94,8 @@ class WaveGuest(OwnGuest):
 
     def layout(self, view: ConsoleView | None = None) -> RamLayout:
         """Where things are; guests that report their tables refine it from `view`."""
-        return ram_layout(self.arch, self.ram_mib,
-                          (*self.base_regions(), Region("wave workload", self.wave.start,
-                                                        self.wave.end)))
+        wave = tuple(Region("wave workload", start, end) for start, end in self.wave.parts)
+        return ram_layout(self.arch, self.ram_mib, (*self.base_regions(), *wave))
 
     def validate(self) -> None:
         problems = self.wave.problems()
