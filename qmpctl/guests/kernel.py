@@ -177,6 +177,10 @@ class KernelGuest:
         for opt in self.machine_opts:
             if "=" not in opt or opt.startswith("="):
                 problems.append(f"--machine-opt {opt!r}: expected KEY=VALUE")
+            elif opt.partition("=")[0] == "max-ram-below-4g":
+                problems.append(f"--machine-opt {opt!r}: qmpctl maps guest RAM by the "
+                                "machine's default split below/above 4 GiB (qemu/memmap.py); "
+                                "this would move it")
         if problems:
             raise UsageError("; ".join(problems))
 

@@ -18,6 +18,9 @@ import numpy.typing as npt
 from ..core.units import PAGE_SIZE
 from .ramimage import RamImage, RamLayout
 
+# The x86 guest's limit: its 1 GiB window above 4 GiB must always advance.
+MAX_STRIDE = 256 << 20
+
 
 @dataclass(frozen=True)
 class WaveParams:
@@ -78,6 +81,8 @@ class WaveParams:
         out = []
         if self.stride <= 0 or self.stride % 8:
             out.append(f"stride {self.stride} must be a positive multiple of 8")
+        elif self.stride > MAX_STRIDE:
+            out.append(f"stride {self.stride} must be at most {MAX_STRIDE} (256 MiB)")
         elif self.start % self.stride or self.end % self.stride:
             out.append("wave start and end must be multiples of the stride")
         if self.end <= self.start:

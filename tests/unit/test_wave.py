@@ -1,9 +1,13 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from qmpctl.core.units import PAGE_SIZE, MiB
-from qmpctl.qemu.memmap import RamSegment
+from qmpctl.core.errors import UsageError
+from qmpctl.core.units import PAGE_SIZE, GiB, MiB
+from qmpctl.guests.wave import BIG_WAVE_BLOCKS, WaveGuest, big_wave, default_wave, with_hole
+from qmpctl.qemu.memmap import RamSegment, ram_segments
+from qmpctl.scenario.options import MigrateOptions, big_guest_throttle, build_guest
 from qmpctl.verify.classify import WaveClassifier, classify_pages
 from qmpctl.verify.compare import differing_pages
 from qmpctl.verify.ramimage import RamImage, RamLayout
@@ -52,6 +56,8 @@ def test_params_problems() -> None:
     assert WaveParams(0x200001, 0x400000).problems() == [
         "wave start and end must be multiples of the stride"]
     assert "delta 0 must be in 1..255" in WaveParams(0x200000, 0x400000, delta=0).problems()
+    assert WaveParams(1 << 30, 3 << 30, stride=1 << 30).problems() == [
+        "stride 1073741824 must be at most 268435456 (256 MiB)"]
     assert WaveParams(0x200000, 0x400000).fw_cfg_string() == (
         "start=0x200000 end=0x400000 stride=0x1000 delta=0x1 offset=0x0")
 
@@ -120,3 +126,60 @@ def test_classifier_knows_the_hole() -> None:
     res = classify_pages(src, dst, pages, TOY, WaveClassifier(HOLED))
     assert res.stale.pages == 110 and res.stale.examples[0] == 8 * MiB + 6 * PAGE_SIZE
     assert res.unexplained.pages == 1 and res.unexplained.examples == [2 * MiB + 768 * 1024]
+
+
+def test_small_guests_keep_their_default_wave() -> None:
+    assert default_wave("x86_64", 160) == WaveParams(2 * MiB, 102 * MiB)
+    assert default_wave("x86_64", 2048) == WaveParams(2 * MiB, 102 * MiB)
+    assert default_wave("x86_64", 64) == WaveParams(2 * MiB, 48 * MiB)
+
+
+def test_big_guests_wave_over_most_of_ram_above_4g_too() -> None:
+    wave = default_wave("x86_64", 8192)
+    layout = RamLayout(ram_segments("x86_64", 8 * GiB))
+    assert wave == WaveParams(2 * MiB, 9 * GiB, stride=32 * 1024,
+                              hole_start=3 * GiB - 32 * MiB, hole_end=4 * GiB)
+    assert wave.problems() == [] and all(layout.covers(a, b) for a, b in wave.parts)
+    assert wave.blocks <= BIG_WAVE_BLOCKS and wave.bytes_covered > 7.9 * GiB
+    three = default_wave("x86_64", 3072)  # all below 4 GiB: no hole, no paging
+    assert (three.start, three.end, three.has_hole) == (2 * MiB, 3 * GiB - 32 * MiB, False)
+    assert three.stride == 16 * 1024
+    huge = big_wave(RamLayout(ram_segments("x86_64", 1024 * GiB)))
+    assert huge.start % huge.stride == 0 and huge.blocks <= BIG_WAVE_BLOCKS
+
+
+@pytest.mark.parametrize(("start", "end", "hole"), [
+    (2 * GiB, 4 * GiB + 256 * MiB, (3 * GiB - 32 * MiB, 4 * GiB)),  # crosses: hole added
+    (2 * MiB, 2 * GiB, None),  # below lowmem: untouched
+    (4 * GiB, 5 * GiB, None),  # above 4 GiB only
+])
+def test_a_range_across_the_pci_hole_skips_it(start: int, end: int,
+                                              hole: tuple[int, int] | None) -> None:
+    layout = RamLayout(ram_segments("x86_64", 4 * GiB))
+    wave = with_hole(WaveParams(start, end), layout)
+    assert ((wave.hole_start, wave.hole_end) if wave.has_hole else None) == hole
+
+
+def test_options_build_big_waves() -> None:
+    default = build_guest(MigrateOptions(ram=8192), "x86_64", 8192)
+    assert isinstance(default, WaveGuest) and default.wave == default_wave("x86_64", 8192)
+    assert default.above_4g and default.wave.blocks == 261056
+    assert big_guest_throttle(default.wave) == 509  # 1020 MiB dirtied per pass, over 2 s
+    assert big_guest_throttle(default_wave("x86_64", 160)) == 64
+    crossing = build_guest(MigrateOptions(ram=4096, wave_start=2944, wave_end=4352),
+                           "x86_64", 4096)
+    assert isinstance(crossing, WaveGuest)
+    assert crossing.wave == WaveParams(2944 * MiB, 4352 * MiB, hole_start=3 * GiB - 32 * MiB,
+                                       hole_end=4 * GiB)
+    crossing.validate()
+    below = build_guest(MigrateOptions(ram=4096, wave_end=1024), "x86_64", 4096)
+    assert isinstance(below, WaveGuest) and not below.above_4g
+    assert below.wave == WaveParams(2 * MiB, GiB)  # 261632 blocks: 4 KiB still fits
+    small = build_guest(MigrateOptions(stride=8), "x86_64", 160)
+    assert isinstance(small, WaveGuest) and small.wave == WaveParams(2 * MiB, 102 * MiB, 8)
+    into_hole = build_guest(MigrateOptions(ram=4096, wave_end=3100), "x86_64", 4096)
+    with pytest.raises(UsageError, match=r"must lie in RAM from 0x200000 .*; RAM is "
+                                         r"0x0-0xc0000000, 0x100000000-0x140000000"):
+        into_hole.validate()
+    with pytest.raises(UsageError, match="aarch64 guests are limited to 2048 MiB"):
+        build_guest(MigrateOptions(arch="aarch64", ram=4096), "aarch64", 4096).validate()
