@@ -80,7 +80,6 @@ def with_hole(wave: WaveParams, layout: RamLayout) -> WaveParams:
                    hole_end=-(-high.gpa // align) * align)
 
 
-
 @dataclass(frozen=True)
 class WaveGuest(OwnGuest):
     """A bare-metal guest running the wave (x86_64: 32-bit multiboot ELF)."""
@@ -164,8 +163,8 @@ class WaveGuest(OwnGuest):
             problems.append(f"the {self.name} guest needs at least {self.min_smp} vCPUs")
         layout = self.layout()
         low = layout.start + RESERVED_LOW[self.arch]
-        if not problems and (self.wave.start < low or not all(
-                layout.covers(start, end) for start, end in self.wave.parts)):
+        if self.wave.start < low or not all(layout.covers(start, end)
+                                            for start, end in self.wave.parts):
             problems.append(
                 f"wave range 0x{self.wave.start:x}-0x{self.wave.end:x} must lie in RAM from "
                 f"0x{low:x} (below it: firmware, the guest and its tables); RAM is "
