@@ -142,7 +142,7 @@ def main() -> int:
             return 2
         x = np.fromfile(a, dtype=np.uint8)
         y = np.fromfile(b, dtype=np.uint8)
-        layout = RamLayout(0, size)
+        layout = RamLayout.linear(0, size)
         pool = ThreadPoolExecutor(threads)
 
         def engine() -> None:

@@ -208,9 +208,14 @@ def migrate(
         help="Guest RAM in MiB (160; Linux 512; kernel 256)")] = None,
     smp: Annotated[int | None, typer.Option(help="vCPUs (default: x86 wave 1, arm64 ITS 2)")]
     = None,
-    wave_start: Annotated[int | None, typer.Option(help="Wave start, MiB into RAM")] = None,
-    wave_end: Annotated[int | None, typer.Option(help="Wave end, MiB into RAM")] = None,
-    stride: Annotated[int, typer.Option(help="Bytes between two written bytes")] = 4096,
+    wave_start: Annotated[int | None, typer.Option(
+        help="Wave start, MiB from RAM's first address (x86: guest-physical; RAM above "
+             "3 GiB sits from 4096)")] = None,
+    wave_end: Annotated[int | None, typer.Option(
+        help="Wave end, MiB likewise; a wave across x86's PCI hole skips it")] = None,
+    stride: Annotated[int | None, typer.Option(
+        help="Bytes between two written bytes [default: 4096; above 2 GiB of RAM: a power "
+             "of two keeping a pass within 262144 writes]")] = None,
     delta: Annotated[int, typer.Option(help="Increment per pass (1..255)")] = 1,
     transport: Annotated[str | None, typer.Option(
         help="unix, tcp (loopback; with --topology netns, across the veth) or file "
@@ -221,7 +226,9 @@ def migrate(
              "by a veth pair, 192.0.2.1 -> 192.0.2.2; needs root and iproute2)")] = "local",
     min_passes: Annotated[int, typer.Option(help="Dirty syncs before convergence is allowed")]
     = 3,
-    throttle: Annotated[int, typer.Option(help="MiB/s while convergence is held back")] = 64,
+    throttle: Annotated[int | None, typer.Option(
+        help="MiB/s while convergence is held back [default: 64; wave guests above 2 GiB: "
+             "what one wave pass dirties per 2 s]")] = None,
     downtime_limit: Annotated[int, typer.Option(help="ms allowed once it may converge")] = 1000,
     timeout: Annotated[float, typer.Option(help="Seconds the migration may take")] = 300.0,
     hold_timeout: Annotated[float, typer.Option(
@@ -361,7 +368,7 @@ def migrate(
             rate=rate, accel=accel, dirty_ring=dirty_ring, ram=ram, smp=smp,
             wave_start=wave_start, wave_end=wave_end, stride=stride, delta=delta,
             **({} if transport is None else {"transport": transport}), topology=topology,
-            min_passes=min_passes, throttle=throttle,
+            min_passes=min_passes, **({} if throttle is None else {"throttle": throttle}),
             downtime_limit=downtime_limit, timeout=timeout, hold_timeout=hold_timeout,
             boot_timeout=boot_timeout, qemu=qemu, qemu_src=qemu_src,
             qemu_dst=qemu_dst, exclude=tuple(exclude or ()), capability=tuple(capability or ()),

@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .core.errors import ExitCode
+from .host.kvm import Arch
+from .qemu.memmap import ram_segments
 from .report.models import RunReport
 from .scenario.runner import Hooks
 from .verify.digest import DIGEST_ONLY
 from .verify.ramblocks import parse_ramblocks
+from .verify.ramimage import RamLayout
 from .verify.ranges import describe_ranges
 
 __all__ = [
@@ -140,25 +143,32 @@ def assert_verified(report: RunReport) -> None:
 def corrupt_destination(gpa: int, xor: int = 0x5A, arch: str = "x86_64") -> Hooks:
     """Flip bits of the destination's byte at guest-physical `gpa` after the
     migration completed and before the RAM images are compared: the run must
-    then report exactly that page."""
+    then report exactly that page. The byte is found through the machine's
+    memory map for the RAM file's size (x86 RAM above 3 GiB sits from 4 GiB)."""
     if not 1 <= xor <= 0xFF:
         raise ValueError(f"xor 0x{xor:x}: must change the byte (1..0xff)")
     if arch not in RAM_BASE:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(RAM_BASE)}")
-    offset = gpa - RAM_BASE[arch]
-    if offset < 0:
+    if gpa < RAM_BASE[arch]:
         raise ValueError(f"gpa 0x{gpa:x} is below {arch} RAM (0x{RAM_BASE[arch]:x})")
+    machine: Arch = "aarch64" if arch == "aarch64" else "x86_64"
 
     async def corrupt(_src: Path, dst: Path) -> None:
-        with dst.open("r+b") as f:
-            f.seek(offset)
-            old = f.read(1)
-            if len(old) != 1:
-                raise ValueError(f"gpa 0x{gpa:x} is beyond the destination's RAM")
-            f.seek(offset)
-            f.write(bytes([old[0] ^ xor]))
+        _flip_ram_byte(dst, machine, gpa, xor)
 
     return Hooks(before_verify=corrupt)
+
+
+def _flip_ram_byte(ram: Path, arch: Arch, gpa: int, xor: int) -> None:
+    layout = RamLayout(ram_segments(arch, ram.stat().st_size))
+    if not layout.contains(gpa):
+        raise ValueError(f"gpa 0x{gpa:x} is not in the destination's RAM ({layout.describe()})")
+    offset = layout.offset(gpa)
+    with ram.open("r+b") as f:
+        f.seek(offset)
+        old = f.read(1)
+        f.seek(offset)
+        f.write(bytes([old[0] ^ xor]))
 
 
 def corrupt_destination_ramblock(block: str, offset: int = 0, xor: int = 0x5A) -> Hooks:

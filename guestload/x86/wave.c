@@ -12,6 +12,14 @@
  * from the fw_cfg file "opt/qmpctl/params", e.g.
  *   start=0x200000 end=0x6600000 stride=0x1000 delta=0x1 offset=0x0
  * Every serial record is a whole line starting with "QMPCTL ".
+ *
+ * Big guests: `pc` maps RAM above 3 GiB from 4 GiB, out of reach of 32-bit
+ * addresses. Only when the wave ends above 4 GiB does the guest turn on PAE
+ * paging (2 MiB pages): the low 3 GiB identity-mapped, the top GiB of
+ * virtual space a window moved over physical memory (TLB flushed by a CR3
+ * reload at each move). The optional hole_start/hole_end parameters leave a
+ * stretch out of [start, end) (the PCI hole and the firmware's top of low
+ * RAM); the wave runs over the two parts in address order.
  */
 #include <stdint.h>
 
@@ -46,8 +54,25 @@ struct mb_mmap {
 } __attribute__((packed));
 
 struct params {
-    uint32_t start, end, stride, delta, offset;
+    uint64_t start, end, stride, delta, offset, hole_start, hole_end;
 };
+
+#define FOUR_GIB        0x100000000ull
+#define DIRECT_LIMIT    0xc0000000u     /* identity-mapped below, with paging */
+#define WINDOW_VA       0xc0000000u     /* the top GiB: the movable window */
+#define WINDOW_SIZE     0x40000000u
+#define PAGE_2M         0x200000u
+#define MAX_PAGED_STRIDE 0x10000000u    /* 256 MiB: a window always makes progress */
+
+#define PTE_P   1ull
+#define PTE_RW  2ull
+#define PTE_PS  0x80ull
+
+/* PAE: 4 PDPT entries, one page directory of 512 2 MiB pages per GiB. */
+static uint64_t pdpt[4] __attribute__((aligned(32)));
+static uint64_t pdir[4][512] __attribute__((aligned(4096)));
+static int paging;
+static uint64_t window_base = ~0ull;
 
 extern char __image_start[], __image_end[];
 
@@ -101,9 +126,9 @@ static void puts(const char *s)
         putc(*s++);
 }
 
-static void puthex(uint32_t v)
+static void puthex(uint64_t v)
 {
-    int shift = 28;
+    int shift = 60;
 
     puts("0x");
     while (shift > 0 && !(v >> shift))
@@ -119,6 +144,10 @@ static void put_params(const struct params *p)
     puts(" stride="); puthex(p->stride);
     puts(" delta=");  puthex(p->delta);
     puts(" offset="); puthex(p->offset);
+    if (p->hole_end > p->hole_start) {
+        puts(" hole_start="); puthex(p->hole_start);
+        puts(" hole_end="); puthex(p->hole_end);
+    }
 }
 
 static __attribute__((noreturn)) void fail(const char *reason,
@@ -186,12 +215,14 @@ static int is_space(char c)
 }
 
 /* Parses a whole token [s, e) as hex (0x...) or decimal; 0 on any junk. */
-static int parse_num(const char *s, const char *e, uint32_t *out)
+static int parse_num(const char *s, const char *e, uint64_t *out)
 {
-    uint32_t v = 0, base = 10, d;
+    uint64_t v = 0, limit = 0x1999999999999999ull;   /* UINT64_MAX / 10 */
+    uint32_t base = 10, d;
 
     if (e - s > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
         base = 16;
+        limit = 0x0fffffffffffffffull;
         s += 2;
     }
     if (s == e)
@@ -206,8 +237,8 @@ static int parse_num(const char *s, const char *e, uint32_t *out)
             d = c - 'A' + 10;
         else
             return 0;
-        if (d >= base || v > (0xffffffffu - d) / base)
-            return 0;           /* 32-bit physical addresses only */
+        if (d >= base || v > limit || v * base > ~0ull - d)
+            return 0;           /* no 64-bit division here: no libgcc */
         v = v * base + d;
     }
     *out = v;
@@ -225,7 +256,7 @@ static void parse_params(const char *s, const char *end, struct params *p)
 {
     while (s < end) {
         const char *tok, *eq, *te;
-        uint32_t *dst, v;
+        uint64_t *dst, v;
 
         while (s < end && is_space(*s))
             s++;
@@ -247,6 +278,10 @@ static void parse_params(const char *s, const char *end, struct params *p)
             dst = &p->delta;
         else if (key_is(tok, eq, "offset"))
             dst = &p->offset;
+        else if (key_is(tok, eq, "hole_start"))
+            dst = &p->hole_start;
+        else if (key_is(tok, eq, "hole_end"))
+            dst = &p->hole_end;
         else
             fail("unknown-key", p);
         if (eq == te || !parse_num(eq + 1, te, &v))
@@ -299,8 +334,8 @@ static uint32_t footprint_end(const struct mb_info *mbi)
  * the multiboot loader): unlike mem_upper it excludes what SeaBIOS reserved
  * at the top of RAM (ACPI tables, its own high data).
  */
-static int range_in_ram(const struct mb_info *mbi, uint32_t start,
-                        uint32_t end)
+static int range_in_ram(const struct mb_info *mbi, uint64_t start,
+                        uint64_t end)
 {
     if (mbi && (mbi->flags & MBI_MMAP)) {
         uint32_t a = mbi->mmap_addr, e = a + mbi->mmap_length;
@@ -314,19 +349,138 @@ static int range_in_ram(const struct mb_info *mbi, uint32_t start,
         return 0;
     }
     if (mbi && (mbi->flags & MBI_MEM))
-        return start >= 0x100000 && end - 0x100000 <= mbi->mem_upper * 1024u;
+        return start >= 0x100000 && end - 0x100000 <= mbi->mem_upper * 1024ull;
     return 0;
+}
+
+/* a % b by long division: 32-bit code has no 64-bit divide without libgcc. */
+static uint64_t mod64(uint64_t a, uint64_t b)
+{
+    uint64_t d = b;
+
+    while (d <= a && !(d >> 63))
+        d <<= 1;
+    for (; d >= b; d >>= 1)
+        if (a >= d)
+            a -= d;
+    return a;
+}
+
+/* ---- PAE paging: only for a wave above 4 GiB ------------------------------ */
+
+static inline void write_cr3(uint32_t v)
+{
+    __asm__ volatile("mov %0, %%cr3" : : "r"(v) : "memory");
+}
+
+/* Point the top GiB of virtual space at physical [base, base + 1 GiB). */
+static void map_window(uint64_t base)
+{
+    uint32_t j;
+
+    for (j = 0; j < 512; j++)
+        pdir[3][j] = (base + (uint64_t)j * PAGE_2M) | PTE_P | PTE_RW | PTE_PS;
+    write_cr3((uint32_t)pdpt);  /* reloads the PDPTEs and flushes the TLB */
+    window_base = base;
+}
+
+static void paging_on(void)
+{
+    uint32_t i, j, cr;
+
+    for (i = 0; i < 3; i++) {
+        for (j = 0; j < 512; j++)
+            pdir[i][j] = ((uint64_t)(i * 512 + j) * PAGE_2M) | PTE_P | PTE_RW | PTE_PS;
+    }
+    for (i = 0; i < 4; i++)
+        pdpt[i] = (uint32_t)pdir[i] | PTE_P;   /* PAE PDPTEs: no RW/US bits */
+    map_window(FOUR_GIB);
+    __asm__ volatile("mov %%cr4, %0" : "=r"(cr));
+    cr |= 1u << 5;                              /* CR4.PAE */
+    __asm__ volatile("mov %0, %%cr4" : : "r"(cr) : "memory");
+    write_cr3((uint32_t)pdpt);
+    __asm__ volatile("mov %%cr0, %0" : "=r"(cr));
+    cr |= 1u << 31;                             /* CR0.PG */
+    __asm__ volatile("mov %0, %%cr0" : : "r"(cr) : "memory");
+    paging = 1;
+}
+
+/*
+ * The virtual address of physical pa, and the physical address up to which
+ * (exclusive) that mapping holds: below 4 GiB without paging, below 3 GiB
+ * with it (identity); above, through the window, moved to pa's 2 MiB page
+ * unless pa + room is in it already (so a pointer at pa can step `room`
+ * without leaving the window, and so without wrapping past 2^32).
+ */
+static uint32_t reach(uint64_t pa, uint32_t room, uint64_t *limit)
+{
+    if (!paging || pa < DIRECT_LIMIT) {
+        *limit = paging ? DIRECT_LIMIT : FOUR_GIB;
+        return (uint32_t)pa;
+    }
+    if (pa < window_base || pa + room >= window_base + WINDOW_SIZE)
+        map_window(pa & ~(uint64_t)(PAGE_2M - 1));
+    *limit = window_base + WINDOW_SIZE;
+    return WINDOW_VA + (uint32_t)(pa - window_base);
+}
+
+/*
+ * Add delta to the counters c, c + stride, ... below c_end. One in-order,
+ * single-instruction read-modify-write per byte, so a vCPU stopped at any
+ * instruction boundary leaves exactly one newer/older edge. Hand-written
+ * because kvm_pvm runs this guest through its instruction emulator: cost is
+ * per instruction, and this 4-instruction loop is ~2x faster there than
+ * gcc's 7. Each run of the loop stops a stride short of its mapping's end,
+ * so the pointer never wraps past 4 GiB (stride <= MAX_STRIDE).
+ */
+static void wave_span(uint64_t c, uint64_t c_end, const struct params *p)
+{
+    uint32_t stride = (uint32_t)p->stride;
+
+    while (c < c_end) {
+        uint64_t limit, stop;
+        uint32_t q0 = reach(c, stride, &limit), q = q0;
+
+        stop = c_end < limit - stride ? c_end : limit - stride;
+        if (stop <= c)
+            stop = c + 1;       /* identity map only: c, then the next mapping */
+        __asm__ volatile("1:\n\t"
+                         "addb %b[d], (%[q])\n\t"
+                         "add %[s], %[q]\n\t"
+                         "cmp %[e], %[q]\n\t"
+                         "jb 1b"
+                         : [q] "+r"(q)
+                         : [d] "q"((uint32_t)p->delta), [s] "r"(stride),
+                           [e] "r"(q0 + (uint32_t)(stop - c))
+                         : "memory", "cc");
+        c += q - q0;
+    }
+}
+
+/* The wave's parts: [start, end) less [hole_start, hole_end). */
+static int wave_parts(const struct params *p, uint64_t part[2][2])
+{
+    if (p->hole_end <= p->hole_start) {
+        part[0][0] = p->start, part[0][1] = p->end;
+        return 1;
+    }
+    part[0][0] = p->start, part[0][1] = p->hole_start;
+    part[1][0] = p->hole_end, part[1][1] = p->end;
+    return 2;
 }
 
 /* ---- main ---------------------------------------------------------------- */
 
 void wave_main(uint32_t magic, const struct mb_info *mbi)
 {
-    struct params p = { 0x200000, 0x6600000, 0x1000, 1, 0 };
+    struct params p = { 0x200000, 0x6600000, 0x1000, 1, 0, 0, 0 };
     static char buf[256];
-    uint32_t img_lo = (uint32_t)__image_start, img_hi, a;
+    uint32_t img_lo = (uint32_t)__image_start, img_hi;
+    uint64_t part[2][2], a, lim;
+    uint8_t first;
     uint16_t key;
     int32_t size;
+    int i, parts;
 
     if (magic != MB_BOOT_MAGIC)
         mbi = 0;
@@ -347,9 +501,9 @@ void wave_main(uint32_t magic, const struct mb_info *mbi)
         parse_params(buf, buf + size, &p);
     }
 
-    if (!p.stride)
+    if (!p.stride || p.stride > MAX_PAGED_STRIDE)
         fail("bad-stride", &p);
-    if (p.start % p.stride || p.end % p.stride)
+    if (mod64(p.start, p.stride) || mod64(p.end, p.stride))
         fail("unaligned", &p);
     if (p.start >= p.end)
         fail("empty-range", &p);
@@ -357,43 +511,42 @@ void wave_main(uint32_t magic, const struct mb_info *mbi)
         fail("bad-offset", &p);
     if (p.delta < 1 || p.delta > 255)
         fail("bad-delta", &p);
+    if ((p.hole_start || p.hole_end) &&
+        (!(p.start < p.hole_start && p.hole_start < p.hole_end && p.hole_end < p.end) ||
+         mod64(p.hole_start, p.stride) || mod64(p.hole_end, p.stride)))
+        fail("bad-hole", &p);
+    parts = wave_parts(&p, part);
     /* Low memory holds the IVT, BIOS data, the multiboot info, option ROMs
      * and the VGA hole: never a meaningful place for the wave. */
     if (p.start < 0x100000)
         fail("low-memory", &p);
-    if (p.start < img_hi && img_lo < p.end)
-        fail("overlaps-image", &p);
-    if (!range_in_ram(mbi, p.start, p.end))
-        fail("outside-ram", &p);
+    for (i = 0; i < parts; i++) {
+        if (part[i][0] < img_hi && img_lo < part[i][1])
+            fail("overlaps-image", &p);
+        if (!range_in_ram(mbi, part[i][0], part[i][1]))
+            fail("outside-ram", &p);
+    }
+    if (p.end > FOUR_GIB)
+        paging_on();
     /* The verifier assumes every wave byte starts from the same value; catch
      * a range the firmware wrote before we began. E820 does not cover all of
      * that: SeaBIOS leaves its freed POST-time heap (just below RAM - 16 MiB
      * with -m 160M) dirty yet reports it as RAM. */
-    for (a = p.start; a < p.end; a += p.stride)
-        if (*(volatile uint8_t *)(a + p.offset) !=
-            *(volatile uint8_t *)(p.start + p.offset))
-            fail("nonuniform-ram", &p);
+    first = *(volatile uint8_t *)reach(p.start + p.offset, 1, &lim);
+    for (i = 0; i < parts; i++)
+        for (a = part[i][0] + p.offset; a < part[i][1] + p.offset; a += p.stride)
+            if (*(volatile uint8_t *)reach(a, 1, &lim) != first)
+                fail("nonuniform-ram", &p);
 
     puts("QMPCTL wave");
     put_params(&p);
+    if (paging)
+        puts(" paging=pae");
     puts("\n");
 
     for (;;) {
-        uint32_t q = p.start + p.offset, qend = p.end + p.offset;
-
-        /* One in-order, single-instruction read-modify-write per byte, so a
-         * vCPU stopped at any instruction boundary leaves exactly one
-         * newer/older edge. Hand-written because kvm_pvm runs this guest
-         * through its instruction emulator: cost is per instruction, and
-         * this 4-instruction loop is ~2x faster there than gcc's 7. */
-        __asm__ volatile("1:\n\t"
-                         "addb %b[d], (%[q])\n\t"
-                         "add %[s], %[q]\n\t"
-                         "cmp %[e], %[q]\n\t"
-                         "jb 1b"
-                         : [q] "+r"(q)
-                         : [d] "q"(p.delta), [s] "r"(p.stride), [e] "r"(qend)
-                         : "memory", "cc");
+        for (i = 0; i < parts; i++)
+            wave_span(part[i][0] + p.offset, part[i][1] + p.offset, &p);
         putc('B');
     }
 }

@@ -17,12 +17,19 @@ from ..core.units import MiB
 from ..host.kvm import Arch
 from ..qemu.console import ConsoleView
 from ..qemu.machine import QemuMachine
+from ..qemu.memmap import ram_segments
+from ..verify.ramimage import RamLayout, Region
 from .gic import ItsTableMap
 
 RAM_BASE: dict[Arch, int] = {"x86_64": 0, "aarch64": 0x4000_0000}
 # Below this offset into RAM live firmware, DTB, the guest image and (arm64)
 # the GIC/ITS tables; the wave stays above it.
 RESERVED_LOW: dict[Arch, int] = {"x86_64": 2 * MiB, "aarch64": 16 * MiB}
+
+
+def ram_layout(arch: Arch, ram_mib: int, regions: tuple[Region, ...] = ()) -> RamLayout:
+    """The guest's RAM as the machine maps it (x86 RAM above 3 GiB sits above 4 GiB)."""
+    return RamLayout(ram_segments(arch, ram_mib * MiB), regions)
 
 
 class GuestCheck(BaseModel):

@@ -31,7 +31,7 @@ from ..qemu.console import ConsoleView, SerialConsole, parse_console
 from ..qemu.machine import QemuMachine
 from ..verify.classify import PageClassifier
 from ..verify.ramimage import RamLayout, Region, Sampled
-from .base import RAM_BASE, GuestCheck, GuestResult
+from .base import RAM_BASE, GuestCheck, GuestResult, ram_layout
 from .gic import ItsTableMap, locate_its_tables
 from .linux import GuestThroughput
 
@@ -177,6 +177,10 @@ class KernelGuest:
         for opt in self.machine_opts:
             if "=" not in opt or opt.startswith("="):
                 problems.append(f"--machine-opt {opt!r}: expected KEY=VALUE")
+            elif opt.partition("=")[0] == "max-ram-below-4g":
+                problems.append(f"--machine-opt {opt!r}: qmpctl maps guest RAM by the "
+                                "machine's default split below/above 4 GiB (qemu/memmap.py); "
+                                "this would move it")
         if problems:
             raise UsageError("; ".join(problems))
 
@@ -195,7 +199,7 @@ class KernelGuest:
                            RAM_BASE["aarch64"] + 2 * MiB),) if self.arch == "aarch64" else
                    (Region("real-mode RAM (IVT, BDA, EBDA)", 0, 0xA0000),
                     Region("legacy VGA/option-ROM/BIOS shadow", 0xA0000, 0x100000)))
-        return RamLayout(RAM_BASE[self.arch], self.ram_mib * MiB, regions)
+        return ram_layout(self.arch, self.ram_mib, regions)
 
     def classifier(self) -> PageClassifier | None:
         return None  # the values of a foreign guest's pages mean nothing to us

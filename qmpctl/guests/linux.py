@@ -17,7 +17,7 @@ from ..host.kvm import Arch
 from ..qemu.console import ConsoleView, Record, SerialConsole
 from ..verify.classify import GuestloadClassifier, PageClassifier
 from ..verify.ramimage import RamLayout, Region, Sampled
-from .base import RAM_BASE, GuestCheck, OwnGuest, image_path
+from .base import RAM_BASE, GuestCheck, OwnGuest, image_path, ram_layout
 
 LINUX_WORKLOADS = ("wave", "random", "hotset", "rate", "readmostly")
 LINUX_CONSOLE: dict[Arch, str] = {"x86_64": "ttyS0", "aarch64": "ttyAMA0"}
@@ -105,9 +105,9 @@ class LinuxGuest(OwnGuest):
                 "-device", "virtio-net-pci,netdev=n0")
 
     def layout(self, view: ConsoleView | None = None) -> RamLayout:
-        return RamLayout(RAM_BASE[self.arch], self.ram_mib * MiB,
-                         (Region("Linux RAM", RAM_BASE[self.arch],
-                                 RAM_BASE[self.arch] + self.ram_mib * MiB),))
+        return ram_layout(self.arch, self.ram_mib,
+                          (Region("Linux RAM", RAM_BASE[self.arch],
+                                  RAM_BASE[self.arch] + self.ram_mib * MiB),))
 
     def validate(self) -> None:
         problems = self.workload.problems()

@@ -4,28 +4,80 @@ chosen by the controller and passed over fw_cfg."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
 from ..core.errors import UsageError
-from ..core.units import MiB
+from ..core.units import PAGE_SIZE, MiB
 from ..host.kvm import Arch
 from ..qemu.console import ConsoleView, SerialConsole
+from ..qemu.memmap import ABOVE_4G
 from ..verify.classify import PageClassifier, WaveClassifier
 from ..verify.ramimage import RamImage, RamLayout, Region, Sampled
 from ..verify.wave import WaveParams, check_wave
-from .base import RAM_BASE, RESERVED_LOW, GuestCheck, OwnGuest, image_path
+from .base import RAM_BASE, RESERVED_LOW, GuestCheck, OwnGuest, image_path, ram_layout
 from .linux import GuestThroughput
+
+SMALL_RAM_MIB = 2048  # up to here the defaults are what they always were
+# Below the end of RAM under 4 GiB, SeaBIOS keeps its tables and leaves its
+# POST heap dirty: a wave that goes on above 4 GiB skips this much of it.
+FIRMWARE_TOP = 32 * MiB
+# A big guest's default wave: at most this many blocks per pass (the stride
+# grows in powers of two instead), so a TCG pass stays short: see README.
+BIG_WAVE_BLOCKS = 1 << 18
 
 
 def default_wave(arch: Arch, ram_mib: int) -> WaveParams:
-    """migration-test's idea: ~100 MiB of RAM above the guest's own area."""
+    """migration-test's idea: ~100 MiB of RAM above the guest's own area.
+
+    Guests above SMALL_RAM_MIB get a wave over most of their RAM instead,
+    above 4 GiB too (`big_wave`)."""
     base, low = RAM_BASE[arch], RESERVED_LOW[arch]
+    if arch == "x86_64" and ram_mib > SMALL_RAM_MIB:
+        return big_wave(ram_layout(arch, ram_mib))
     end = base + min(ram_mib * MiB - 16 * MiB, low + 100 * MiB)
     return WaveParams(start=base + low, end=max(end, base + low + MiB))
 
 
+def big_wave(layout: RamLayout, max_blocks: int = BIG_WAVE_BLOCKS) -> WaveParams:
+    """All of RAM from 2 MiB up, but for the firmware's top of RAM below 4 GiB
+    (skipped as the wave's hole when RAM goes on above 4 GiB), one block per
+    `stride`: the smallest power of two from 4 KiB keeping the pass within
+    `max_blocks` writes (pure)."""
+    low, top = layout.segments[0], layout.segments[-1]
+    start, low_end = RESERVED_LOW["x86_64"], low.gpa_end - FIRMWARE_TOP
+    stride = big_stride(low_end - start + (top.size if len(layout.segments) > 1 else 0),
+                        max_blocks)
+    start = -(-start // stride) * stride
+    if len(layout.segments) == 1:
+        return WaveParams(start=start, end=low_end - low_end % stride, stride=stride)
+    return WaveParams(start=start, end=top.gpa_end - top.gpa_end % stride, stride=stride,
+                      hole_start=low_end - low_end % stride, hole_end=top.gpa)
+
+
+def big_stride(covered: int, max_blocks: int = BIG_WAVE_BLOCKS) -> int:
+    """The smallest power of two from 4 KiB giving at most `max_blocks` blocks
+    over `covered` bytes (pure)."""
+    stride = PAGE_SIZE
+    while covered // stride > max_blocks:
+        stride *= 2
+    return stride
+
+
+def with_hole(wave: WaveParams, layout: RamLayout) -> WaveParams:
+    """A wave given as one range over x86 RAM on both sides of the PCI hole
+    skips the hole and the firmware's top of RAM below it (pure; a wave
+    that already has a hole, or needs none, is returned as it is)."""
+    if wave.has_hole or len(layout.segments) < 2:
+        return wave
+    low, high = layout.segments[0], layout.segments[1]
+    if not (wave.start < low.gpa_end and wave.end > high.gpa):
+        return wave
+    align = max(wave.stride, PAGE_SIZE)
+    hole_start = low.gpa_end - FIRMWARE_TOP
+    return replace(wave, hole_start=hole_start - hole_start % align,
+                   hole_end=-(-high.gpa // align) * align)
 
 
 @dataclass(frozen=True)
@@ -56,8 +108,10 @@ class WaveGuest(OwnGuest):
         return ()
 
     def workload_summary(self) -> dict[str, int | str]:
+        hole = ({"hole_start": self.wave.hole_start, "hole_end": self.wave.hole_end}
+                if self.wave.has_hole else {})
         return {"kind": self.name, "start": self.wave.start, "end": self.wave.end,
-                "stride": self.wave.stride, "delta": self.wave.delta}
+                "stride": self.wave.stride, "delta": self.wave.delta, **hole}
 
     def classifier(self) -> PageClassifier | None:
         return WaveClassifier(self.wave)
@@ -95,22 +149,29 @@ class WaveGuest(OwnGuest):
 
     def layout(self, view: ConsoleView | None = None) -> RamLayout:
         """Where things are; guests that report their tables refine it from `view`."""
-        return RamLayout(RAM_BASE[self.arch], self.ram_mib * MiB,
-                         (*self.base_regions(), Region("wave workload", self.wave.start,
-                                                       self.wave.end)))
+        wave = tuple(Region("wave workload", start, end) for start, end in self.wave.parts)
+        return ram_layout(self.arch, self.ram_mib, (*self.base_regions(), *wave))
+
+    @property
+    def above_4g(self) -> bool:
+        """The wave reaches RAM above 4 GiB: the x86 guest then pages (PAE)."""
+        return self.wave.end > ABOVE_4G
 
     def validate(self) -> None:
         problems = self.wave.problems()
-        base, top = RAM_BASE[self.arch], RAM_BASE[self.arch] + self.ram_mib * MiB
-        if self.arch == "x86_64" and self.ram_mib > 2048:
-            problems.append("x86_64 guests are limited to 2048 MiB (RAM stays below the PCI hole)")
+        if self.arch == "aarch64" and self.ram_mib > SMALL_RAM_MIB:
+            problems.append(f"aarch64 guests are limited to {SMALL_RAM_MIB} MiB (the guest "
+                            "identity-maps RAM below 4 GiB only)")
         if self.smp < self.min_smp:
             problems.append(f"the {self.name} guest needs at least {self.min_smp} vCPUs")
-        low = base + RESERVED_LOW[self.arch]
-        if self.wave.start < low or self.wave.end > top:
+        layout = self.layout()
+        low = layout.start + RESERVED_LOW[self.arch]
+        if self.wave.start < low or not all(layout.covers(start, end)
+                                            for start, end in self.wave.parts):
             problems.append(
-                f"wave range 0x{self.wave.start:x}-0x{self.wave.end:x} must lie in RAM "
-                f"0x{low:x}-0x{top:x} (below it: firmware, the guest and its tables)")
+                f"wave range 0x{self.wave.start:x}-0x{self.wave.end:x} must lie in RAM from "
+                f"0x{low:x} (below it: firmware, the guest and its tables); RAM is "
+                f"{layout.describe()}")
         if problems:
             raise UsageError("; ".join(problems))
 

@@ -72,6 +72,20 @@ class KvmInfo(BaseModel):
             return True
         return None
 
+    @property
+    def runs_pae_guests(self) -> bool | None:
+        """Whether a 32-bit guest may turn on PAE paging; None: not known.
+
+        kvm_pvm resets the x86 wave guest at the CR0.PG write that enables PAE
+        paging (2 MiB pages; measured here, QEMU 10.0), as it hung 32-bit
+        paging with 4 MiB pages: the guest pages only to reach RAM above 4 GiB.
+        """
+        if not self.accessible or self.flavour == "pvm":
+            return False
+        if self.flavour in ("vmx", "svm"):
+            return True
+        return None
+
 
 def kvm_flavour(sys_module: Path = Path("/sys/module")) -> KvmFlavour:
     """Which KVM implementation is loaded, from the module names in sysfs."""

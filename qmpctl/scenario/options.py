@@ -8,21 +8,21 @@ binaries found. Bad input raises UsageError here, never mid-run.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..core.errors import UsageError
-from ..core.units import MiB
+from ..core.units import PAGE_SIZE, MiB
 from ..faults.spec import FaultSpec, fault_problems, parse_fault
-from ..guests.base import RAM_BASE
+from ..guests.base import RAM_BASE, ram_layout
 from ..guests.its import ItsGuest
 from ..guests.kernel import Handshake, KernelGuest
 from ..guests.linux import LinuxGuest, LinuxWorkload
 from ..guests.protocol import Guest
-from ..guests.wave import WaveGuest, default_wave
+from ..guests.wave import SMALL_RAM_MIB, WaveGuest, big_stride, default_wave, with_hole
 from ..host.kvm import ARCHES, Arch, KvmInfo, kvm_can_run, probe_kvm
 from ..host.netns import check_host as check_netns_host
 from ..host.qemu import MachineType, QemuBinary, cpu_models, find_qemu, machine_types
@@ -49,6 +49,10 @@ from ..verify.wave import WaveParams
 AccelChoice = Literal["auto", "kvm", "tcg"]
 DEFAULT_RING = 4096
 DEFAULT_RAM = {"baremetal": 160, "linux": 512, "kernel": 256}
+MIN_RAM_MIB = 32
+# A big guest's held-back pass resends what one wave pass dirties in about
+# this many seconds (what the 100 MiB default wave takes at 64 MiB/s).
+HELD_PASS_S = 2
 MAX_SMP = 8
 Transport = Literal["unix", "tcp", "file"]
 Topology = Literal["local", "netns"]
@@ -78,7 +82,8 @@ class MigrateOptions(BaseModel):
     smp: int | None = Field(None, description="None: the guest's own default")
     wave_start: int | None = Field(None, description="MiB into RAM")
     wave_end: int | None = Field(None, description="MiB into RAM")
-    stride: int = 4096
+    stride: int | None = Field(None, description="bytes between two written bytes; None: "
+                                                 "4096, scaled for guests above 2 GiB")
     delta: int = 1
     transport: Transport = Field("unix", description="unix socket, TCP, or a file (mapped-ram) "
                                                      "the destination loads afterwards; "
@@ -88,7 +93,9 @@ class MigrateOptions(BaseModel):
                                                     "namespace; netns: each in its own, "
                                                     "joined by a veth pair")
     min_passes: int = 3
-    throttle: int = Field(64, description="MiB/s while convergence is held back")
+    throttle: int = Field(64, description="MiB/s while convergence is held back; left "
+                                          "unset for a wave guest above 2 GiB: scaled to its "
+                                          "wave (`big_guest_throttle`)")
     downtime_limit: int = Field(1000, description="ms once it may converge")
     timeout: float = Field(300.0, description="seconds the migration may take")
     hold_timeout: float = Field(30.0, description="seconds to wait for the guest to re-dirty "
@@ -246,7 +253,7 @@ def _is_power_of_two(n: int) -> bool:
 
 
 def choose_accel(requested: AccelChoice, arch: Arch, kvm: KvmInfo,
-                 needs_64bit: bool) -> tuple[Accel, str]:
+                 needs_64bit: bool, needs_pae: bool = False) -> tuple[Accel, str]:
     """Pick KVM when it can run this guest here, and say why (pure)."""
     if requested == "tcg":
         return "tcg", "requested"
@@ -257,6 +264,10 @@ def choose_accel(requested: AccelChoice, arch: Arch, kvm: KvmInfo,
         problem = f"KVM unavailable ({kvm.error or 'no /dev/kvm'})"
     elif needs_64bit and kvm.runs_64bit_guests is False:
         problem = f"this host's KVM ({kvm.flavour}) cannot run 64-bit guests"
+    elif needs_pae and kvm.runs_pae_guests is False:
+        problem = (f"this host's KVM ({kvm.flavour}) resets a 32-bit guest that turns on PAE "
+                   "paging, which the wave guest needs to reach RAM above 4 GiB; use --accel "
+                   "tcg, or a wave below 4 GiB (--wave-end)")
     if problem is None:
         return "kvm", "requested" if requested == "kvm" else "auto: KVM can run this guest"
     if requested == "kvm":
@@ -301,8 +312,10 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
         raise UsageError("; ".join(problems))
     kvm = kvm or probe_kvm()
     ram_mib = opts.ram if opts.ram is not None else DEFAULT_RAM[opts.guest]
-    if not 32 <= ram_mib <= 2048:
-        raise UsageError(f"--ram {ram_mib} MiB: must be 32..2048")
+    if ram_mib < MIN_RAM_MIB:
+        # No upper bound here: what does not fit on this host is refused
+        # before launch, naming how much is missing (runner.check_space).
+        raise UsageError(f"--ram {ram_mib} MiB: must be at least {MIN_RAM_MIB}")
     if opts.min_passes < 1:
         raise UsageError("--min-passes must be at least 1")
     if opts.throttle < 1 or opts.downtime_limit < 1:
@@ -316,7 +329,11 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
         raise UsageError(f"--smp {opts.smp}: must be 1..{MAX_SMP}")
     guest = build_guest(opts, arch, ram_mib)
     guest.validate()
-    accel, reason = choose_accel(opts.accel, arch, kvm, guest.needs_64bit_kvm)
+    if "throttle" not in opts.model_fields_set and isinstance(guest, WaveGuest) \
+            and ram_mib > SMALL_RAM_MIB:
+        opts = opts.model_copy(update={"throttle": big_guest_throttle(guest.wave)})
+    needs_pae = isinstance(guest, WaveGuest) and arch == "x86_64" and guest.above_4g
+    accel, reason = choose_accel(opts.accel, arch, kvm, guest.needs_64bit_kvm, needs_pae)
     if accel == "tcg" and opts.dirty_ring is not None:
         raise UsageError(f"--dirty-ring {opts.dirty_ring}: only applies to KVM, and this run "
                          f"uses TCG ({reason}); TCG tracks dirty pages itself")
@@ -488,10 +505,9 @@ def choose_machine_type(arch: Arch, src: QemuBinary, dst: QemuBinary,
 def corrupt_problems(faults: tuple[FaultSpec, ...], guest: Guest) -> list[str]:
     """corrupt-dst must name a byte of guest RAM (pure)."""
     layout = guest.layout()
-    top = layout.base_gpa + layout.size
     return [f"--fault {f.text}: 0x{int(f.value or 0):x} is outside guest RAM "
-            f"0x{layout.base_gpa:x}-0x{top:x}" for f in faults
-            if f.kind == "corrupt-dst" and not layout.base_gpa <= int(f.value or 0) < top]
+            f"{layout.describe()}" for f in faults
+            if f.kind == "corrupt-dst" and not layout.contains(int(f.value or 0))]
 
 
 NETNS_NEEDS_TCP = (
@@ -539,15 +555,30 @@ def build_guest(opts: MigrateOptions, arch: Arch, ram_mib: int) -> Guest:
         return (LinuxGuest(arch, ram_mib, workload) if opts.smp is None
                 else LinuxGuest(arch, ram_mib, workload, smp=opts.smp))
     base_wave = default_wave(arch, ram_mib)
-    base = RAM_BASE[arch]  # --wave-start/--wave-end are MiB into RAM
-    wave = WaveParams(
-        start=base_wave.start if opts.wave_start is None else base + opts.wave_start * MiB,
-        end=base_wave.end if opts.wave_end is None else base + opts.wave_end * MiB,
-        stride=opts.stride, delta=opts.delta,
-    )
+    base = RAM_BASE[arch]  # --wave-start/--wave-end are MiB from RAM's first address
+    if opts.wave_start is None and opts.wave_end is None and opts.stride is None:
+        wave = replace(base_wave, delta=opts.delta)
+    else:  # a range given as one stretch skips x86's PCI hole if it crosses it
+        layout = ram_layout(arch, ram_mib)
+        wave = with_hole(WaveParams(
+            start=base_wave.start if opts.wave_start is None else base + opts.wave_start * MiB,
+            end=base_wave.end if opts.wave_end is None else base + opts.wave_end * MiB,
+            stride=opts.stride or PAGE_SIZE, delta=opts.delta,
+        ), layout)
+        if opts.stride is None and ram_mib > SMALL_RAM_MIB:  # as big_wave: a short pass
+            wave = with_hole(replace(wave, stride=big_stride(wave.bytes_covered), hole_start=0,
+                                     hole_end=0), layout)
     guest_type = ItsGuest if arch == "aarch64" else WaveGuest
     return (guest_type(arch, ram_mib, wave) if opts.smp is None
             else guest_type(arch, ram_mib, wave, smp=opts.smp))
+
+
+def big_guest_throttle(wave: WaveParams) -> int:
+    """MiB/s held back for a wave guest above 2 GiB (pure): what one wave pass
+    dirties, resent in about HELD_PASS_S seconds, so passes stay as short as
+    a small guest's at 64 MiB/s while the guest still re-dirties sent memory
+    within each; never below 64."""
+    return max(64, wave.dirty_bytes // MiB // HELD_PASS_S)
 
 
 def check_ring(ring: int, kvm: KvmInfo) -> None:

@@ -39,6 +39,7 @@ from ..core.units import MiB
 from ..faults.injector import FaultInjector
 from ..guests.base import GuestCheck
 from ..guests.its import table_regions, table_verdicts
+from ..host.memory import mem_available, memory_problem
 from ..host.netns import NetnsPair, connect_in, namespace_name, sweep_stale_namespaces
 from ..host.qemu import QemuBinary
 from ..host.selfmem import AnonPeak, read_mib
@@ -641,8 +642,9 @@ def space_problem(ram_mib: int, free: int, where: Path, copies: int = 2) -> str 
 def check_space(run: Run) -> None:
     """Both sides' RAM must fit where it lives, or nothing starts."""
     copies = 3 if effective_transport(run.r.options) == "file" else 2
-    if problem := space_problem(run.r.guest.ram_mib, free_bytes(run.dir.path),
-                                run.dir.path.parent, copies):
+    if problem := (space_problem(run.r.guest.ram_mib, free_bytes(run.dir.path),
+                                 run.dir.path.parent, copies)
+                   or memory_problem(run.r.guest.ram_mib, mem_available(), copies)):
         raise HostError(problem)
 
 

@@ -196,7 +196,7 @@ class WaveClassifier:
         """(n, PAGE_SIZE): which bytes of each page are wave counters."""
         p = self.params
         first = p.start + p.offset  # address of the first counter
-        last = p.start + (p.blocks - 1) * p.stride + p.offset  # of the last one
+        last = p.block_gpa(p.blocks - 1) + p.offset  # of the last one
         j = np.arange(PAGE_SIZE, dtype=np.int64)
         phase = (first - gpa) % p.stride  # offset of the page's first counter
         phases, which = np.unique(phase, return_inverse=True)
@@ -215,7 +215,10 @@ class WaveClassifier:
         n = len(gpa)
         kind = np.full(n, UNEXPLAINED, dtype=np.int8)
         steps = np.zeros(n, dtype=np.int64)
-        inside = np.flatnonzero((gpa + PAGE_SIZE > p.start) & (gpa < p.end))
+        overlaps = np.zeros(n, dtype=bool)
+        for start, end in p.parts:  # pages in the wave's hole are not the wave's
+            overlaps |= (gpa + PAGE_SIZE > start) & (gpa < end)
+        inside = np.flatnonzero(overlaps)
         if inside.size == 0:
             return PageVerdicts(kind, steps)
         s, d = src[inside], dst[inside]
@@ -327,13 +330,13 @@ def classify_pages(src: npt.NDArray[np.uint8], dst: npt.NDArray[np.uint8],
     steps: list[npt.NDArray[np.int64]] = []
     for lo in range(0, idx.size, batch_pages):
         chunk = idx[lo:lo + batch_pages]
-        gpa = layout.base_gpa + chunk * PAGE_SIZE
+        gpa = layout.gpas(chunk * PAGE_SIZE)
         verdicts = classifier.classify(src_pages[chunk], dst_pages[chunk], gpa)
         kinds.append(verdicts.kind)
         steps.append(verdicts.steps)
     kind = np.concatenate(kinds) if kinds else np.empty(0, np.int8)
     step = np.concatenate(steps) if steps else np.empty(0, np.int64)
-    gpas = layout.base_gpa + idx * PAGE_SIZE
+    gpas = layout.gpas(idx * PAGE_SIZE)
     summaries = {}
     for code, k in enumerate(KIND_CODES):
         sel = kind == code

@@ -113,13 +113,13 @@ class MemoryVerdict(BaseModel):
 
     def differing_in(self, layout: RamLayout, start: int, end: int) -> int:
         """How many compared pages overlapping guest-physical [start, end) differ."""
-        lo, hi = _page_span(Region("", start, end), layout)
-        return int(((self._differing >= lo) & (self._differing < hi)).sum())
+        return sum(int(((self._differing >= lo) & (self._differing < hi)).sum())
+                   for lo, hi in page_spans(Region("", start, end), layout))
 
     def excluded_in(self, layout: RamLayout, start: int, end: int) -> int:
         """How many pages overlapping guest-physical [start, end) were excluded."""
-        lo, hi = _page_span(Region("", start, end), layout)
-        return int(self._excluded[lo:hi].sum())
+        return sum(int(self._excluded[lo:hi].sum())
+                   for lo, hi in page_spans(Region("", start, end), layout))
 
     @property
     def differing(self) -> npt.NDArray[np.intp]:
@@ -272,27 +272,30 @@ class Exclusion(BaseModel):
 
 
 def exclusion_problems(exclusions: list[Region], layout: RamLayout) -> list[str]:
-    """Why these exclusions cannot apply to `layout` (pure; checked before launch)."""
-    top = layout.base_gpa + layout.size
+    """Why these exclusions cannot apply to `layout` (pure; checked before launch).
+
+    A range may span a hole in guest-physical space (x86's PCI hole) but must
+    lie within RAM's bounds and hold some RAM."""
     out = []
     for r in exclusions:
-        if r.start < layout.base_gpa or r.end > top:
+        if r.start < layout.start or r.end > layout.end or not page_spans(r, layout):
             out.append(f"--exclude 0x{r.start:x}-0x{r.end:x}: outside guest RAM "
-                       f"0x{layout.base_gpa:x}-0x{top:x}")
-    covered = sum(_page_span(r, layout)[1] - _page_span(r, layout)[0] for r in exclusions
-                  if layout.base_gpa <= r.start and r.end <= top)
+                       f"{layout.describe()}")
+    covered = sum(hi - lo for r in exclusions for lo, hi in page_spans(r, layout))
     if exclusions and not out and covered >= layout.size // PAGE_SIZE:
         out.append("--exclude: the exclusions cover all of guest RAM; nothing would be compared")
     return out
 
 
-def _page_span(region: Region, layout: RamLayout) -> tuple[int, int]:
-    """[first, last) page index a region touches, clipped to RAM."""
-    pages = layout.size // PAGE_SIZE
-    lo = max(0, layout.offset(max(region.start, layout.base_gpa)) // PAGE_SIZE)
-    hi = min(pages, -(-layout.offset(min(region.end, layout.base_gpa + layout.size))
-                      // PAGE_SIZE))
-    return lo, max(lo, hi)
+def page_spans(region: Region, layout: RamLayout) -> list[tuple[int, int]]:
+    """[first, last) page indices of the RAM file a guest-physical region
+    touches, one span per RAM segment it overlaps (pure)."""
+    spans = []
+    for lo, hi, offset in layout.pieces(region.start, region.end):
+        first = offset // PAGE_SIZE
+        last = -(-(offset + hi - lo) // PAGE_SIZE)
+        spans.append((first, last))
+    return spans
 
 
 def apply_exclusions(found: npt.NDArray[np.intp], pages: int, layout: RamLayout,
@@ -302,13 +305,17 @@ def apply_exclusions(found: npt.NDArray[np.intp], pages: int, layout: RamLayout,
     mask = np.zeros(pages, dtype=bool)
     applied = []
     for r in regions:
-        lo, hi = _page_span(r, layout)
-        hidden = int(((found >= lo) & (found < hi)).sum())
-        mask[lo:hi] = True
+        spans = page_spans(r, layout)
+        hidden = 0
+        for lo, hi in spans:
+            hidden += int(((found >= lo) & (found < hi)).sum())
+            mask[lo:hi] = True
+        eff_start = layout.gpa(spans[0][0] * PAGE_SIZE) if spans else r.start
+        eff_end = layout.gpa_end(spans[-1][1] * PAGE_SIZE) if spans else r.start
         applied.append(Exclusion(reason=r.name, start=r.start, end=r.end,
-                                 effective_start=layout.gpa(lo * PAGE_SIZE),
-                                 effective_end=layout.gpa(hi * PAGE_SIZE),
-                                 pages=hi - lo, pages_differing_hidden=hidden))
+                                 effective_start=eff_start, effective_end=eff_end,
+                                 pages=sum(hi - lo for lo, hi in spans),
+                                 pages_differing_hidden=hidden))
     return found[~mask[found]], mask, applied
 
 

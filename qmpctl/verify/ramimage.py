@@ -17,6 +17,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
 from ..core.units import PAGE_SIZE
+from ..qemu.memmap import RamSegment
 
 
 class Region(BaseModel):
@@ -39,21 +40,101 @@ class Region(BaseModel):
 class RamLayout:
     """Where the RAM file sits in guest-physical space, and what lives where.
 
-    qmpctl keeps x86 guests below the PCI hole (RAM <= 2 GiB) so the file maps
-    1:1 from address 0; arm64 `virt` RAM starts at 1 GiB.
+    The file is one or more `RamSegment`s (`qemu.memmap.ram_segments`): x86
+    `pc` RAM above lowmem (3 GiB once RAM exceeds 3.5 GiB) is mapped from
+    4 GiB, so past that point file offset != guest-physical address; arm64
+    `virt` RAM is one segment at 1 GiB. Every map between the two goes
+    through `gpa`/`gpas`/`offset`/`pieces`, never through arithmetic on a base.
     """
 
-    base_gpa: int
-    size: int
+    segments: tuple[RamSegment, ...]
     regions: tuple[Region, ...] = ()
 
+    def __post_init__(self) -> None:
+        at = 0
+        for i, seg in enumerate(self.segments):
+            if seg.offset != at or seg.size <= 0:
+                raise ValueError(f"RAM segments must tile the file from offset 0: {seg}")
+            if i and seg.gpa < self.segments[i - 1].gpa_end:
+                raise ValueError(f"RAM segments overlap or are out of order: {seg}")
+            at = seg.offset_end
+
+    @classmethod
+    def linear(cls, base_gpa: int, size: int, regions: tuple[Region, ...] = ()) -> RamLayout:
+        """One segment: the whole file at `base_gpa`."""
+        return cls((RamSegment(base_gpa, 0, size),), regions)
+
+    @property
+    def size(self) -> int:
+        return sum(s.size for s in self.segments)
+
+    @property
+    def start(self) -> int:
+        """Lowest guest-physical address of RAM."""
+        return self.segments[0].gpa
+
+    @property
+    def end(self) -> int:
+        """End (exclusive) of the highest RAM segment."""
+        return self.segments[-1].gpa_end
+
+    def describe(self) -> str:
+        """'0x0-0xc0000000, 0x100000000-0x140000000': the RAM ranges, for messages."""
+        return ", ".join(f"0x{s.gpa:x}-0x{s.gpa_end:x}" for s in self.segments)
+
+    def _segment_at(self, offset: int) -> RamSegment:
+        for seg in self.segments:
+            if seg.offset <= offset < seg.offset_end:
+                return seg
+        raise ValueError(f"offset 0x{offset:x} is outside the RAM file (0x{self.size:x} bytes)")
+
     def gpa(self, offset: int) -> int:
-        return self.base_gpa + offset
+        """Guest-physical address of the file's byte at `offset`."""
+        seg = self._segment_at(offset)
+        return seg.gpa + offset - seg.offset
+
+    def gpa_end(self, offset_end: int) -> int:
+        """Guest-physical end (exclusive) of a file range ending at `offset_end`:
+        the end of the byte before it, so a range ending at a segment's end
+        maps to that segment, not to the next one's start."""
+        return self.gpa(offset_end - 1) + 1
+
+    def gpas(self, offsets: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """`gpa` of every offset of an array (vectorised; offsets inside the file)."""
+        starts = np.array([s.offset for s in self.segments], dtype=np.int64)
+        shift = np.array([s.gpa - s.offset for s in self.segments], dtype=np.int64)
+        offsets = np.asarray(offsets, dtype=np.int64)
+        out: npt.NDArray[np.int64] = offsets + shift[np.searchsorted(starts, offsets,
+                                                                     side="right") - 1]
+        return out
 
     def offset(self, gpa: int) -> int:
-        if not self.base_gpa <= gpa <= self.base_gpa + self.size:
-            raise ValueError(f"guest-physical 0x{gpa:x} is outside RAM")
-        return gpa - self.base_gpa
+        """File offset of guest-physical `gpa` (ValueError outside RAM).
+
+        A segment's end address maps to its end offset, so an exclusive range
+        end may be mapped as well as its start."""
+        for seg in self.segments:
+            if seg.gpa <= gpa <= seg.gpa_end:
+                return seg.offset + gpa - seg.gpa
+        raise ValueError(f"guest-physical 0x{gpa:x} is outside RAM ({self.describe()})")
+
+    def contains(self, gpa: int) -> bool:
+        """Whether the byte at guest-physical `gpa` is RAM."""
+        return any(seg.gpa <= gpa < seg.gpa_end for seg in self.segments)
+
+    def pieces(self, start: int, end: int) -> list[tuple[int, int, int]]:
+        """The RAM inside guest-physical [start, end), in address order, as
+        (gpa, gpa_end, file offset) triples; holes are left out (pure)."""
+        out = []
+        for seg in self.segments:
+            lo, hi = max(start, seg.gpa), min(end, seg.gpa_end)
+            if lo < hi:
+                out.append((lo, hi, seg.offset + lo - seg.gpa))
+        return out
+
+    def covers(self, start: int, end: int) -> bool:
+        """Whether all of guest-physical [start, end) is RAM."""
+        return sum(hi - lo for lo, hi, _ in self.pieces(start, end)) == end - start
 
     def region_of(self, gpa: int) -> str:
         """The most specific (last listed) region containing `gpa`."""
@@ -63,7 +144,7 @@ class RamLayout:
         return "other RAM"
 
     def with_regions(self, *regions: Region) -> RamLayout:
-        return RamLayout(self.base_gpa, self.size, self.regions + regions)
+        return RamLayout(self.segments, self.regions + regions)
 
 
 class Sampled(Protocol):

@@ -2,10 +2,12 @@
 contiguous guest-physical pages.
 
 Input is what `compare_images` found (page index = RAM file offset // 4096)
-and the run's `RamLayout`. Everything is vectorised: the region of every page
-comes from one mask per region (regions are few, pages may be hundreds of
-thousands) and runs are split where the next page is not adjacent or lies in
-another region, so no range straddles two regions.
+and the run's `RamLayout`, which maps each page to its guest-physical address
+(x86 RAM above 3 GiB sits from 4 GiB). Everything is vectorised: the region
+of every page comes from one mask per region (regions are few, pages may be
+hundreds of thousands) and runs are split where the next page is not the
+next guest-physical page or lies in another region, so no range straddles
+two regions or a hole.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def locate_differences(pages: npt.ArrayLike, layout: RamLayout,
     names = [r.name for r in layout.regions] + [OTHER_RAM]
     if idx.size == 0:
         return DiffLocation(pages=0, by_region={}, ranges_total=0, ranges=[])
-    gpas = layout.base_gpa + idx * PAGE_SIZE
+    gpas = layout.gpas(idx * PAGE_SIZE)
     reg = region_index(gpas, layout)  # -1 selects names[-1], OTHER_RAM
 
     by_name: dict[str, int] = {}
@@ -77,7 +79,9 @@ def locate_differences(pages: npt.ArrayLike, layout: RamLayout,
             by_name[name] = by_name.get(name, 0) + n
     by_region = dict(sorted(by_name.items(), key=lambda kv: (-kv[1], kv[0])))
 
-    breaks = np.flatnonzero((np.diff(idx) != 1) | (np.diff(reg) != 0)) + 1
+    # A run ends where the next page is not the next guest-physical page (a
+    # gap in the file, or a hole in guest-physical space) or another region's.
+    breaks = np.flatnonzero((np.diff(gpas) != PAGE_SIZE) | (np.diff(reg) != 0)) + 1
     starts = np.concatenate(([0], breaks))
     ends = np.concatenate((breaks, [idx.size]))  # exclusive, into idx
     total = len(starts)

@@ -24,9 +24,16 @@ runner = CliRunner()
     (["--report", "/nonexistent-dir/r.json"],
      "--report /nonexistent-dir/r.json: directory /nonexistent-dir does not exist"),
     (["--transport", "rdma"], "--transport 'rdma': choose unix, tcp or file"),
-    (["--wave-end", "500"], "wave range 0x200000-0x1f400000 must lie in RAM 0x200000-0xa000000"),
+    (["--wave-end", "500"], "wave range 0x200000-0x1f400000 must lie in RAM from 0x200000 "
+                            "(below it: firmware, the guest and its tables); RAM is "
+                            "0x0-0xa000000"),
+    (["--ram", "4096", "--wave-end", "3100"], "RAM is 0x0-0xc0000000, 0x100000000-0x140000000"),
+    (["--ram", "8192", "--accel", "kvm"],
+     "--accel kvm: this host's KVM (pvm) resets a 32-bit guest that turns on PAE paging"),
+    (["--arch", "aarch64", "--ram", "4096"], "aarch64 guests are limited to 2048 MiB"),
+    (["--guest", "linux", "--ram", "4096"], "Linux guests need 256..2048 MiB"),
     (["--exclude", "0x1000"], "--exclude '0x1000': expected START-END[:REASON]"),
-    (["--ram", "0"], "--ram 0 MiB: must be 32..2048"),
+    (["--ram", "0"], "--ram 0 MiB: must be at least 32"),
     (["--smp", "300"], "--smp 300: must be 1..8"),
     (["--accel", "tcg", "--dirty-ring", "1024"],
      "--dirty-ring 1024: only applies to KVM, and this run uses TCG (requested)"),
@@ -61,6 +68,14 @@ def test_unwritable_paths_are_refused_before_launch(args: list[str], message: st
     result = runner.invoke(app, ["migrate", *args])
     assert result.exit_code == 2, result.output
     assert message in result.output
+    assert our_qemu_processes() == []
+
+
+def test_ram_that_does_not_fit_is_refused_before_launch() -> None:
+    result = runner.invoke(app, ["migrate", "--accel", "tcg", "--ram", str(1 << 20)])
+    assert result.exit_code == 3, result.output
+    assert "not enough room for 2 copies of guest RAM in /dev/shm" in result.output
+    assert "MiB missing" in result.output
     assert our_qemu_processes() == []
 
 

@@ -20,7 +20,7 @@ from qmpctl.verify.ramimage import RamImage, RamLayout
 from qmpctl.verify.wave import WaveParams
 
 RAM = 8 * MiB
-LAYOUT = RamLayout(0, RAM)
+LAYOUT = RamLayout.linear(0, RAM)
 WAVE = WaveParams(start=2 * MiB, end=6 * MiB)  # stride 4096, delta 1, offset 0
 
 
@@ -179,7 +179,7 @@ def test_guestload_on_arm64_layout_reports_guest_physical_addresses() -> None:
     base = 0x4000_0000
     src = guestload_ram({3: 8})
     dst = guestload_ram({3: 7})
-    res = classify_pages(src, dst, [3], RamLayout(base, RAM), GuestloadClassifier())
+    res = classify_pages(src, dst, [3], RamLayout.linear(base, RAM), GuestloadClassifier())
     assert res.stale.examples == [base + 3 * PAGE_SIZE] and res.stale.steps == {"1": 1}
 
 
@@ -193,9 +193,10 @@ def test_step_histogram_buckets() -> None:
 def test_bad_input_is_refused() -> None:
     src = np.zeros(4 * PAGE_SIZE, np.uint8)
     with pytest.raises(ValueError, match="out of range"):
-        classify_pages(src, src.copy(), [4], RamLayout(0, 4 * PAGE_SIZE), GuestloadClassifier())
+        classify_pages(src, src.copy(), [4], RamLayout.linear(0, 4 * PAGE_SIZE),
+                       GuestloadClassifier())
     with pytest.raises(ValueError, match="size"):
-        classify_pages(src, src[:PAGE_SIZE], [0], RamLayout(0, 4 * PAGE_SIZE),
+        classify_pages(src, src[:PAGE_SIZE], [0], RamLayout.linear(0, 4 * PAGE_SIZE),
                        GuestloadClassifier())
 
 

@@ -43,7 +43,7 @@ def test_differing_pages_pure() -> None:
 
 def test_identical(images: tuple[Path, Path]) -> None:
     with RamImage(images[0]) as s, RamImage(images[1]) as d:
-        res = compare_images(s, d, RamLayout(0, PAGES * PAGE_SIZE))
+        res = compare_images(s, d, RamLayout.linear(0, PAGES * PAGE_SIZE))
     assert res.identical and res.pages_compared == PAGES and res.pages_excluded == 0
 
 
@@ -52,7 +52,7 @@ def test_one_byte_reports_exact_page_and_region(images: tuple[Path, Path]) -> No
     original = a.read_bytes()[37 * PAGE_SIZE + 100]
     poke(b, 37 * PAGE_SIZE + 100, original ^ 0xFF)
     base = 0x4000_0000
-    layout = RamLayout(base, PAGES * PAGE_SIZE,
+    layout = RamLayout.linear(base, PAGES * PAGE_SIZE,
                        (Region("workload", base + 32 * PAGE_SIZE, base + 40 * PAGE_SIZE),))
     with RamImage(a) as s, RamImage(b) as d:
         res = compare_images(s, d, layout)
@@ -69,7 +69,7 @@ def test_exclusion_is_counted_not_silent(images: tuple[Path, Path]) -> None:
     poke(b, 5 * PAGE_SIZE, a.read_bytes()[5 * PAGE_SIZE] ^ 1)
     excl = [Region("firmware scratch", 4 * PAGE_SIZE, 6 * PAGE_SIZE)]
     with RamImage(a) as s, RamImage(b) as d:
-        res = compare_images(s, d, RamLayout(0, PAGES * PAGE_SIZE), excl)
+        res = compare_images(s, d, RamLayout.linear(0, PAGES * PAGE_SIZE), excl)
     assert res.identical
     assert (res.pages_excluded, res.pages_compared) == (2, PAGES - 2)
     [e] = res.exclusions
@@ -83,7 +83,7 @@ def test_unaligned_exclusion_covers_whole_pages_and_says_so(images: tuple[Path, 
     poke(b, 7 * PAGE_SIZE + 100, a.read_bytes()[7 * PAGE_SIZE + 100] ^ 1)
     excl = [Region("one byte", 7 * PAGE_SIZE + 5, 7 * PAGE_SIZE + 6)]
     with RamImage(a) as s, RamImage(b) as d:
-        res = compare_images(s, d, RamLayout(0, PAGES * PAGE_SIZE), excl)
+        res = compare_images(s, d, RamLayout.linear(0, PAGES * PAGE_SIZE), excl)
     [e] = res.exclusions
     assert (e.start, e.end) == (7 * PAGE_SIZE + 5, 7 * PAGE_SIZE + 6)
     assert (e.effective_start, e.effective_end, e.pages_differing_hidden) == (
@@ -92,7 +92,7 @@ def test_unaligned_exclusion_covers_whole_pages_and_says_so(images: tuple[Path, 
 
 
 def test_exclusions_checked_against_the_memory_map() -> None:
-    layout = RamLayout(0x4000_0000, PAGES * PAGE_SIZE)
+    layout = RamLayout.linear(0x4000_0000, PAGES * PAGE_SIZE)
     top = 0x4000_0000 + PAGES * PAGE_SIZE
     assert exclusion_problems([Region("x", 0x4000_0000, 0x4000_1000)], layout) == []
     assert exclusion_problems([Region("x", 0, 0x1000)], layout) == [
@@ -112,9 +112,9 @@ def test_many_chunks_and_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     for page in (0, 9, 10, 23, 39):
         poke(b, page * PAGE_SIZE + 7, 1)
     with RamImage(a) as s, RamImage(b) as d:
-        res = cmp.compare_images(s, d, RamLayout(0, size), threads=2)
-        assert cmp.compare_images(s, d, RamLayout(0, size), threads=1).differing.tolist() == [
-            0, 9, 10, 23, 39]
+        res = cmp.compare_images(s, d, RamLayout.linear(0, size), threads=2)
+        one = cmp.compare_images(s, d, RamLayout.linear(0, size), threads=1)
+        assert one.differing.tolist() == [0, 9, 10, 23, 39]
     assert [m.page for m in res.mismatches] == [0, 9, 10, 23, 39]
     assert res.differing.tolist() == [0, 9, 10, 23, 39]
 

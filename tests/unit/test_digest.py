@@ -50,7 +50,7 @@ def test_same_pages_same_digests(images: tuple[Path, Path]) -> None:
     a, b = images
     da, db = digests(a), digests(b)
     assert np.array_equal(da, db)
-    res = compare_digests(da, db, RamLayout(0, PAGES * PAGE_SIZE))
+    res = compare_digests(da, db, RamLayout.linear(0, PAGES * PAGE_SIZE))
     assert res.identical and res.pages_compared == PAGES and res.pages_excluded == 0
     assert res.bytes_compared == PAGES * PAGE_SIZE
 
@@ -59,7 +59,7 @@ def test_one_flipped_byte_is_exactly_that_page(images: tuple[Path, Path]) -> Non
     a, b = images
     flip(b, 37 * PAGE_SIZE + 4095)
     base = 0x4000_0000
-    layout = RamLayout(base, PAGES * PAGE_SIZE,
+    layout = RamLayout.linear(base, PAGES * PAGE_SIZE,
                        (Region("workload", base + 32 * PAGE_SIZE, base + 40 * PAGE_SIZE),))
     da, db = digests(a), digests(b)
     assert np.flatnonzero(da != db).tolist() == [37]
@@ -78,7 +78,7 @@ def test_exclusions_counted_as_by_compare_images(images: tuple[Path, Path]) -> N
     a, b = images
     for page in (5, 7, 20):
         flip(b, page * PAGE_SIZE + 100)
-    layout = RamLayout(0, PAGES * PAGE_SIZE)
+    layout = RamLayout.linear(0, PAGES * PAGE_SIZE)
     excl = [Region("firmware scratch", 4 * PAGE_SIZE, 6 * PAGE_SIZE),
             Region("one byte", 7 * PAGE_SIZE + 5, 7 * PAGE_SIZE + 6)]
     res = compare_digests(digests(a), digests(b), layout, excl)
@@ -111,14 +111,14 @@ def test_many_chunks_threads_and_short_blocks(tmp_path: Path,
     da = digests(a, threads=2)
     assert da.tolist() == digests(a, threads=1).tolist() == digest_pages(
         np.frombuffer(data, dtype=np.uint8)).tolist()
-    res = compare_digests(da, digests(b, threads=2), RamLayout(0, size), max_reported=2)
+    res = compare_digests(da, digests(b, threads=2), RamLayout.linear(0, size), max_reported=2)
     assert res.differing.tolist() == [0, 8, 10, 40]
     assert [m.page for m in res.mismatches] == [0, 8]
 
 
 def test_seconds_are_what_the_digests_took(images: tuple[Path, Path]) -> None:
     d = digests(images[0])
-    res = compare_digests(d, d, RamLayout(0, PAGES * PAGE_SIZE), seconds=0.5)
+    res = compare_digests(d, d, RamLayout.linear(0, PAGES * PAGE_SIZE), seconds=0.5)
     assert res.seconds == 0.5
     assert res.gib_per_s == round(PAGES * PAGE_SIZE / (1 << 30) / 0.5, 3)
 
@@ -126,9 +126,9 @@ def test_seconds_are_what_the_digests_took(images: tuple[Path, Path]) -> None:
 def test_mismatched_inputs_are_refused(images: tuple[Path, Path], tmp_path: Path) -> None:
     d = digests(images[0])
     with pytest.raises(ValueError, match="differ in shape"):
-        compare_digests(d, d[:-1], RamLayout(0, PAGES * PAGE_SIZE))
+        compare_digests(d, d[:-1], RamLayout.linear(0, PAGES * PAGE_SIZE))
     with pytest.raises(ValueError, match="do not cover RAM"):
-        compare_digests(d, d, RamLayout(0, (PAGES + 1) * PAGE_SIZE))
+        compare_digests(d, d, RamLayout.linear(0, (PAGES + 1) * PAGE_SIZE))
     odd = tmp_path / "odd"
     odd.write_bytes(bytes(PAGE_SIZE + 1))
     with pytest.raises(ValueError, match="not a multiple"):

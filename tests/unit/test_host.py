@@ -60,3 +60,14 @@ def test_arm64_kvm_ring_without_bitmap_is_refused_unless_forced() -> None:
     assert ring_safety("aarch64", "kvm", 4096, arm_bitmap, force=False) == ()
     assert ring_safety("aarch64", "kvm", 0, arm_no_bitmap, force=False) == ()
     assert ring_safety("x86_64", "kvm", 4096, PVM, force=False) == ()
+
+
+def test_pae_guest_needs_a_kvm_that_pages_32bit_guests() -> None:
+    assert PVM.runs_pae_guests is False and kvm(True, "vmx").runs_pae_guests is True
+    accel, why = choose_accel("auto", "x86_64", PVM, needs_64bit=False, needs_pae=True)
+    assert accel == "tcg" and why.startswith("auto: this host's KVM (pvm) resets a 32-bit "
+                                             "guest that turns on PAE paging")
+    with pytest.raises(UsageError, match=r"^--accel kvm: this host's KVM \(pvm\) resets"):
+        choose_accel("kvm", "x86_64", PVM, needs_64bit=False, needs_pae=True)
+    assert choose_accel("kvm", "x86_64", kvm(True, "svm"), needs_64bit=False,
+                        needs_pae=True) == ("kvm", "requested")

@@ -126,6 +126,7 @@ def test_options_for_another_guest_are_refused(kwargs: dict[str, object], proble
     ({"ready_line": "x"}, "--ready-line applies only to --handshake line"),
     ({"handshake": "line", "ready_line": "("}, "--ready-line '('"),
     ({"machine_opts": ("gic-version",)}, "expected KEY=VALUE"),
+    ({"machine_opts": ("max-ram-below-4g=2G",)}, "this would move it"),
 ])
 def test_kernel_guest_options_are_checked(kwargs: dict[str, object], problem: str,
                                           tmp_path: Path) -> None:

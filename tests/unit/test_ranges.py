@@ -5,7 +5,7 @@ from qmpctl.verify.ramimage import RamLayout, Region
 from qmpctl.verify.ranges import DiffRange, describe_ranges, locate_differences
 
 BASE = 0x4000_0000  # arm64 virt: RAM starts at 1 GiB, so gpa != offset
-LAYOUT = RamLayout(BASE, 64 * MiB, (
+LAYOUT = RamLayout.linear(BASE, 64 * MiB, (
     Region("wave", BASE + 16 * MiB, BASE + 48 * MiB),
     Region("its-tables", BASE + 20 * MiB, BASE + 20 * MiB + 8 * PAGE_SIZE),  # inside wave
 ))
@@ -63,7 +63,7 @@ def test_pages_outside_every_region_and_at_the_region_edge() -> None:
 
 
 def test_regions_with_the_same_name_are_tallied_together() -> None:
-    layout = RamLayout(0, 8 * PAGE_SIZE, (Region("rom", 0, PAGE_SIZE),
+    layout = RamLayout.linear(0, 8 * PAGE_SIZE, (Region("rom", 0, PAGE_SIZE),
                                           Region("rom", 4 * PAGE_SIZE, 5 * PAGE_SIZE)))
     loc = locate_differences([0, 2, 4], layout)
     assert loc.by_region == {"rom": 2, "other RAM": 1}
@@ -72,7 +72,7 @@ def test_regions_with_the_same_name_are_tallied_together() -> None:
 def test_hundreds_of_thousands_of_pages_every_one_accounted() -> None:
     # 2 GiB x86 guest, every other page of the top 1.5 GiB differs plus one
     # dense run: ~200k pages, ~200k ranges.
-    layout = RamLayout(0, 2048 * MiB, (Region("wave", 2 * MiB, 1800 * MiB),))
+    layout = RamLayout.linear(0, 2048 * MiB, (Region("wave", 2 * MiB, 1800 * MiB),))
     sparse = np.arange(131072, 524288, 2)
     dense = np.arange(1000, 3000)
     pages = np.concatenate([sparse, dense])
@@ -89,6 +89,6 @@ def test_hundreds_of_thousands_of_pages_every_one_accounted() -> None:
 
 
 def test_describe_ranges_is_one_line() -> None:
-    loc = locate_differences(np.arange(10, 14), RamLayout(0, 64 * PAGE_SIZE))
+    loc = locate_differences(np.arange(10, 14), RamLayout.linear(0, 64 * PAGE_SIZE))
     assert describe_ranges(loc) == (
         "4 pages in 1 range (other RAM 4): 0xa000-0xe000 (4 pages, other RAM)")

@@ -102,3 +102,15 @@ def test_room_for_both_sides_is_checked_before_launch() -> None:
     assert space_problem(2048, 3 << 30, Path("/dev/shm")) == (
         "not enough room for 2 copies of guest RAM in /dev/shm: 4160 MiB needed, 3072 MiB "
         "free (1088 MiB missing)")
+
+
+def test_memory_for_both_sides_is_checked_before_launch() -> None:
+    from qmpctl.host.memory import mem_available, memory_problem
+
+    assert mem_available("MemTotal: 100 kB\nMemAvailable:   2048 kB\n") == 2 << 20
+    assert mem_available("MemTotal: 100 kB\n") is None
+    assert memory_problem(8192, 23 << 30) is None
+    assert memory_problem(11264, 22 << 30) == (
+        "not enough memory for 2 copies of guest RAM (tmpfs pages are RAM and QEMU fills both "
+        "RAM files): 22784 MiB needed, 22528 MiB available (256 MiB missing)")
+    assert memory_problem(11264, None) is None
