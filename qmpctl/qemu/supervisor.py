@@ -35,6 +35,7 @@ def how_it_ended(code: int | None) -> str:
 
 _TRACE_LINE = re.compile(r"^\d+@\d+\.\d+:\w+")  # `PID@TIME:event ...` (trace events)
 _QEMU_ERROR = re.compile(r"qemu-system-\w+: (.*)")
+EXIT_GRACE_S = 1.0  # how long a QEMU whose monitor went away may take to be reaped
 
 
 def last_lines(text: str, n: int = 4) -> str:
@@ -81,6 +82,12 @@ class Supervisor:
             return await self._fail(side, machine,
                                     f"{side} QEMU {how_it_ended(machine.exit_code)}")
         if machine.qmp.runstate.name != "RUNNING":
+            # A dying QEMU drops its monitor before it is reaped: give the exit
+            # a moment, so the report says how it ended, not only that QMP went.
+            await machine.wait_exit(EXIT_GRACE_S)
+            if not machine.is_running():
+                return await self._fail(side, machine,
+                                        f"{side} QEMU {how_it_ended(machine.exit_code)}")
             return await self._fail(side, machine, f"{side} QEMU's monitor connection was lost")
         try:
             await machine.execute("query-status", timeout=self.answer_within)
