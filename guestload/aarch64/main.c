@@ -133,6 +133,7 @@ static void load_params(u64 dtb)
 		ram_size = fdt_ram_size(RAM_BASE, RAM_BASE);
 	if (!ram_size)
 		fatal("no-ram-size");
+	mmu_map_ram(RAM_BASE + ram_size);
 
 	/* Reserved: from the start of RAM (DTB) to the end of the image, which
 	 * includes stacks and the GIC/ITS tables. */

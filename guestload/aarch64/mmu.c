@@ -1,6 +1,8 @@
 /*
  * Identity map with 1 GiB level-1 blocks: 0-1 GiB (all of virt's MMIO,
- * GIC, UART, fw_cfg) as Device-nGnRnE, 1-4 GiB (RAM) as Normal write-back.
+ * GIC, UART, fw_cfg) as Device-nGnRnE, 1-4 GiB (RAM) as Normal write-back;
+ * RAM above 4 GiB (virt's RAM is one piece from 1 GiB) once its size is known
+ * (mmu_map_ram), up to the 39-bit VA's 512 GiB.
  *
  * Why bother in a test guest: with the MMU off every data access is
  * Device memory, where exclusives (our spinlock) are not guaranteed and
@@ -28,6 +30,18 @@ void mmu_build_tables(void)
 	for (u64 i = 1; i < 4; i++)
 		l1_table[i] = (i << 30) | BLK_VALID | BLK_ATTR(ATTR_NORMAL) | BLK_SH_INNER | BLK_AF;
 	dsb_sy();
+}
+
+void mmu_map_ram(u64 top)
+{
+	u64 last = (top + (1UL << 30) - 1) >> 30;
+
+	if (last > 512)
+		last = 512;
+	for (u64 i = 4; i < last; i++)
+		l1_table[i] = (i << 30) | BLK_VALID | BLK_ATTR(ATTR_NORMAL) | BLK_SH_INNER | BLK_AF;
+	dsb_sy();
+	asm volatile("tlbi vmalle1\n dsb nsh\n isb" ::: "memory");
 }
 
 void mmu_enable(void)

@@ -111,8 +111,8 @@ class LinuxGuest(OwnGuest):
 
     def validate(self) -> None:
         problems = self.workload.problems()
-        if not 256 <= self.ram_mib <= 2048:
-            problems.append(f"--ram {self.ram_mib}: Linux guests need 256..2048 MiB")
+        if self.ram_mib < 256:
+            problems.append(f"--ram {self.ram_mib}: Linux guests need at least 256 MiB")
         if self.smp < 1:
             problems.append("--smp must be at least 1")
         if problems:

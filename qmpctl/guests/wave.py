@@ -34,8 +34,16 @@ def default_wave(arch: Arch, ram_mib: int) -> WaveParams:
     Guests above SMALL_RAM_MIB get a wave over most of their RAM instead,
     above 4 GiB too (`big_wave`)."""
     base, low = RAM_BASE[arch], RESERVED_LOW[arch]
-    if arch == "x86_64" and ram_mib > SMALL_RAM_MIB:
-        return big_wave(ram_layout(arch, ram_mib))
+    if ram_mib > SMALL_RAM_MIB:
+        layout = ram_layout(arch, ram_mib)
+        if arch == "x86_64":
+            return big_wave(layout)
+        # arm64 virt: one piece of RAM from 1 GiB; keep clear of its top 16 MiB
+        # as the small default does.
+        top = layout.start + ram_mib * MiB - 16 * MiB
+        stride = big_stride(top - (base + low))
+        return WaveParams(start=base + low, end=top - (top - base - low) % stride,
+                          stride=stride)
     end = base + min(ram_mib * MiB - 16 * MiB, low + 100 * MiB)
     return WaveParams(start=base + low, end=max(end, base + low + MiB))
 
@@ -159,9 +167,6 @@ class WaveGuest(OwnGuest):
 
     def validate(self) -> None:
         problems = self.wave.problems()
-        if self.arch == "aarch64" and self.ram_mib > SMALL_RAM_MIB:
-            problems.append(f"aarch64 guests are limited to {SMALL_RAM_MIB} MiB (the guest "
-                            "identity-maps RAM below 4 GiB only)")
         if self.smp < self.min_smp:
             problems.append(f"the {self.name} guest needs at least {self.min_smp} vCPUs")
         layout = self.layout()

@@ -66,3 +66,16 @@ async def test_corrupt_dst_above_4g_is_reported_at_its_address(
         TARGET & ~0xFFF]
     assert [f.detail for f in rep.faults] == [
         f"destination byte at gpa {TARGET:#x} flipped 0x00 -> 0x5a"]
+
+
+async def test_arm64_ram_above_4g_verified(qmpctl_migrate: MigrateFn) -> None:
+    """arm64 virt: RAM is one piece from 1 GiB; with 4 GiB the default wave runs
+    to 5 GiB - 16 MiB, so the guest maps and writes RAM above 4 GiB, and the
+    ITS tables and LPIs are checked as for any arm64 run."""
+    rep = await qmpctl_migrate(arch="aarch64", ram=4096, accel="tcg", timeout=240.0)
+    assert our_qemu_processes() == []
+    assert_verified(rep)
+    assert rep.memory is not None and rep.memory.pages_compared == 4 * GiB // 4096
+    assert rep.config is not None and int(rep.config.workload["end"]) > 4 * GiB
+    assert [c.name for c in rep.guest_checks if not c.ok] == []
+    assert {"its-mapped", "lpis-flowing"} <= {c.name for c in rep.guest_checks}
