@@ -31,7 +31,7 @@ runner = CliRunner()
     (["--ram", "8192", "--accel", "kvm"],
      "--accel kvm: this host's KVM (pvm) resets a 32-bit guest that turns on PAE paging"),
     (["--arch", "aarch64", "--ram", "4096"], "aarch64 guests are limited to 2048 MiB"),
-    (["--guest", "linux", "--ram", "4096"], "Linux guests need 256..2048 MiB"),
+    (["--guest", "linux", "--ram", "128"], "--ram 128: Linux guests need at least 256 MiB"),
     (["--exclude", "0x1000"], "--exclude '0x1000': expected START-END[:REASON]"),
     (["--ram", "0"], "--ram 0 MiB: must be at least 32"),
     (["--smp", "300"], "--smp 300: must be 1..8"),
