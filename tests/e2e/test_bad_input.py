@@ -30,7 +30,7 @@ runner = CliRunner()
     (["--ram", "4096", "--wave-end", "3100"], "RAM is 0x0-0xc0000000, 0x100000000-0x140000000"),
     (["--ram", "8192", "--accel", "kvm"],
      "--accel kvm: this host's KVM (pvm) resets a 32-bit guest that turns on PAE paging"),
-    (["--arch", "aarch64", "--ram", "4096"], "aarch64 guests are limited to 2048 MiB"),
+    (["--arch", "aarch64", "--smp", "1"], "needs at least 2 vCPUs"),
     (["--guest", "linux", "--ram", "128"], "--ram 128: Linux guests need at least 256 MiB"),
     (["--exclude", "0x1000"], "--exclude '0x1000': expected START-END[:REASON]"),
     (["--ram", "0"], "--ram 0 MiB: must be at least 32"),
