@@ -10,7 +10,10 @@ measurement once, so drift on a shared machine hits them alike):
   compared (what getting the bytes out of tmpfs costs);
 * qmpctl's compare_images of the two files (open, compare, close);
 * hashed mode: page_digests of one file (what each host does when the
-  destination is elsewhere), and of both files plus compare_digests (one host).
+  destination is elsewhere), and of both files plus compare_digests (one host);
+* the same compare of two memfds (`memory-backend-memfd`, which qmpctl would
+  read through /proc/PID/fd/N) beside the tmpfs files it uses
+  (`memory-backend-file` on /dev/shm): which backend verifies faster.
 
 Prints GiB of image per second for each and the ratios to all-threads memcmp.
 Figures, not assertions: the machine is shared and noisy. `--blocks 256,1024`
@@ -175,6 +178,19 @@ def main() -> int:
         with RamImage(a) as s, RamImage(b) as d:
             method = compare.compare_method(s, d)
             page = os.fstat(s.fd).st_blksize
+        memfds = [os.memfd_create(f"bench-{n}") for n in ("a", "b")]
+        for fd, buf in zip(memfds, (x, y), strict=True):
+            os.ftruncate(fd, size)
+            view = memoryview(buf)  # type: ignore[arg-type]
+            for off in range(0, size, WRITE_CHUNK):
+                os.pwrite(fd, view[off:off + WRITE_CHUNK], off)
+
+        def engine_memfd() -> None:
+            paths = [Path(f"/proc/self/fd/{fd}") for fd in memfds]
+            with RamImage(paths[0]) as s, RamImage(paths[1]) as d:
+                if not compare_images(s, d, layout, threads=threads).identical:
+                    raise SystemExit("bench_compare: compare_images found a difference")
+
         cases: dict[str, tuple[Callable[[], object], str]] = {
             "memcmp 1 thread": (lambda: _memcmp(x.ctypes.data, y.ctypes.data, size),
                                 "in-memory buffers"),
@@ -186,6 +202,8 @@ def main() -> int:
                                        f"method {method}"),
             "compare, method read": (variant(engine, method="read"), "preadv + memcmp"),
             "compare, method map": (variant(engine, method="map"), "memcmp of the mappings"),
+            "qmpctl compare, memfd": (engine_memfd, "compare_images of two memfds "
+                                                    "(/proc/self/fd/N)"),
             "hashed, 1 image": (hash_one, "page_digests of one file (each host's share)"),
             "hashed, 2 images": (hash_both, "page_digests of both + compare_digests"),
         }
@@ -215,8 +233,13 @@ def main() -> int:
               f"{ref / best['hashed, 1 image']:5.2f}  (target >= 0.50; hosts hash in parallel)")
         print(f"ratio hashed, 2 images / memcmp {threads} threads "
               f"{ref / best['hashed, 2 images']:5.2f}  (both sides on this host)")
+        print(f"ratio compare memfd / compare tmpfs file      "
+              f"{best['qmpctl compare'] / best['qmpctl compare, memfd']:5.2f}  "
+              "(> 1: memory-backend-memfd would verify faster)")
         print(f"ratio read floor / memcmp {threads} threads       "
               f"{ref / best['read floor']:5.2f}  (the copy out of the files alone)")
+        for fd in memfds:
+            os.close(fd)
     finally:
         run.remove()
     return 0
