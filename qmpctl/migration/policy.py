@@ -146,13 +146,21 @@ class HoldBack:
 @dataclass
 class BreakPostcopy:
     """`inner`, plus one `migrate-pause` once postcopy is active, so the run
-    must recover (the driver's `Recovery`) before it can complete."""
+    must recover (the driver's `Recovery`) before it can complete.
+
+    Postcopy has its own bandwidth (`max-postcopy-bandwidth`, unlimited by
+    default): a small guest's postcopy phase then lasts milliseconds and the
+    pause would land after completion. It is capped until the recovery
+    (which lifts it), so the break falls inside postcopy."""
 
     inner: Policy
+    postcopy_bandwidth: int = 8 << 20
     broken: bool = field(default=False, init=False)
 
     def settings(self) -> MigrationSettings:
-        return self.inner.settings()
+        capped = MigrationSettings(parameters={"max-postcopy-bandwidth":
+                                               self.postcopy_bandwidth})
+        return self.inner.settings().merged(capped)
 
     def decide(self, state: MigrationState) -> list[Action]:
         actions = self.inner.decide(state)

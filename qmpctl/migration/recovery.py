@@ -120,9 +120,12 @@ class Recovery:
             self.attempts.append(attempt)
             try:
                 await src.execute("migrate", {"uri": uri, "resume": True})
-                return
             except QmpReplyError as exc:
                 attempt.error = exc.desc
+                continue
+            # The postcopy bandwidth was capped only so the break fell inside postcopy.
+            await src.execute("migrate-set-parameters", {"max-postcopy-bandwidth": 0})
+            return
 
     async def close(self) -> None:
         if self._server is not None:

@@ -113,6 +113,7 @@ def test_break_postcopy_pauses_once_after_the_switchover() -> None:
 
     policy = BreakPostcopy(HoldBack(ending=Postcopy()))
     assert policy.settings().capabilities == {"postcopy-ram": True}
+    assert policy.settings().parameters["max-postcopy-bandwidth"] == 8 << 20
     assert policy.decide(State("active", (), 0.0, True)) == []
     first = policy.decide(State("postcopy-active", (), 1.0, True))
     assert [type(a) for a in first] == [PausePostcopy]

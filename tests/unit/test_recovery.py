@@ -52,7 +52,8 @@ async def test_a_destination_that_did_not_notice_is_paused_too(tmp_path: Path) -
     await rec.recover(src, 1.0)  # type: ignore[arg-type]
     assert dst.commands[0] == ("migrate-pause", {})
     assert dst.commands[1] == ("migrate-recover", {"uri": "tcp:192.0.2.2:4445"})
-    assert src.commands == [("migrate", {"uri": "tcp:192.0.2.2:4445", "resume": True})]
+    assert src.commands == [("migrate", {"uri": "tcp:192.0.2.2:4445", "resume": True}),
+                            ("migrate-set-parameters", {"max-postcopy-bandwidth": 0})]
     assert rec.attempts[0].paused_destination
 
 
