@@ -42,6 +42,11 @@ class LinuxWorkload:
             out.append(f"--workload-size {self.size!r}: expected e.g. 64M, 1G or 25% (<= 90%)")
         return out
 
+    def size_mib(self, ram_mib: int) -> int:
+        """The workload's memory in MiB (pure; `problems()` must be empty)."""
+        num, unit = int(self.size[:-1]), self.size[-1:]
+        return {"M": num, "G": num * 1024}.get(unit, ram_mib * num // 100)
+
     def cmdline(self) -> str:
         args = [f"qmpctl.workload={self.kind}", f"qmpctl.size={self.size}"]
         if self.hot:

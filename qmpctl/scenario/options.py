@@ -94,8 +94,8 @@ class MigrateOptions(BaseModel):
                                                     "joined by a veth pair")
     min_passes: int = 3
     throttle: int = Field(64, description="MiB/s while convergence is held back; left "
-                                          "unset for a wave guest above 2 GiB: scaled to its "
-                                          "wave (`big_guest_throttle`)")
+                                          "unset for a guest above 2 GiB: its wave's or Linux "
+                                          "working set's bytes over 2 s (at least 64)")
     downtime_limit: int = Field(1000, description="ms once it may converge")
     timeout: float = Field(300.0, description="seconds the migration may take")
     hold_timeout: float = Field(30.0, description="seconds to wait for the guest to re-dirty "
@@ -329,9 +329,12 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
         raise UsageError(f"--smp {opts.smp}: must be 1..{MAX_SMP}")
     guest = build_guest(opts, arch, ram_mib)
     guest.validate()
-    if "throttle" not in opts.model_fields_set and isinstance(guest, WaveGuest) \
-            and ram_mib > SMALL_RAM_MIB:
-        opts = opts.model_copy(update={"throttle": big_guest_throttle(guest.wave)})
+    if "throttle" not in opts.model_fields_set and ram_mib > SMALL_RAM_MIB:
+        if isinstance(guest, WaveGuest):
+            opts = opts.model_copy(update={"throttle": big_guest_throttle(guest.wave)})
+        elif isinstance(guest, LinuxGuest):  # guestload rewrites its whole working set
+            opts = opts.model_copy(update={"throttle": max(
+                64, guest.workload.size_mib(ram_mib) // HELD_PASS_S)})
     needs_pae = isinstance(guest, WaveGuest) and arch == "x86_64" and guest.above_4g
     accel, reason = choose_accel(opts.accel, arch, kvm, guest.needs_64bit_kvm, needs_pae)
     if accel == "tcg" and opts.dirty_ring is not None:

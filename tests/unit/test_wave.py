@@ -185,3 +185,21 @@ def test_options_build_big_waves() -> None:
     arm.validate()  # virt's RAM is one piece from 1 GiB: the wave runs to its top
     assert isinstance(arm, WaveGuest)
     assert arm.wave == WaveParams(GiB + 16 * MiB, 9 * GiB - 16 * MiB, 32 * 1024)
+
+
+def test_big_linux_guests_hold_back_at_their_working_set() -> None:
+    """Above 2 GiB a Linux guest's held-back bandwidth resends its working set in
+    about 2 s, as for the wave guest; an explicit --throttle stays."""
+    from qmpctl.guests.linux import LinuxWorkload
+    from qmpctl.host.kvm import KvmInfo
+    from qmpctl.scenario.options import resolve
+
+    assert LinuxWorkload(size="25%").size_mib(8192) == 2048
+    assert LinuxWorkload(size="1G").size_mib(8192) == 1024
+    kvm = KvmInfo(device="/dev/kvm", accessible=False, flavour="none", error="test")
+    big = resolve(MigrateOptions(guest="linux", ram=8192, workload_size="25%"), kvm)
+    assert big.options.throttle == 1024
+    small = resolve(MigrateOptions(guest="linux", ram=1024, workload_size="25%"), kvm)
+    assert small.options.throttle == 64
+    given = resolve(MigrateOptions(guest="linux", ram=8192, throttle=100), kvm)
+    assert given.options.throttle == 100
