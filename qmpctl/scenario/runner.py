@@ -16,8 +16,6 @@ import contextlib
 import datetime as dt
 import logging
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -40,7 +38,7 @@ from ..faults.injector import FaultInjector
 from ..guests.base import GuestCheck
 from ..guests.its import table_regions, table_verdicts
 from ..host.memory import mem_available, memory_problem
-from ..host.netns import NetnsPair, connect_in, namespace_name, sweep_stale_namespaces
+from ..host.netns import NetnsPair, namespace_name, sweep_stale_namespaces
 from ..host.qemu import QemuBinary
 from ..host.selfmem import AnonPeak, read_mib
 from ..migration import driver
@@ -64,7 +62,7 @@ from ..qemu.schema import QemuSchema, probe_schema
 from ..qemu.supervisor import Supervisor
 from ..report.models import NetnsConfig, RunConfig, RunReport
 from ..report.verdict import before_migration_failure, conclude
-from ..verify.agent import AGENT_PORT, AgentClient, RemoteImage
+from ..verify.agent import AgentClient, RemoteImage
 from ..verify.classify import classify_mismatches
 from ..verify.compare import compare_images
 from ..verify.digest import compare_digests, page_digests
@@ -81,6 +79,7 @@ from .options import (
     effective_verify,
     resolve,
 )
+from .remote import start_agent
 
 log = logging.getLogger(__name__)
 
@@ -671,46 +670,6 @@ async def _run(run: Run) -> None:
                 run.supervisor.stop()
                 watcher.cancel()
                 sampler.cancel()
-
-
-async def start_agent(stack: contextlib.AsyncExitStack, pair: NetnsPair,
-                      root: Path) -> AgentClient:
-    """`qmpctl agent` on the destination host (its namespace: `ip netns exec`
-    stands for ssh), serving RAM files under the run directory only; the
-    client connects from the source host, as across a network."""
-    argv = ["ip", "netns", "exec", pair.dst_ns, sys.executable, "-m", "qmpctl", "agent",
-            "--listen", f"{pair.mgmt_dst_addr}:{AGENT_PORT}", "--root", str(root)]
-    log_file = stack.enter_context((root / "agent.log").open("wb"))
-    proc = await asyncio.create_subprocess_exec(*argv, stdin=subprocess.DEVNULL,
-                                                stdout=log_file, stderr=log_file)
-
-    async def stop() -> None:
-        if proc.returncode is None:
-            proc.terminate()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5):
-                    await proc.wait()
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-
-    stack.push_async_callback(stop)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            sock = await asyncio.to_thread(connect_in, pair.src_ns, pair.mgmt_dst_addr,
-                                           AGENT_PORT)
-            break
-        except OSError as exc:
-            if proc.returncode is not None or time.monotonic() > deadline:
-                raise HostError(f"qmpctl agent did not start in {pair.dst_ns}: {exc}; "
-                                f"its output: {(root / 'agent.log').read_text()[-500:]}"
-                                ) from exc
-            await asyncio.sleep(0.1)
-    client = AgentClient(sock, f"{pair.mgmt_dst_addr}:{AGENT_PORT}")
-    stack.callback(client.close)
-    await asyncio.to_thread(client.hello)
-    return client
 
 
 def _keep_logs(run_dir: RunDir, dest: Path) -> None:
