@@ -7,9 +7,10 @@ destination listens again (`migrate-recover URI`) and the source reconnects
 (`migrate URI resume=true`). With `fail_first`, the first attempt goes to a
 listener that accepts and hangs up at once, so the source's resume handshake
 fails and it must pause again and be recovered a second time (QEMU's
-double-failure case). A cut link (`--fault link-down-for=S@postcopy` with
---topology netns) is recovered the same way once it is back: the source's
-attempts fail while it is down and are retried.
+double-failure case). A cut migration link (`--fault
+link-down-for=S@status:postcopy-paused` with --topology netns) is recovered
+the same way once it is back: a destination that never saw the break is
+paused too, and the source's attempts are retried while the link is down.
 """
 
 from __future__ import annotations
