@@ -37,6 +37,7 @@ from ..core.units import MiB
 from ..faults.injector import FaultInjector
 from ..guests.base import GuestCheck
 from ..guests.its import table_regions, table_verdicts
+from ..host.gate import ConnectGate
 from ..host.memory import mem_available, memory_problem
 from ..host.netns import NetnsPair, namespace_name, sweep_stale_namespaces
 from ..host.qemu import QemuBinary
@@ -542,12 +543,23 @@ async def _cancelled_attempt(run: Run, src: QemuMachine, settings: MigrationSett
     # Not supervised: a destination whose incoming migration is cancelled exits,
     # and its monitor's connection reset is no error either (qemu.qmp logs it).
     logging.getLogger("qemu.qmp.protocol.qmpctl-dst-cancelled").setLevel(logging.CRITICAL)
+    # Cancel in setup: the source connects to a gate instead, which holds it
+    # in setup until the cancel is in (then refuses it), so the cancel cannot
+    # land in active by a race; the destination is left listening.
+    gate = ConnectGate(run.dir.side("mig-gate", "sock")) if status == "setup" else None
+
+    async def open_gate(new_status: str) -> None:
+        if gate is not None and new_status == "cancelling":
+            gate.close()
+
     async with run.machine("dst-cancelled", r.qemu_dst) as dst:
         try:
             await driver.prepare(src, dst, uri, settings.merged(policy.settings()))
             run.migration_started, run.migration_completed = True, False
             try:
-                await driver.migrate(src, dst, uri, policy, stats, o.timeout)
+                with gate or contextlib.nullcontext():
+                    await driver.migrate(src, dst, gate.uri if gate else uri, policy, stats,
+                                         o.timeout, driver.Watch(on_status=open_gate))
             except MigrationFailed:
                 if stats.status != "cancelled":
                     raise

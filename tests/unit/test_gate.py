@@ -1,0 +1,30 @@
+"""The connect gate holds a real connect() until it closes, then refuses it."""
+
+import socket
+import threading
+from pathlib import Path
+
+from qmpctl.host.gate import ConnectGate
+
+
+def test_connect_waits_at_the_gate_until_it_closes(tmp_path: Path) -> None:
+    outcome: list[BaseException | None] = []
+
+    def connect(path: Path) -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            try:
+                sock.connect(str(path))  # blocking, as QEMU's worker thread connects
+                outcome.append(None)
+            except OSError as exc:
+                outcome.append(exc)
+
+    with ConnectGate(tmp_path / "gate.sock") as gate:
+        assert gate.uri == f"unix:{tmp_path / 'gate.sock'}"
+        waiter = threading.Thread(target=connect, args=(gate.path,))
+        waiter.start()
+        waiter.join(0.3)
+        assert waiter.is_alive() and not outcome, "connect() did not wait at the gate"
+        gate.close()
+        waiter.join(5)
+    assert len(outcome) == 1 and isinstance(outcome[0], ConnectionRefusedError)
+    assert not (tmp_path / "gate.sock").exists()
