@@ -442,8 +442,9 @@ async def _matrix(state: MatrixState, live: bool) -> None:
 @app.command()
 def matrix(
     preset: Annotated[str | None, typer.Option(
-        help="smoke (CI: x86_64 bare metal, under a minute here) or full (every axis value, 5 runs "
-             "each)")] = None,
+        help="smoke (CI: x86_64 bare metal, under a minute here), full (every feature, x86_64 and "
+             "arm64 bare metal, the README's table, about 20 minutes) or exhaustive (every axis "
+             "value, 5 runs each, hours)")] = None,
     axes: Annotated[Path | None, typer.Option(
         help="TOML file of the same shape: repeat, options and axes tables (README)")]
     = None,

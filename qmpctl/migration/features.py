@@ -260,10 +260,11 @@ class PostcopySwitch:
         figures = {"postcopy_requests": s.postcopy_requests}
         if s.mode != "postcopy":
             return FeatureEvidence(feature=self.name, engaged=False, figures=figures, detail=(
-                "the migration completed in precopy: migrate-start-postcopy was "
-                + ("issued" if s.postcopy_at_pass is not None else "never issued")
-                + f", but the source never reported postcopy-active "
-                  f"({' -> '.join(s.statuses)})"))
+                "the migration completed in precopy: "
+                + ("migrate-start-postcopy was issued, but the source never reported "
+                   "postcopy-active" if s.postcopy_at_pass is not None else
+                   "it converged before the policy issued migrate-start-postcopy")
+                + f" ({' -> '.join(s.statuses)})"))
         return FeatureEvidence(feature=self.name, engaged=True, figures=figures, detail=(
             f"postcopy-active from pass {s.postcopy_at_pass}; {s.postcopy_requests} pages "
             "requested by the destination"))

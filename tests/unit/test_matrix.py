@@ -140,8 +140,23 @@ def test_smoke_preset_cells_and_their_options() -> None:
     assert str(cells[0]) == SMOKE_IDS[0]
 
 
-def test_full_preset_expands_every_axis_and_lists_collapsed_tcg_cells() -> None:
+def test_full_preset_is_every_feature_on_both_bare_metal_guests() -> None:
     spec = load_preset("full")
+    assert spec.repeat == 3
+    cells = expand(spec)
+    ids = {c.id for c in cells}
+    assert all(c.not_run is None for c in cells)
+    tcg = [f for f in FEATURES if "dirty-limit" not in f]
+    for arch in ("x86_64-tcg-smp1", "aarch64-tcg-smp2"):
+        assert {f"{arch}-baremetal-{f}-10.0->10.0" for f in tcg} <= ids
+    for kvm in ("bitmap", "ring1024", "ring4096"):
+        assert {f"x86_64-kvm-{kvm}-smp1-baremetal-{f}-10.0->10.0" for f in FEATURES} <= ids
+    assert "aarch64-tcg-smp2-baremetal-postcopy-10.0->7.2" in ids
+    assert len(cells) == 2 * len(tcg) + 3 * len(FEATURES) + 2 * 2 * 2
+
+
+def test_exhaustive_preset_expands_every_axis_and_lists_collapsed_tcg_cells() -> None:
+    spec = load_preset("exhaustive")
     assert spec.repeat == 5
     cells = expand(spec)
     # per (arch, guest, feature, qemu): 1 TCG cell + 4 collapsed into it, 4 KVM cells
@@ -482,7 +497,7 @@ def test_loss_summary_names_blocks_and_checks_too() -> None:
 
 
 @pytest.mark.parametrize(("args", "problem"), [
-    ([], "give one of --preset NAME (smoke, full) or --axes FILE.toml"),
+    ([], "give one of --preset NAME (smoke, full, exhaustive) or --axes FILE.toml"),
     (["--preset", "smoke", "--axes", "m.toml"], "give one of --preset"),
     (["--preset", "huge"], "--preset 'huge': choose smoke, full"),
     (["--preset", "smoke", "--repeat", "0"], "--repeat 0: must be at least 1"),
