@@ -30,6 +30,7 @@ from .matrix.cells import expand, select
 from .matrix.execute import MatrixState, run_matrix
 from .matrix.junit import write_junit
 from .matrix.knownloss import parse_known_loss
+from .matrix.markdown import feature_table
 from .matrix.plan import check_options, describe_host, host_check, plan
 from .matrix.plot import plot_matrix
 from .matrix.presets import PRESETS
@@ -463,6 +464,8 @@ def matrix(
         help="Write JUnit XML: a testcase per cell and repeat, not-run cells skipped")] = None,
     plot: Annotated[Path | None, typer.Option(
         help="Write a PNG: loss rate per cell with its 95 % Wilson interval")] = None,
+    markdown: Annotated[Path | None, typer.Option(
+        help="Write a Markdown table: a row per feature, a column per configuration")] = None,
 ) -> None:
     """Run migrations over a matrix of axes, repeated; loss rate per cell."""
     t_start = time.monotonic()
@@ -470,7 +473,9 @@ def matrix(
         spec, source = _matrix_spec(preset, axes)
         if repeat is not None and repeat < 1:
             raise UsageError(f"--repeat {repeat}: must be at least 1")
-        for path, what in ((json_path, "--json"), (junit, "--junit"), (plot, "--plot")):
+        outputs = (("--json", json_path), ("--junit", junit), ("--plot", plot),
+                   ("--markdown", markdown))
+        for what, path in outputs:
             if path is not None:
                 check_writable(path, what)
         if plot is not None:
@@ -495,8 +500,7 @@ def matrix(
                *(["--repeat", str(repeat)] if repeat else []),
                *(["--cell", cell] if cell else []),
                *[a for k in known_loss or () for a in ("--known-loss", k)],
-               *[a for opt, p in (("--json", json_path), ("--junit", junit), ("--plot", plot))
-                 if p is not None for a in (opt, str(p))]]
+               *[a for opt, p in outputs if p is not None for a in (opt, str(p))]]
     result = state.report(command, source, host, cell)
     # Not a terminal (a CI log): wide enough for full cell ids on one line.
     (out if out.is_terminal else Console(width=200)).print(
@@ -510,6 +514,8 @@ def matrix(
         write_junit(result, junit)
     if plot is not None:
         plot_matrix(result, plot)
+    if markdown is not None:
+        markdown.write_text(feature_table(result))
     raise typer.Exit(result.exit_code)
 
 

@@ -23,6 +23,7 @@ from qmpctl.matrix.execute import MatrixState, run_matrix
 from qmpctl.matrix.features import FEATURES
 from qmpctl.matrix.junit import junit_tree
 from qmpctl.matrix.knownloss import covering, parse_known_loss
+from qmpctl.matrix.markdown import feature_table
 from qmpctl.matrix.plan import MatrixHost, check_options, plan
 from qmpctl.matrix.plot import plot_matrix
 from qmpctl.matrix.results import MatrixReport, exit_code, loss_summary, record
@@ -485,6 +486,16 @@ def test_plot_and_table(matrix_report: MatrixReport, tmp_path: Path) -> None:
     assert "1/2 50.0% [9.5%, 90.5%]" in text
     assert "not run here: 1 cells" in text and "no QEMU 7.2 for x86_64" in text
     assert "1 environment-error" in text and "1 known" in text
+
+
+def test_markdown_table_pivots_features_against_configurations(
+        matrix_report: MatrixReport) -> None:
+    assert feature_table(matrix_report).splitlines() == [
+        "| feature | tcg 10.0->10.0 | kvm bitmap 10.0->10.0 | kvm ring 4096 10.0->10.0 "
+        "| tcg 7.2->10.0 |",
+        "| --- | --- | --- | --- | --- |",
+        "| precopy | 1/2, **1 lost** | 1/2, 1 environment-error | 0/1, **1 lost** | not run |",
+        "| postcopy | 0/2, 1 inconclusive, 1 migration-failed |  |  |  |"]
 
 
 def test_loss_summary_names_blocks_and_checks_too() -> None:

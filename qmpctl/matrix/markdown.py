@@ -1,0 +1,76 @@
+"""A matrix's results as one Markdown table: a row per feature, a column per
+configuration (the other axes), each entry the cell's verdicts.
+
+This is how the README's results table is made, from the `--json` file a
+run wrote (`qmpctl matrix --markdown PATH`, or `python -m
+qmpctl.matrix.markdown RESULTS.json` for a file written earlier), so the
+table cannot drift from the run it quotes.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .features import FEATURES
+from .results import CellResult, MatrixReport
+
+# Column axes in the order they are named; a constant axis is left out.
+COLUMN_AXES = ("arch", "accel", "tracking", "smp", "guest", "qemu")
+
+
+def _column(cell: CellResult, varying: tuple[str, ...]) -> str:
+    parts = []
+    for axis in varying:
+        value = cell.axes.get(axis, "")
+        if axis == "tracking":
+            value = {"tcg": "", "ring": f"ring {cell.axes.get('ring', '')}"}.get(value, value)
+        elif axis == "smp":
+            value = f"{value} vCPU" + ("s" if value != "1" else "")
+        if value:
+            parts.append(value)
+    return " ".join(parts)
+
+
+def entry(cell: CellResult) -> str:
+    """`verified/runs`, then lost runs (bold) and every other verdict (pure)."""
+    if cell.status == "not-run":
+        return "not run"
+    s = cell.stats
+    if not s.runs:
+        return ""
+    text = f"{s.verified}/{s.runs}"
+    if s.lost:
+        text += f", **{s.lost} lost**"
+    others = sorted((v, n) for v, n in s.verdicts.items() if v not in ("verified", "mismatch"))
+    return text + "".join(f", {n} {v}" for v, n in others)
+
+
+def feature_table(report: MatrixReport) -> str:
+    """Rows: features in FEATURES order; columns: configurations in the
+    order the matrix ran them; a cell the matrix did not have is blank (pure)."""
+    varying = tuple(a for a in COLUMN_AXES
+                    if len({c.axes.get(a) for c in report.cells}) > 1
+                    or (a == "tracking" and len({c.axes.get("ring") for c in report.cells}) > 1))
+    columns: dict[str, dict[str, str]] = {}
+    for cell in report.cells:
+        columns.setdefault(_column(cell, varying), {})[cell.axes["feature"]] = entry(cell)
+    features = [f for f in FEATURES if any(f in col for col in columns.values())]
+    lines = ["| feature | " + " | ".join(columns) + " |",
+             "| --- |" + " --- |" * len(columns)]
+    lines += [f"| {f} | " + " | ".join(col.get(f, "") for col in columns.values()) + " |"
+              for f in features]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m qmpctl.matrix.markdown RESULTS.json", file=sys.stderr)
+        return 2
+    report = MatrixReport.model_validate_json(Path(argv[0]).read_text())
+    sys.stdout.write(feature_table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
