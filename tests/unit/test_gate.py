@@ -9,9 +9,11 @@ from qmpctl.host.gate import ConnectGate
 
 def test_connect_waits_at_the_gate_until_it_closes(tmp_path: Path) -> None:
     outcome: list[BaseException | None] = []
+    connecting = threading.Event()
 
     def connect(path: Path) -> None:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            connecting.set()
             try:
                 sock.connect(str(path))  # blocking, as QEMU's worker thread connects
                 outcome.append(None)
@@ -22,6 +24,9 @@ def test_connect_waits_at_the_gate_until_it_closes(tmp_path: Path) -> None:
         assert gate.uri == f"unix:{tmp_path / 'gate.sock'}"
         waiter = threading.Thread(target=connect, args=(gate.path,))
         waiter.start()
+        # On a loaded machine the thread may start late: closing the gate
+        # before it connects would test nothing (and unlink the path first).
+        assert connecting.wait(10)
         waiter.join(0.3)
         assert waiter.is_alive() and not outcome, "connect() did not wait at the gate"
         gate.close()
