@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from qmpctl.cli import app
 from qmpctl.host.netns import host_problem, list_namespaces
+from qmpctl.host.remote import NetnsHost
 from qmpctl.qemu.machine import QemuMachine
 from qmpctl.scenario.options import MigrateOptions, effective_transport, resolve
 from qmpctl.testing import Hooks, MigrateFn, assert_verified
@@ -59,7 +60,8 @@ async def test_netns_precopy_verified(qmpctl_migrate: MigrateFn) -> None:
         seen["named"] = (net_ns(src.pid) == os.stat(f"/run/netns/{src.spec.netns}").st_ino
                          and net_ns(dst.pid) == os.stat(f"/run/netns/{dst.spec.netns}").st_ino)
         seen["status"] = (await src.status(), await dst.status())
-        seen["remote"] = (dst.spec.listen, dst.spec.reach_from == src.spec.netns,
+        assert isinstance(dst.host, NetnsHost)
+        seen["remote"] = (dst.spec.listen, dst.host.reach_from == src.spec.netns,
                           dst.spec.qmp_socket.exists(), src.spec.qmp_socket.exists())
 
     async def on_pass(n: int, src: QemuMachine, dst: QemuMachine) -> None:
