@@ -239,7 +239,8 @@ def migrate(
         help="--dst-host: directory for the run's files on that host [default: /dev/shm]")]
     = None,
     dst_qmpctl: Annotated[str | None, typer.Option(
-        help="--dst-host: the command that runs qmpctl there [default: python3 -m qmpctl]")]
+        help="--dst-host, --dst-via ssh: the command that runs qmpctl there [default: "
+             "python3 -m qmpctl; --dst-via ssh: this qmpctl]")]
     = None,
     ssh_option: Annotated[list[str] | None, typer.Option(
         help="--dst-host: an ssh -o option NAME=VALUE (repeatable), e.g. "

@@ -325,6 +325,8 @@ class SshHost(RemoteHost):
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
+        if not self._held:
+            return  # nothing was started there, so nothing to remove
         try:
             code, _, err = await self.run(self.cleanup_command(), timeout=30)
         except HostError as exc:

@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import ctypes
 import os
+import select
 import selectors
 import shutil
 import signal
@@ -144,6 +145,10 @@ def tether(argv: list[str], pidfile: Path | None, run_dir: Path | None,
 
 
 def relay(path: Path, wait: float) -> int:
+    """Join stdin/stdout to the unix socket `path`, once it exists (within
+    `wait` seconds); ends when either side does, the wait included."""
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    early = b""  # what the client sent before the socket was there
     deadline = time.monotonic() + wait
     while True:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -155,8 +160,14 @@ def relay(path: Path, wait: float) -> int:
             if time.monotonic() > deadline:
                 sys.stderr.write(f"qmpctl relay: cannot connect to {path}: {exc}\n")
                 return 1
-            time.sleep(0.05)
-    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+            readable, _, _ = select.select([stdin], [], [], 0.05)
+            if readable:
+                data = os.read(stdin, 65536)
+                if not data:
+                    return 0  # the session ended before the socket was there
+                early += data
+    if early:
+        sock.sendall(early)
     sel = selectors.DefaultSelector()
     sel.register(stdin, selectors.EVENT_READ)
     sel.register(sock, selectors.EVENT_READ)

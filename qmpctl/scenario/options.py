@@ -104,8 +104,10 @@ class MigrateOptions(BaseModel):
                                                    "for the migration stream; None: HOST")
     dst_root: str = Field("/dev/shm", description="--dst-host: where the run's directory "
                                                   "goes on that host")
-    dst_qmpctl: str = Field(DEFAULT_DST_QMPCTL, description="--dst-host: the command that "
-                                                            "runs qmpctl on that host")
+    dst_qmpctl: str = Field(DEFAULT_DST_QMPCTL, description="--dst-host, --dst-via ssh: the "
+                                                            "command that runs qmpctl on that "
+                                                            "host (--dst-via ssh: this qmpctl "
+                                                            "unless given)")
     ssh_option: tuple[str, ...] = Field((), description="--dst-host: ssh -o options "
                                                         "(IdentityFile=..., Port=...)")
     min_passes: int = 3
@@ -540,10 +542,12 @@ def remote_problems(opts: MigrateOptions) -> list[str]:
     """--dst-host and --dst-via: what does not fit (pure)."""
     problems = []
     given = opts.model_fields_set
-    ssh_only = [f"--{n.replace('_', '-')}" for n in ("dst_addr", "dst_root", "dst_qmpctl",
-                                                     "ssh_option") if n in given]
+    ssh_only = [f"--{n.replace('_', '-')}" for n in ("dst_addr", "dst_root", "ssh_option")
+                if n in given]
     if opts.dst_host is None and ssh_only:
         problems.append(f"{', '.join(ssh_only)}: only with --dst-host")
+    if "dst_qmpctl" in given and not reached_by_ssh(opts):
+        problems.append("--dst-qmpctl: only with --dst-host or --dst-via ssh")
     if opts.dst_via == "ssh" and opts.topology != "netns":
         problems.append("--dst-via ssh: only with --topology netns (its sshd runs in the "
                         "destination's namespace); for another machine use --dst-host")

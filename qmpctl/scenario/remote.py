@@ -57,7 +57,9 @@ async def open_destination_host(stack: contextlib.AsyncExitStack, o: MigrateOpti
         stack.push_async_callback(sshd.stop)
         await sshd.start()
         ssh = SshHost(sshd.target, local_dir.parent / f"{local_dir.name}-dst",
-                      options=sshd.ssh_options(), qmpctl=this_qmpctl(),
+                      options=sshd.ssh_options(),
+                      qmpctl=(tuple(shlex.split(o.dst_qmpctl))
+                              if "dst_qmpctl" in o.model_fields_set else this_qmpctl()),
                       via=("ip", "netns", "exec", pair.src_ns))
         address = pair.dst_addr
     elif o.dst_host is not None:

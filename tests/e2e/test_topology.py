@@ -56,11 +56,11 @@ async def test_netns_precopy_verified(qmpctl_migrate: MigrateFn) -> None:
         # console are the run directory's unix sockets; the destination, a
         # remote host, listens on TCP in its namespace and is reached over the veth.
         assert src.pid is not None and dst.pid is not None
+        assert isinstance(dst.host, NetnsHost)
         seen["ns"] = {net_ns(src.pid), net_ns(dst.pid), net_ns(os.getpid())}
         seen["named"] = (net_ns(src.pid) == os.stat(f"/run/netns/{src.spec.netns}").st_ino
-                         and net_ns(dst.pid) == os.stat(f"/run/netns/{dst.spec.netns}").st_ino)
+                         and net_ns(dst.pid) == os.stat(f"/run/netns/{dst.host.namespace}").st_ino)
         seen["status"] = (await src.status(), await dst.status())
-        assert isinstance(dst.host, NetnsHost)
         seen["remote"] = (dst.spec.listen, dst.host.reach_from == src.spec.netns,
                           dst.spec.qmp_socket.exists(), src.spec.qmp_socket.exists())
 
