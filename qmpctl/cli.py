@@ -26,6 +26,7 @@ from . import __version__
 from .core.errors import ExitCode, QmpctlError, UsageError
 from .host.kvm import probe_kvm
 from .host.netns import sweep_stale_namespaces
+from .host.tether import main as tether_main
 from .matrix.cells import expand, select
 from .matrix.execute import MatrixState, run_matrix
 from .matrix.junit import write_junit
@@ -225,6 +226,26 @@ def migrate(
     topology: Annotated[str, typer.Option(
         help="local (both QEMUs here) or netns (each in its own network namespace, joined "
              "by a veth pair, 192.0.2.1 -> 192.0.2.2; needs root and iproute2)")] = "local",
+    dst_via: Annotated[str, typer.Option(
+        help="--topology netns: drive the destination's namespace with exec (`ip netns "
+             "exec`) or ssh (an sshd the run starts there, with keys of its own: the "
+             "--dst-host path, on one machine)")] = "exec",
+    dst_host: Annotated[str | None, typer.Option(
+        help="[USER@]HOST: run the destination QEMU and qmpctl agent on that host through "
+             "ssh (key authentication; see README, Destination on another host)")] = None,
+    dst_addr: Annotated[str | None, typer.Option(
+        help="--dst-host: the destination's address for the migration stream, port 4444 "
+             "[default: HOST]")] = None,
+    dst_root: Annotated[str | None, typer.Option(
+        help="--dst-host: directory for the run's files on that host [default: /dev/shm]")]
+    = None,
+    dst_qmpctl: Annotated[str | None, typer.Option(
+        help="--dst-host, --dst-via ssh: the command that runs qmpctl there [default: "
+             "python3 -m qmpctl; --dst-via ssh: this qmpctl]")]
+    = None,
+    ssh_option: Annotated[list[str] | None, typer.Option(
+        help="--dst-host: an ssh -o option NAME=VALUE (repeatable), e.g. "
+             "IdentityFile=~/.ssh/qmpctl, Port=2222")] = None,
     min_passes: Annotated[int, typer.Option(help="Dirty syncs before convergence is allowed")]
     = 3,
     throttle: Annotated[int | None, typer.Option(
@@ -369,6 +390,11 @@ def migrate(
             rate=rate, accel=accel, dirty_ring=dirty_ring, ram=ram, smp=smp,
             wave_start=wave_start, wave_end=wave_end, stride=stride, delta=delta,
             **({} if transport is None else {"transport": transport}), topology=topology,
+            dst_via=dst_via, dst_host=dst_host,
+            **({} if dst_addr is None else {"dst_addr": dst_addr}),
+            **({} if dst_root is None else {"dst_root": dst_root}),
+            **({} if dst_qmpctl is None else {"dst_qmpctl": dst_qmpctl}),
+            **({} if not ssh_option else {"ssh_option": tuple(ssh_option)}),
             min_passes=min_passes, **({} if throttle is None else {"throttle": throttle}),
             downtime_limit=downtime_limit, timeout=timeout, hold_timeout=hold_timeout,
             boot_timeout=boot_timeout, qemu=qemu, qemu_src=qemu_src,
@@ -576,21 +602,40 @@ def doctor(
 @app.command()
 def agent(
     listen: Annotated[str, typer.Option(
-        help="HOST:PORT to listen on, on the destination host (e.g. its migration address)")],
+        help="HOST:PORT or unix:PATH to listen on, on the destination host")],
     root: Annotated[Path, typer.Option(
         help="Serve only RAM files under this directory (read-only)")] = Path("/dev/shm"),
 ) -> None:
     """Hash a destination's RAM where it lives and send back only the digests
-    (run it on the destination host; qmpctl connects to it)."""
+    (run it on the destination host; qmpctl connects to it). It prints its
+    token on stdout's first line; a client must say hello with it."""
     host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
-        print(f"qmpctl: --listen {listen!r}: expected HOST:PORT", file=sys.stderr)
+    if not listen.startswith("unix:") and (not host or not port.isdigit()):
+        print(f"qmpctl: --listen {listen!r}: expected HOST:PORT or unix:PATH",
+              file=sys.stderr)
         raise typer.Exit(int(ExitCode.USAGE))
     if not root.is_dir():
         print(f"qmpctl: --root {root}: not a directory", file=sys.stderr)
         raise typer.Exit(int(ExitCode.USAGE))
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_agent(host, int(port), root))
+        asyncio.run(serve_agent(listen, root))
+
+
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True,
+                 "help_option_names": []}
+
+
+@app.command(context_settings=_PASS_THROUGH)
+def tether(ctx: typer.Context) -> None:
+    """On the destination host: run `-- ARGV` while qmpctl holds the ssh session
+    ([--pidfile F] [--run-dir D] [--heartbeat S]; see qmpctl.host.tether)."""
+    raise typer.Exit(tether_main(["tether", *ctx.args]))
+
+
+@app.command(context_settings=_PASS_THROUGH)
+def relay(ctx: typer.Context) -> None:
+    """On the destination host: join stdin/stdout to a unix socket (PATH [--wait S])."""
+    raise typer.Exit(tether_main(["relay", *ctx.args]))
 
 
 @app.command()

@@ -24,6 +24,7 @@ BASE_PKGS=(
     busybox-static cpio zstd xz-utils
     python3 python3-venv python3-pip
     procps iproute2 file
+    openssh-client openssh-server
 )
 # QEMU 10 comes only from backports.
 QEMU_PKGS=(qemu-system-x86 qemu-system-arm qemu-utils)
@@ -90,6 +91,18 @@ fi
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing: ${missing[*]}"
     apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# openssh-server is here for its sshd binary: the --dst-via ssh runs and tests
+# start their own sshd (own config and keys) inside the destination's network
+# namespace. The system's ssh service is not wanted: stop and disable it.
+if [[ " ${missing[*]} " == *" openssh-server "* ]]; then
+    if command -v systemctl >/dev/null; then
+        systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
+    fi
+    if [ -x /etc/init.d/ssh ]; then
+        /etc/init.d/ssh stop >/dev/null 2>&1 || true
+        update-rc.d ssh disable >/dev/null 2>&1 || true
+    fi
 fi
 if [ "$qemu_missing" -eq 1 ]; then
     log "installing QEMU from bookworm-backports"

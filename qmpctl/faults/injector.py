@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -107,12 +106,9 @@ class FaultInjector:
                 src.kill()
                 return f"SIGKILL to the source QEMU (pid {src.pid})"
             case "kill-dst":
-                dst.kill()
-                return f"SIGKILL to the destination QEMU (pid {dst.pid})"
+                return f"SIGKILL to the destination QEMU ({await dst.signal(signal.SIGKILL)})"
             case "stop-dst":
-                assert dst.pid is not None
-                os.kill(dst.pid, signal.SIGSTOP)
-                return f"SIGSTOP to the destination QEMU (pid {dst.pid})"
+                return f"SIGSTOP to the destination QEMU ({await dst.signal(signal.SIGSTOP)})"
             case "drop-qmp-src":
                 await src.qmp.disconnect()
                 return "qmpctl closed its monitor connection to the source"

@@ -59,11 +59,13 @@ class MachineSpec:
     # place: same pid). QMP and serial stay on filesystem unix sockets, which
     # are not tied to a network namespace.
     netns: str | None = None
-    # A QEMU on another host (here: another network namespace): its QMP and
-    # serial listen on TCP at this address (QMP_PORT, SERIAL_PORT), and qmpctl
-    # connects from the namespace `reach_from`, as it would across a network.
+    # A QEMU on another host listens for qmpctl, which reaches it the way
+    # that host is reached (qmpctl.host.remote): its QMP and serial listen on
+    # TCP at `listen` (QMP_PORT, SERIAL_PORT; a netns destination, over the
+    # management veth), or, with `listen_unix`, on its own unix sockets (a
+    # host reached through ssh, where qmpctl relays to them).
     listen: str | None = None
-    reach_from: str | None = None
+    listen_unix: bool = False
 
 
 QMP_PORT, SERIAL_PORT = 4440, 4441
@@ -99,7 +101,10 @@ def _escape_opt(value: str) -> str:
 
 def _endpoint(spec: MachineSpec, path: Path, port: int) -> str:
     """Where a chardev meets qmpctl: QEMU connects to our unix socket, or (a
-    remote QEMU) listens on TCP for us; wait=off, the guest is paused (-S)."""
+    remote QEMU) listens on TCP or on its unix socket for us; wait=off, the
+    guest is paused (-S)."""
+    if spec.listen_unix:
+        return f"path={_escape_opt(str(path))},server=on,wait=off"
     if spec.listen is None:
         return f"path={_escape_opt(str(path))}"
     return f"host={spec.listen},port={port},server=on,wait=off"

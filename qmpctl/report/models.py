@@ -38,6 +38,16 @@ class NetnsConfig(BaseModel):
     management_dst_address: str | None = None
 
 
+class DestinationHostConfig(BaseModel):
+    """Where the destination QEMU ran when it was another host, and how it was driven."""
+
+    reached_by: Literal["ip netns exec", "ssh"]
+    host: str = Field(description="ssh's [USER@]HOST, or the destination's namespace")
+    run_dir: str = Field(description="the run's directory on that host (removed at the end)")
+    migration_address: str = Field(description="the address the migration stream went to")
+    qmpctl_version: str | None = Field(None, description="qmpctl on that host (ssh)")
+
+
 class RunConfig(BaseModel):
     arch: str
     guest: str
@@ -52,6 +62,8 @@ class RunConfig(BaseModel):
         "local", description="local: both QEMUs in qmpctl's network namespace; netns: each in "
                              "its own, joined by a veth pair (see `netns`)")
     netns: NetnsConfig | None = None
+    destination_host: DestinationHostConfig | None = Field(
+        None, description="--topology netns or --dst-host: the destination as another host")
     qemu_src: str
     qemu_dst: str
     qemu_src_version: str

@@ -26,6 +26,9 @@ def summary_lines(report: RunReport) -> list[str]:
             n = c.netns
             out.append(f"topology: netns, source {n.src_namespace} {n.src_address}, "
                        f"destination {n.dst_namespace} {n.dst_address}; transport {c.transport}")
+        if (h := c.destination_host) is not None and h.reached_by == "ssh":
+            out.append(f"destination host: {h.host} through ssh (qmpctl {h.qmpctl_version} "
+                       f"there), run directory {h.run_dir}, migration to {h.migration_address}")
         if c.verify != "bytes":
             out.append(f"verification: {c.verify} (xxh3-64 per page, digests compared)")
         settings = c.migration_settings

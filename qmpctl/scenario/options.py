@@ -56,6 +56,8 @@ HELD_PASS_S = 2
 MAX_SMP = 8
 Transport = Literal["unix", "tcp", "file"]
 Topology = Literal["local", "netns"]
+DstVia = Literal["exec", "ssh"]
+DEFAULT_DST_QMPCTL = "python3 -m qmpctl"
 # Where the source can be cancelled from QMP on purpose. `device` lasts the
 # milliseconds between migrate-continue and completion: not reachable on demand.
 CancelStatus = Literal["setup", "active", "pre-switchover"]
@@ -92,6 +94,22 @@ class MigrateOptions(BaseModel):
     topology: Topology = Field("local", description="local: both QEMUs in this network "
                                                     "namespace; netns: each in its own, "
                                                     "joined by a veth pair")
+    dst_via: DstVia = Field("exec", description="--topology netns: how the destination's "
+                                                "namespace is driven: exec (`ip netns "
+                                                "exec`) or ssh (an sshd the run starts "
+                                                "there, as on another host)")
+    dst_host: str | None = Field(None, description="[USER@]HOST: run the destination QEMU on "
+                                                   "this host, through ssh")
+    dst_addr: str | None = Field(None, description="--dst-host: the destination's address "
+                                                   "for the migration stream; None: HOST")
+    dst_root: str = Field("/dev/shm", description="--dst-host: where the run's directory "
+                                                  "goes on that host")
+    dst_qmpctl: str = Field(DEFAULT_DST_QMPCTL, description="--dst-host, --dst-via ssh: the "
+                                                            "command that runs qmpctl on that "
+                                                            "host (--dst-via ssh: this qmpctl "
+                                                            "unless given)")
+    ssh_option: tuple[str, ...] = Field((), description="--dst-host: ssh -o options "
+                                                        "(IdentityFile=..., Port=...)")
     min_passes: int = 3
     throttle: int = Field(64, description="MiB/s while convergence is held back; left "
                                           "unset for a guest above 2 GiB: its wave's or Linux "
@@ -349,7 +367,8 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
     if problems := exclusion_problems(list(exclusions), guest.layout()):
         raise UsageError("; ".join(problems))
     faults = tuple(parse_fault(f) for f in opts.fault)
-    if problems := fault_problems(list(faults), opts.topology) + corrupt_problems(faults, guest):
+    if problems := (fault_problems(list(faults), opts.topology) + corrupt_problems(faults, guest)
+                    + ssh_problems(opts, faults)):
         raise UsageError("; ".join(problems))
     settings = user_settings(opts)
     check_topology(opts)
@@ -519,8 +538,56 @@ NETNS_NEEDS_TCP = (
     "bypass that link); leave --transport out or use --transport tcp")
 
 
+def remote_problems(opts: MigrateOptions) -> list[str]:
+    """--dst-host and --dst-via: what does not fit (pure)."""
+    problems = []
+    given = opts.model_fields_set
+    ssh_only = [f"--{n.replace('_', '-')}" for n in ("dst_addr", "dst_root", "ssh_option")
+                if n in given]
+    if opts.dst_host is None and ssh_only:
+        problems.append(f"{', '.join(ssh_only)}: only with --dst-host")
+    if "dst_qmpctl" in given and not reached_by_ssh(opts):
+        problems.append("--dst-qmpctl: only with --dst-host or --dst-via ssh")
+    if opts.dst_via == "ssh" and opts.topology != "netns":
+        problems.append("--dst-via ssh: only with --topology netns (its sshd runs in the "
+                        "destination's namespace); for another machine use --dst-host")
+    if opts.dst_host is None:
+        return problems
+    if not opts.dst_host or opts.dst_host.startswith("-") or any(
+            c.isspace() for c in opts.dst_host):
+        problems.append(f"--dst-host {opts.dst_host!r}: expected [USER@]HOST")
+    if opts.topology == "netns":
+        problems.append("--dst-host with --topology netns: the destination is either in the "
+                        "run's namespace or on another host (try --dst-via ssh)")
+    if opts.transport != "tcp" and "transport" in given:
+        problems.append(f"--transport {opts.transport}: --dst-host migrates over TCP to the "
+                        "other host (implied)")
+    if opts.verify == "bytes" and "verify" in given:
+        problems.append("--verify bytes: the destination's RAM is on another host; qmpctl "
+                        "agent hashes it there (--verify hash, implied)")
+    if not opts.dst_root.startswith("/"):
+        problems.append(f"--dst-root {opts.dst_root!r}: must be an absolute path")
+    problems += [f"--ssh-option {o!r}: expected NAME=VALUE (an ssh -o option)"
+                 for o in opts.ssh_option if "=" not in o or o.startswith("-")]
+    return problems
+
+
+def ssh_problems(opts: MigrateOptions, faults: tuple[FaultSpec, ...]) -> list[str]:
+    """What a destination reached through ssh cannot do (pure)."""
+    if not reached_by_ssh(opts):
+        return []
+    return [f"--fault {f.text}: writes the destination's RAM file, which is on another host "
+            "when it is reached through ssh" for f in faults if f.kind == "corrupt-dst"]
+
+
+def reached_by_ssh(opts: MigrateOptions) -> bool:
+    return opts.dst_host is not None or (opts.topology == "netns" and opts.dst_via == "ssh")
+
+
 def check_topology(opts: MigrateOptions) -> None:
     """netns: refuse an explicit unix transport; the host must make namespaces."""
+    if problems := remote_problems(opts):
+        raise UsageError("; ".join(problems))
     if opts.topology != "netns":
         return
     if opts.transport == "unix" and "transport" in opts.model_fields_set:
@@ -536,13 +603,13 @@ NETNS_HASHES = (
 
 
 def effective_verify(opts: MigrateOptions) -> Literal["bytes", "hash"]:
-    """netns: the destination is remote, so its pages are hashed where they live."""
-    return "hash" if opts.topology == "netns" else opts.verify
+    """netns, --dst-host: the destination is remote, so its pages are hashed where they live."""
+    return "hash" if opts.topology == "netns" or opts.dst_host else opts.verify
 
 
 def effective_transport(opts: MigrateOptions) -> Transport:
-    """The transport a run uses: netns implies tcp."""
-    return "tcp" if opts.topology == "netns" else opts.transport
+    """The transport a run uses: netns and --dst-host imply tcp."""
+    return "tcp" if opts.topology == "netns" or opts.dst_host else opts.transport
 
 
 def build_guest(opts: MigrateOptions, arch: Arch, ram_mib: int) -> Guest:

@@ -41,6 +41,7 @@ from ..host.gate import ConnectGate
 from ..host.memory import mem_available, memory_problem
 from ..host.netns import NetnsPair, namespace_name, sweep_stale_namespaces
 from ..host.qemu import QemuBinary
+from ..host.remote import RemoteHost
 from ..host.selfmem import AnonPeak, read_mib
 from ..migration import driver
 from ..migration.dirtyrate import probe_dirty_rate
@@ -80,7 +81,7 @@ from .options import (
     effective_verify,
     resolve,
 )
-from .remote import start_agent
+from .remote import MIGRATION_PORT, check_destination_host, open_destination_host, start_agent
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +107,13 @@ def _free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
 
 
 def machine_spec(r: Resolved, run: RunDir, side: str, binary: QemuBinary,
-                 udp_port: int = 0, remote: NetnsPair | None = None) -> MachineSpec:
-    """`remote`: this side is the other host of a netns pair, reached over TCP."""
-    host = "src" if side == "src" else "dst"  # every destination lives on the dst host
+                 udp_port: int = 0, remote: RemoteHost | None = None) -> MachineSpec:
+    """`remote`: the destination host (every destination lives there): its
+    files go in the run directory there, and it listens for qmpctl."""
+    host = "src" if side == "src" else "dst"
+    remote = remote if host == "dst" else None
+    if remote is not None:
+        run = RunDir(remote.run_dir)
     return MachineSpec(
         arch=r.arch, binary=binary.path, data_dir=binary.data_dir, env=binary.env,
         machine_type=r.machine_type, cpu=r.cpu, accel=r.accel, dirty_ring_size=r.ring,
@@ -122,9 +127,10 @@ def machine_spec(r: Resolved, run: RunDir, side: str, binary: QemuBinary,
         # only), on every side: a destination is the source of the next hop.
         trace_events=TIMELINE_TRACE_EVENTS + feature_trace_events(r.features),
         trace_timestamps=True,
-        netns=namespace_name(run.path.name, host) if r.options.topology == "netns" else None,
-        listen=remote.mgmt_dst_addr if remote is not None and host == "dst" else None,
-        reach_from=remote.src_ns if remote is not None and host == "dst" else None,
+        netns=(namespace_name(run.path.name, host)
+               if r.options.topology == "netns" and remote is None else None),
+        listen=remote.tcp_listen if remote is not None else None,
+        listen_unix=remote is not None and remote.tcp_listen is None,
     )
 
 
@@ -181,7 +187,7 @@ def run_config(r: Resolved, settings: MigrationSettings) -> RunConfig:
     )
 
 
-NETNS_MIGRATION_PORT = 4444  # the destination's namespace is new: nothing else listens there
+NETNS_MIGRATION_PORT = MIGRATION_PORT
 
 
 def netns_pair(run: Run) -> NetnsPair:
@@ -231,7 +237,9 @@ class Run:
     anon: AnonPeak = field(default_factory=AnonPeak)
     timings: dict[str, float] = field(default_factory=dict)
     recoveries: int = 0  # postcopy recovery addresses handed out
-    agent: AgentClient | None = None  # netns: qmpctl agent on the destination host
+    agent: AgentClient | None = None  # netns, --dst-host: qmpctl agent on the destination host
+    remote: RemoteHost | None = None  # the destination host, when it is another one
+    dst_addr: str | None = None  # the destination host's address for the migration stream
     # evidence of what ran before the migration (--cancel-at, --vcpu-dirty-limit)
     before_evidence: list[FeatureEvidence] = field(default_factory=list)
 
@@ -244,8 +252,9 @@ class Run:
     def machine(self, side: str, binary: QemuBinary) -> QemuMachine:
         # Each side's NIC loops back through its own UDP port on 127.0.0.1.
         spec = machine_spec(self.r, self.dir, side, binary, _free_port(socket.SOCK_DGRAM),
-                            self.topology)
-        return QemuMachine(spec, self.dir.side(side, "log"))
+                            self.remote)
+        return QemuMachine(spec, self.dir.side(side, "log"),
+                           self.remote if side != "src" else None)
 
     async def launch(self, stack: contextlib.AsyncExitStack, side: str,
                      binary: QemuBinary) -> QemuMachine:
@@ -349,8 +358,8 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
     dst = run.dst = await run.launch(stack, run.dst_side, r.qemu_dst)
     if run.hop == 1:
         stack.push_async_callback(run.settle_source)  # first thing on the way out
-    if run.topology is not None:  # the destination listens on its own veth address
-        uri = f"tcp:{run.topology.dst_addr}:{NETNS_MIGRATION_PORT}"
+    if run.dst_addr is not None:  # the destination host listens on its own address
+        uri = f"tcp:{run.dst_addr}:{NETNS_MIGRATION_PORT}"
     else:
         uri = {"unix": f"unix:{run.dir.side('mig', 'sock')}",
                "file": f"file:{run.dir.side('mig', 'file')}",
@@ -419,8 +428,8 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
 def _recovery_uri(run: Run) -> str:
     """A fresh address for the destination to listen on again (postcopy recovery)."""
     run.recoveries += 1
-    if run.topology is not None:
-        return f"tcp:{run.topology.dst_addr}:{NETNS_MIGRATION_PORT + run.recoveries}"
+    if run.dst_addr is not None:
+        return f"tcp:{run.dst_addr}:{NETNS_MIGRATION_PORT + run.recoveries}"
     if effective_transport(run.r.options) == "unix":
         return f"unix:{run.dir.side(f'recover{run.recoveries}', 'sock')}"
     return f"tcp:127.0.0.1:{_free_port()}"
@@ -519,6 +528,10 @@ async def _resume_and_check(run: Run, src: QemuMachine, dst: QemuMachine) -> Non
 async def _next_hop(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
     """The guest asked for another migration: its destination becomes the
     source; the old source (done, paused) goes, RAM file and all."""
+    if run.remote is not None and not run.remote.same_files:
+        raise UsageError(f"the guest asked for another migration: the destination on "
+                         f"{run.remote.name} would become the source, whose RAM qmpctl "
+                         "reads here; one migration only with a destination through ssh")
     run.report.archive_hop(run.hop, run.src_side, run.dst_side)
     run.supervisor.forget(run.src_side)
     await src.shutdown()
@@ -538,8 +551,8 @@ async def _cancelled_attempt(run: Run, src: QemuMachine, settings: MigrationSett
     policy = CancelAt(migration_policy(r), status)
     stats = rep.cancelled_migration = MigrationStats(status="setup")
     uri = (f"unix:{run.dir.side('mig-cancel', 'sock')}" if effective_transport(o) == "unix"
-           else f"tcp:{run.topology.dst_addr if run.topology else '127.0.0.1'}:"
-                f"{NETNS_MIGRATION_PORT - 1 if run.topology else _free_port()}")
+           else f"tcp:{run.dst_addr or '127.0.0.1'}:"
+                f"{NETNS_MIGRATION_PORT - 1 if run.dst_addr else _free_port()}")
     # Not supervised: a destination whose incoming migration is cancelled exits,
     # and its monitor's connection reset is no error either (qemu.qmp logs it).
     logging.getLogger("qemu.qmp.protocol.qmpctl-dst-cancelled").setLevel(logging.CRITICAL)
@@ -659,6 +672,20 @@ def check_space(run: Run) -> None:
         raise HostError(problem)
 
 
+async def _open_destination_host(run: Run, stack: contextlib.AsyncExitStack) -> None:
+    """netns or --dst-host: reach the destination host, check it can run the
+    destination, start the agent there (which holds its run directory)."""
+    opened = await open_destination_host(stack, run.r.options, run.topology, run.dir.path)
+    if opened is None:
+        return
+    run.remote, run.dst_addr, described = opened
+    if run.report.config is not None:
+        run.report.config.destination_host = described
+    files = [f for f in (run.r.guest.kernel, run.r.guest.initrd) if f is not None]
+    described.qmpctl_version = await check_destination_host(run.remote, run.r.qemu_dst, files)
+    run.agent = await start_agent(stack, run.remote, run.remote.run_dir, run.dir.path)
+
+
 async def _run(run: Run) -> None:
     check_space(run)
     policy = migration_policy(run.r)
@@ -671,7 +698,7 @@ async def _run(run: Run) -> None:
             stack.callback(_keep_logs, run.dir, artifacts)  # after the QEMUs are gone
         if run.r.options.topology == "netns":  # made before and deleted after both QEMUs
             run.topology = run.injector.link = stack.enter_context(netns_pair(run))
-            run.agent = await start_agent(stack, run.topology, run.dir.path)
+        await _open_destination_host(run, stack)
         # The supervisor stops before the machines are shut down (the stack).
         async with task_group() as group:
             watcher = group.create_task(run.supervisor.watch())

@@ -9,23 +9,33 @@ reads), so guest checks run without moving RAM either.
 Protocol: one JSON object per line from the client; each answer is a JSON
 line, followed for `digests` and `samples` by exactly `bytes` raw bytes.
 
-    {"op": "hello"}                                  -> {"ok": true, "version": V}
+    {"op": "hello", "token": T}                      -> {"ok": true, "version": V}
     {"op": "digests", "path": P}                     -> {"ok": true, "bytes": N, "seconds": S}
     {"op": "samples", "path": P, "lo": A, "hi": B, "step": C} -> {"ok": true, "bytes": N}
     anything wrong                                   -> {"ok": false, "error": "..."}
 
 The agent only reads regular files under its `root` (default /dev/shm, where
 qmpctl keeps RAM files), never writes, and serves one request at a time per
-connection. The client side (`AgentClient`) is blocking on purpose: guest
+connection. It listens on TCP (`HOST:PORT`) or on a unix socket
+(`unix:PATH`, made 0600: through ssh, qmpctl reaches it with `qmpctl relay`).
+Every connection must first say `hello` with the agent's token, a random
+secret it makes at start and prints once on its stdout, in its first line
+(`{"listening": ..., "token": ...}`), which only whoever started it reads
+(qmpctl, through `ip netns exec` or ssh); anything else before that is
+refused and the connection closed. The client side (`AgentClient`) is blocking on purpose: guest
 checks call it from a worker thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
+import os
+import secrets
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -72,10 +82,27 @@ def answer(request: dict[str, Any], root: Path) -> tuple[dict[str, Any], bytes]:
     raise ValueError(f"unknown op {op!r}")
 
 
-async def _serve_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                        root: Path) -> None:
-    peer = writer.get_extra_info("peername")
+def _greeted(line: bytes, token: str) -> bool:
     try:
+        request = json.loads(line)
+    except ValueError:
+        return False
+    return (isinstance(request, dict) and request.get("op") == "hello"
+            and hmac.compare_digest(str(request.get("token", "")), token))
+
+
+async def _serve_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        root: Path, token: str) -> None:
+    peer = writer.get_extra_info("peername") or "a unix-socket client"
+    try:
+        if not _greeted(await reader.readline(), token):
+            log.warning("agent: %s did not give the token; refused", peer)
+            writer.write(json.dumps({"ok": False, "error": "say hello with the agent's token "
+                                     "first"}).encode() + b"\n")
+            await writer.drain()
+            return
+        writer.write(json.dumps({"ok": True, "version": __version__}).encode() + b"\n")
+        await writer.drain()
         while line := await reader.readline():
             try:
                 header, payload = await asyncio.to_thread(answer, json.loads(line), root)
@@ -90,11 +117,32 @@ async def _serve_client(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
         writer.close()
 
 
-async def serve(host: str, port: int, root: Path = DEFAULT_ROOT,
+def new_token() -> str:
+    return secrets.token_hex(16)
+
+
+async def serve(listen: str, root: Path = DEFAULT_ROOT, token: str | None = None,
                 ready: asyncio.Event | None = None) -> None:
-    """Serve until cancelled."""
-    server = await asyncio.start_server(lambda r, w: _serve_client(r, w, root), host, port)
-    log.info("agent: listening on %s:%d, reading files under %s", host, port, root)
+    """Serve on `listen` (HOST:PORT or unix:PATH) until cancelled; announce
+    where and the token on stdout's first line."""
+    token = token or new_token()
+
+    def client(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> Any:
+        return _serve_client(r, w, root, token)
+
+    if listen.startswith("unix:"):
+        path = listen.removeprefix("unix:")
+        old = os.umask(0o177)
+        try:
+            server = await asyncio.start_unix_server(client, path)
+        finally:
+            os.umask(old)
+    else:
+        host, _, port = listen.rpartition(":")
+        server = await asyncio.start_server(client, host, int(port))
+    log.info("agent: listening on %s, reading files under %s", listen, root)
+    sys.stdout.write(json.dumps({"listening": listen, "token": token}) + "\n")
+    sys.stdout.flush()
     if ready is not None:
         ready.set()
     async with server:
@@ -104,9 +152,9 @@ async def serve(host: str, port: int, root: Path = DEFAULT_ROOT,
 class AgentClient:
     """Blocking client on a connected socket (made in whatever namespace)."""
 
-    def __init__(self, sock: socket.socket, where: str) -> None:
+    def __init__(self, sock: socket.socket, where: str, token: str) -> None:
         sock.setblocking(True)
-        self.where = where
+        self.where, self.token = where, token
         self._file = sock.makefile("rwb")
         self._sock = sock
 
@@ -125,7 +173,7 @@ class AgentClient:
         return header, payload
 
     def hello(self) -> str:
-        return str(self._call(op="hello")[0]["version"])
+        return str(self._call(op="hello", token=self.token)[0]["version"])
 
     def digests(self, path: Path) -> tuple[npt.NDArray[np.uint64], float]:
         header, payload = self._call(op="digests", path=str(path))

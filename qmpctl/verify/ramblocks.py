@@ -94,8 +94,8 @@ def compare_blocks(name: str, src: bytes, dst: bytes, gpa: list[int], how: str,
                                                     for p in differ[:max_reported]])
 
 
-REMOTE = ("the destination is on another host (--topology netns): qmpctl agent hashes its "
-          "guest RAM there; this block is not read across hosts")
+REMOTE = ("the destination is on another host (--topology netns, --dst-host): qmpctl agent "
+          "hashes its guest RAM there; this block is not read across hosts")
 
 
 async def ramblock_verdicts(src: QemuMachine, dst: QemuMachine, ram_block: str,

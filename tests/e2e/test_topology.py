@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from qmpctl.cli import app
 from qmpctl.host.netns import host_problem, list_namespaces
+from qmpctl.host.remote import NetnsHost
 from qmpctl.qemu.machine import QemuMachine
 from qmpctl.scenario.options import MigrateOptions, effective_transport, resolve
 from qmpctl.testing import Hooks, MigrateFn, assert_verified
@@ -55,11 +56,12 @@ async def test_netns_precopy_verified(qmpctl_migrate: MigrateFn) -> None:
         # console are the run directory's unix sockets; the destination, a
         # remote host, listens on TCP in its namespace and is reached over the veth.
         assert src.pid is not None and dst.pid is not None
+        assert isinstance(dst.host, NetnsHost)
         seen["ns"] = {net_ns(src.pid), net_ns(dst.pid), net_ns(os.getpid())}
         seen["named"] = (net_ns(src.pid) == os.stat(f"/run/netns/{src.spec.netns}").st_ino
-                         and net_ns(dst.pid) == os.stat(f"/run/netns/{dst.spec.netns}").st_ino)
+                         and net_ns(dst.pid) == os.stat(f"/run/netns/{dst.host.namespace}").st_ino)
         seen["status"] = (await src.status(), await dst.status())
-        seen["remote"] = (dst.spec.listen, dst.spec.reach_from == src.spec.netns,
+        seen["remote"] = (dst.spec.listen, dst.host.reach_from == src.spec.netns,
                           dst.spec.qmp_socket.exists(), src.spec.qmp_socket.exists())
 
     async def on_pass(n: int, src: QemuMachine, dst: QemuMachine) -> None:

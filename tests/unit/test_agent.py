@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from pathlib import Path
 
@@ -47,17 +48,22 @@ def test_refusals(tmp_path: Path, request_: dict[str, object], problem: str) -> 
         answer(req, tmp_path)
 
 
-async def test_client_over_a_real_socket(tmp_path: Path) -> None:
+async def test_client_over_a_real_socket(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
     ram = ram_file(tmp_path)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     ready = asyncio.Event()
-    server = asyncio.create_task(serve("127.0.0.1", port, tmp_path, ready))
+    server = asyncio.create_task(serve(f"127.0.0.1:{port}", tmp_path, "s3cret", ready))
     await ready.wait()
+    assert json.loads(capsys.readouterr().out.splitlines()[0]) == {
+        "listening": f"127.0.0.1:{port}", "token": "s3cret"}
     client = AgentClient(await asyncio.to_thread(socket.create_connection,
-                                                 ("127.0.0.1", port)), f"127.0.0.1:{port}")
+                                                 ("127.0.0.1", port)), f"127.0.0.1:{port}",
+                         "s3cret")
     try:
+        assert await asyncio.to_thread(client.hello)
         digests, seconds = await asyncio.to_thread(client.digests, ram)
         assert len(digests) == 4 and seconds >= 0
         image = RemoteImage(client, ram)
@@ -69,14 +75,52 @@ async def test_client_over_a_real_socket(tmp_path: Path) -> None:
         server.cancel()
 
 
+async def test_no_token_no_service(tmp_path: Path) -> None:
+    """A unix socket (0600) and a token: without the token, not one byte of RAM."""
+    ram = ram_file(tmp_path)
+    sock_path = tmp_path / "agent.sock"
+    ready = asyncio.Event()
+    server = asyncio.create_task(serve(f"unix:{sock_path}", tmp_path, None, ready))
+    await ready.wait()
+    assert sock_path.stat().st_mode & 0o777 == 0o600
+
+    def connect(token: str) -> AgentClient:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.connect(str(sock_path))
+        return AgentClient(sock, str(sock_path), token)
+
+    try:
+        for wrong in ("", "guess"):
+            client = connect(wrong)
+            with pytest.raises(HostError, match="token"):
+                await asyncio.to_thread(client.hello)
+            client.close()
+        client = connect("")  # straight to work, no hello: refused, connection closed
+        with pytest.raises(HostError, match="token"):
+            await asyncio.to_thread(client.digests, ram)
+        client.close()
+    finally:
+        server.cancel()
+
+
 def test_a_remote_qemu_listens_for_qmp_and_serial(tmp_path: Path) -> None:
     spec = MachineSpec(arch="x86_64", binary=Path("/q"), accel="tcg", ram_mib=64,
                        ram_path=tmp_path / "r", qmp_socket=tmp_path / "q.sock",
                        serial_socket=tmp_path / "s.sock", serial_log=tmp_path / "s.log",
-                       netns="ns-dst", listen="192.0.2.2", reach_from="ns-src")
+                       netns="ns-dst", listen="192.0.2.2")
     argv = build_argv(spec)
     assert argv[:4] == ["ip", "netns", "exec", "ns-dst"]
     assert "id=qmp0,host=192.0.2.2,port=4440,server=on,wait=off" in " ".join(argv)
     assert f"id=serial0,host=192.0.2.2,port=4441,server=on,wait=off,logfile={tmp_path}" in \
         " ".join(argv)
     assert str(tmp_path / "q.sock") not in " ".join(argv)
+
+
+def test_a_qemu_reached_through_ssh_listens_on_its_unix_sockets(tmp_path: Path) -> None:
+    spec = MachineSpec(arch="x86_64", binary=Path("/q"), accel="tcg", ram_mib=64,
+                       ram_path=tmp_path / "r", qmp_socket=tmp_path / "q.sock",
+                       serial_socket=tmp_path / "s.sock", serial_log=tmp_path / "s.log",
+                       listen_unix=True)
+    line = " ".join(build_argv(spec))
+    assert f"id=qmp0,path={tmp_path}/q.sock,server=on,wait=off" in line
+    assert f"id=serial0,path={tmp_path}/s.sock,server=on,wait=off,logfile=" in line
