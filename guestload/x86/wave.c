@@ -488,6 +488,8 @@ static int wave_parts(const struct params *p, uint64_t part[2][2])
  * CPU has finished one more pass than the 'B's so far (the smallest pass
  * count went up), so the controller's pass counting means "every writer
  * moved". Sending 'S' makes the BSP print each CPU's own pass count.
+ * The pass counters and the stacks are written every pass: they live in
+ * the image, which the guest announces (wave-guest image=...).
  */
 #define MAX_CPUS        8
 #define TRAMPOLINE      0x7000u         /* 4 KiB aligned, below 1 MiB, free */
@@ -709,17 +711,17 @@ void wave_main(uint32_t magic, const struct mb_info *mbi)
         puts(" paging=pae");
     puts("\n");
 
-    g_p = p;
-    if (p.cpus == 1) {          /* as ever: parts, hole and paging allowed */
+    if (p.cpus == 1) {
+        /* As ever: parts, hole and paging allowed, and nothing written per
+         * pass outside the wave (no counters, no status), so a lost page
+         * is a wave page the verifier can explain. */
         for (;;) {
             for (i = 0; i < parts; i++)
                 wave_span(part[i][0] + p.offset, part[i][1] + p.offset, &p);
-            cpu_passes[0]++;
             putc('B');
-            if ((inb(COM1 + 5) & 1) && inb(COM1) == 'S')
-                print_status();
         }
     }
+    g_p = p;
     compute_slices(&g_p);
     started = start_aps((uint32_t)p.cpus - 1) + 1;
     puts("QMPCTL writers cpus=");

@@ -23,6 +23,7 @@ from ..verify.wave import WaveParams, check_wave
 from .base import RAM_BASE, RESERVED_LOW, GuestCheck, OwnGuest, image_path, ram_layout
 from .linux import GuestThroughput
 
+GUEST_IMAGE = "wave guest image (code, stacks, pass counters)"
 SMALL_RAM_MIB = 2048  # up to here the defaults are what they always were
 # Below the end of RAM under 4 GiB, SeaBIOS keeps its tables and leaves its
 # POST heap dirty: a wave that goes on above 4 GiB skips this much of it.
@@ -196,7 +197,9 @@ class WaveGuest(OwnGuest):
                 res = check_wave(image, self.layout(), self.wave, self.writers)
         else:  # an image read elsewhere (qmpctl agent)
             res = check_wave(ram, self.layout(), self.wave, self.writers)
-        detail = f"{res.blocks} blocks, {res.detail}, value 0x{res.value:02x}"
+        detail = f"{res.blocks} blocks, {res.detail}"
+        if len(res.slices) == 1:  # several: the detail lists each slice's value
+            detail += f", value 0x{res.value:02x}"
         if res.first_bad_gpa is not None:
             detail += f", first bad block at gpa 0x{res.first_bad_gpa:x}"
         return [GuestCheck(name="wave-invariant", stage=stage, ok=res.ok, detail=detail)]
@@ -208,9 +211,16 @@ class WaveGuest(OwnGuest):
         )
 
     def layout(self, view: ConsoleView | None = None) -> RamLayout:
-        """Where things are; guests that report their tables refine it from `view`."""
+        """Where things are; with `view`, the x86 guest's image as it announced
+        it: with several writers its pass counters and stacks change every
+        pass, so a page lost there is named, not just "other RAM"."""
         wave = tuple(Region("wave workload", start, end) for start, end in self.wave.parts)
-        return ram_layout(self.arch, self.ram_mib, (*self.base_regions(), *wave))
+        layout = ram_layout(self.arch, self.ram_mib, (*self.base_regions(), *wave))
+        if view is not None and (head := view.last("wave-guest")) is not None:
+            lo, _, hi = head.fields.get("image", "").partition("-")
+            if lo and hi:
+                return layout.with_regions(Region(GUEST_IMAGE, int(lo, 16), int(hi, 16)))
+        return layout
 
     @property
     def above_4g(self) -> bool:

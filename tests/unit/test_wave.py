@@ -374,3 +374,11 @@ async def test_writers_check_needs_every_cpu_to_advance(
     assert not bad.ok and bad.detail.startswith("3 of 4 vCPUs advanced")
     short: Any = FakeConsole(["0x5", "0x6"])  # the guest runs fewer writers than asked
     assert not (await writers_check(short, 4, "src", 10.0)).ok
+
+
+def test_layout_names_the_announced_guest_image() -> None:
+    guest = build_guest(MigrateOptions(smp=2), "x86_64", 160)
+    view = ConsoleView([parse_record("wave-guest v1 arch=x86_64 mode=32bit "
+                                     "image=0x100000-0x11102e")])
+    assert guest.layout(view).region_of(0x10B100) == wave_guest.GUEST_IMAGE
+    assert guest.layout().region_of(0x10B100) != wave_guest.GUEST_IMAGE
