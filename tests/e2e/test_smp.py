@@ -42,10 +42,12 @@ async def test_tcg_four_writers_verified(qmpctl_migrate: MigrateFn) -> None:
     assert rep.memory is not None and rep.memory.pages_differing == 0
 
 
-# Seen on kvm_pvm with 2 and 4 vCPUs on a 1024-entry ring (2 runs in 8):
-# QEMU 10.0.2 aborts while reaping, KVM_RESET_DIRTY_RINGS having reset
-# another number of entries than QEMU harvested.
+# Seen on kvm_pvm with 2 and 4 vCPUs, rings of 1024 and 4096 entries (about
+# half the runs; never with one vCPU, nor with the bitmap): QEMU 10.0.2
+# aborts reaping the rings as the migration starts, KVM_RESET_DIRTY_RINGS
+# having reset another number of entries than QEMU harvested (README).
 RESET_ABORT = "kvm_dirty_ring_reap_locked: Assertion `ret == total' failed"
+ATTEMPTS = 3  # runs before the abort is all this test can show
 
 
 @pytest.mark.qmpctl_kvm(ring=True)
@@ -57,11 +59,15 @@ async def test_kvm_tiny_ring_two_writers(qmpctl_migrate: MigrateFn) -> None:
     a mismatch backed by evidence: wave pages all stale, and at most pages
     of the guest's image (its per-CPU pass counters and stacks, rewritten
     every pass), named as such."""
-    rep = await qmpctl_migrate(accel="kvm", dirty_ring=1024, smp=2, **SMALL)
-    assert our_qemu_processes() == []
-    assert rep.host is not None
-    if rep.host.flavour == "pvm" and RESET_ABORT in (rep.error or ""):
-        pytest.xfail(f"QEMU aborted reaping the dirty rings on kvm_pvm: {RESET_ABORT}")
+    for _ in range(ATTEMPTS):
+        rep = await qmpctl_migrate(accel="kvm", dirty_ring=1024, smp=2, **SMALL)
+        assert our_qemu_processes() == []
+        assert rep.host is not None
+        if not (rep.host.flavour == "pvm" and RESET_ABORT in (rep.error or "")):
+            break
+    else:
+        pytest.xfail(f"QEMU aborted reaping the dirty rings on kvm_pvm in {ATTEMPTS} runs: "
+                     f"{RESET_ABORT}")
     assert rep.dirty_ring is not None and rep.dirty_ring.pages_reaped > 0, rep.error
     assert_writers(rep, 2)
     if rep.verdict == "verified":
