@@ -208,7 +208,8 @@ def migrate(
         help="KVM dirty ring entries per vCPU; 0 = bitmap [default: 4096 with KVM]")] = None,
     ram: Annotated[int | None, typer.Option(
         help="Guest RAM in MiB (160; Linux 512; kernel 256)")] = None,
-    smp: Annotated[int | None, typer.Option(help="vCPUs (default: x86 wave 1, arm64 ITS 2)")]
+    smp: Annotated[int | None, typer.Option(
+        help="vCPUs (default: x86 wave 1, arm64 ITS 2); the x86 wave runs a writer on each")]
     = None,
     wave_start: Annotated[int | None, typer.Option(
         help="Wave start, MiB from RAM's first address (x86: guest-physical; RAM above "

@@ -54,7 +54,7 @@ struct mb_mmap {
 } __attribute__((packed));
 
 struct params {
-    uint64_t start, end, stride, delta, offset, hole_start, hole_end;
+    uint64_t start, end, stride, delta, offset, hole_start, hole_end, cpus;
 };
 
 #define FOUR_GIB        0x100000000ull
@@ -147,6 +147,9 @@ static void put_params(const struct params *p)
     if (p->hole_end > p->hole_start) {
         puts(" hole_start="); puthex(p->hole_start);
         puts(" hole_end="); puthex(p->hole_end);
+    }
+    if (p->cpus != 1) {
+        puts(" cpus="); puthex(p->cpus);
     }
 }
 
@@ -282,6 +285,8 @@ static void parse_params(const char *s, const char *end, struct params *p)
             dst = &p->hole_start;
         else if (key_is(tok, eq, "hole_end"))
             dst = &p->hole_end;
+        else if (key_is(tok, eq, "cpus"))
+            dst = &p->cpus;
         else
             fail("unknown-key", p);
         if (eq == te || !parse_num(eq + 1, te, &v))
@@ -469,17 +474,173 @@ static int wave_parts(const struct params *p, uint64_t part[2][2])
     return 2;
 }
 
+/* ---- several writers ------------------------------------------------------ */
+
+/*
+ * With cpus = N > 1 every CPU runs the wave over its own slice: the wave's
+ * B blocks split into N runs of whole blocks in address order, floor(B/N)
+ * each, the last B mod N runs one block longer (qmpctl.verify.wave.wave_slices
+ * computes the same). Each slice keeps the one-edge invariant on its own.
+ * Only for a wave below 4 GiB without a hole: the PAE window is one per
+ * guest, not per CPU.
+ *
+ * Serial: only the BSP prints. A 'B' is a round: it is printed when every
+ * CPU has finished one more pass than the 'B's so far (the smallest pass
+ * count went up), so the controller's pass counting means "every writer
+ * moved". Sending 'S' makes the BSP print each CPU's own pass count.
+ * The pass counters and the stacks are written every pass: they live in
+ * the image, which the guest announces (wave-guest image=...).
+ */
+#define MAX_CPUS        8
+#define TRAMPOLINE      0x7000u         /* 4 KiB aligned, below 1 MiB, free */
+#define APIC_BASE       0xfee00000u
+#define APIC_SVR        0xf0
+#define APIC_ICR_LO     0x300
+#define APIC_ICR_HI     0x310
+#define ICR_BUSY        (1u << 12)
+#define ICR_INIT        0x000c4500u     /* all but self, assert, INIT */
+#define ICR_SIPI        0x000c4600u     /* all but self, start-up | vector */
+#define AP_WAIT_SECONDS 5               /* RTC second ticks to wait for APs */
+
+extern char ap_tramp_start[], ap_tramp_end[];
+extern volatile uint32_t ap_arrived;
+
+static struct params g_p;               /* read by every CPU once set */
+static uint32_t slice_lo[MAX_CPUS], slice_hi[MAX_CPUS];    /* gpa of counters */
+static volatile uint32_t cpu_passes[MAX_CPUS];
+
+static void wave_span(uint64_t c, uint64_t c_end, const struct params *p);
+
+static void compute_slices(const struct params *p)
+{
+    uint32_t n = (uint32_t)p->cpus, stride = (uint32_t)p->stride;
+    uint32_t blocks = (uint32_t)(p->end - p->start) / stride;
+    uint32_t q = blocks / n, r = blocks % n, i, first = 0;
+
+    for (i = 0; i < n; i++) {
+        uint32_t len = q + (i >= n - r ? 1 : 0);
+
+        slice_lo[i] = (uint32_t)p->start + first * stride + (uint32_t)p->offset;
+        slice_hi[i] = slice_lo[i] + len * stride;
+        first += len;
+    }
+}
+
+/* One pass over this CPU's slice, counted. */
+static void slice_pass(uint32_t cpu)
+{
+    wave_span(slice_lo[cpu], slice_hi[cpu], &g_p);
+    cpu_passes[cpu]++;
+}
+
+void ap_main(uint32_t cpu)
+{
+    if (cpu >= g_p.cpus)        /* a vCPU we were not told of: stays out */
+        halt_forever();
+    for (;;)
+        slice_pass(cpu);
+}
+
+static inline void apic_write(uint32_t reg, uint32_t v)
+{
+    *(volatile uint32_t *)(APIC_BASE + reg) = v;
+}
+
+static inline uint32_t apic_read(uint32_t reg)
+{
+    return *(volatile uint32_t *)(APIC_BASE + reg);
+}
+
+static void io_delay(uint32_t n)
+{
+    while (n--)
+        outb(0x80, 0);          /* ~1 us on hardware; QEMU needs no real wait */
+}
+
+static void send_ipi(uint32_t icr)
+{
+    apic_write(APIC_ICR_HI, 0);
+    apic_write(APIC_ICR_LO, icr);
+    while (apic_read(APIC_ICR_LO) & ICR_BUSY)
+        ;
+}
+
+static uint8_t rtc_seconds(void)
+{
+    outb(0x70, 0x00);
+    return inb(0x71);
+}
+
+/* Start every AP (broadcast: no APIC IDs needed); returns how many arrived. */
+static uint32_t start_aps(uint32_t want)
+{
+    uint8_t *dst = (uint8_t *)TRAMPOLINE;
+    const char *src;
+    uint8_t sec;
+    int ticks = 0;
+
+    for (src = ap_tramp_start; src < ap_tramp_end; src++)
+        *dst++ = (uint8_t)*src;
+    apic_write(APIC_SVR, apic_read(APIC_SVR) | 0x1ff);  /* enabled, vector 0xff */
+    send_ipi(ICR_INIT);
+    io_delay(10000);
+    send_ipi(ICR_SIPI | TRAMPOLINE >> 12);
+    io_delay(200);
+    send_ipi(ICR_SIPI | TRAMPOLINE >> 12);
+    sec = rtc_seconds();
+    while (ap_arrived < want && ticks < AP_WAIT_SECONDS) {
+        uint8_t now = rtc_seconds();
+        if (now != sec)
+            sec = now, ticks++;
+    }
+    return ap_arrived;
+}
+
+static void print_status(void)
+{
+    uint32_t i;
+
+    puts("QMPCTL wave-status cpus=");
+    puthex(g_p.cpus);
+    puts(" passes=");
+    for (i = 0; i < g_p.cpus; i++) {
+        if (i)
+            putc(',');
+        puthex(cpu_passes[i]);
+    }
+    puts("\n");
+}
+
+/* The BSP's loop: its own slice, a 'B' per round, 'S' answered. */
+static __attribute__((noreturn)) void bsp_loop(void)
+{
+    uint32_t rounds = 0, i, least;
+
+    for (;;) {
+        slice_pass(0);
+        least = cpu_passes[0];
+        for (i = 1; i < g_p.cpus; i++)
+            if (cpu_passes[i] < least)
+                least = cpu_passes[i];
+        for (; rounds < least; rounds++)
+            putc('B');
+        if ((inb(COM1 + 5) & 1) && inb(COM1) == 'S')
+            print_status();
+    }
+}
+
 /* ---- main ---------------------------------------------------------------- */
 
 void wave_main(uint32_t magic, const struct mb_info *mbi)
 {
-    struct params p = { 0x200000, 0x6600000, 0x1000, 1, 0, 0, 0 };
+    struct params p = { 0x200000, 0x6600000, 0x1000, 1, 0, 0, 0, 1 };
     static char buf[256];
     uint32_t img_lo = (uint32_t)__image_start, img_hi;
     uint64_t part[2][2], a, lim;
     uint8_t first;
     uint16_t key;
     int32_t size;
+    uint32_t started;
     int i, parts;
 
     if (magic != MB_BOOT_MAGIC)
@@ -515,6 +676,12 @@ void wave_main(uint32_t magic, const struct mb_info *mbi)
         (!(p.start < p.hole_start && p.hole_start < p.hole_end && p.hole_end < p.end) ||
          mod64(p.hole_start, p.stride) || mod64(p.hole_end, p.stride)))
         fail("bad-hole", &p);
+    if (p.cpus < 1 || p.cpus > MAX_CPUS)
+        fail("bad-cpus", &p);
+    if (p.cpus > 1 && (p.end > FOUR_GIB || p.hole_end > p.hole_start))
+        fail("cpus-need-wave-below-4g-without-hole", &p);
+    if (p.cpus > 1 && (p.end - p.start) < p.cpus * p.stride)
+        fail("fewer-blocks-than-cpus", &p);
     parts = wave_parts(&p, part);
     /* Low memory holds the IVT, BIOS data, the multiboot info, option ROMs
      * and the VGA hole: never a meaningful place for the wave. */
@@ -544,9 +711,25 @@ void wave_main(uint32_t magic, const struct mb_info *mbi)
         puts(" paging=pae");
     puts("\n");
 
-    for (;;) {
-        for (i = 0; i < parts; i++)
-            wave_span(part[i][0] + p.offset, part[i][1] + p.offset, &p);
-        putc('B');
+    if (p.cpus == 1) {
+        /* As ever: parts, hole and paging allowed, and nothing written per
+         * pass outside the wave (no counters, no status), so a lost page
+         * is a wave page the verifier can explain. */
+        for (;;) {
+            for (i = 0; i < parts; i++)
+                wave_span(part[i][0] + p.offset, part[i][1] + p.offset, &p);
+            putc('B');
+        }
     }
+    g_p = p;
+    compute_slices(&g_p);
+    started = start_aps((uint32_t)p.cpus - 1) + 1;
+    puts("QMPCTL writers cpus=");
+    puthex(p.cpus);
+    puts(" started=");
+    puthex(started);
+    puts("\n");
+    if (started < p.cpus)
+        fail("aps-did-not-start", &p);
+    bsp_loop();
 }

@@ -1,9 +1,13 @@
 """The x86_64 bare-metal wave guest (guestload/x86): QEMU migration-test's
 workload, one byte per page incremented pass after pass, with parameters
-chosen by the controller and passed over fw_cfg."""
+chosen by the controller and passed over fw_cfg. With --smp N every vCPU
+writes its own slice of the wave (verify.wave.wave_slices), so N vCPUs
+dirty memory at once (ring-full storms with the KVM dirty ring)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
@@ -19,6 +23,7 @@ from ..verify.wave import WaveParams, check_wave
 from .base import RAM_BASE, RESERVED_LOW, GuestCheck, OwnGuest, image_path, ram_layout
 from .linux import GuestThroughput
 
+GUEST_IMAGE = "wave guest image (code, stacks, pass counters)"
 SMALL_RAM_MIB = 2048  # up to here the defaults are what they always were
 # Below the end of RAM under 4 GiB, SeaBIOS keeps its tables and leaves its
 # POST heap dirty: a wave that goes on above 4 GiB skips this much of it.
@@ -73,6 +78,47 @@ def big_stride(covered: int, max_blocks: int = BIG_WAVE_BLOCKS) -> int:
     return stride
 
 
+def writer_passes(console_view: ConsoleView, seen: int) -> list[int] | None:
+    """Per-CPU pass counts of the first `wave-status` record after `seen` ones."""
+    found = console_view.find("wave-status")
+    if len(found) <= seen:
+        return None
+    return [int(n, 0) for n in found[seen].fields.get("passes", "").split(",") if n]
+
+
+async def writer_passes_now(console: SerialConsole, timeout: float) -> list[int]:
+    """Ask the guest ('S') for every CPU's pass count."""
+    seen = len(console.view().find("wave-status"))
+    await console.send(b"S")
+    return await console.wait_for(lambda v: writer_passes(v, seen), timeout,
+                                  "the wave's per-CPU pass counts (wave-status)")
+
+
+WRITERS_POLL_S = 0.1
+WRITERS_WAIT_S = 30.0
+
+
+async def writers_check(console: SerialConsole, writers: int, stage: str,
+                        timeout: float) -> GuestCheck:
+    """Every CPU's own pass count goes up: N writers really write (a 'B' only
+    says the slowest one moved)."""
+    first = await writer_passes_now(console, timeout)
+    now = first
+    deadline = time.monotonic() + min(timeout, WRITERS_WAIT_S)
+    while len(now) == writers and not all(b > a for a, b in zip(first, now, strict=True)):
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(WRITERS_POLL_S)
+        now = await writer_passes_now(console, timeout)
+    moved = (sum(b > a for a, b in zip(first, now, strict=True))
+             if len(now) == len(first) else 0)
+    counts = ", ".join(f"{a}->{b}" for a, b in zip(first, now, strict=False))
+    return GuestCheck(name="writers", stage=stage,
+                      ok=len(now) == writers and moved == writers,
+                      detail=f"{moved} of {writers} vCPUs advanced their slice; "
+                             f"passes per vCPU {counts}")
+
+
 def with_hole(wave: WaveParams, layout: RamLayout) -> WaveParams:
     """A wave given as one range over x86 RAM on both sides of the PCI hole
     skips the hole and the firmware's top of RAM below it (pure; a wave
@@ -109,8 +155,14 @@ class WaveGuest(OwnGuest):
     def kernel(self) -> Path:
         return image_path(self.arch, self.image)
 
+    @property
+    def writers(self) -> int:
+        """vCPUs running the wave: every one on x86 (the arm64 guest's is one)."""
+        return self.smp if self.arch == "x86_64" else 1
+
     def fw_cfg(self) -> tuple[tuple[str, str], ...]:
-        return (("opt/qmpctl/params", self.wave.fw_cfg_string()),)
+        cpus = f" cpus={self.writers}" if self.writers > 1 else ""
+        return (("opt/qmpctl/params", self.wave.fw_cfg_string() + cpus),)
 
     def devices(self, udp_port: int) -> tuple[str, ...]:
         return ()
@@ -119,7 +171,8 @@ class WaveGuest(OwnGuest):
         hole = ({"hole_start": self.wave.hole_start, "hole_end": self.wave.hole_end}
                 if self.wave.has_hole else {})
         return {"kind": self.name, "start": self.wave.start, "end": self.wave.end,
-                "stride": self.wave.stride, "delta": self.wave.delta, **hole}
+                "stride": self.wave.stride, "delta": self.wave.delta, **hole,
+                "writers": self.writers}
 
     def classifier(self) -> PageClassifier | None:
         return WaveClassifier(self.wave)
@@ -141,10 +194,12 @@ class WaveGuest(OwnGuest):
         """Checks that read the workload's state from a RAM image (paused guest)."""
         if isinstance(ram, Path):
             with RamImage(ram) as image:
-                res = check_wave(image, self.layout(), self.wave)
+                res = check_wave(image, self.layout(), self.wave, self.writers)
         else:  # an image read elsewhere (qmpctl agent)
-            res = check_wave(ram, self.layout(), self.wave)
-        detail = f"{res.blocks} blocks, {res.detail}, value 0x{res.value:02x}"
+            res = check_wave(ram, self.layout(), self.wave, self.writers)
+        detail = f"{res.blocks} blocks, {res.detail}"
+        if len(res.slices) == 1:  # several: the detail lists each slice's value
+            detail += f", value 0x{res.value:02x}"
         if res.first_bad_gpa is not None:
             detail += f", first bad block at gpa 0x{res.first_bad_gpa:x}"
         return [GuestCheck(name="wave-invariant", stage=stage, ok=res.ok, detail=detail)]
@@ -156,9 +211,16 @@ class WaveGuest(OwnGuest):
         )
 
     def layout(self, view: ConsoleView | None = None) -> RamLayout:
-        """Where things are; guests that report their tables refine it from `view`."""
+        """Where things are; with `view`, the x86 guest's image as it announced
+        it: with several writers its pass counters and stacks change every
+        pass, so a page lost there is named, not just "other RAM"."""
         wave = tuple(Region("wave workload", start, end) for start, end in self.wave.parts)
-        return ram_layout(self.arch, self.ram_mib, (*self.base_regions(), *wave))
+        layout = ram_layout(self.arch, self.ram_mib, (*self.base_regions(), *wave))
+        if view is not None and (head := view.last("wave-guest")) is not None:
+            lo, _, hi = head.fields.get("image", "").partition("-")
+            if lo and hi:
+                return layout.with_regions(Region(GUEST_IMAGE, int(lo, 16), int(hi, 16)))
+        return layout
 
     @property
     def above_4g(self) -> bool:
@@ -169,6 +231,15 @@ class WaveGuest(OwnGuest):
         problems = self.wave.problems()
         if self.smp < self.min_smp:
             problems.append(f"the {self.name} guest needs at least {self.min_smp} vCPUs")
+        if self.writers > 1 and (self.above_4g or self.wave.has_hole):
+            problems.append(
+                f"--smp {self.smp}: one wave writer per vCPU needs a wave below 4 GiB "
+                f"without a hole (the guest's PAE window above 4 GiB is one for all "
+                f"vCPUs); this wave ends at 0x{self.wave.end:x}: use --smp 1 or "
+                f"--wave-end below the PCI hole")
+        elif self.writers > self.wave.blocks:
+            problems.append(f"--smp {self.smp}: the wave has only {self.wave.blocks} blocks, "
+                            f"fewer than its {self.writers} writers")
         layout = self.layout()
         low = layout.start + RESERVED_LOW[self.arch]
         if self.wave.start < low or not all(layout.covers(start, end)
@@ -185,7 +256,15 @@ class WaveGuest(OwnGuest):
         return True if view.find("wave") and view.passes >= 1 else None
 
     async def before_migration(self, console: SerialConsole, timeout: float) -> list[GuestCheck]:
-        return []
+        """Several writers: each must be writing before we migrate."""
+        if self.writers == 1:  # the 'B' stream is the evidence already
+            return []
+        return [await writers_check(console, self.writers, "source, before migration",
+                                    timeout)]
 
     async def after_resume(self, console: SerialConsole, timeout: float) -> list[GuestCheck]:
-        return []
+        """Several writers: each goes on writing on the destination."""
+        if self.writers == 1:
+            return []
+        return [await writers_check(console, self.writers, "destination, after resume",
+                                    timeout)]

@@ -5,12 +5,16 @@ pass. At any instant the blocks below the write point hold v+delta and the rest
 hold v (mod 256): reading the bytes in address order, every byte equals its
 predecessor except at most one edge where it steps down by `delta`. A page
 lost in migration holds an older value and breaks that shape.
+
+Several writers (x86, one per vCPU) split the wave into slices, each with
+its own write point: the invariant then holds per slice, and neighbouring
+slices may be any number of passes apart (`wave_slices`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -102,14 +106,56 @@ class WaveParams:
         return out
 
 
+def wave_slices(blocks: int, writers: int) -> list[tuple[int, int]]:
+    """[first, end) block indices of each writer's slice, in wave order (pure).
+
+    Whole blocks in address order, floor(blocks/writers) each, the last
+    blocks % writers slices one block longer: guestload/x86/wave.c's
+    compute_slices makes the same split, so both sides agree on who writes
+    which counter."""
+    if writers < 1 or blocks < writers:
+        raise ValueError(f"{blocks} blocks cannot be split among {writers} writers")
+    q, r = divmod(blocks, writers)
+    out, first = [], 0
+    for i in range(writers):
+        n = q + (1 if i >= writers - r else 0)
+        out.append((first, first + n))
+        first += n
+    return out
+
+
+def slice_params(params: WaveParams, first: int, end: int) -> WaveParams:
+    """The wave restricted to blocks [first, end) (pure); keeps the hole if
+    the slice spans it."""
+    start = params.block_gpa(first)
+    stop = params.block_gpa(end - 1) + params.stride
+    spans = params.has_hole and start < params.hole_start and stop > params.hole_end
+    return replace(params, start=start, end=stop,
+                   hole_start=params.hole_start if spans else 0,
+                   hole_end=params.hole_end if spans else 0)
+
+
+@dataclass(frozen=True)
+class SliceCheck:
+    """One writer's slice: blocks [first, first + blocks)."""
+
+    first: int
+    blocks: int
+    value: int  # its first block's
+    edges: int
+    bad: int | None  # index (in the whole wave) of its first offending block
+    detail: str
+
+
 @dataclass(frozen=True)
 class WaveCheck:
     ok: bool
     blocks: int
-    edges: int  # positions where the value changes
+    edges: int  # positions where the value changes, summed over slices
     value: int  # value of the first block (v or v+delta)
     first_bad_gpa: int | None
     detail: str
+    slices: tuple[SliceCheck, ...] = ()
 
 
 def check_samples(samples: npt.NDArray[np.uint8], delta: int) -> tuple[int, int | None, str]:
@@ -203,10 +249,39 @@ def wave_samples(image: Sampled, layout: RamLayout, params: WaveParams) -> npt.N
     return np.concatenate(parts) if parts else np.empty(0, np.uint8)
 
 
-def check_wave(image: Sampled, layout: RamLayout, params: WaveParams) -> WaveCheck:
-    scan = scan_samples(sample_chunks(image, layout, params), params.delta)
+def check_slices(scans: list[tuple[int, WaveScan]]) -> tuple[SliceCheck, ...]:
+    """(first block, scan of its slice) per slice -> SliceChecks (pure)."""
+    return tuple(SliceCheck(first, s.blocks, s.value, s.edges,
+                            None if s.bad is None else first + s.bad, s.detail)
+                 for first, s in scans)
+
+
+def summarize(params: WaveParams, slices: tuple[SliceCheck, ...]) -> WaveCheck:
+    """The wave's verdict from its slices' (pure): one slice reads as before."""
+    bad = [s for s in slices if s.bad is not None]
+    first_bad = None if not bad else bad[0].bad
+    if len(slices) == 1:
+        detail = slices[0].detail
+    elif bad:
+        s = bad[0]
+        detail = (f"slice {slices.index(s)} of {len(slices)} (blocks {s.first}-"
+                  f"{s.first + s.blocks - 1}): {s.detail}")
+    else:
+        detail = (f"{len(slices)} slices, at most one edge each; edges "
+                  f"{','.join(str(s.edges) for s in slices)}, values "
+                  f"{','.join(f'0x{s.value:02x}' for s in slices)}")
     return WaveCheck(
-        ok=scan.bad is None, blocks=scan.blocks, edges=scan.edges, value=scan.value,
-        first_bad_gpa=None if scan.bad is None else params.block_gpa(scan.bad),
-        detail=scan.detail,
-    )
+        ok=not bad, blocks=sum(s.blocks for s in slices),
+        edges=sum(s.edges for s in slices), value=slices[0].value,
+        first_bad_gpa=None if first_bad is None else params.block_gpa(first_bad),
+        detail=detail, slices=slices)
+
+
+def check_wave(image: Sampled, layout: RamLayout, params: WaveParams,
+               writers: int = 1) -> WaveCheck:
+    """The invariant in each of the `writers` slices (one edge per slice)."""
+    scans = []
+    for first, end in wave_slices(params.blocks, writers):
+        part = slice_params(params, first, end)
+        scans.append((first, scan_samples(sample_chunks(image, layout, part), params.delta)))
+    return summarize(params, check_slices(scans))

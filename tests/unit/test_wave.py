@@ -1,11 +1,22 @@
+from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from qmpctl.core.errors import UsageError
 from qmpctl.core.units import PAGE_SIZE, GiB, MiB
-from qmpctl.guests.wave import BIG_WAVE_BLOCKS, WaveGuest, big_wave, default_wave, with_hole
+from qmpctl.guests import wave as wave_guest
+from qmpctl.guests.wave import (
+    BIG_WAVE_BLOCKS,
+    WaveGuest,
+    big_wave,
+    default_wave,
+    with_hole,
+    writers_check,
+)
+from qmpctl.qemu.console import ConsoleView, parse_record
 from qmpctl.qemu.memmap import RamSegment, ram_segments
 from qmpctl.scenario.options import MigrateOptions, big_guest_throttle, build_guest
 from qmpctl.verify.classify import WaveClassifier, classify_pages
@@ -16,7 +27,9 @@ from qmpctl.verify.wave import (
     check_samples,
     check_wave,
     scan_samples,
+    slice_params,
     wave_samples,
+    wave_slices,
 )
 
 
@@ -203,3 +216,169 @@ def test_big_linux_guests_hold_back_at_their_working_set() -> None:
     assert small.options.throttle == 64
     given = resolve(MigrateOptions(guest="linux", ram=8192, throttle=100), kvm)
     assert given.options.throttle == 100
+
+
+# ---- several writers: one slice per vCPU -------------------------------------
+
+
+def test_slices_split_whole_blocks_remainder_last() -> None:
+    assert wave_slices(10, 1) == [(0, 10)]
+    assert wave_slices(10, 4) == [(0, 2), (2, 4), (4, 7), (7, 10)]
+    assert wave_slices(8, 4) == [(0, 2), (2, 4), (4, 6), (6, 8)]
+    assert wave_slices(3, 3) == [(0, 1), (1, 2), (2, 3)]
+    for blocks in range(1, 40):
+        for n in range(1, min(blocks, 8) + 1):
+            cuts = wave_slices(blocks, n)
+            assert cuts[0][0] == 0 and cuts[-1][1] == blocks
+            assert all(a[1] == b[0] for a, b in pairwise(cuts))
+            sizes = [e - s for s, e in cuts]
+            assert sizes == sorted(sizes) and sizes[-1] - sizes[0] <= 1
+    with pytest.raises(ValueError):
+        wave_slices(3, 4)
+
+
+def test_guest_c_split_is_the_same() -> None:
+    """wave.c's compute_slices, transcribed: q = B / N, r = B % N, slice i is
+    q blocks plus one when i >= N - r."""
+    for blocks in (25600, 25601, 25602, 25603, 7, 9):
+        for n in range(1, min(blocks, 8) + 1):
+            q, r = divmod(blocks, n)
+            first, c_side = 0, []
+            for i in range(n):
+                length = q + (1 if i >= n - r else 0)
+                c_side.append((first, first + length))
+                first += length
+            assert c_side == wave_slices(blocks, n)
+
+
+SMALL = WaveParams(start=MiB, end=MiB + 16 * PAGE_SIZE)  # 16 blocks
+SMALL_LAYOUT = RamLayout((RamSegment(0, 0, 2 * MiB),))
+
+
+def small_image(tmp_path: Path, counters: list[int]) -> Path:
+    ram = np.zeros(SMALL_LAYOUT.size, dtype=np.uint8)
+    for i, v in enumerate(counters):
+        ram[SMALL_LAYOUT.offset(SMALL.block_gpa(i))] = v
+    path = tmp_path / "ram"
+    path.write_bytes(ram.tobytes())
+    return path
+
+
+def test_each_slice_has_its_own_edge(tmp_path: Path) -> None:
+    # 4 writers of 4 blocks, several passes apart: one edge in each slice.
+    counters = [9, 8, 8, 8, 3, 3, 3, 3, 21, 21, 20, 20, 5, 5, 5, 4]
+    with RamImage(small_image(tmp_path, counters)) as image:
+        res = check_wave(image, SMALL_LAYOUT, SMALL, writers=4)
+        one = check_wave(image, SMALL_LAYOUT, SMALL)
+    assert res.ok and res.edges == 3 and [s.value for s in res.slices] == [9, 3, 21, 5]
+    assert [(s.first, s.blocks, s.edges) for s in res.slices] == [
+        (0, 4, 1), (4, 4, 0), (8, 4, 1), (12, 4, 1)]
+    assert res.detail == ("4 slices, at most one edge each; edges 1,0,1,1, "
+                          "values 0x09,0x03,0x15,0x05")
+    assert not one.ok  # read as one writer's wave, the slices' steps are wrong
+
+
+def test_two_edges_within_one_slice_fail(tmp_path: Path) -> None:
+    # Slice 2 (blocks 8-11) steps down twice: 21 20 20 19 is one pass too many.
+    counters = [9, 8, 8, 8, 3, 3, 3, 3, 21, 20, 20, 19, 5, 5, 5, 4]
+    with RamImage(small_image(tmp_path, counters)) as image:
+        res = check_wave(image, SMALL_LAYOUT, SMALL, writers=4)
+    assert not res.ok and [s.bad for s in res.slices] == [None, None, 11, None]
+    assert res.first_bad_gpa == SMALL.block_gpa(11)
+    assert res.detail.startswith("slice 2 of 4 (blocks 8-11): 2 edges, at most one allowed")
+
+
+def test_a_stale_block_in_a_slice_fails(tmp_path: Path) -> None:
+    counters = [9, 8, 8, 8, 3, 2, 3, 3, 21, 21, 20, 20, 5, 5, 5, 4]
+    with RamImage(small_image(tmp_path, counters)) as image:
+        res = check_wave(image, SMALL_LAYOUT, SMALL, writers=4)
+    assert not res.ok and res.slices[1].bad == 6
+    assert "block 2 holds 0x03 after 0x02" in res.slices[1].detail
+
+
+def test_slices_across_a_hole() -> None:
+    half = slice_params(HOLED, 320, 640)  # the second half: 64 blocks low, 256 high
+    assert (half.start, half.end, half.has_hole) == (HOLED.block_gpa(320), 9 * MiB, True)
+    low = slice_params(HOLED, 0, 320)
+    assert (low.start, low.end, low.has_hole) == (MiB, HOLED.block_gpa(320), False)
+
+
+def test_classifier_counts_passes_of_each_slice_writer() -> None:
+    """The classifier compares a counter with itself on both sides: k passes
+    behind is k passes of the writer of that counter's slice, whatever the
+    other slices hold."""
+    src = np.zeros(SMALL_LAYOUT.size, dtype=np.uint8)
+    for i, v in enumerate([9, 8, 8, 8, 3, 3, 3, 3, 21, 21, 20, 20, 5, 5, 5, 4]):
+        src[SMALL_LAYOUT.offset(SMALL.block_gpa(i))] = v
+    dst = src.copy()
+    dst[SMALL_LAYOUT.offset(SMALL.block_gpa(5))] = 1  # 2 passes behind (slice 1)
+    dst[SMALL_LAYOUT.offset(SMALL.block_gpa(9))] = 20  # 1 pass behind (slice 2)
+    res = classify_pages(src, dst, differing_pages(src, dst), SMALL_LAYOUT,
+                         WaveClassifier(SMALL))
+    assert res.stale.pages == 2 and res.stale.steps == {"1": 1, "2": 1}
+
+
+def test_smp_wave_guest_params_and_refusals() -> None:
+    guest = build_guest(MigrateOptions(smp=4), "x86_64", 160)
+    assert isinstance(guest, WaveGuest) and guest.writers == 4
+    guest.validate()
+    assert guest.fw_cfg()[0][1].endswith(" offset=0x0 cpus=4")
+    assert guest.workload_summary()["writers"] == 4
+    one = build_guest(MigrateOptions(), "x86_64", 160)
+    assert one.fw_cfg()[0][1].endswith(" offset=0x0")  # unchanged for one writer
+    big = build_guest(MigrateOptions(ram=8192, smp=2), "x86_64", 8192)
+    with pytest.raises(UsageError, match=r"--smp 2: one wave writer per vCPU needs a wave "
+                                         r"below 4 GiB without a hole"):
+        big.validate()
+    below = build_guest(MigrateOptions(ram=8192, smp=8, wave_end=1024), "x86_64", 8192)
+    below.validate()
+    tiny = build_guest(MigrateOptions(smp=8, wave_start=2, wave_end=2, stride=PAGE_SIZE),
+                       "x86_64", 160)
+    with pytest.raises(UsageError):
+        tiny.validate()
+    arm = build_guest(MigrateOptions(arch="aarch64", smp=4), "aarch64", 1024)
+    assert isinstance(arm, WaveGuest) and arm.writers == 1
+
+
+class FakeConsole:
+    """Answers each 'S' with the next per-CPU pass counts."""
+
+    def __init__(self, answers: list[str]) -> None:
+        self.answers = answers
+        self._view = ConsoleView()
+
+    def view(self) -> ConsoleView:
+        return self._view
+
+    async def send(self, data: bytes) -> None:
+        assert data == b"S"
+        passes = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        self._view.records.append(parse_record(f"wave-status cpus=0x4 passes={passes}"))
+
+    async def wait_for(self, probe: Any, timeout: float, what: str) -> Any:
+        result = probe(self._view)
+        assert result is not None, what
+        return result
+
+
+async def test_writers_check_needs_every_cpu_to_advance(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wave_guest, "WRITERS_POLL_S", 0.0)
+    console: Any = FakeConsole(["0x5,0x9,0x4,0x5", "0x6,0x9,0x5,0x5", "0x7,0xa,0x6,0x6"])
+    ok = await writers_check(console, 4, "src", 10.0)
+    assert ok.ok and ok.detail == ("4 of 4 vCPUs advanced their slice; passes per vCPU "
+                                   "5->7, 9->10, 4->6, 5->6")
+    monkeypatch.setattr(wave_guest, "WRITERS_WAIT_S", 0.05)
+    stuck: Any = FakeConsole(["0x5,0x9,0x4,0x5", "0x6,0x9,0x5,0x6"])  # vCPU 1 stopped
+    bad = await writers_check(stuck, 4, "src", 10.0)
+    assert not bad.ok and bad.detail.startswith("3 of 4 vCPUs advanced")
+    short: Any = FakeConsole(["0x5", "0x6"])  # the guest runs fewer writers than asked
+    assert not (await writers_check(short, 4, "src", 10.0)).ok
+
+
+def test_layout_names_the_announced_guest_image() -> None:
+    guest = build_guest(MigrateOptions(smp=2), "x86_64", 160)
+    view = ConsoleView([parse_record("wave-guest v1 arch=x86_64 mode=32bit "
+                                     "image=0x100000-0x11102e")])
+    assert guest.layout(view).region_of(0x10B100) == wave_guest.GUEST_IMAGE
+    assert guest.layout().region_of(0x10B100) != wave_guest.GUEST_IMAGE
