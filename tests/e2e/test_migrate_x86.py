@@ -48,6 +48,23 @@ def assert_sound(rep: RunReport) -> None:
     assert rep.source_state_after == "postmigrate"
 
 
+# What the ring's stall on kvm_pvm does to a run (README, findings): the
+# guest sits in ring-full exits, so the migration may converge before any
+# page is sent twice. qmpctl must then say inconclusive, never verified.
+RING_STALL_REASONS = ("the workload made no progress", "no page was sent twice",
+                      "the workload rewrote no memory while convergence was held back")
+
+
+def is_ring_stall(rep: RunReport) -> bool:
+    """On kvm_pvm: an inconclusive run for the ring's stall, and only for it,
+    with the ring-full exits that show the stall."""
+    return (rep.host is not None and rep.host.flavour == "pvm"
+            and rep.verdict == "inconclusive" and rep.exit_code == ExitCode.INCONCLUSIVE
+            and bool(rep.inconclusive)
+            and all(why.startswith(RING_STALL_REASONS) for why in rep.inconclusive)
+            and rep.dirty_ring is not None and rep.dirty_ring.full_exits > 0)
+
+
 async def test_tcg_migration_verified(qmpctl_migrate: MigrateFn) -> None:
     rep = await migrate(qmpctl_migrate, accel="tcg")
     assert rep.config is not None and rep.config.dirty_tracking == "tcg"
@@ -87,6 +104,8 @@ async def test_kvm_dirty_ring_migration(qmpctl_migrate: MigrateFn) -> None:
     assert rep.host is not None
     if rep.host.flavour != "pvm" or rep.verdict == "verified":
         assert_sound(rep)
+        return
+    if is_ring_stall(rep):
         return
     # The loss signature, over every differing page (not only the first few):
     # wave pages only, each holding a value the source held earlier, and the
