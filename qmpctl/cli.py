@@ -471,8 +471,9 @@ async def _matrix(state: MatrixState, live: bool) -> None:
 def matrix(
     preset: Annotated[str | None, typer.Option(
         help="smoke (CI: x86_64 bare metal, under a minute here), full (every feature, x86_64 and "
-             "arm64 bare metal, the README's table, about 20 minutes) or exhaustive (every axis "
-             "value, 5 runs each, hours)")] = None,
+             "arm64 bare metal, the README's table, about 20 minutes), storm (KVM dirty ring, a "
+             "writer on each of 1-8 vCPUs) or exhaustive (every axis value, 5 runs each, "
+             "hours)")] = None,
     axes: Annotated[Path | None, typer.Option(
         help="TOML file of the same shape: repeat, options and axes tables (README)")]
     = None,

@@ -6,7 +6,8 @@ thing and a preset can be copied into a file to be edited.
 of each kind under TCG), once each, small guests (64 MiB RAM, an 18 MiB wave),
 within about 3 minutes on a 2-core machine. `full` is every feature on both
 bare-metal guests, every tracking, two ring sizes and the cross-version pairs,
-3 runs each: the README's results table, about 20 minutes here. `exhaustive`
+3 runs each: the README's results table, about 20 minutes here. `storm` is
+ring-full storms, a writer on each of 1..8 vCPUs under KVM. `exhaustive`
 is every axis value qmpctl knows, 5 runs each (hours; most cells need a host
 with arm64 KVM, 64-bit KVM guests or more time than a CI job has).
 """
@@ -50,6 +51,18 @@ PRESETS: dict[str, dict[str, Any]] = {
              "qemu": SAME_QEMU, "feature": [*TCG_FEATURES, "dirty-limit", "vcpu-dirty-limit"]},
             {"arch": ["x86_64", "aarch64"], "accel": ["tcg"], "feature": ["precopy", "postcopy"],
              "qemu": ["7.2->10.0", "10.0->7.2"]},
+        ],
+    },
+    "storm": {
+        "description": "ring-full storms: x86_64 KVM, a wave writer on each of 1, 2, 4 and 8 "
+                       "vCPUs, rings of 1024 and 4096 entries, the bitmap as control; "
+                       "5 runs each (a few minutes here)",
+        "repeat": 5,
+        "options": SMALL_BAREMETAL,
+        "axes": [
+            {"accel": ["kvm"], "tracking": ["ring"], "ring": [1024, 4096],
+             "smp": [1, 2, 4, 8], "qemu": SAME_QEMU},
+            {"accel": ["kvm"], "tracking": ["bitmap"], "smp": [1, 4, 8], "qemu": SAME_QEMU},
         ],
     },
     "exhaustive": {

@@ -156,6 +156,15 @@ def test_full_preset_is_every_feature_on_both_bare_metal_guests() -> None:
     assert len(cells) == 2 * len(tcg) + 3 * len(FEATURES) + 2 * 2 * 2
 
 
+def test_storm_preset_puts_a_writer_on_each_of_up_to_eight_vcpus() -> None:
+    cells = expand(load_preset("storm"))
+    assert [c.id for c in cells] == [
+        f"x86_64-kvm-ring{ring}-smp{n}-baremetal-precopy-10.0->10.0"
+        for ring in (1024, 4096) for n in (1, 2, 4, 8)] + [
+        f"x86_64-kvm-bitmap-smp{n}-baremetal-precopy-10.0->10.0" for n in (1, 4, 8)]
+    assert {c.options.smp for c in cells if isinstance(c.options, MigrateOptions)} == {1, 2, 4, 8}
+
+
 def test_exhaustive_preset_expands_every_axis_and_lists_collapsed_tcg_cells() -> None:
     spec = load_preset("exhaustive")
     assert spec.repeat == 5
@@ -508,7 +517,7 @@ def test_loss_summary_names_blocks_and_checks_too() -> None:
 
 
 @pytest.mark.parametrize(("args", "problem"), [
-    ([], "give one of --preset NAME (smoke, full, exhaustive) or --axes FILE.toml"),
+    ([], "give one of --preset NAME (smoke, full, storm, exhaustive) or --axes FILE.toml"),
     (["--preset", "smoke", "--axes", "m.toml"], "give one of --preset"),
     (["--preset", "huge"], "--preset 'huge': choose smoke, full"),
     (["--preset", "smoke", "--repeat", "0"], "--repeat 0: must be at least 1"),
