@@ -48,7 +48,8 @@ def entry(cell: CellResult) -> str:
 
 def feature_table(report: MatrixReport) -> str:
     """Rows: features in FEATURES order; columns: configurations in the
-    order the matrix ran them; a cell the matrix did not have is blank (pure)."""
+    order the matrix ran them; a cell the matrix did not have is blank.
+    With a single feature, a row per configuration instead (pure)."""
     varying = tuple(a for a in COLUMN_AXES
                     if len({c.axes.get(a) for c in report.cells}) > 1
                     or (a == "tracking" and len({c.axes.get("ring") for c in report.cells}) > 1))
@@ -56,6 +57,10 @@ def feature_table(report: MatrixReport) -> str:
     for cell in report.cells:
         columns.setdefault(_column(cell, varying), {})[cell.axes["feature"]] = entry(cell)
     features = [f for f in FEATURES if any(f in col for col in columns.values())]
+    if len(features) == 1:  # one feature: a row per configuration reads better
+        lines = [f"| configuration | {features[0]} |", "| --- | --- |"]
+        lines += [f"| {name} | {col.get(features[0], '')} |" for name, col in columns.items()]
+        return "\n".join(lines) + "\n"
     lines = ["| feature | " + " | ".join(columns) + " |",
              "| --- |" + " --- |" * len(columns)]
     lines += [f"| {f} | " + " | ".join(col.get(f, "") for col in columns.values()) + " |"

@@ -507,6 +507,16 @@ def test_markdown_table_pivots_features_against_configurations(
         "| postcopy | 0/2, 1 inconclusive, 1 migration-failed |  |  |  |"]
 
 
+def test_markdown_table_of_one_feature_has_a_row_per_configuration() -> None:
+    cells = expand(parse_spec({"axes": {"accel": ["kvm"], "tracking": ["ring"],
+                                        "smp": [1, 2]}}, "t"))
+    state = MatrixState(cells, 1, ())
+    state.runs = {cells[0].id: [record(VERIFIED, 1)], cells[1].id: [record(LOST, 1)]}
+    assert feature_table(state.report(["qmpctl"], "t", HOST)).splitlines() == [
+        "| configuration | precopy |", "| --- | --- |",
+        "| 1 vCPU | 1/1 |", "| 2 vCPUs | 0/1, **1 lost** |"]
+
+
 def test_loss_summary_names_blocks_and_checks_too() -> None:
     rep = report("mismatch", 1, memory=memory(0), guest_checks=[
         {"name": "wave-invariant", "stage": "dst", "ok": False, "detail": "2 breaks"}])
