@@ -84,9 +84,17 @@ class Recovery:
             await self._wait_paused(self.dst, "destination", NOTICE_S)
             return False
         except MigrationFailed:
+            pass
+        try:
             await self.dst.execute("migrate-pause")
-            await self._wait_paused(self.dst, "destination", self.timeout)
-            return True
+        except QmpReplyError:
+            # It noticed meanwhile: a link back up delivers the source's FIN.
+            if (await self.dst.execute("query-migrate", timeout=5)).get("status") \
+                    != "postcopy-paused":
+                raise
+            return False
+        await self._wait_paused(self.dst, "destination", self.timeout)
+        return True
 
     async def _listen(self) -> str:
         """The destination listens again; a listener an attempt never reached

@@ -57,6 +57,35 @@ async def test_a_destination_that_did_not_notice_is_paused_too(tmp_path: Path) -
     assert rec.attempts[0].paused_destination
 
 
+async def test_a_destination_that_pauses_as_qmpctl_pauses_it_is_left_paused(
+        tmp_path: Path) -> None:
+    """A link back up just as qmpctl stops waiting: the destination pauses
+    itself, and QEMU refuses qmpctl's migrate-pause; recovery goes on."""
+    class NoticesLate(Side):
+        async def execute(self, command: str, arguments: dict[str, Any] | None = None,
+                          timeout: float | None = None) -> dict[str, Any]:
+            if command == "migrate-pause":  # refused: it paused itself just now
+                self.statuses = ["postcopy-paused"]
+            return await super().execute(command, arguments, timeout)
+
+    src = Side("src", ["postcopy-paused"])
+    dst = NoticesLate("dst", ["postcopy-active"], {"migrate-pause": 1})
+    rec = Recovery(dst, uris(), tmp_path)  # type: ignore[arg-type]
+    await rec.recover(src, 1.0)  # type: ignore[arg-type]
+    assert [c for c, _ in dst.commands] == ["migrate-pause", "migrate-recover"]
+    assert not rec.attempts[0].paused_destination
+    assert src.commands[0] == ("migrate", {"uri": "tcp:192.0.2.2:4445", "resume": True})
+
+
+async def test_a_refused_pause_of_a_destination_still_running_is_an_error(
+        tmp_path: Path) -> None:
+    src = Side("src", ["postcopy-paused"])
+    dst = Side("dst", ["active"], {"migrate-pause": 1})
+    rec = Recovery(dst, uris(), tmp_path)  # type: ignore[arg-type]
+    with pytest.raises(QmpReplyError):
+        await rec.recover(src, 1.0)  # type: ignore[arg-type]
+
+
 async def test_resumes_refused_while_the_link_is_down_are_retried(tmp_path: Path) -> None:
     src = Side("src", ["postcopy-paused"], refuse={"migrate": 2})
     dst = Side("dst", ["postcopy-paused"])
