@@ -241,11 +241,13 @@ def convergence_detail(stats: MigrationStats, info: dict[str, Any]) -> str:
     return why
 
 
-async def cancel(src: QemuMachine, timeout: float = 15.0) -> str:
+async def cancel(src: QemuMachine, timeout: float = 15.0, resume_completed: bool = True) -> str:
     """Cancel an active migration and make sure the source runs again.
 
-    Returns the source's run state afterwards. Never raises: it runs on the
-    error path.
+    `resume_completed`: a migration that completed anyway is resumed on the
+    source too, unless the destination's guest already ran (then the source's
+    memory is behind it). Returns the source's run state afterwards. Never
+    raises: it runs on the error path.
     """
     try:
         info = await src.execute("query-migrate", timeout=5)
@@ -254,6 +256,9 @@ async def cancel(src: QemuMachine, timeout: float = 15.0) -> str:
             return (f"{state} (migration {info.get('status')}: after the postcopy switchover "
                     "the source is not resumed; only a postcopy recovery can continue it)")
         if info.get("status") == "completed":  # the destination failed after switchover
+            if not resume_completed:
+                return (f"{await src.status()} (migration completed and the destination's "
+                        "guest ran: the source is behind it and is not resumed)")
             return await ensure_running(src, after_completion=True)
         if info.get("status") not in (None, "none", "failed", "cancelled"):
             await src.execute("migrate_cancel", timeout=5)

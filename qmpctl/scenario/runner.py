@@ -229,6 +229,7 @@ class Run:
     machines: list[QemuMachine] = field(default_factory=list)  # in the order they ran
     migration_started: bool = False
     migration_completed: bool = False
+    dst_resumed: bool = False  # `cont` sent to the destination: its guest ran
     t_migrate: float = 0.0
     wall_migrate: tuple[float, float] = (0.0, 0.0)  # time.time() at migrate and at the end
     supervisor: Supervisor = field(init=False)
@@ -295,8 +296,16 @@ class Run:
         src, rep = self.src, self.report
         if src is None or not src.is_running():
             return
+        # Once the destination's guest ran (resumed, or postcopy), the source's
+        # memory is behind it: resuming the source would run the guest from the
+        # past. Until then the source is the guest's only live copy.
+        took_over = self.dst_resumed or (rep.migration is not None
+                                         and rep.migration.mode == "postcopy")
         if self.migration_started and not self.migration_completed:
-            rep.source_state_after = await driver.cancel(src)
+            rep.source_state_after = await driver.cancel(src, resume_completed=not took_over)
+        elif self.migration_completed and not took_over:
+            with contextlib.suppress(QmpctlError):
+                rep.source_state_after = await driver.ensure_running(src, after_completion=True)
         elif rep.source_state_after is None:
             with contextlib.suppress(QmpctlError):
                 rep.source_state_after = await src.status()
@@ -395,6 +404,7 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
     watch = driver.Watch(progress=run.progress, on_pass=on_pass, on_status=on_status,
                          redirtied=redirtied)
     run.migration_started, run.migration_completed = True, False
+    run.dst_resumed = False
     run.t_migrate, wall = time.monotonic(), time.time()
     run.injector.begin(src, dst)
     try:
@@ -507,6 +517,7 @@ async def _resume_and_check(run: Run, src: QemuMachine, dst: QemuMachine) -> Non
     """The guest must keep running where it landed, and stay consistent."""
     r, rep, o = run.r, run.report, run.r.options
     t_cont = time.monotonic()
+    run.dst_resumed = True  # before the reply: a lost reply may still have resumed it
     await dst.execute("cont")
     if not r.guest.checks_image_after_resume:
         # A foreign guest goes its own way from here, and may end on its own.
@@ -705,6 +716,13 @@ async def _run(run: Run) -> None:
             sampler = group.create_task(run.anon.sample())
             try:
                 await _phases(run, stack, policy, settings)
+            except QmpError as exc:
+                # A side that died under a command (verifying, checking the
+                # guest) is named as the supervisor would, not a lost monitor.
+                if not isinstance(exc, SideLost) and (
+                        lost := await run.supervisor.first_failure()):
+                    raise lost from exc
+                raise
             finally:
                 run.supervisor.stop()
                 watcher.cancel()

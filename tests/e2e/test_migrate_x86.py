@@ -144,6 +144,22 @@ async def test_destination_killed_midway_leaves_source_running(
     assert rep.memory is None  # nothing verified after a failed migration
 
 
+async def test_destination_killed_after_completion_is_named(qmpctl_migrate: MigrateFn) -> None:
+    """The destination dies after the migration completed, under the checks
+    that read it: the report names the side and how it ended (not a lost
+    monitor, not an environment error), and the source, never taken over by
+    the destination's guest, runs again."""
+
+    async def kill(_src: Any, dst: Any) -> None:
+        dst.kill()
+
+    rep = await migrate(qmpctl_migrate, Hooks(after_migration=kill), accel="tcg")
+    assert rep.verdict == "migration-failed" and rep.exit_code == ExitCode.MIGRATION_FAILED
+    assert rep.error is not None and rep.error.startswith("dst QEMU killed by SIGKILL"), rep.error
+    assert rep.migration is not None and rep.migration.status == "completed"
+    assert rep.source_state_after == "running"
+
+
 async def test_migration_timeout_cancels_and_resumes_source(qmpctl_migrate: MigrateFn) -> None:
     """A migration held back longer than --timeout: cancelled, QEMU's state in
     the error, the source running again, nothing verified."""
