@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from ..core.aio import terminate
 from ..core.errors import HostError
 from .netns import connect_in
 
@@ -315,16 +316,7 @@ class SshHost(RemoteHost):
         for beat in self._beats:
             beat.cancel()
         for proc in self._held:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.terminate()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(5):
-                        await proc.wait()
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+            await terminate(proc)
         if not self._held:
             return  # nothing was started there, so nothing to remove
         try:

@@ -14,13 +14,13 @@ run ends. The system's own sshd, if any, is neither used nor touched.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.aio import terminate
 from ..core.errors import HostError
 from .netns import connect_in
 from .remote import die_with_parent
@@ -133,15 +133,5 @@ class NamespaceSshd:
                 await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
-        proc = self.proc
-        if proc is None or proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5):
-                await proc.wait()
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        if self.proc is not None:
+            await terminate(self.proc)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..core.aio import terminate
 from ..core.errors import HostError
 from ..host.netns import NetnsPair
 from ..host.qemu import QemuBinary
@@ -114,17 +115,7 @@ async def start_agent(stack: contextlib.AsyncExitStack, host: RemoteHost,
     if host.tethers:
         host.hold(proc)
 
-    async def stop() -> None:
-        if proc.returncode is None:
-            proc.terminate()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5):
-                    await proc.wait()
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-
-    stack.push_async_callback(stop)
+    stack.push_async_callback(terminate, proc)
     line = await _first_line(proc, AGENT_START_S)
     try:
         token = str(json.loads(line)["token"])
