@@ -56,15 +56,23 @@ def test_tether_without_heartbeats_ends_its_child(tmp_path: Path) -> None:
     assert proc.returncode == 128 + signal.SIGTERM and not (tmp_path / "run").exists()
 
 
+def ended(proc: subprocess.Popen[bytes]) -> bytes:
+    """Its stderr once it exited by itself: the session (stdin) stays open
+    until then, or the tether would end the child for the session's end."""
+    proc.wait(timeout=10)
+    _, err = proc.communicate(timeout=10)
+    return err
+
+
 def test_tether_exits_as_its_child(tmp_path: Path) -> None:
     proc = tether(tmp_path, "sh", "-c", "exit 3")
-    proc.communicate(timeout=10)
+    ended(proc)
     assert proc.returncode == 3
     proc = tether(tmp_path, "sh", "-c", "kill -KILL $$")
-    _, err = proc.communicate(timeout=10)
+    err = ended(proc)
     assert proc.returncode == 128 + 9 and b"was killed by SIGKILL" in err
     proc = tether(tmp_path, "/nonexistent/qemu")
-    _, err = proc.communicate(timeout=10)
+    err = ended(proc)
     assert proc.returncode == 127 and b"cannot run /nonexistent/qemu" in err
 
 
