@@ -69,6 +69,9 @@ class QemuMachine:
         self._proc: asyncio.subprocess.Process | None = None
         self._log: IO[bytes] | None = None
         self._shut_down = False
+        # The supervisor saw its monitor stop answering (stopped or hung,
+        # possibly on another host where its state cannot be read): no `quit`.
+        self.unresponsive = False
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         self._log = self.log_path.open("wb")
@@ -275,12 +278,13 @@ class QemuMachine:
         if self.pid is not None and process_state(self.pid) == "T":
             self.kill()  # stopped (SIGSTOP): it can answer nothing, and SIGKILL still works
         quit_sent = False
-        if self.is_running() and self.qmp.runstate.name == "RUNNING":
+        if self.is_running() and self.qmp.runstate.name == "RUNNING" and not self.unresponsive:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2):
                     await self.qmp.execute("quit")
                 quit_sent = True
-        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+        first = () if self.unresponsive else (None,)  # nothing to wait for
+        for sig in (*first, signal.SIGTERM, signal.SIGKILL):
             if not self.is_running():
                 break
             assert self._proc is not None

@@ -95,6 +95,7 @@ class Supervisor:
             if not machine.is_running():
                 return await self._fail(side, machine,
                                         f"{side} QEMU {how_it_ended(machine.exit_code)}")
+            machine.unresponsive = True  # its cleanup goes straight to signals
             state = process_state(machine.pid) if machine.pid else None
             why = ("is stopped (SIGSTOP)" if state == "T" else
                    f"did not answer query-status within {self.answer_within:g}s ({exc.desc})")
