@@ -58,6 +58,7 @@ class Supervisor:
         self.migrating = migrating
         self.machines: dict[str, QemuMachine] = {}
         self.stopped = False
+        self._wake = asyncio.Event()
 
     def add(self, side: str, machine: QemuMachine) -> None:
         self.machines[side] = machine
@@ -117,10 +118,25 @@ class Supervisor:
     def stop(self) -> None:
         """End `watch()` at its next step, even if a cancellation were lost."""
         self.stopped = True
+        self._wake.set()
+
+    async def finish(self, watcher: asyncio.Task[None]) -> None:
+        """Stop `watcher` (a task running `watch()`) and let it end by itself:
+        cancelling it under a heartbeat leaves QEMU's reply to a command
+        nobody waits for (qemu.qmp then warns "Unknown ID ..., message
+        dropped"). Cancelled only if it does not end within the heartbeat's
+        bound."""
+        self.stop()
+        await asyncio.wait({watcher}, timeout=self.answer_within + 1)
+        watcher.cancel()
 
     async def watch(self) -> None:
         while not self.stopped:
             for side, machine in list(self.machines.items()):
+                if self.stopped:
+                    return
                 if (failure := await self.check(side, machine)) is not None:
                     raise failure
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()

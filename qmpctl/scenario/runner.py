@@ -724,9 +724,8 @@ async def _run(run: Run) -> None:
                     raise lost from exc
                 raise
             finally:
-                run.supervisor.stop()
-                watcher.cancel()
                 sampler.cancel()
+                await run.supervisor.finish(watcher)
 
 
 def _keep_logs(run_dir: RunDir, dest: Path) -> None:

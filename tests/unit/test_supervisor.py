@@ -18,6 +18,39 @@ async def test_stop_ends_watch_without_a_cancel() -> None:
     assert watcher.exception() is None
 
 
+class SlowMonitor:
+    """A QEMU whose monitor takes 0.2 s to answer; counts what was cut short."""
+
+    def __init__(self) -> None:
+        self.qmp = type("Qmp", (), {"runstate": type("S", (), {"name": "RUNNING"})()})()
+        self.answered = self.cut = 0
+
+    def is_running(self) -> bool:
+        return True
+
+    async def execute(self, command: str, timeout: float) -> dict[str, str]:
+        try:
+            await asyncio.sleep(0.2)
+        except asyncio.CancelledError:
+            self.cut += 1
+            raise
+        self.answered += 1
+        return {"status": "running"}
+
+
+async def test_finish_lets_the_heartbeat_in_flight_get_its_answer() -> None:
+    # A heartbeat cancelled under its command leaves a reply nobody reads
+    # (qemu.qmp warns "Unknown ID ..., message dropped" into the user's log).
+    supervisor, machine = Supervisor(interval=0.01), SlowMonitor()
+    supervisor.add("destination", machine)  # type: ignore[arg-type]
+    watcher = asyncio.create_task(supervisor.watch())
+    await asyncio.sleep(0.1)  # a query-status is in flight now
+    async with asyncio.timeout(2):
+        await supervisor.finish(watcher)
+    assert (machine.answered, machine.cut) == (1, 0)
+    assert watcher.done() and not watcher.cancelled() and watcher.exception() is None
+
+
 def test_a_dead_qemus_reason_is_its_own_error_lines_not_trace_events() -> None:
     log = ("2026-11-23T23:33:53.86Z qemu-system-x86_64: Size mismatch: ram0: 0xa000000 != "
            "0xc000000\n"
