@@ -25,6 +25,10 @@ RAM_BASE: dict[Arch, int] = {"x86_64": 0, "aarch64": 0x4000_0000}
 # Below this offset into RAM live firmware, DTB, the guest image and (arm64)
 # the GIC/ITS tables; the wave stays above it.
 RESERVED_LOW: dict[Arch, int] = {"x86_64": 2 * MiB, "aarch64": 16 * MiB}
+# Kept clear at the top of a small guest's RAM: x86's SeaBIOS leaves its freed
+# POST-time heap dirty a few MiB below RAM - 16 MiB yet reports it as RAM (a
+# default wave of --ram 64 or 96 reached it and the guest refused to start).
+RESERVED_HIGH: dict[Arch, int] = {"x86_64": 32 * MiB, "aarch64": 16 * MiB}
 
 
 def ram_layout(arch: Arch, ram_mib: int, regions: tuple[Region, ...] = ()) -> RamLayout:

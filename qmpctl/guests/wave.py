@@ -20,7 +20,15 @@ from ..qemu.memmap import ABOVE_4G
 from ..verify.classify import PageClassifier, WaveClassifier
 from ..verify.ramimage import RamImage, RamLayout, Region, Sampled
 from ..verify.wave import WaveParams, check_wave
-from .base import RAM_BASE, RESERVED_LOW, GuestCheck, OwnGuest, image_path, ram_layout
+from .base import (
+    RAM_BASE,
+    RESERVED_HIGH,
+    RESERVED_LOW,
+    GuestCheck,
+    OwnGuest,
+    image_path,
+    ram_layout,
+)
 from .linux import GuestThroughput
 
 GUEST_IMAGE = "wave guest image (code, stacks, pass counters)"
@@ -49,7 +57,7 @@ def default_wave(arch: Arch, ram_mib: int) -> WaveParams:
         stride = big_stride(top - (base + low))
         return WaveParams(start=base + low, end=top - (top - base - low) % stride,
                           stride=stride)
-    end = base + min(ram_mib * MiB - 16 * MiB, low + 100 * MiB)
+    end = base + min(ram_mib * MiB - RESERVED_HIGH[arch], low + 100 * MiB)
     return WaveParams(start=base + low, end=max(end, base + low + MiB))
 
 
