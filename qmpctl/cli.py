@@ -288,6 +288,11 @@ def migrate(
     report: Annotated[Path | None, typer.Option(help="Write the JSON report here")] = None,
     artifacts: Annotated[Path | None, typer.Option(help="Keep QEMU and serial logs here")]
     = None,
+    ram_dir: Annotated[Path | None, typer.Option(
+        help="A directory on tmpfs for the guest RAM files of the QEMUs on this host (a "
+             "destination reached as another host keeps its own); on a tmpfs mounted "
+             "huge=always guest RAM is on 2 MiB pages and compared in place [default: the "
+             "run directory on /dev/shm]")] = None,
     plot: Annotated[Path | None, typer.Option(
         help="Write a PNG: passes, guest throughput, the dirty-tracking timeline")] = None,
     dirty_rate_probe: Annotated[bool, typer.Option(
@@ -402,7 +407,7 @@ def migrate(
             qemu_dst=qemu_dst, exclude=tuple(exclude or ()), capability=tuple(capability or ()),
             parameter=tuple(parameter or ()), fault=tuple(fault or ()),
             **({} if verify is None else {"verify": verify}),
-            artifacts=artifacts,
+            artifacts=artifacts, ram_dir=ram_dir,
             force=force,
             postcopy=postcopy, dirty_rate_probe=dirty_rate_probe,
             postcopy_preempt=postcopy_preempt, postcopy_recover=postcopy_recover,
@@ -555,12 +560,16 @@ def doctor(
     clean: Annotated[bool, typer.Option(
         help="Remove run directories (RAM files, sockets) left by qmpctl runs that died")]
     = False,
+    ram_dir: Annotated[Path | None, typer.Option(
+        help="--clean: also sweep this --ram-dir")] = None,
 ) -> None:
     """Show what this host can do: QEMU, KVM, dirty-ring capabilities, QEMU features."""
     from .doctor import doctor as run_doctor
 
+    if ram_dir is not None and not clean:
+        raise typer.BadParameter("applies only with --clean", param_hint="--ram-dir")
     if clean:
-        removed = sweep_stale()
+        removed = sweep_stale() + (sweep_stale(ram_dir) if ram_dir is not None else [])
         removed += [Path(f"netns {name}") for name in sweep_stale_namespaces(default_root())]
         for path in removed:
             print(f"removed {path}")

@@ -86,6 +86,9 @@ class RunConfig(BaseModel):
         "bytes", description="how the RAM images were compared (hash: xxh3-64 per page)")
     forced: list[str] = Field(default_factory=list,
                               description="Safety checks the user overrode with --force")
+    ram_dir: str | None = Field(None, description="the tmpfs directory under which this "
+                                                  "host's guest RAM files lived (--ram-dir, "
+                                                  "or /dev/shm)")
 
 
 class Hop(BaseModel):

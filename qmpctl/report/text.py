@@ -3,6 +3,7 @@ has everything."""
 
 from __future__ import annotations
 
+from ..verify.compare import MemoryVerdict
 from ..verify.digest import DIGEST_ONLY
 from ..verify.ranges import describe_ranges
 from .models import Hop, RunConfig, RunReport
@@ -10,6 +11,12 @@ from .models import Hop, RunConfig, RunReport
 
 def _bytes(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
+
+
+def _how(v: MemoryVerdict) -> str:
+    """How the bytes were compared, and on what pages (", read, RAM on 4 KiB pages")."""
+    page = f", RAM on {v.ram_page_kib} KiB pages" if v.ram_page_kib else ""
+    return f" ({v.method}{page})" if v.method else ""
 
 
 def summary_lines(report: RunReport) -> list[str]:
@@ -72,7 +79,7 @@ def summary_lines(report: RunReport) -> list[str]:
     if (v := report.memory) is not None:
         out.append(f"memory: {v.pages_compared}/{v.pages_total} pages compared, "
                    f"{v.pages_differing} differ, {v.pages_excluded} excluded, "
-                   f"{v.gib_per_s:.2f} GiB/s")
+                   f"{v.gib_per_s:.2f} GiB/s{_how(v)}")
         if v.location is not None:
             out.append(f"  where: {describe_ranges(v.location)}")
         if v.classes is not None:

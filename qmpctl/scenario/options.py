@@ -42,6 +42,7 @@ from ..migration.features import (
 )
 from ..migration.settings import MigrationSettings, parse_capability, parse_setting
 from ..qemu.cmdline import DEFAULT_MACHINE, Accel
+from ..qemu.rundir import run_root_problem
 from ..verify.compare import exclusion_problems
 from ..verify.ramimage import Region
 from ..verify.wave import WaveParams
@@ -155,6 +156,10 @@ class MigrateOptions(BaseModel):
         None, description="cancel a first migration in this status, check the source runs "
                           "on, then migrate to a fresh destination")
     artifacts: Path | None = None
+    ram_dir: Path | None = Field(None, description="a directory on tmpfs for the guest RAM "
+                                                   "files of the QEMUs on this host (not of a "
+                                                   "destination reached as another host); "
+                                                   "None: the run directory on /dev/shm")
     # --guest kernel: a kernel image of the user's own
     kernel: Path | None = Field(None, description="kernel image: ELF, flat binary, "
                                                   "bzImage or Image")
@@ -341,6 +346,8 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
     if min(opts.timeout, opts.hold_timeout, opts.boot_timeout, opts.guest_timeout) <= 0:
         raise UsageError("--timeout, --hold-timeout, --boot-timeout and --guest-timeout must "
                          "be positive")
+    if opts.ram_dir is not None and (problem := run_root_problem(opts.ram_dir)):
+        raise UsageError(f"--ram-dir {opts.ram_dir}: {problem}")
     if opts.dirty_ring is not None and opts.dirty_ring < 0:
         raise UsageError("--dirty-ring must be >= 0 (0 = dirty bitmap)")
     if opts.smp is not None and not 1 <= opts.smp <= MAX_SMP:

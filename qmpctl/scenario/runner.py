@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -675,11 +676,22 @@ def space_problem(ram_mib: int, free: int, where: Path, copies: int = 2) -> str 
 
 
 def check_space(run: Run) -> None:
-    """Both sides' RAM must fit where it lives, or nothing starts."""
-    copies = 3 if effective_transport(run.r.options) == "file" else 2
-    if problem := (space_problem(run.r.guest.ram_mib, free_bytes(run.dir.path),
-                                 run.dir.path.parent, copies)
-                   or memory_problem(run.r.guest.ram_mib, mem_available(), copies)):
+    """Both sides' RAM (and a migration file) must fit where each lives, or
+    nothing starts; copies on one file system add up."""
+    o = run.r.options
+    file = effective_transport(o) == "file"
+    ram = run.dir.side("src", "ram").parent
+    # A destination reached as another host keeps its RAM in its own run
+    # directory (here too with --topology netns; counted here as before for --dst-host).
+    dst_ram = run.dir.path if o.topology == "netns" or o.dst_host is not None else ram
+    by_fs: dict[int, tuple[Path, int]] = {}
+    for where, copies in ((ram, 1), (dst_ram, 1), (run.dir.path, 1 if file else 0)):
+        first, counted = by_fs.get(os.stat(where).st_dev, (where, 0))
+        by_fs[os.stat(where).st_dev] = first, counted + copies
+    problems = [space_problem(run.r.guest.ram_mib, free_bytes(where), where.parent, copies)
+                for where, copies in by_fs.values() if copies]
+    problems.append(memory_problem(run.r.guest.ram_mib, mem_available(), 3 if file else 2))
+    if problem := next((p for p in problems if p), None):
         raise HostError(problem)
 
 
@@ -702,6 +714,7 @@ async def _run(run: Run) -> None:
     policy = migration_policy(run.r)
     settings = effective_settings(run.r, policy)
     run.report.config = run_config(run.r, settings)
+    run.report.config.ram_dir = str(run.dir.side("src", "ram").parent.parent)
     await _check_settings(run, settings)
     await _check_pair(run)
     async with contextlib.AsyncExitStack() as stack:
@@ -741,9 +754,10 @@ async def run_migrate(r: Resolved, hooks: Hooks | None = None,
     report = new_report()
     report.host = r.kvm
     t0 = time.monotonic()
-    for stale in sweep_stale():
+    ram_root = r.options.ram_dir  # checked by resolve(); None: in the run directory
+    for stale in sweep_stale() + (sweep_stale(ram_root) if ram_root is not None else []):
         log.warning("removed %s, left by a qmpctl that died", stale)
-    with RunDir.create() as run_dir:
+    with RunDir.create(ram_root=ram_root) as run_dir:
         run = Run(r, report, run_dir, hooks or Hooks(), progress)
         try:
             try:

@@ -101,6 +101,14 @@ class MemoryVerdict(BaseModel):
         None, description="every differing page classified from the workload's encoding")
     explanation: str | None = Field(
         None, description="the stale pages related to the dirty-tracking timeline")
+    method: Literal["read", "map", "hash"] | None = Field(
+        None, description="read: both RAM files copied block by block into cache-sized "
+                          "buffers and memcmp'd (files on 4 KiB pages); map: memcmp through "
+                          "the files' mappings (files on huge pages); hash: xxh3-64 per page "
+                          "on each side, digests compared")
+    ram_page_kib: int | None = Field(
+        None, description="the page size the kernel backs the RAM files with (st_blksize): "
+                          "4 on a plain tmpfs, 2048 on one mounted huge=always")
     _differing: npt.NDArray[np.intp] = PrivateAttr(
         default_factory=lambda: np.empty(0, np.intp))
     _excluded: npt.NDArray[np.bool_] = PrivateAttr(
@@ -322,7 +330,9 @@ def apply_exclusions(found: npt.NDArray[np.intp], pages: int, layout: RamLayout,
 def build_verdict(found: npt.NDArray[np.intp], pages: int, layout: RamLayout,
                   exclusions: list[Region], seconds: float,
                   describe: Callable[[int], PageMismatch],
-                  max_reported: int = MAX_REPORTED) -> MemoryVerdict:
+                  max_reported: int = MAX_REPORTED, *,
+                  method: Literal["read", "map", "hash"] | None = None,
+                  ram_page_kib: int | None = None) -> MemoryVerdict:
     """The verdict on `pages` pages of which `found` differ, exclusions applied and
     counted; `describe(page)` details the first `max_reported` differing pages."""
     found, excluded, applied = apply_exclusions(found, pages, layout, exclusions)
@@ -334,6 +344,7 @@ def build_verdict(found: npt.NDArray[np.intp], pages: int, layout: RamLayout,
         mismatches=[describe(int(p)) for p in found[:max_reported]],
         seconds=round(seconds, 4),
         gib_per_s=round(pages * PAGE_SIZE / (1 << 30) / seconds, 3) if seconds > 0 else 0.0,
+        method=method, ram_page_kib=ram_page_kib,
     )
     verdict._differing, verdict._excluded = found, excluded
     return verdict
@@ -348,10 +359,12 @@ def compare_images(src: RamImage, dst: RamImage, layout: RamLayout,
     if src.size % PAGE_SIZE:
         raise ValueError(f"RAM size {src.size} is not a multiple of {PAGE_SIZE}")
     started = time.perf_counter()
-    chunk_differs = (_mapped_chunk_differs if compare_method(src, dst) == "map"
-                     else _read_chunk_differs)
+    method = compare_method(src, dst)
+    chunk_differs = _mapped_chunk_differs if method == "map" else _read_chunk_differs
     parts = map_chunks(src.size, threads, lambda s, e: chunk_differs(src, dst, s, e))
     found = np.concatenate(parts) if parts else np.empty(0, dtype=np.intp)
     seconds = time.perf_counter() - started
     return build_verdict(found, src.size // PAGE_SIZE, layout, list(exclusions or []), seconds,
-                         lambda p: describe_page(src.bytes, dst.bytes, p, layout), max_reported)
+                         lambda p: describe_page(src.bytes, dst.bytes, p, layout), max_reported,
+                         method="map" if method == "map" else "read",
+                         ram_page_kib=os.fstat(src.fd).st_blksize >> 10)

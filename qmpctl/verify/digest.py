@@ -108,4 +108,4 @@ def compare_digests(src_digests: npt.NDArray[np.uint64], dst_digests: npt.NDArra
     took = time.perf_counter() - started if seconds is None else seconds
     return build_verdict(found, pages, layout, list(exclusions or []), took,
                          lambda p: _digest_mismatch(p, int(src_digests[p]), int(dst_digests[p]),
-                                                    layout), max_reported)
+                                                    layout), max_reported, method="hash")

@@ -51,6 +51,10 @@ runner = CliRunner()
      "QEMU does not combine xbzrle and multifd"),
     (["--parameter", "no-such-param=1", "--accel", "tcg"],
      "unknown migration parameter 'no-such-param' for QEMU 10."),
+    (["--ram-dir", "shm"], "--ram-dir shm: must be an absolute path"),
+    (["--ram-dir", "/nonexistent"], "--ram-dir /nonexistent: does not exist"),
+    (["--ram-dir", "/etc/hostname"], "--ram-dir /etc/hostname: is not a directory"),
+    (["--ram-dir", "/etc"], "not tmpfs: guest RAM must live in memory"),
 ])
 def test_usage_errors(args: list[str], message: str) -> None:
     result = runner.invoke(app, ["migrate", *args])
