@@ -14,6 +14,9 @@ measurement once, so drift on a shared machine hits them alike):
 * the same compare of two memfds (`memory-backend-memfd`, which qmpctl would
   read through /proc/PID/fd/N) beside the tmpfs files it uses
   (`memory-backend-file` on /dev/shm): which backend verifies faster.
+* as root, the same compare of the two images copied to a private tmpfs
+  mounted huge=always (what `qmpctl migrate --ram-dir` on such a tmpfs gives):
+  files on 2 MiB pages, compared through their mappings.
 
 Prints GiB of image per second for each and the ratios to all-threads memcmp.
 Figures, not assertions: the machine is shared and noisy. `--blocks 256,1024`
@@ -23,11 +26,14 @@ also measures the engine at other block sizes (KiB).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import os
+import shutil
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -76,6 +82,27 @@ def caches() -> str:
         except OSError:
             continue
     return ", ".join(out) or "cache sizes unknown"
+
+
+@contextlib.contextmanager
+def huge_tmpfs(under: Path, size: int) -> Iterator[Path | str]:
+    """A private tmpfs mounted huge=always under `under`, unmounted after; or
+    why there is none (not root, no huge pages for tmpfs on this kernel)."""
+    if os.geteuid() != 0:
+        yield "not measured: mounting a tmpfs needs root"
+        return
+    where = under / "huge"
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"huge=always,size={size}", "qmpctl-bench",
+                    str(where)], check=True)
+    try:
+        probe = where / "probe"
+        probe.write_bytes(b"\0")
+        page = probe.stat().st_blksize
+        probe.unlink()
+        yield where if page == 2 << 20 else f"not measured: a huge=always tmpfs has {page} B pages"
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
 
 
 def write_images(paths: tuple[Path, Path], size: int) -> None:
@@ -134,22 +161,24 @@ def main() -> int:
               f"another --dir", file=sys.stderr)
         return 2
     run = RunDir.create(args.dir)
+    mounts = contextlib.ExitStack()
     try:
         a, b = run.side("a", "ram"), run.side("b", "ram")
         write_images((a, b), size)
         # Checked after writing: on tmpfs the images themselves took memory.
-        if (avail := mem_available()) < 2 * size + MARGIN:
+        if (avail := mem_available()) < 6 * size + MARGIN:
             print(f"bench_compare: {avail / GiB:.1f} GiB of memory available beside the images;"
-                  f" two in-memory buffers of {gib:.2f} GiB need "
-                  f"{(2 * size + MARGIN) / GiB:.1f} GiB: use a smaller --gib", file=sys.stderr)
+                  f" two in-memory buffers, two memfds and two huge-page copies of {gib:.2f} "
+                  f"GiB need {(6 * size + MARGIN) / GiB:.1f} GiB: use a smaller --gib",
+                  file=sys.stderr)
             return 2
         x = np.fromfile(a, dtype=np.uint8)
         y = np.fromfile(b, dtype=np.uint8)
         layout = RamLayout.linear(0, size)
         pool = ThreadPoolExecutor(threads)
 
-        def engine() -> None:
-            with RamImage(a) as s, RamImage(b) as d:
+        def engine(src: Path = a, dst: Path = b) -> None:
+            with RamImage(src) as s, RamImage(dst) as d:
                 if not compare_images(s, d, layout, threads=threads).identical:
                     raise SystemExit("bench_compare: compare_images found a difference")
 
@@ -164,7 +193,7 @@ def main() -> int:
                 raise SystemExit("bench_compare: compare_digests found a difference")
 
         def variant(fn: Callable[[], object], block: int | None = None,
-                    method: compare.Method = "auto") -> Callable[[], None]:
+                    method: compare.Method = compare.METHOD) -> Callable[[], None]:
             def run_variant() -> None:
                 saved = compare.BLOCK_BYTES, compare.METHOD
                 compare.BLOCK_BYTES, compare.METHOD = block or saved[0], method
@@ -175,8 +204,8 @@ def main() -> int:
             return run_variant
 
         default_block = compare.BLOCK_BYTES
-        with RamImage(a) as s, RamImage(b) as d:
-            method = compare.compare_method(s, d)
+        method = compare.METHOD
+        with RamImage(a) as s:
             page = os.fstat(s.fd).st_blksize
         memfds = [os.memfd_create(f"bench-{n}") for n in ("a", "b")]
         for fd, buf in zip(memfds, (x, y), strict=True):
@@ -207,6 +236,13 @@ def main() -> int:
             "hashed, 1 image": (hash_one, "page_digests of one file (each host's share)"),
             "hashed, 2 images": (hash_both, "page_digests of both + compare_digests"),
         }
+        # Last: two more copies of the images (memory was checked for four).
+        huge = mounts.enter_context(huge_tmpfs(run.path, 2 * size + MARGIN))
+        if isinstance(huge, Path):
+            ha, hb = (Path(shutil.copyfile(f, huge / f.name)) for f in (a, b))
+            cases["qmpctl compare, huge"] = (lambda: engine(ha, hb),
+                                             "compare_images on a tmpfs mounted huge=always "
+                                             "(--ram-dir): 2 MiB pages, method map")
         for block in blocks:
             cases[f"compare {block >> 10} KiB"] = (variant(engine, block), "compare_images")
             cases[f"hashed 1 image {block >> 10} KiB"] = (variant(hash_one, block),
@@ -218,17 +254,22 @@ def main() -> int:
                 fn()
                 best[name] = min(best[name], time.perf_counter() - t)
         pool.shutdown()
-        huge = anon_huge()
+        anon_on_huge = anon_huge()
 
         print(f"images: 2 x {gib:.2f} GiB on {args.dir}; {os.cpu_count()} CPUs, {threads} threads;"
               f" {caches()}; best of {args.repeat}")
-        print(f"in-memory buffers: {huge / GiB:.2f} of {2 * gib:.2f} GiB on huge pages; "
-              f"image files: st_blksize {page >> 10} KiB, so compare_images uses {method!r}")
+        print(f"in-memory buffers: {anon_on_huge / GiB:.2f} of {2 * gib:.2f} GiB on huge pages; "
+              f"image files: st_blksize {page >> 10} KiB; compare_images uses {method!r}")
         for name, (_fn, what) in cases.items():
             print(f"{name:24s} {gib / best[name]:6.2f} GiB/s  {best[name] * 1000:7.1f} ms  {what}")
         ref = best[f"memcmp {threads} threads"]
         print(f"ratio qmpctl compare / memcmp {threads} threads   "
-              f"{ref / best['qmpctl compare']:5.2f}  (target >= 0.80)")
+              f"{ref / best['qmpctl compare']:5.2f}  (RAM on {page >> 10} KiB pages, as on "
+              f"{args.dir})")
+        on_huge = (f"{ref / best['qmpctl compare, huge']:5.2f}" if isinstance(huge, Path)
+                   else f" {huge}")
+        print(f"ratio compare on huge pages / memcmp {threads} thr. {on_huge}  (target >= 0.80; "
+              "qmpctl migrate --ram-dir on a tmpfs mounted huge=always)")
         print(f"ratio hashed, 1 image / memcmp {threads} threads  "
               f"{ref / best['hashed, 1 image']:5.2f}  (target >= 0.50; hosts hash in parallel)")
         print(f"ratio hashed, 2 images / memcmp {threads} threads "
@@ -241,6 +282,7 @@ def main() -> int:
         for fd in memfds:
             os.close(fd)
     finally:
+        mounts.close()
         run.remove()
     return 0
 

@@ -1,44 +1,33 @@
 """Page-by-page comparison of two RAM images at close to memory bandwidth.
 
-Work is split into CHUNK_BYTES pieces over one thread per CPU. How a thread
-gets at the bytes depends on the pages backing the files (`compare_method`):
+Work is split into CHUNK_BYTES pieces over one thread per CPU. Each thread
+runs libc's memcmp (which releases the GIL) over BLOCK_BYTES blocks straight
+through the images' mappings; only a block that differs is split into pages
+to find which ones. Every page is compared unless the caller excluded it
+explicitly, and exclusions are counted in the result. METHOD "read" (preadv
+both files into per-thread buffers that stay in cache, then memcmp) is kept
+for `nox -s bench`, which measures both every run.
 
-* 4 KiB pages (a plain tmpfs such as /dev/shm here): each thread reads both
-  files in BLOCK_BYTES blocks into its own two buffers, which stay in cache,
-  and compares them with libc's memcmp; preadv and memcmp release the GIL.
-* huge pages (tmpfs with huge=, hugetlbfs; seen as st_blksize): memcmp straight
-  through the images' mappings, no copy.
+Measured on the 2-core build machine (Linux 6.18), 2 GiB images, best of 5,
+`nox -s bench`, 2026-11-30 (memcmp of two in-memory buffers on both cores,
+themselves on huge pages: 15.8-16.0 GiB/s):
 
-Only a block that differs is split into pages to find which ones. Every page
-is compared unless the caller excluded it explicitly, and exclusions are
-counted in the result.
-
-Measured on the 2-core build machine, 2 GiB images, best of 5, `nox -s bench`
-(memcmp of two in-memory buffers on both cores: 9.3-11.5 GiB/s):
-
-* /dev/shm, 4 KiB pages: the kernel's copy out of tmpfs is the limit. Reading
-  both files and comparing nothing: 5.5-6.7 GiB/s; this engine 5.2-6.0 (the
-  previous 2 MiB blocks on 2 threads: 4.8 in the same run as 5.2). Mapping
-  instead costs more than the copy (page-table set-up, rmap and unmapping of
-  every 4 KiB page): 3.7-4.6 by faults, 3.2 with MADV_POPULATE_READ first.
-  Blocks of 256 KiB-2 MiB are within noise (L2 512 KiB per core, L3 32 MiB);
-  1 MiB was the steadiest, larger blocks fall off (8 MiB: 2.9). Buffers on a
-  transparent huge page and a third thread changed nothing.
-* tmpfs huge=always, 2 MiB pages: through the mappings 10.5-11.7 GiB/s
-  (0.91 of memcmp), reading 6.7-7.4.
+* /dev/shm, 4 KiB pages: through the mappings 7.5-7.7 GiB/s, reading
+  5.6-5.7 (the read floor, both files read and nothing compared, 6.2-6.6).
+  Sessions before this one measured the opposite order here (mapping 3.7-4.6,
+  reading 5.2-6.0), hence the bench keeps both.
+* a tmpfs mounted huge=always (`--ram-dir`), 2 MiB pages: through the
+  mappings 12.2-14.4 GiB/s, 0.76-0.90 of memcmp.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import functools
 import os
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Literal, TypeVar
 
 import numpy as np
@@ -55,10 +44,8 @@ T = TypeVar("T")
 CHUNK_BYTES = 64 << 20  # work unit handed to a thread
 BLOCK_BYTES = 1 << 20  # read and compared at once; both buffers stay in cache
 MAX_REPORTED = 16
-Method = Literal["auto", "read", "map"]
-# "read": preadv into per-thread buffers (fastest on 4 KiB pages); "map": memcmp
-# through the images' mappings (fastest on huge pages); "auto" picks per pair.
-METHOD: Method = "auto"
+Method = Literal["read", "map"]
+METHOD: Method = "map"  # the measured-fastest on 4 KiB and 2 MiB pages alike
 HEX_WINDOW = 16
 
 
@@ -212,32 +199,6 @@ def _mapped_chunk_differs(src: RamImage, dst: RamImage, start: int,
     return np.concatenate(found) if found else np.empty(0, dtype=np.intp)
 
 
-@functools.cache
-def huge_page_sizes() -> frozenset[int]:
-    """This kernel's huge page sizes (hugetlbfs and transparent), in bytes."""
-    sizes = {2 << 20}
-    mm = Path("/sys/kernel/mm")
-    for d in mm.glob("hugepages/hugepages-*kB"):
-        with contextlib.suppress(ValueError):
-            sizes.add(int(d.name.removeprefix("hugepages-").removesuffix("kB")) * 1024)
-    with contextlib.suppress(OSError, ValueError):
-        sizes.add(int((mm / "transparent_hugepage/hpage_pmd_size").read_text()))
-    return frozenset(sizes)
-
-
-def on_huge_pages(image: RamImage) -> bool:
-    """Whether the kernel backs this file with huge pages: tmpfs with huge pages
-    enabled for it and hugetlbfs report the huge page size as st_blksize."""
-    return os.fstat(image.fd).st_blksize in huge_page_sizes()
-
-
-def compare_method(src: RamImage, dst: RamImage) -> Method:
-    """`METHOD`, or for "auto" the measured-fastest way for these two files."""
-    if METHOD != "auto":
-        return METHOD
-    return "map" if on_huge_pages(src) and on_huge_pages(dst) else "read"
-
-
 def map_chunks(size: int, threads: int | None,
                work: Callable[[int, int], T]) -> list[T]:
     """`work(start, end)` over CHUNK_BYTES pieces of [0, size) on `threads` threads
@@ -359,12 +320,11 @@ def compare_images(src: RamImage, dst: RamImage, layout: RamLayout,
     if src.size % PAGE_SIZE:
         raise ValueError(f"RAM size {src.size} is not a multiple of {PAGE_SIZE}")
     started = time.perf_counter()
-    method = compare_method(src, dst)
+    method = METHOD
     chunk_differs = _mapped_chunk_differs if method == "map" else _read_chunk_differs
     parts = map_chunks(src.size, threads, lambda s, e: chunk_differs(src, dst, s, e))
     found = np.concatenate(parts) if parts else np.empty(0, dtype=np.intp)
     seconds = time.perf_counter() - started
     return build_verdict(found, src.size // PAGE_SIZE, layout, list(exclusions or []), seconds,
                          lambda p: describe_page(src.bytes, dst.bytes, p, layout), max_reported,
-                         method="map" if method == "map" else "read",
-                         ram_page_kib=os.fstat(src.fd).st_blksize >> 10)
+                         method=method, ram_page_kib=os.fstat(src.fd).st_blksize >> 10)

@@ -119,18 +119,13 @@ def test_many_chunks_and_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert res.differing.tolist() == [0, 9, 10, 23, 39]
 
 
-def test_method_follows_the_page_size_of_the_files(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Huge pages (tmpfs huge=, hugetlbfs) show as st_blksize: compare in place there."""
-    assert 2 << 20 in cmp.huge_page_sizes()
-    a = tmp_path / "a"
-    a.write_bytes(bytes(PAGE_SIZE))
-    with RamImage(a) as s, RamImage(a) as d:
-        assert cmp.compare_method(s, d) == "read"  # pytest's tmp_path: not on huge pages
-        monkeypatch.setattr(cmp, "huge_page_sizes", lambda: frozenset({os.fstat(s.fd).st_blksize}))
-        assert cmp.compare_method(s, d) == "map"
-        monkeypatch.setattr(cmp, "METHOD", "read")
-        assert cmp.compare_method(s, d) == "read"
+def test_the_verdict_says_how_it_compared_and_on_what_pages(images: tuple[Path, Path],
+                                                            method: str) -> None:
+    a, b = images
+    with RamImage(a) as s, RamImage(b) as d:
+        res = cmp.compare_images(s, d, RamLayout.linear(0, PAGES * PAGE_SIZE))
+        assert res.method == method
+        assert res.ram_page_kib == os.fstat(s.fd).st_blksize >> 10
 
 
 def test_default_threads_is_every_cpu_this_process_may_use() -> None:
