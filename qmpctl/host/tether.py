@@ -7,7 +7,9 @@ on which the controller writes a heartbeat line every few seconds. When
 stdin ends (qmpctl exited or was killed, ssh was killed) or no heartbeat
 came for `--heartbeat` seconds (the network between the hosts went away and
 sshd has not noticed), the child gets SIGTERM, then SIGKILL, and whatever
-the tether was asked to own (`--run-dir`) is removed. The child's pid is
+the tether was asked to own (`--run-dir`) is removed. The tether claims that
+directory (host.owner) and first sweeps its siblings whose tether died, so
+a tether SIGKILLed before its cleanup leaves nothing behind for long. The child's pid is
 written to `--pidfile` while it runs, so the controller can signal it
 (`kill-dst`, `stop-dst`) and its cleanup can kill it by pid. The tether
 exits as its child did: the same code, or 128+N for signal N (as a shell
@@ -35,6 +37,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from .owner import claim, sweep_dead
 
 TERM_GRACE_S = 3.0
 HEARTBEAT_S = 15.0
@@ -99,8 +103,11 @@ def _end(child: subprocess.Popen[bytes]) -> None:
 def tether(argv: list[str], pidfile: Path | None, run_dir: Path | None,
            heartbeat: float) -> int:
     if run_dir is not None:
+        for stale in sweep_dead(run_dir.parent):
+            _say(f"removed {stale}, left by a tether that died")
         try:
             run_dir.mkdir(mode=0o700)
+            claim(run_dir)
         except OSError as exc:
             _say(f"cannot make the run directory {run_dir}: {exc}")
             return 125

@@ -21,6 +21,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from ..host.owner import PREFIX, claim, sweep_dead
+
 
 def default_root() -> Path:
     shm = Path("/dev/shm")
@@ -29,37 +31,9 @@ def default_root() -> Path:
     return Path(tempfile.gettempdir())
 
 
-PREFIX = "qmpctl-"
-OWNER = "owner"
-
-
-def _start_time(pid: int) -> str | None:
-    """Kernel start time of `pid` (distinguishes a reused pid), None if gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rpartition(")")[2].split()[19]
-
-
-def owner_alive(run_dir: Path) -> bool | None:
-    """Whether the qmpctl that made `run_dir` still runs; None if unknown."""
-    try:
-        pid_text, _, started = (run_dir / OWNER).read_text().partition(" ")
-        pid = int(pid_text)
-    except (OSError, ValueError):
-        return None
-    return _start_time(pid) == started.strip()
-
-
 def sweep_stale(root: Path | None = None) -> list[Path]:
     """Remove run directories whose owner is dead; return what was removed."""
-    removed = []
-    for d in sorted((root or default_root()).glob(f"{PREFIX}*")):
-        if d.is_dir() and owner_alive(d) is False:
-            shutil.rmtree(d, ignore_errors=True)
-            removed.append(d)
-    return removed
+    return sweep_dead(root or default_root())
 
 
 def free_bytes(path: Path) -> int:
@@ -120,7 +94,7 @@ def run_root_problem(root: Path) -> str | None:
 def _make(root: Path) -> Path:
     """A fresh run directory under `root`, naming its owner."""
     path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=root))
-    (path / OWNER).write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
+    claim(path)
     return path
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from qmpctl.core.errors import UsageError
+from qmpctl.host.owner import OWNER, owner_alive
 from qmpctl.host.remote import SshHost, ssh_exit_problem
 from qmpctl.scenario.options import MigrateOptions, check_topology, remote_problems
 
@@ -54,6 +55,31 @@ def test_tether_without_heartbeats_ends_its_child(tmp_path: Path) -> None:
     err = proc.stderr.read()
     assert b"no heartbeat from the controller for 0.5s" in err
     assert proc.returncode == 128 + signal.SIGTERM and not (tmp_path / "run").exists()
+
+
+def test_a_killed_tethers_run_dir_is_swept_by_the_next_tether(tmp_path: Path) -> None:
+    """SIGKILL leaves the tether no cleanup: its directory names it as owner,
+    so the next tether under the same root removes it (and says so)."""
+    def held(name: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [*QMPCTL, "tether", f"--run-dir={tmp_path / name}", "--heartbeat=0", "--",
+             "sleep", "600"], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    first = held("qmpctl-a-dst")
+    wait_for((tmp_path / "qmpctl-a-dst" / OWNER).exists)
+    first.kill()
+    first.wait(10)
+    assert (tmp_path / "qmpctl-a-dst").is_dir()  # nothing could remove it
+    assert owner_alive(tmp_path / "qmpctl-a-dst") is False
+    second = held("qmpctl-b-dst")
+    wait_for((tmp_path / "qmpctl-b-dst" / OWNER).exists)
+    assert not (tmp_path / "qmpctl-a-dst").exists()
+    assert owner_alive(tmp_path / "qmpctl-b-dst") is True
+    assert second.stdin is not None and second.stderr is not None
+    second.stdin.close()
+    second.wait(10)
+    assert b"left by a tether that died" in second.stderr.read()
+    assert not (tmp_path / "qmpctl-b-dst").exists()
 
 
 def ended(proc: subprocess.Popen[bytes]) -> bytes:

@@ -6,15 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from qmpctl.qemu.rundir import (
-    OWNER,
-    Mount,
-    RunDir,
-    mount_of,
-    owner_alive,
-    run_root_problem,
-    sweep_stale,
-)
+from qmpctl.host.owner import OWNER, owner_alive
+from qmpctl.qemu.rundir import Mount, RunDir, mount_of, run_root_problem, sweep_stale
 
 
 def test_a_dead_owners_directory_is_swept(tmp_path: Path) -> None:
