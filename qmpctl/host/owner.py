@@ -10,17 +10,10 @@ import os
 import shutil
 from pathlib import Path
 
+from .proc import start_time
+
 PREFIX = "qmpctl-"  # every run directory's name starts so, on every host
 OWNER = "owner"
-
-
-def start_time(pid: int) -> str | None:
-    """Kernel start time of `pid` (distinguishes a reused pid), None if gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rpartition(")")[2].split()[19]
 
 
 def claim(directory: Path) -> None:

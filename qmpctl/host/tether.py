@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import os
 import select
 import selectors
@@ -39,15 +38,10 @@ import time
 from pathlib import Path
 
 from .owner import claim, sweep_dead
+from .proc import die_with_parent
 
 TERM_GRACE_S = 3.0
 HEARTBEAT_S = 15.0
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_tether() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _say(text: str) -> None:
@@ -121,7 +115,7 @@ def tether(argv: list[str], pidfile: Path | None, run_dir: Path | None,
     try:
         try:
             child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True,
-                                     preexec_fn=_die_with_tether)
+                                     preexec_fn=die_with_parent)
         except OSError as exc:
             _say(f"cannot run {argv[0]}: {exc}")
             return 127

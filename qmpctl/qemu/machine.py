@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -27,27 +26,12 @@ from typing import IO, Any, Self
 from qemu.qmp import ConnectError, EventListener, ExecuteError, QMPClient, QMPError
 
 from ..core.errors import HostError, LaunchError, MonitorLost, QmpReplyError, QmpTimeout
+from ..host.proc import die_with_parent, process_state
 from ..host.remote import Endpoint, RemoteHost
 from .cmdline import QMP_PORT, SERIAL_PORT, MachineSpec, build_argv
 from .console import SerialConsole
 
 log = logging.getLogger(__name__)
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-def process_state(pid: int) -> str | None:
-    """The kernel's one-letter state of `pid` (R, S, D, T stopped, Z, ...)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rpartition(")")[2].split()[0]
 
 
 class QemuMachine:
@@ -80,7 +64,7 @@ class QemuMachine:
         self._proc = proc = await asyncio.create_subprocess_exec(
             *self.argv,
             stdin=subprocess.PIPE if held else subprocess.DEVNULL, stdout=self._log,
-            stderr=self._log, start_new_session=True, preexec_fn=_die_with_parent,
+            stderr=self._log, start_new_session=True, preexec_fn=die_with_parent,
             env={**os.environ, **dict(self.spec.env)} if self.spec.env else None,
         )
         if held and self.host is not None:

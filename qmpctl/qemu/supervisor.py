@@ -14,7 +14,8 @@ import signal
 from collections.abc import Awaitable, Callable
 
 from ..core.errors import QmpError, SideLost
-from .machine import QemuMachine, process_state
+from ..host.proc import process_state
+from .machine import QemuMachine
 
 log = logging.getLogger(__name__)
 
