@@ -37,6 +37,11 @@ def how_it_ended(code: int | None) -> str:
 _TRACE_LINE = re.compile(r"^\d+@\d+\.\d+:\w+")  # `PID@TIME:event ...` (trace events)
 _QEMU_ERROR = re.compile(r"qemu-system-\w+: (.*)")
 EXIT_GRACE_S = 1.0  # how long a QEMU whose monitor went away may take to be reaped
+# How long a running QEMU may take to answer query-status before it counts as
+# hung. Generous: a TCG QEMU loading a migration on a loaded 2-core host was
+# seen silent for over 3 s, alive. A stopped process (SIGSTOP) is seen from
+# its state at once, without waiting for this.
+ANSWER_WITHIN_S = 10.0
 
 
 def last_lines(text: str, n: int = 4) -> str:
@@ -48,11 +53,16 @@ def last_lines(text: str, n: int = 4) -> str:
     return " | ".join((errors or lines)[-n:])
 
 
+def _stopped(machine: QemuMachine) -> bool:
+    """The process we hold for this QEMU (QEMU, or the ssh to a remote one) is stopped."""
+    return machine.pid is not None and process_state(machine.pid) == "T"
+
+
 class Supervisor:
     """Watches the machines added to it; `watch()` raises SideLost on the first
     failure and otherwise runs until cancelled."""
 
-    def __init__(self, interval: float = 0.5, answer_within: float = 3.0,
+    def __init__(self, interval: float = 0.5, answer_within: float = ANSWER_WITHIN_S,
                  context: Context | None = None,
                  migrating: Callable[[], bool] = lambda: True) -> None:
         self.interval, self.answer_within, self.context = interval, answer_within, context
@@ -91,18 +101,19 @@ class Supervisor:
                 return await self._fail(side, machine,
                                         f"{side} QEMU {how_it_ended(machine.exit_code)}")
             return await self._fail(side, machine, f"{side} QEMU's monitor connection was lost")
-        try:
-            await machine.execute("query-status", timeout=self.answer_within)
-        except QmpError as exc:
-            if not machine.is_running():
-                return await self._fail(side, machine,
-                                        f"{side} QEMU {how_it_ended(machine.exit_code)}")
-            machine.unresponsive = True  # its cleanup goes straight to signals
-            state = process_state(machine.pid) if machine.pid else None
-            why = ("is stopped (SIGSTOP)" if state == "T" else
-                   f"did not answer query-status within {self.answer_within:g}s ({exc.desc})")
-            return await self._fail(side, machine, f"{side} QEMU {why}")
-        return None
+        why = None
+        if not _stopped(machine):
+            try:
+                await machine.execute("query-status", timeout=self.answer_within)
+                return None
+            except QmpError as exc:
+                if not machine.is_running():
+                    return await self._fail(side, machine,
+                                            f"{side} QEMU {how_it_ended(machine.exit_code)}")
+                why = f"did not answer query-status within {self.answer_within:g}s ({exc.desc})"
+        machine.unresponsive = True  # its cleanup goes straight to signals
+        why = "is stopped (SIGSTOP)" if _stopped(machine) else why
+        return await self._fail(side, machine, f"{side} QEMU {why}")
 
     async def first_failure(self, grace: float = 1.0) -> SideLost | None:
         """After the migration failed: did a side die? (A QEMU killed a moment

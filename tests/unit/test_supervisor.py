@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 
+from qmpctl.host.proc import process_state
 from qmpctl.qemu.supervisor import Supervisor, last_lines
 
 
@@ -24,6 +28,7 @@ class SlowMonitor:
     def __init__(self) -> None:
         self.qmp = type("Qmp", (), {"runstate": type("S", (), {"name": "RUNNING"})()})()
         self.answered = self.cut = 0
+        self.pid = None  # no process to look at
 
     def is_running(self) -> bool:
         return True
@@ -49,6 +54,44 @@ async def test_finish_lets_the_heartbeat_in_flight_get_its_answer() -> None:
         await supervisor.finish(watcher)
     assert (machine.answered, machine.cut) == (1, 0)
     assert watcher.done() and not watcher.cancelled() and watcher.exception() is None
+
+
+class StoppedProcess(SlowMonitor):
+    """A real process, SIGSTOPped, behind a monitor that would never answer."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__()
+        self.pid, self.exit_code, self.unresponsive = pid, None, False  # type: ignore[assignment]
+
+    def stderr_tail(self, _n: int) -> str:
+        return ""
+
+    async def execute(self, command: str, timeout: float) -> dict[str, str]:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+
+def stopped(pid: int) -> bool:
+    """SIGSTOP `pid` and wait until the kernel shows it stopped."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 5
+    while process_state(pid) != "T" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return process_state(pid) == "T"
+
+
+async def test_a_stopped_process_is_named_without_waiting_for_the_heartbeat() -> None:
+    proc = await asyncio.create_subprocess_exec("sleep", "60")
+    try:
+        assert stopped(proc.pid)
+        machine = StoppedProcess(proc.pid)
+        async with asyncio.timeout(2):  # far below the 10 s heartbeat bound
+            lost = await Supervisor().check("dst", machine)  # type: ignore[arg-type]
+        assert lost is not None and lost.message.startswith("dst QEMU is stopped (SIGSTOP)")
+        assert machine.unresponsive
+    finally:
+        proc.kill()
+        await proc.wait()
 
 
 def test_a_dead_qemus_reason_is_its_own_error_lines_not_trace_events() -> None:
