@@ -290,7 +290,7 @@ def migrate(
     = None,
     ram_dir: Annotated[Path | None, typer.Option(
         help="A directory on tmpfs for the guest RAM files of the QEMUs on this host (a "
-             "destination reached as another host keeps its own); on a tmpfs mounted "
+             "destination reached over ssh keeps its own); on a tmpfs mounted "
              "huge=always guest RAM is on 2 MiB pages and compared in place [default: the "
              "run directory on /dev/shm]")] = None,
     plot: Annotated[Path | None, typer.Option(
@@ -614,8 +614,9 @@ def doctor(
 def agent(
     listen: Annotated[str, typer.Option(
         help="HOST:PORT or unix:PATH to listen on, on the destination host")],
-    root: Annotated[Path, typer.Option(
-        help="Serve only RAM files under this directory (read-only)")] = Path("/dev/shm"),
+    root: Annotated[list[Path] | None, typer.Option(
+        help="Serve only RAM files under this directory (read-only; repeatable) "
+             "[default: /dev/shm]")] = None,
 ) -> None:
     """Hash a destination's RAM where it lives and send back only the digests
     (run it on the destination host; qmpctl connects to it). It prints its
@@ -625,11 +626,13 @@ def agent(
         print(f"qmpctl: --listen {listen!r}: expected HOST:PORT or unix:PATH",
               file=sys.stderr)
         raise typer.Exit(int(ExitCode.USAGE))
-    if not root.is_dir():
-        print(f"qmpctl: --root {root}: not a directory", file=sys.stderr)
-        raise typer.Exit(int(ExitCode.USAGE))
+    roots = tuple(root or [Path("/dev/shm")])
+    for r in roots:
+        if not r.is_dir():
+            print(f"qmpctl: --root {r}: not a directory", file=sys.stderr)
+            raise typer.Exit(int(ExitCode.USAGE))
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_agent(listen, root))
+        asyncio.run(serve_agent(listen, roots))
 
 
 _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True,

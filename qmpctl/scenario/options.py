@@ -158,8 +158,9 @@ class MigrateOptions(BaseModel):
     artifacts: Path | None = None
     ram_dir: Path | None = Field(None, description="a directory on tmpfs for the guest RAM "
                                                    "files of the QEMUs on this host (not of a "
-                                                   "destination reached as another host); "
-                                                   "None: the run directory on /dev/shm")
+                                                   "destination reached over ssh: its own run "
+                                                   "directory); None: the run directory on "
+                                                   "/dev/shm")
     # --guest kernel: a kernel image of the user's own
     kernel: Path | None = Field(None, description="kernel image: ELF, flat binary, "
                                                   "bzImage or Image")

@@ -94,9 +94,10 @@ async def _first_line(proc: asyncio.subprocess.Process, timeout: float) -> bytes
 
 
 async def start_agent(stack: contextlib.AsyncExitStack, host: RemoteHost,
-                      root: Path, log_dir: Path) -> AgentClient:
+                      root: Path, log_dir: Path, ram_root: Path | None = None) -> AgentClient:
     """`qmpctl agent` on the destination host, serving RAM files under the
-    run directory there only; it makes its token, and says it on its stdout
+    run directory there only (and `ram_root`, the RAM files' own directory,
+    when there is one); it makes its token, and says it on its stdout
     (our pipe) only. Through ssh its tether makes that run directory and
     removes it when it ends."""
     if host.tcp_listen is not None:
@@ -104,7 +105,8 @@ async def start_agent(stack: contextlib.AsyncExitStack, host: RemoteHost,
     else:
         listen, where = f"unix:{root / 'agent.sock'}", f"{host.name}:{root / 'agent.sock'}"
     argv = host.command(host.tethered(
-        [*host.qmpctl, "agent", "--listen", listen, "--root", str(root)],
+        [*host.qmpctl, "agent", "--listen", listen, "--root", str(root),
+         *(("--root", str(ram_root)) if ram_root is not None else ())],
         pidfile=root / "agent.pid", run_dir=None if host.same_files else root))
     log_path = log_dir / "agent.log"
     log_file = stack.enter_context(log_path.open("wb"))

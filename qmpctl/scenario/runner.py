@@ -80,6 +80,7 @@ from .options import (
     Resolved,
     effective_transport,
     effective_verify,
+    reached_by_ssh,
     resolve,
 )
 from .remote import MIGRATION_PORT, check_destination_host, open_destination_host, start_agent
@@ -113,8 +114,8 @@ def machine_spec(r: Resolved, run: RunDir, side: str, binary: QemuBinary,
     files go in the run directory there, and it listens for qmpctl."""
     host = "src" if side == "src" else "dst"
     remote = remote if host == "dst" else None
-    if remote is not None:
-        run = RunDir(remote.run_dir)
+    if remote is not None:  # its own run directory; shared with ours only through netns exec
+        run = RunDir(remote.run_dir, run.ram if remote.run_dir == run.path else None)
     return MachineSpec(
         arch=r.arch, binary=binary.path, data_dir=binary.data_dir, env=binary.env,
         machine_type=r.machine_type, cpu=r.cpu, accel=r.accel, dirty_ring_size=r.ring,
@@ -681,9 +682,9 @@ def check_space(run: Run) -> None:
     o = run.r.options
     file = effective_transport(o) == "file"
     ram = run.dir.side("src", "ram").parent
-    # A destination reached as another host keeps its RAM in its own run
-    # directory (here too with --topology netns; counted here as before for --dst-host).
-    dst_ram = run.dir.path if o.topology == "netns" or o.dst_host is not None else ram
+    # A destination reached over ssh keeps its RAM in its own run directory
+    # (on /dev/shm here with --dst-via ssh; counted here too for --dst-host).
+    dst_ram = run.dir.path if reached_by_ssh(o) else ram
     by_fs: dict[int, tuple[Path, int]] = {}
     for where, copies in ((ram, 1), (dst_ram, 1), (run.dir.path, 1 if file else 0)):
         first, counted = by_fs.get(os.stat(where).st_dev, (where, 0))
@@ -706,7 +707,9 @@ async def _open_destination_host(run: Run, stack: contextlib.AsyncExitStack) -> 
         run.report.config.destination_host = described
     files = [f for f in (run.r.guest.kernel, run.r.guest.initrd) if f is not None]
     described.qmpctl_version = await check_destination_host(run.remote, run.r.qemu_dst, files)
-    run.agent = await start_agent(stack, run.remote, run.remote.run_dir, run.dir.path)
+    shared_ram = run.dir.ram if run.remote.run_dir == run.dir.path else None  # netns exec
+    run.agent = await start_agent(stack, run.remote, run.remote.run_dir, run.dir.path,
+                                  shared_ram)
 
 
 async def _run(run: Run) -> None:

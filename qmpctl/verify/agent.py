@@ -14,8 +14,8 @@ line, followed for `digests` and `samples` by exactly `bytes` raw bytes.
     {"op": "samples", "path": P, "lo": A, "hi": B, "step": C} -> {"ok": true, "bytes": N}
     anything wrong                                   -> {"ok": false, "error": "..."}
 
-The agent only reads regular files under its `root` (default /dev/shm, where
-qmpctl keeps RAM files), never writes, and serves one request at a time per
+The agent only reads regular files under its roots (`--root`, repeatable;
+default /dev/shm, where qmpctl keeps RAM files), never writes, and serves one request at a time per
 connection. It listens on TCP (`HOST:PORT`) or on a unix socket
 (`unix:PATH`, made 0600: through ssh, qmpctl reaches it with `qmpctl relay`).
 Every connection must first say `hello` with the agent's token, a random
@@ -54,19 +54,19 @@ DEFAULT_ROOT = Path("/dev/shm")
 AGENT_PORT = 4442  # in the destination's (new) network namespace, nothing else listens
 
 
-def _allowed(root: Path, path: str) -> Path:
+def _allowed(roots: tuple[Path, ...], path: str) -> Path:
     resolved = Path(path).resolve()
-    if not resolved.is_relative_to(root.resolve()) or not resolved.is_file():
-        raise ValueError(f"{path}: not a file under {root}")
+    if not any(resolved.is_relative_to(r.resolve()) for r in roots) or not resolved.is_file():
+        raise ValueError(f"{path}: not a file under {' or '.join(map(str, roots))}")
     return resolved
 
 
-def answer(request: dict[str, Any], root: Path) -> tuple[dict[str, Any], bytes]:
+def answer(request: dict[str, Any], roots: tuple[Path, ...]) -> tuple[dict[str, Any], bytes]:
     """One request's header and payload (blocking: reads and hashes RAM)."""
     op = request.get("op")
     if op == "hello":
         return {"ok": True, "version": __version__}, b""
-    path = _allowed(root, str(request.get("path", "")))
+    path = _allowed(roots, str(request.get("path", "")))
     with RamImage(path) as image:
         if op == "digests":
             t0 = time.perf_counter()
@@ -92,7 +92,7 @@ def _greeted(line: bytes, token: str) -> bool:
 
 
 async def _serve_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                        root: Path, token: str) -> None:
+                        roots: tuple[Path, ...], token: str) -> None:
     peer = writer.get_extra_info("peername") or "a unix-socket client"
     try:
         if not _greeted(await reader.readline(), token):
@@ -105,7 +105,7 @@ async def _serve_client(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
         await writer.drain()
         while line := await reader.readline():
             try:
-                header, payload = await asyncio.to_thread(answer, json.loads(line), root)
+                header, payload = await asyncio.to_thread(answer, json.loads(line), roots)
             except (ValueError, KeyError, OSError) as exc:
                 header, payload = {"ok": False, "error": str(exc)}, b""
             writer.write(json.dumps(header).encode() + b"\n" + payload)
@@ -121,14 +121,14 @@ def new_token() -> str:
     return secrets.token_hex(16)
 
 
-async def serve(listen: str, root: Path = DEFAULT_ROOT, token: str | None = None,
+async def serve(listen: str, roots: tuple[Path, ...] = (DEFAULT_ROOT,), token: str | None = None,
                 ready: asyncio.Event | None = None) -> None:
     """Serve on `listen` (HOST:PORT or unix:PATH) until cancelled; announce
     where and the token on stdout's first line."""
     token = token or new_token()
 
     def client(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> Any:
-        return _serve_client(r, w, root, token)
+        return _serve_client(r, w, roots, token)
 
     if listen.startswith("unix:"):
         path = listen.removeprefix("unix:")
@@ -140,7 +140,8 @@ async def serve(listen: str, root: Path = DEFAULT_ROOT, token: str | None = None
     else:
         host, _, port = listen.rpartition(":")
         server = await asyncio.start_server(client, host, int(port))
-    log.info("agent: listening on %s, reading files under %s", listen, root)
+    log.info("agent: listening on %s, reading files under %s", listen,
+             " and ".join(map(str, roots)))
     sys.stdout.write(json.dumps({"listening": listen, "token": token}) + "\n")
     sys.stdout.flush()
     if ready is not None:

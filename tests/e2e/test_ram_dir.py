@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from qmpctl.testing import ExitCode, MigrateFn, assert_verified, corrupt_destination
+from qmpctl.testing import ExitCode, Hooks, MigrateFn, assert_verified, corrupt_destination
 from tests.conftest import our_qemu_processes
 
 pytestmark = pytest.mark.qemu
@@ -65,4 +65,21 @@ async def test_a_corrupted_byte_on_huge_pages_is_found(qmpctl_migrate: MigrateFn
     assert rep.memory is not None and rep.memory.method == "map"
     assert [m.gpa for m in rep.memory.mismatches] == [TARGET & ~0xFFF]
     assert rep.memory.mismatches[0].first_diff == TARGET & 0xFFF
+    assert os.listdir(huge_tmpfs) == []
+
+
+async def test_netns_puts_both_sides_ram_there(qmpctl_migrate: MigrateFn,
+                                               huge_tmpfs: Path) -> None:
+    """Through `ip netns exec` the destination shares this host's files, so
+    its RAM goes to --ram-dir too (over ssh it would keep its own)."""
+    seen: list[Path] = []
+
+    async def record(src: Path, dst: Path) -> None:
+        seen.extend((src, dst))
+        assert all(p.stat().st_blksize == 2 << 20 for p in seen)  # on huge pages
+
+    rep = await qmpctl_migrate(ram_dir=huge_tmpfs, topology="netns",
+                               hooks=Hooks(before_verify=record), **SMALL)
+    assert_verified(rep)
+    assert [p.parent.parent for p in seen] == [huge_tmpfs, huge_tmpfs], seen
     assert os.listdir(huge_tmpfs) == []

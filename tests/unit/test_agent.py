@@ -26,11 +26,11 @@ def ram_file(tmp_path: Path) -> Path:
 def test_digests_and_samples(tmp_path: Path) -> None:
     path = ram_file(tmp_path)
     data = np.frombuffer(path.read_bytes(), dtype=np.uint8)
-    header, payload = answer({"op": "digests", "path": str(path)}, tmp_path)
+    header, payload = answer({"op": "digests", "path": str(path)}, (tmp_path,))
     assert header["ok"] and header["bytes"] == 4 * 8
     assert (np.frombuffer(payload, dtype=np.uint64) == digest_pages(data)).all()
     _, samples = answer({"op": "samples", "path": str(path), "lo": 1, "hi": 9000,
-                         "step": 4096}, tmp_path)
+                         "step": 4096}, (tmp_path,))
     assert list(samples) == list(data[1:9000:4096])
 
 
@@ -45,7 +45,7 @@ def test_refusals(tmp_path: Path, request_: dict[str, object], problem: str) -> 
     req = {k: str(v).format(root=tmp_path, ram=ram) if k == "path" else v
            for k, v in request_.items()}
     with pytest.raises(ValueError, match=problem):
-        answer(req, tmp_path)
+        answer(req, (tmp_path,))
 
 
 async def test_client_over_a_real_socket(tmp_path: Path,
@@ -55,7 +55,7 @@ async def test_client_over_a_real_socket(tmp_path: Path,
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     ready = asyncio.Event()
-    server = asyncio.create_task(serve(f"127.0.0.1:{port}", tmp_path, "s3cret", ready))
+    server = asyncio.create_task(serve(f"127.0.0.1:{port}", (tmp_path,), "s3cret", ready))
     await ready.wait()
     assert json.loads(capsys.readouterr().out.splitlines()[0]) == {
         "listening": f"127.0.0.1:{port}", "token": "s3cret"}
@@ -80,7 +80,7 @@ async def test_no_token_no_service(tmp_path: Path) -> None:
     ram = ram_file(tmp_path)
     sock_path = tmp_path / "agent.sock"
     ready = asyncio.Event()
-    server = asyncio.create_task(serve(f"unix:{sock_path}", tmp_path, None, ready))
+    server = asyncio.create_task(serve(f"unix:{sock_path}", (tmp_path,), None, ready))
     await ready.wait()
     assert sock_path.stat().st_mode & 0o777 == 0o600
 
@@ -124,3 +124,14 @@ def test_a_qemu_reached_through_ssh_listens_on_its_unix_sockets(tmp_path: Path) 
     line = " ".join(build_argv(spec))
     assert f"id=qmp0,path={tmp_path}/q.sock,server=on,wait=off" in line
     assert f"id=serial0,path={tmp_path}/s.sock,server=on,wait=off,logfile=" in line
+
+
+def test_a_second_root_serves_its_files_and_no_others(tmp_path: Path) -> None:
+    """--ram-dir with --topology netns: RAM lives beside the run directory."""
+    run_dir, ram_dir, other = (tmp_path / n for n in ("run", "ram", "other"))
+    for d in (run_dir, ram_dir, other):
+        d.mkdir()
+    header, _ = answer({"op": "digests", "path": str(ram_file(ram_dir))}, (run_dir, ram_dir))
+    assert header["ok"]
+    with pytest.raises(ValueError, match=f"not a file under {run_dir} or {ram_dir}"):
+        answer({"op": "digests", "path": str(ram_file(other))}, (run_dir, ram_dir))
