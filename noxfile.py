@@ -12,7 +12,7 @@ from pathlib import Path
 import nox
 
 nox.options.sessions = ["lint", "typecheck", "tests", "examples", "smoke"]
-SOURCES = ["qmpctl", "tests", "noxfile.py", "benchmarks", "examples"]
+SOURCES = ["qmpctl", "tests", "noxfile.py", "benchmarks", "examples", "tools/ring-trace"]
 ROOT = Path(__file__).resolve().parent
 
 
