@@ -136,10 +136,13 @@ class Supervisor:
         """Stop `watcher` (a task running `watch()`) and let it end by itself:
         cancelling it under a heartbeat leaves QEMU's reply to a command
         nobody waits for (qemu.qmp then warns "Unknown ID ..., message
-        dropped"). Cancelled only if it does not end within the heartbeat's
-        bound."""
+        dropped"). Cancelled at once when the run itself is being cancelled
+        (an interrupt: cleanup must not wait), else only if it does not end
+        within the heartbeat's bound."""
         self.stop()
-        await asyncio.wait({watcher}, timeout=self.answer_within + 1)
+        task = asyncio.current_task()
+        if task is None or not task.cancelling():
+            await asyncio.wait({watcher}, timeout=self.answer_within + 1)
         watcher.cancel()
 
     async def watch(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -25,7 +26,8 @@ async def test_stop_ends_watch_without_a_cancel() -> None:
 class SlowMonitor:
     """A QEMU whose monitor takes 0.2 s to answer; counts what was cut short."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.2) -> None:
+        self.delay = delay
         self.qmp = type("Qmp", (), {"runstate": type("S", (), {"name": "RUNNING"})()})()
         self.answered = self.cut = 0
         self.pid = None  # no process to look at
@@ -35,7 +37,7 @@ class SlowMonitor:
 
     async def execute(self, command: str, timeout: float) -> dict[str, str]:
         try:
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(self.delay)
         except asyncio.CancelledError:
             self.cut += 1
             raise
@@ -110,3 +112,25 @@ def test_status_fields_are_read_in_kib() -> None:
     text = "Name:\tpython\nVmHWM:\t  161280 kB\nRssAnon:\t   41984 kB\n"
     assert (status_kib(text, "VmHWM"), status_kib(text, "RssAnon")) == (161280, 41984)
     assert status_kib(text, "RssShmem") is None
+
+
+async def test_finish_under_cancellation_does_not_wait_for_the_heartbeat() -> None:
+    """An interrupted run cleans up at once, even under a slow heartbeat."""
+    supervisor, machine = Supervisor(interval=0.01), SlowMonitor(delay=60)
+    supervisor.add("destination", machine)  # type: ignore[arg-type]
+    watcher = asyncio.create_task(supervisor.watch())
+    await asyncio.sleep(0.1)  # a query-status is in flight now
+
+    async def run() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await supervisor.finish(watcher)
+
+    task = asyncio.create_task(run())
+    await asyncio.sleep(0)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        async with asyncio.timeout(10):  # the heartbeat would take 60 s
+            await task
+    assert task.cancelled() and machine.cut == 1 and machine.answered == 0
