@@ -2,8 +2,8 @@
 
 RAM files go on tmpfs (/dev/shm when it is there, or the tmpfs the user
 names), so guest memory never hits a disk and reading it back for comparison
-runs at memory speed; on a tmpfs mounted `huge=always` the kernel backs them
-with 2 MiB pages and the compare reads them in place. The whole
+runs at memory speed (fastest on a tmpfs mounted `huge=always`, whose
+files the kernel backs with 2 MiB pages). The whole
 directory is removed when the run ends, whatever happened; logs are copied
 out first when the user asked for artifacts. Each directory names its owner
 (pid and start time) so that the directory of a qmpctl that was SIGKILLed is

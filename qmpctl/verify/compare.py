@@ -89,10 +89,10 @@ class MemoryVerdict(BaseModel):
     explanation: str | None = Field(
         None, description="the stale pages related to the dirty-tracking timeline")
     method: Literal["read", "map", "hash"] | None = Field(
-        None, description="read: both RAM files copied block by block into cache-sized "
-                          "buffers and memcmp'd (files on 4 KiB pages); map: memcmp through "
-                          "the files' mappings (files on huge pages); hash: xxh3-64 per page "
-                          "on each side, digests compared")
+        None, description="map: memcmp through the RAM files' mappings (the default); "
+                          "read: both files copied block by block into cache-sized buffers, "
+                          "then memcmp'd; hash: xxh3-64 per page on each side, digests "
+                          "compared")
     ram_page_kib: int | None = Field(
         None, description="the page size the kernel backs the RAM files with (st_blksize): "
                           "4 on a plain tmpfs, 2048 on one mounted huge=always")
