@@ -11,9 +11,9 @@ the tether was asked to own (`--run-dir`) is removed. The tether claims that
 directory (host.owner) and first sweeps its siblings whose tether died, so
 the directory of a tether SIGKILLed before its cleanup goes at the next run.
 The child's pid is written to `--pidfile` while it runs, so the controller
-can signal it (`kill-dst`, `stop-dst`) and its cleanup can kill it by pid. The tether
-exits as its child did: the same code, or 128+N for signal N (as a shell
-does, since ssh carries only a code), and says which on stderr.
+can signal it (`kill-dst`, `stop-dst`) and its cleanup can kill it by pid.
+The tether exits as its child did: the same code, or 128+N for signal N (as
+a shell does, since ssh carries only a code), and says which on stderr.
 
 `relay PATH` joins its stdin/stdout to the unix socket PATH (QEMU's QMP or
 serial socket, the agent's socket in the run directory): a management
