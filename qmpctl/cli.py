@@ -44,6 +44,7 @@ from .report.schema import report_schema
 from .report.text import one_line, summary_lines
 from .scenario.options import MigrateOptions, resolve
 from .scenario.runner import Hooks, new_report, run_migrate
+from .verify.agent import DEFAULT_ROOT as AGENT_ROOT
 from .verify.agent import serve as serve_agent
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -291,8 +292,8 @@ def migrate(
     ram_dir: Annotated[Path | None, typer.Option(
         help="A directory on tmpfs for the guest RAM files of the QEMUs on this host (a "
              "destination reached over ssh keeps its own); on a tmpfs mounted "
-             "huge=always guest RAM is on 2 MiB pages and compared in place [default: the "
-             "run directory on /dev/shm]")] = None,
+             "huge=always guest RAM is on 2 MiB pages, which compare at close to memory "
+             "speed [default: the run directory on /dev/shm]")] = None,
     plot: Annotated[Path | None, typer.Option(
         help="Write a PNG: passes, guest throughput, the dirty-tracking timeline")] = None,
     dirty_rate_probe: Annotated[bool, typer.Option(
@@ -626,7 +627,7 @@ def agent(
         print(f"qmpctl: --listen {listen!r}: expected HOST:PORT or unix:PATH",
               file=sys.stderr)
         raise typer.Exit(int(ExitCode.USAGE))
-    roots = tuple(root or [Path("/dev/shm")])
+    roots = tuple(root or [AGENT_ROOT])
     for r in roots:
         if not r.is_dir():
             print(f"qmpctl: --root {r}: not a directory", file=sys.stderr)

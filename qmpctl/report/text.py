@@ -14,7 +14,7 @@ def _bytes(n: int) -> str:
 
 
 def _how(v: MemoryVerdict) -> str:
-    """How the bytes were compared, and on what pages (", read, RAM on 4 KiB pages")."""
+    """How the bytes were compared, and on what pages (" (map, RAM on 4 KiB pages)")."""
     page = f", RAM on {v.ram_page_kib} KiB pages" if v.ram_page_kib else ""
     return f" ({v.method}{page})" if v.method else ""
 

@@ -15,8 +15,8 @@ line, followed for `digests` and `samples` by exactly `bytes` raw bytes.
     anything wrong                                   -> {"ok": false, "error": "..."}
 
 The agent only reads regular files under its roots (`--root`, repeatable;
-default /dev/shm, where qmpctl keeps RAM files), never writes, and serves one request at a time per
-connection. It listens on TCP (`HOST:PORT`) or on a unix socket
+default /dev/shm, where qmpctl keeps RAM files), never writes, and serves one
+request at a time per connection. It listens on TCP (`HOST:PORT`) or on a unix socket
 (`unix:PATH`, made 0600: through ssh, qmpctl reaches it with `qmpctl relay`).
 Every connection must first say `hello` with the agent's token, a random
 secret it makes at start and prints once on its stdout, in its first line
