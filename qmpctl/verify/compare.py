@@ -12,12 +12,12 @@ Measured on the 2-core build machine (Linux 6.18), 2 GiB images, best of 5,
 `nox -s bench`, 2026-11-30 (memcmp of two in-memory buffers on both cores,
 themselves on huge pages: 15.8-16.0 GiB/s):
 
-* /dev/shm, 4 KiB pages: through the mappings 7.5-7.7 GiB/s, reading
+* /dev/shm, 4 KiB pages: through the mappings 7.3-7.7 GiB/s, reading
   5.6-5.7 (the read floor, both files read and nothing compared, 6.2-6.6).
   Sessions before this one measured the opposite order here (mapping 3.7-4.6,
   reading 5.2-6.0), hence the bench keeps both.
 * a tmpfs mounted huge=always (`--ram-dir`), 2 MiB pages: through the
-  mappings 12.2-14.4 GiB/s, 0.76-0.90 of memcmp.
+  mappings 12.2-14.4 GiB/s, 0.76-0.91 of memcmp.
 """
 
 from __future__ import annotations
