@@ -27,6 +27,7 @@ from .core.errors import ExitCode, QmpctlError, UsageError
 from .host.kvm import probe_kvm
 from .host.netns import sweep_stale_namespaces
 from .host.tether import main as tether_main
+from .lab.commands import app as lab_app
 from .matrix.cells import expand, select
 from .matrix.execute import MatrixState, run_matrix
 from .matrix.junit import write_junit
@@ -49,6 +50,7 @@ from .verify.agent import serve as serve_agent
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Drive QEMU live migration over QMP and prove no dirty page was lost.")
+app.add_typer(lab_app, name="lab")
 err = Console(stderr=True)
 out = Console()
 log = logging.getLogger("qmpctl")

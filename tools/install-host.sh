@@ -22,6 +22,7 @@ BASE_PKGS=(
     build-essential binutils nasm
     gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu libc6-dev-arm64-cross
     busybox-static cpio zstd xz-utils
+    mmdebstrap kmod
     python3 python3-venv python3-pip
     procps iproute2 file
     openssh-client openssh-server
