@@ -12,8 +12,9 @@ from pydantic import BaseModel, Field
 from ..core.units import PAGE_SIZE, MiB
 from ..qemu.console import ConsoleView, Record, SerialConsole
 from ..qemu.machine import QemuMachine
-from ..verify.compare import MemoryVerdict
-from ..verify.ramimage import RamLayout, Region
+from ..verify.compare import ExplainedPages, MemoryVerdict
+from ..verify.its import consumed_pending, lpi_targets
+from ..verify.ramimage import RamImage, RamLayout, Region
 from .base import RAM_BASE, GuestCheck
 from .gic import ItsTable, ItsTableMap
 from .wave import WaveGuest
@@ -108,6 +109,8 @@ class ItsTableVerdict(BaseModel):
     pages: int
     pages_differing: int
     pages_excluded: int = 0
+    pages_explained: int = Field(0, description="pages that differ as the platform explains "
+                                                "(memory.explained), not lost")
     identical: bool
 
 
@@ -116,13 +119,76 @@ def its_table_verdict(table: ItsTable, memory: MemoryVerdict, layout: RamLayout
     end = table.base + table.size
     differing = memory.differing_in(layout, table.base, end)
     excluded = memory.excluded_in(layout, table.base, end)
+    explained = memory.explained_in(layout, table.base, end)
     return ItsTableVerdict(name=table.name, base=table.base, size=table.size,
                            located_by=table.located_by, pages=-(-table.size // PAGE_SIZE),
                            pages_differing=differing, pages_excluded=excluded,
-                           identical=differing == 0 and excluded == 0)
+                           pages_explained=explained,
+                           identical=differing == 0 and excluded == 0 and explained == 0)
 
 
 def table_verdicts(tables: Sequence[ItsTable], memory: MemoryVerdict, layout: RamLayout
                    ) -> list[ItsTableVerdict]:
     """A verdict per ITS/LPI table located (none for guests without an ITS)."""
     return [its_table_verdict(t, memory, layout) for t in tables]
+
+
+CONSUMED = ExplainedPages(
+    cause="lpi-pending-consumed", pages=[], details=[],
+    why="KVM's ITS restore on the destination (KVM_DEV_ARM_ITS_RESTORE_TABLES, "
+        "vgic_v3_lpi_sync_pending_status) moves each mapped LPI's pending bit from guest RAM "
+        "into the LPI's pending latch and clears the bit in RAM: these LPIs are pending in "
+        "the destination's vGIC, not in its RAM",
+    proof="every differing byte only clears bits (no bit set, nothing outside the LPI range "
+          "or the table), and each cleared bit is an LPI that an ITE in the source's saved "
+          "ITTs maps to a collection on that table's vCPU (KVM ITS ABI rev 0, read from the "
+          "source's RAM): exactly the bits the restore consumes; the guest's own delivery "
+          "check after resume (its-pending) must then see them arrive")
+
+
+def _read(image: RamImage, layout: RamLayout, table: ItsTable) -> bytes:
+    """A table's bytes from one side's RAM image."""
+    first = layout.offset(table.base) // PAGE_SIZE
+    last = layout.offset(table.base + table.size - 1) // PAGE_SIZE
+    data = b"".join(image.page(p) for p in range(first, last + 1))
+    start = layout.offset(table.base) - first * PAGE_SIZE
+    return data[start:start + table.size]
+
+
+def explain_consumed_pending(memory: MemoryVerdict, src: RamImage, dst: RamImage,
+                             layout: RamLayout, tables: Sequence[ItsTable]) -> list[str]:
+    """Under KVM's in-kernel ITS: move the pending-table pages whose only
+    differences are the bits the destination's restore consumed into
+    `memory.explained`, with the LPIs per page. Returns why each other
+    differing pending-table page is not explained (it stays a loss)."""
+    by_name = {t.name: t for t in tables}
+    collections = by_name.get("its-collection")
+    if collections is None:
+        return ["no collection table located: pending-table differences cannot be explained"]
+    itts = [_read(src, layout, t) for t in tables if t.name.startswith("itt-")]
+    targets = lpi_targets(_read(src, layout, collections), itts)
+    pending = [(t, int(t.name.removeprefix("lpi-pend-cpu"))) for t in tables
+               if t.name.startswith("lpi-pend-cpu")]
+    pages: list[int] = []
+    details: list[str] = []
+    problems: list[str] = []
+    for page in memory.differing.tolist():
+        gpa = layout.gpa(page * PAGE_SIZE)
+        hit = next(((t, cpu) for t, cpu in pending
+                    if t.base < gpa + PAGE_SIZE and gpa < t.base + t.size), None)
+        if hit is None:
+            continue
+        table, cpu = hit
+        found = consumed_pending(src.page(page), dst.page(page), gpa - table.base, table.size,
+                                 cpu, targets)
+        if found.problem is not None:
+            problems.append(f"page {page} gpa 0x{gpa:x} (ITS table {table.name}): "
+                            f"{found.problem}")
+            continue
+        pages.append(page)
+        lpis = ", ".join(map(str, found.intids))
+        details.append(f"page {page} gpa 0x{gpa:x} (ITS table {table.name}): pending bits of "
+                       f"{len(found.intids)} LPIs consumed ({lpis})")
+    if pages:
+        memory.explain(CONSUMED.model_copy(update={"pages": pages, "details": details}))
+    return problems

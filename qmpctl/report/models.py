@@ -137,6 +137,9 @@ class RunReport(BaseModel):
                                           "destination, after the tables were saved at stop")
     its_tables_source: str | None = Field(
         None, description="how the ITS tables were located, or why they were not")
+    its_pending_unexplained: list[str] = Field(
+        default_factory=list, description="KVM's in-kernel ITS: why a differing LPI pending "
+                                          "table page is not the restore's consumption (lost)")
     hops: list[Hop] = Field(
         default_factory=list,
         description="every migration before the last, for a guest that asked to be migrated "

@@ -79,7 +79,13 @@ def summary_lines(report: RunReport) -> list[str]:
     if (v := report.memory) is not None:
         out.append(f"memory: {v.pages_compared}/{v.pages_total} pages compared, "
                    f"{v.pages_differing} differ, {v.pages_excluded} excluded, "
-                   f"{v.gib_per_s:.2f} GiB/s{_how(v)}")
+                   + (f"{v.pages_explained} differ as the platform explains, "
+                      if v.pages_explained else "")
+                   + f"{v.gib_per_s:.2f} GiB/s{_how(v)}")
+        for ex in v.explained:
+            out.append(f"  explained ({ex.cause}, not lost): {ex.why}")
+            out.extend(f"    {d}" for d in ex.details)
+            out.append(f"    proof: {ex.proof}")
         if v.location is not None:
             out.append(f"  where: {describe_ranges(v.location)}")
         if v.classes is not None:
@@ -112,9 +118,13 @@ def summary_lines(report: RunReport) -> list[str]:
                    f"{ring.pages_resent} pages re-sent (QEMU trace)")
     if report.its_tables_source:
         out.append(f"ITS tables: {report.its_tables_source}")
+    out.extend(f"ITS pending table NOT explained by the restore: {why}"
+               for why in report.its_pending_unexplained)
     for t in report.its_tables:
         state = ("identical" if t.identical else
-                 f"{t.pages_differing} pages DIFFER" if t.pages_differing else "not all compared")
+                 f"{t.pages_differing} pages DIFFER" if t.pages_differing else
+                 f"{t.pages_explained} pages differ as explained above (not lost)"
+                 if t.pages_explained else "not all compared")
         excluded = f", {t.pages_excluded} EXCLUDED" if t.pages_excluded else ""
         out.append(f"ITS table {t.name} 0x{t.base:x}+0x{t.size:x}: {state} "
                    f"({t.pages} pages{excluded}; {t.located_by})")

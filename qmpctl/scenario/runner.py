@@ -37,7 +37,7 @@ from ..core.errors import (
 from ..core.units import MiB
 from ..faults.injector import FaultInjector
 from ..guests.base import GuestCheck
-from ..guests.its import table_regions, table_verdicts
+from ..guests.its import explain_consumed_pending, table_regions, table_verdicts
 from ..host.gate import ConnectGate
 from ..host.memory import mem_available, memory_problem
 from ..host.netns import NetnsPair, namespace_name, sweep_stale_namespaces
@@ -483,6 +483,11 @@ async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
                     seconds=time.perf_counter() - started)
             else:
                 memory = rep.memory = compare_images(si, di, layout, list(r.exclusions))
+            if (memory.pages_differing and table_map is not None and r.accel == "kvm"
+                    and r.arch == "aarch64" and run.agent is None):
+                # KVM's in-kernel ITS consumes pending bits on restore: name them.
+                rep.its_pending_unexplained = explain_consumed_pending(
+                    memory, si, di, layout, table_map.tables)
             if memory.pages_differing:  # explain: where, what kind
                 memory.location = locate_differences(memory.differing, layout)
                 if classifier is not None and run.agent is None:  # needs both sides' bytes

@@ -70,6 +70,17 @@ class PageMismatch(BaseModel):
     dst_hex: str
 
 
+class ExplainedPages(BaseModel):
+    """Differing pages the platform itself explains: named with the proof that
+    makes them safe, never counted lost, never hidden."""
+
+    cause: str = Field(description="short name, e.g. lpi-pending-consumed")
+    why: str
+    proof: str
+    pages: list[int] = Field(description="page indices in the RAM image")
+    details: list[str] = Field(description="one line per page: where, and what differs")
+
+
 class MemoryVerdict(BaseModel):
     """Two RAM images compared page by page; `differing` keeps every page index."""
 
@@ -96,6 +107,9 @@ class MemoryVerdict(BaseModel):
     ram_page_kib: int | None = Field(
         None, description="the page size the kernel backs the RAM files with (st_blksize): "
                           "4 on a plain tmpfs, 2048 on one mounted huge=always")
+    explained: list[ExplainedPages] = Field(
+        default_factory=list, description="differing pages the platform explains (not in "
+                                          "pages_differing, never counted lost)")
     _differing: npt.NDArray[np.intp] = PrivateAttr(
         default_factory=lambda: np.empty(0, np.intp))
     _excluded: npt.NDArray[np.bool_] = PrivateAttr(
@@ -109,6 +123,26 @@ class MemoryVerdict(BaseModel):
     def differing_in(self, layout: RamLayout, start: int, end: int) -> int:
         """How many compared pages overlapping guest-physical [start, end) differ."""
         return sum(int(((self._differing >= lo) & (self._differing < hi)).sum())
+                   for lo, hi in page_spans(Region("", start, end), layout))
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def pages_explained(self) -> int:
+        return sum(len(e.pages) for e in self.explained)
+
+    def explain(self, item: ExplainedPages) -> None:
+        """Move `item.pages` from the differing pages to the explained ones."""
+        drop = np.isin(self._differing, item.pages)
+        self._differing = self._differing[~drop]
+        self.pages_differing -= int(drop.sum())
+        pages = set(item.pages)
+        self.mismatches = [m for m in self.mismatches if m.page not in pages]
+        self.explained.append(item)
+
+    def explained_in(self, layout: RamLayout, start: int, end: int) -> int:
+        """How many pages overlapping guest-physical [start, end) differ as explained."""
+        pages = np.array([p for e in self.explained for p in e.pages], np.intp)
+        return sum(int(((pages >= lo) & (pages < hi)).sum())
                    for lo, hi in page_spans(Region("", start, end), layout))
 
     def excluded_in(self, layout: RamLayout, start: int, end: int) -> int:
