@@ -18,6 +18,11 @@
   `@pytest.mark.parametrize("cell", qmpctl_matrix_cells("smoke"), ids=str)`
   and `report = await qmpctl_migrate(**cell.kwargs)`; a cell this host does
   not run is skipped with the reason.
+* `--qmpctl-lab auto|aarch64|x86_64|off` (default auto): a `qmpctl_kvm` test
+  this host cannot run runs inside a lab that can (`qmpctl lab`: arm64 KVM
+  with the in-kernel ITS, nested under TCG), all such tests in one lab boot,
+  each one's outcome (and its message) read back from the lab; `off` skips
+  them as before. Without a lab image the skip says how to build one.
 * `--qmpctl-timeout SECONDS` (default 900, 0 = none): the test's migrations
   must finish within that time from the test's start, or the run is cancelled
   (qmpctl then cancels the migration and shuts its QEMUs down) and the test
@@ -44,6 +49,8 @@ import pytest
 
 from .core.errors import UsageError
 from .host.kvm import Arch, KvmInfo, kvm_can_run, probe_kvm
+from .lab.commands import checkout as qmpctl_checkout
+from .lab.suite import LabOutcome, lab_available, run_in_lab
 from .matrix.cells import expand, select
 from .matrix.plan import check_options, host_check, plan
 from .matrix.spec import load
@@ -61,6 +68,8 @@ QMP_LOGGER = "qemu.qmp"
 _kvm_key = pytest.StashKey[KvmInfo]()
 _problem_key = pytest.StashKey[str]()
 _phase_reports_key = pytest.StashKey[dict[str, pytest.TestReport]]()
+_lab_key = pytest.StashKey[Arch]()  # a test delegated to a lab of this arch
+_lab_runs_key = pytest.StashKey[dict[str, tuple[str, dict[str, LabOutcome]]]]()
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--qmpctl-artifacts", metavar="DIR", type=Path,
                     help="keep QEMU logs, serial output, QMP transcript and JSON reports "
                          "of each failed test in DIR/<test id>")
+    group.addoption("--qmpctl-lab", choices=("auto", "aarch64", "x86_64", "off"),
+                    default="auto",
+                    help="run qmpctl_kvm tests this host cannot run inside a lab of that "
+                         "arch (auto: the test's own; off: skip them)")
     group.addoption("--qmpctl-timeout", metavar="SECONDS", type=float,
                     default=DEFAULT_TIMEOUT_S,
                     help="a test's migrations must end within this many seconds of its "
@@ -160,6 +173,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         kvm = host_kvm(config)
         if problems := kvm_problems(req, kvm):
             item.stash[_problem_key] = "qmpctl_kvm: " + "; ".join(problems)
+            lab = config.getoption("qmpctl_lab")
+            if req.arch in ("aarch64", "x86_64") and lab in ("auto", req.arch):
+                if (why_not := lab_available(cast(Arch, req.arch))) is None:
+                    item.stash[_lab_key] = cast(Arch, req.arch)
+                else:
+                    item.stash[_problem_key] += f" (and no lab: {why_not})"
         elif req.ring and kvm.flavour == "pvm" and config.getoption("qmpctl_xfail_known_losses"):
             item.add_marker(pytest.mark.xfail(reason=KNOWN_LOSSES, raises=LostPages,
                                               strict=False))
@@ -168,14 +187,52 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     problem = item.stash.get(_problem_key, None)
-    if problem is not None and not item.config.getoption("qmpctl_require_kvm"):
+    if (problem is not None and _lab_key not in item.stash
+            and not item.config.getoption("qmpctl_require_kvm")):
         pytest.skip(problem)
+
+
+def _lab_outcome(item: pytest.Item, arch: Arch) -> tuple[str, LabOutcome]:
+    """This test's outcome in the lab; the first delegated test of a session
+    boots the lab once for all of them."""
+    runs = item.config.stash.setdefault(_lab_runs_key, {})
+    if arch not in runs:
+        nodeids = [i.nodeid for i in item.session.items if i.stash.get(_lab_key, None) == arch]
+        with tempfile.TemporaryDirectory(prefix="qmpctl-lab-suite-") as tmp:
+            try:
+                result, outcomes, console = run_in_lab(
+                    arch, nodeids, item.config.rootpath, qmpctl_checkout(), Path(tmp))
+            except Exception as exc:  # the lab itself failed: every test it carried fails
+                failed = LabOutcome("failed", f"the {arch} lab failed: {exc}")
+                runs[arch] = ("", dict.fromkeys(nodeids, failed))
+            else:
+                runs[arch] = (f"{result.summary()}\n--- lab console ---\n{console}", outcomes)
+    summary, outcomes = runs[arch]
+    return summary, outcomes.get(item.nodeid, LabOutcome("failed", "not run in the lab"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """A test delegated to a lab: its outcome there is its outcome here."""
+    arch = pyfuncitem.stash.get(_lab_key, None)
+    if arch is None:
+        return None
+    summary, outcome = _lab_outcome(pyfuncitem, arch)
+    pyfuncitem.user_properties.append(("qmpctl_lab", summary.partition("\n")[0]))
+    where = f"[in the {arch} lab] "
+    if outcome.outcome == "failed":
+        pytest.fail(f"{where}{outcome.message}\n{summary}", pytrace=False)
+    if outcome.outcome == "skipped":
+        pytest.skip(f"{where}{outcome.message}")
+    if outcome.outcome == "xfailed":
+        pytest.xfail(f"{where}{outcome.message}")
+    return True
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> None:
     problem = item.stash.get(_problem_key, None)
-    if problem is not None:  # only reached with --qmpctl-require-kvm
+    if problem is not None and _lab_key not in item.stash:  # only with --qmpctl-require-kvm
         pytest.fail(f"{problem} (--qmpctl-require-kvm)", pytrace=False)
 
 

@@ -27,6 +27,7 @@ from ..core.errors import HostError
 LAB_SITE = "/opt/qmpctl-lab/site"  # the lab image's Python dependencies (build.sh)
 ENV_PASSED = ("CI", "QMPCTL_IMAGES", "NO_COLOR", "COLUMNS")
 # Never packed: the host's own environment and the lab images themselves.
+SUITE_SKIP = {".git", "__pycache__", ".pytest_cache", ".venv", ".nox"}
 CHECKOUT_SKIP = (".git", ".venv", ".nox", ".qemu", "images/cache", "images/out/lab")
 
 
@@ -62,15 +63,19 @@ def plan_job(argv: Sequence[str], cwd: Path, checkout: Path,
         raise ValueError("no command")
     inputs: list[Path] = []
     outputs: list[Path] = [checkout]
-    if not _inside(cwd, checkout):
+    if not _inside(cwd, checkout):  # e.g. a user's own suite: its files go in too
         outputs.append(cwd)
+        if cwd.is_dir():
+            inputs += [p for p in sorted(cwd.rglob("*")) if p.is_file()
+                       and not set(p.relative_to(cwd).parts) & SUITE_SKIP]
     for value in _path_values(argv[1:]):
         if not value or value.startswith("-") or "\n" in value:
             continue
         path = Path(os.path.normpath(cwd / value))
         if not value.startswith("/") and not path.exists():
             continue  # a relative word that names nothing here is not a path
-        if _inside(path, checkout) or any(_inside(path, o) for o in outputs[1:]):
+        if _inside(path, checkout) or any(_inside(path, o) for o in outputs[1:]) or (
+                path in inputs):
             continue
         if path.is_file():
             inputs.append(path)

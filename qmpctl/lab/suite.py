@@ -1,0 +1,86 @@
+"""pytest tests this host cannot run, run in a lab that can: one lab boot for
+all of them, each test's outcome read back from the lab's JUnit XML."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ..core.errors import QmpctlError
+from ..guests.base import images_dir
+from ..host.kvm import Arch, host_arch, probe_kvm
+from .image import find_image
+from .job import plan_job
+from .machine import LabResult, LabSpec, choose_accel, nested_enabled, run_lab
+
+IN_LAB = "QMPCTL_LAB"  # set inside a lab: never delegate again from there
+
+
+@dataclass(frozen=True)
+class LabOutcome:
+    outcome: Literal["passed", "failed", "skipped", "xfailed"]
+    message: str = ""
+
+
+def junit_address(nodeid: str) -> tuple[str, str]:
+    """(classname, name) pytest's junitxml gives a node id (pure)."""
+    path, *names = nodeid.split("::")
+    module = path.removesuffix(".py").replace("/", ".")
+    return ".".join([module, *names[:-1]]), names[-1] if names else module
+
+
+def parse_outcomes(xml: str) -> dict[tuple[str, str], LabOutcome]:
+    """Each testcase's outcome from a JUnit XML file (pure)."""
+    out = {}
+    for case in ET.parse(io.StringIO(xml)).getroot().iter("testcase"):
+        key = (case.get("classname", ""), case.get("name", ""))
+        failed = case.find("failure")
+        if failed is None:
+            failed = case.find("error")
+        skipped = case.find("skipped")
+        if failed is not None:
+            out[key] = LabOutcome("failed", f"{failed.get('message', '')}\n{failed.text or ''}")
+        elif skipped is not None:
+            xfail = skipped.get("type") == "pytest.xfail"
+            out[key] = LabOutcome("xfailed" if xfail else "skipped", skipped.get("message", ""))
+        else:
+            out[key] = LabOutcome("passed")
+    return out
+
+
+def lab_available(arch: Arch) -> str | None:
+    """Why no lab of `arch` can run here (None: one can)."""
+    if os.environ.get(IN_LAB):
+        return f"already inside a {os.environ[IN_LAB]} lab"
+    try:
+        find_image(images_dir(), arch)
+    except QmpctlError as exc:
+        return exc.message
+    return None
+
+
+def run_in_lab(arch: Arch, nodeids: Sequence[str], rootdir: Path, checkout: Path,
+               scratch: Path, extra: Sequence[str] = ()) -> tuple[LabResult, dict[str, LabOutcome],
+                                                               str]:
+    """Run `nodeids` with pytest inside one lab; each one's outcome, the lab's
+    figures and its console output."""
+    image = find_image(images_dir(), arch)
+    spec = LabSpec(arch)
+    accel = choose_accel(arch, "auto", probe_kvm(), host_arch(), nested_enabled())
+    junit = scratch / f"lab-{arch}-junit.xml"
+    argv = ["python3", "-m", "pytest", "-p", "no:cacheprovider", "-q", "--qmpctl-lab=off",
+            f"--junitxml={junit}", "-o", "junit_family=xunit1", *extra, *nodeids]
+    plan = plan_job(argv, rootdir, checkout)
+    console: list[str] = []
+    result = asyncio.run(run_lab(spec, image, accel, plan, write=console.append))
+    outcomes = parse_outcomes(junit.read_text()) if junit.is_file() else {}
+    by_id = {n: outcomes.get(junit_address(n), LabOutcome(
+        "failed", f"the lab's pytest reported nothing for {n} (exit {result.exit_code})"))
+        for n in nodeids}
+    return result, by_id, "".join(console)
