@@ -138,7 +138,7 @@ def test_marker_skips_naming_the_capability(pytester: pytest.Pytester) -> None:
         def test_needs_kvm():
             raise AssertionError("must not run")
     """)
-    result = pytester.runpytest("-rs")
+    result = pytester.runpytest("-rs", "--qmpctl-lab=off")  # a lab would run it: test_lab.py
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines([
         f"SKIPPED*qmpctl_kvm:*KVM cannot run {OTHER_ARCH} guests on this "
@@ -157,7 +157,7 @@ def test_require_kvm_turns_the_skip_into_a_failure(pytester: pytest.Pytester) ->
         def test_plain():
             pass
     """)
-    result = pytester.runpytest("--qmpctl-require-kvm")
+    result = pytester.runpytest("--qmpctl-require-kvm", "--qmpctl-lab=off")
     result.assert_outcomes(failed=1, passed=1)
     result.stdout.fnmatch_lines([
         f"*qmpctl_kvm:*KVM cannot run {OTHER_ARCH} guests*(--qmpctl-require-kvm)*"])
