@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO, cast
 
 import typer
 from rich.console import Console
@@ -665,5 +665,40 @@ def version() -> None:
     print(__version__)
 
 
+class _PipeSafe:
+    """stdout or stderr whose reader may leave early (`qmpctl migrate | true`).
+    click turns a closed pipe into exit 1, which CI reads as lost pages: here
+    a write to a closed pipe sends the stream to /dev/null instead (as the
+    Python docs recommend for SIGPIPE), so the verdict keeps its exit code."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._to_devnull()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_devnull()
+
+    def _to_devnull(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())  # the buffered rest goes there too
+        finally:
+            os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main() -> None:
+    sys.stdout = cast(TextIO, _PipeSafe(sys.stdout))
+    sys.stderr = cast(TextIO, _PipeSafe(sys.stderr))
     app()
