@@ -41,3 +41,11 @@ def test_a_verified_run_exits_0_when_stdout_is_closed(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     assert json.loads(report.read_text())["verdict"] == "verified"
+
+
+def test_a_verified_run_whose_report_cannot_be_written_exits_8() -> None:
+    done = qmpctl("migrate", *SMALL, "--report", "/dev/full")
+    assert done.returncode == 8, done.stderr
+    assert "verdict: VERIFIED (exit 0)" in done.stdout
+    assert "--report /dev/full: could not be written (No space left on device)" in done.stderr
+    assert "Traceback" not in done.stderr

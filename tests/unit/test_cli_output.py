@@ -7,8 +7,13 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from qmpctl.core.errors import ReportUnwritten
+from qmpctl.report.write import write_report
 
 # A `qmpctl migrate` whose run is replaced by a report with the given verdict.
 FAKE_RUN = textwrap.dedent("""
@@ -54,3 +59,59 @@ def test_a_closed_output_pipe_keeps_the_verdicts_exit_code(
     assert done.returncode == VERDICTS[verdict], done.stderr  # type: ignore[index]
     if not stderr_too:
         assert b"Traceback" not in done.stderr and b"BrokenPipe" not in done.stderr
+
+
+def run_fake(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", FAKE_RUN, *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs of its own (needs root)."""
+    where = tmp_path / "fs"
+    where.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)]).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+
+
+@pytest.mark.parametrize(("verdict", "code"), [("verified", 8), ("mismatch", 1),
+                                               ("inconclusive", 6)])
+def test_a_report_that_cannot_be_written_has_its_own_exit_code(verdict: str, code: int) -> None:
+    """/dev/full passes the probe (it opens); the final write fails: the verdict
+    is still printed, and a verified run exits 8, not 0; a run that did not
+    verify keeps its own code."""
+    done = run_fake(verdict, "--report", "/dev/full")
+    assert done.returncode == code, done.stderr
+    assert f"verdict: {verdict.upper()}" in done.stdout + done.stderr
+    assert ("--report /dev/full: could not be written (No space left on device)"
+            in done.stderr), done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_full_file_system_is_refused_before_the_run(small_fs: Path) -> None:
+    (small_fs / "fill").write_bytes(bytes(64 << 10))
+    done = run_fake("verified", "--report", str(small_fs / "r.json"))
+    assert done.returncode == 2, done.stderr
+    assert "not writable (No space left on device)" in done.stderr
+    assert "verdict:" not in done.stdout  # nothing ran
+    assert sorted(p.name for p in small_fs.iterdir()) == ["fill"]
+
+
+def test_a_report_is_written_whole_or_not_at_all(small_fs: Path) -> None:
+    """The disk fills up while the report is written: the previous report stays
+    as it was, and nothing partial is left beside it."""
+    path = small_fs / "r.json"
+    path.write_text('{"old": true}\n')
+    with pytest.raises(ReportUnwritten, match="No space left on device"):
+        write_report(path, "x" * (128 << 10))
+    assert path.read_text() == '{"old": true}\n'
+    assert [p.name for p in small_fs.iterdir()] == ["r.json"]
+    write_report(path, '{"new": true}\n')
+    assert path.read_text() == '{"new": true}\n'
+    assert [p.name for p in small_fs.iterdir()] == ["r.json"]
