@@ -24,7 +24,7 @@ from rich.table import Table
 
 from . import __version__
 from .core.errors import ExitCode, QmpctlError, ReportUnwritten, UsageError
-from .host.kvm import probe_kvm
+from .host.kvm import cap_text, probe_kvm, ring_size_text
 from .host.netns import sweep_stale_namespaces
 from .host.tether import main as tether_main
 from .matrix.cells import expand, select
@@ -389,9 +389,11 @@ def migrate(
              "end with its result")] = 120.0,
 ) -> None:
     """Migrate a guest live while it dirties memory, then verify every page."""
+    writable: Path | None = None  # --report once probed: written whatever the verdict
     try:
         if report is not None:
             check_writable(report, "--report")
+            writable = report
         if artifacts is not None:
             check_writable_dir(artifacts, "--artifacts")
         if plot is not None:
@@ -449,11 +451,10 @@ def migrate(
         results = [new_report(exc)]
         if not json_out:
             print(f"qmpctl: {exc.message}", file=sys.stderr)
-            raise typer.Exit(_emit(results, json_out, report if exc.exit_code != ExitCode.USAGE
-                                   else None, summary=False)) from None
+            raise typer.Exit(_emit(results, json_out, writable, summary=False)) from None
     if plot is not None and results[0].config is not None:
         plot_report(results[0], plot)
-    raise typer.Exit(_emit(results, json_out, report))
+    raise typer.Exit(_emit(results, json_out, writable))
 
 
 def _matrix_spec(preset: str | None, axes: Path | None) -> tuple[MatrixSpec, str]:
@@ -612,8 +613,8 @@ def doctor(
     table.add_row("KVM", f"{kvm.device}: "
                   + (f"{kvm.flavour}" if kvm.accessible else f"unusable ({kvm.error})"))
     for name, value in kvm.caps.items():
-        table.add_row(f"  {name}", str(value))
-    table.add_row("dirty ring max entries", str(kvm.dirty_ring_max_entries))
+        table.add_row(f"  {name}", cap_text(name, value))
+    table.add_row("dirty ring max size", ring_size_text(kvm.dirty_ring_max_entries))
     table.add_row("64-bit Linux under KVM", str(kvm.runs_64bit_guests))
     if rep.long_mode_probe is not None:
         table.add_row("long-mode probe (KVM)", rep.long_mode_probe)
