@@ -95,6 +95,11 @@ async def test_corrupt_dst(qmpctl_migrate: MigrateFn) -> None:
     assert (rep.verdict, rep.exit_code) == ("mismatch", ExitCode.MISMATCH)
     assert rep.memory is not None and [m.gpa for m in rep.memory.mismatches] == [0x500000]
     assert rep.faults[0].detail.startswith("destination byte at gpa 0x500123 flipped")
+    # One truth per RAMBlock: guest RAM's line says what the RAM comparison says.
+    ram0 = next(b for b in rep.ramblocks if b.name == "ram0")
+    assert (ram0.pages_differing, ram0.first_differing_offsets) == (1, [0x500000])
+    assert not [x for x in summary_lines(rep) if x.startswith("RAMBlock ram0") and
+                "identical" in x]
 
 
 async def test_postcopy_destination_lost_ends_at_once_with_the_source_state(
