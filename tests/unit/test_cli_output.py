@@ -3,7 +3,9 @@ process and its pipes are real."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from qmpctl.core.errors import ReportUnwritten
+from qmpctl.core.errors import VERDICTS, ExitCode, QmpctlError, ReportUnwritten, verdict_for
 from qmpctl.report.write import write_report
 
 # A `qmpctl migrate` whose run is replaced by a report with the given verdict.
@@ -53,8 +55,6 @@ def run_into_closed_pipe(*args: str,
 @pytest.mark.parametrize("stderr_too", [False, True])
 def test_a_closed_output_pipe_keeps_the_verdicts_exit_code(
         verdict: str, extra: tuple[str, ...], stderr_too: bool) -> None:
-    from qmpctl.core.errors import VERDICTS
-
     done = run_into_closed_pipe(verdict, *extra, stderr_too=stderr_too)
     assert done.returncode == VERDICTS[verdict], done.stderr  # type: ignore[index]
     if not stderr_too:
@@ -115,3 +115,46 @@ def test_a_report_is_written_whole_or_not_at_all(small_fs: Path) -> None:
     write_report(path, '{"new": true}\n')
     assert path.read_text() == '{"new": true}\n'
     assert [p.name for p in small_fs.iterdir()] == ["r.json"]
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_exit_table() -> dict[str, int]:
+    """The README's "Verdicts and exit codes" table: verdict -> exit code."""
+    text = README.read_text().split("### Verdicts and exit codes", 1)[1]
+    rows = re.findall(r"^\| (\d+) \| `([a-z-]+)` \|", text.split("\n\n", 2)[1], re.MULTILINE)
+    return {verdict: int(code) for code, verdict in rows}
+
+
+def test_the_readmes_exit_code_table_is_the_codes() -> None:
+    assert readme_exit_table() == {v: int(c) for v, c in VERDICTS.items()}
+    assert set(VERDICTS.values()) == set(ExitCode)  # every exit code has its verdict
+
+
+def error_classes() -> list[type[QmpctlError]]:
+    out, todo = [], [QmpctlError]
+    while todo:
+        cls = todo.pop()
+        out.append(cls)
+        todo += cls.__subclasses__()
+    return out
+
+
+@pytest.mark.parametrize("cls", error_classes(), ids=lambda c: c.__name__)
+def test_every_error_class_maps_to_a_row_of_the_table(cls: type[QmpctlError]) -> None:
+    assert readme_exit_table()[verdict_for(cls.exit_code)] == cls.exit_code
+
+
+@pytest.mark.parametrize("verdict", [v for v in VERDICTS if v != "report-unwritten"])
+def test_every_verdict_agrees_in_exit_code_verdict_line_and_report(
+        verdict: str, tmp_path: Path) -> None:
+    """Each row of the table through the real CLI (the run faked): the process's
+    exit code, the verdict line and the report written all say the same."""
+    report = tmp_path / "r.json"
+    done = run_fake(verdict, "--report", str(report))
+    code = readme_exit_table()[verdict]
+    assert done.returncode == code, done.stderr
+    assert f"verdict: {verdict.upper()} (exit {code})" in done.stdout + done.stderr
+    written = json.loads(report.read_text())
+    assert (written["verdict"], written["exit_code"]) == (verdict, code)
