@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO, cast
 
 import typer
 from rich.console import Console
@@ -23,8 +23,8 @@ from rich.live import Live
 from rich.table import Table
 
 from . import __version__
-from .core.errors import ExitCode, QmpctlError, UsageError
-from .host.kvm import probe_kvm
+from .core.errors import ExitCode, QmpctlError, ReportUnwritten, UsageError
+from .host.kvm import cap_text, probe_kvm, ring_size_text
 from .host.netns import sweep_stale_namespaces
 from .host.tether import main as tether_main
 from .lab.commands import app as lab_app
@@ -43,6 +43,7 @@ from .report.models import RunReport
 from .report.plots import plot_report, require_matplotlib
 from .report.schema import report_schema
 from .report.text import one_line, summary_lines
+from .report.write import write_report
 from .scenario.options import MigrateOptions, resolve
 from .scenario.runner import Hooks, new_report, run_migrate
 from .verify.agent import DEFAULT_ROOT as AGENT_ROOT
@@ -71,16 +72,23 @@ def main_options(
         logging.getLogger("qemu.qmp").setLevel(logging.DEBUG)
 
 
+PROBE_BYTES = 64 << 10  # a small report's size: enough to meet a full file system
+
+
 def check_writable(path: Path, what: str) -> None:
-    """Create and remove a probe file beside `path`: permissions alone do not
-    tell (root ignores them, /proc refuses everyone)."""
+    """Write and remove a probe file beside `path`, as the final write will:
+    permissions alone do not tell (root ignores them, /proc refuses everyone),
+    and a full file system still creates an empty file. (A device such as
+    /dev/full can only be found out by the final write.)"""
     if path.is_dir():
         raise UsageError(f"{what} {path}: is a directory")
     if not path.parent.is_dir():
         raise UsageError(f"{what} {path}: directory {path.parent} does not exist")
     try:
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".qmpctl-probe-"):
-            pass
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".qmpctl-probe-") as probe:
+            probe.write(bytes(PROBE_BYTES))
+            probe.flush()
+            os.fsync(probe.fileno())
         if path.exists():
             with path.open("a"):
                 pass
@@ -169,16 +177,24 @@ async def _run(opts: MigrateOptions, live: bool, repeat: int,
     return reports
 
 
-def _emit(reports: list[RunReport], as_json: bool, report_path: Path | None) -> int:
-    """Print and write the report(s); return the exit code (first failure's)."""
+def _emit(reports: list[RunReport], as_json: bool, report_path: Path | None,
+          summary: bool = True) -> int:
+    """Print (`summary`: the summary too) and write the report(s); return the
+    exit code (the first failure's)."""
     single = len(reports) == 1
     data = (reports[0].model_dump_json(indent=2) if single else
             "[\n" + ",\n".join(r.model_dump_json(indent=2) for r in reports) + "\n]")
-    if report_path is not None:
-        report_path.write_text(data + "\n")
     code = next((r.exit_code for r in reports if r.exit_code != 0), 0)
+    unwritten = None
+    if report_path is not None:
+        try:
+            write_report(report_path, data + "\n")
+        except ReportUnwritten as exc:
+            unwritten = exc
     if as_json:
         out.print_json(data) if out.is_terminal else print(data)
+    elif not summary:
+        pass
     elif single:
         for line in summary_lines(reports[0]):
             (out if code == 0 else err).print(line, highlight=False, markup=False,
@@ -188,6 +204,11 @@ def _emit(reports: list[RunReport], as_json: bool, report_path: Path | None) -> 
         (out if code == 0 else err).print(
             f"{len(reports)} runs: " + ", ".join(f"{n} {v}" for v, n in tally.most_common()),
             highlight=False, markup=False)
+    if unwritten is not None:
+        # A run that did not verify keeps its own code: it says more.
+        print(f"qmpctl: {unwritten.message}; the verdict above stands"
+              + (f", exit {int(unwritten.exit_code)}" if code == 0 else ""), file=sys.stderr)
+        code = code or int(unwritten.exit_code)
     return code
 
 
@@ -370,9 +391,11 @@ def migrate(
              "end with its result")] = 120.0,
 ) -> None:
     """Migrate a guest live while it dirties memory, then verify every page."""
+    writable: Path | None = None  # --report once probed: written whatever the verdict
     try:
         if report is not None:
             check_writable(report, "--report")
+            writable = report
         if artifacts is not None:
             check_writable_dir(artifacts, "--artifacts")
         if plot is not None:
@@ -430,12 +453,10 @@ def migrate(
         results = [new_report(exc)]
         if not json_out:
             print(f"qmpctl: {exc.message}", file=sys.stderr)
-            if report is not None and exc.exit_code != ExitCode.USAGE:
-                report.write_text(results[0].model_dump_json(indent=2) + "\n")
-            raise typer.Exit(int(exc.exit_code)) from None
+            raise typer.Exit(_emit(results, json_out, writable, summary=False)) from None
     if plot is not None and results[0].config is not None:
         plot_report(results[0], plot)
-    raise typer.Exit(_emit(results, json_out, report))
+    raise typer.Exit(_emit(results, json_out, writable))
 
 
 def _matrix_spec(preset: str | None, axes: Path | None) -> tuple[MatrixSpec, str]:
@@ -544,15 +565,20 @@ def matrix(
     (out if result.exit_code == 0 else err).print(
         f"exit {result.exit_code}: {result.exit_reason}; wall time {result.wall_s:.0f} s",
         highlight=False, markup=False, soft_wrap=True)
-    if json_path is not None:
-        json_path.write_text(result.model_dump_json(indent=2) + "\n")
-    if junit is not None:
-        write_junit(result, junit)
-    if plot is not None:
-        plot_matrix(result, plot)
-    if markdown is not None:
-        markdown.write_text(feature_table(result))
-    raise typer.Exit(result.exit_code)
+    code = result.exit_code
+    try:
+        if json_path is not None:
+            write_report(json_path, result.model_dump_json(indent=2) + "\n", "--json")
+        if junit is not None:
+            write_junit(result, junit)
+        if plot is not None:
+            plot_matrix(result, plot)
+        if markdown is not None:
+            write_report(markdown, feature_table(result), "--markdown")
+    except ReportUnwritten as exc:
+        print(f"qmpctl: {exc.message}", file=sys.stderr)
+        code = code or int(exc.exit_code)
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -589,8 +615,8 @@ def doctor(
     table.add_row("KVM", f"{kvm.device}: "
                   + (f"{kvm.flavour}" if kvm.accessible else f"unusable ({kvm.error})"))
     for name, value in kvm.caps.items():
-        table.add_row(f"  {name}", str(value))
-    table.add_row("dirty ring max entries", str(kvm.dirty_ring_max_entries))
+        table.add_row(f"  {name}", cap_text(name, value))
+    table.add_row("dirty ring max size", ring_size_text(kvm.dirty_ring_max_entries))
     table.add_row("64-bit Linux under KVM", str(kvm.runs_64bit_guests))
     if rep.long_mode_probe is not None:
         table.add_row("long-mode probe (KVM)", rep.long_mode_probe)
@@ -667,5 +693,40 @@ def version() -> None:
     print(__version__)
 
 
+class _PipeSafe:
+    """stdout or stderr whose reader may leave early (`qmpctl migrate | true`).
+    click turns a closed pipe into exit 1, which CI reads as lost pages: here
+    a write to a closed pipe sends the stream to /dev/null instead (as the
+    Python docs recommend for SIGPIPE), so the verdict keeps its exit code."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._to_devnull()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_devnull()
+
+    def _to_devnull(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())  # the buffered rest goes there too
+        finally:
+            os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main() -> None:
+    sys.stdout = cast(TextIO, _PipeSafe(sys.stdout))
+    sys.stderr = cast(TextIO, _PipeSafe(sys.stderr))
     app()

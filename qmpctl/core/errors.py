@@ -11,6 +11,7 @@
      +-- MigrationFailed       QEMU's migration failed (error_desc)      (exit 4)
      |    +-- SideLost         a QEMU died, lost its monitor or stopped answering
      +-- GuestError            the guest failed or stopped progressing   (exit 5)
+     +-- ReportUnwritten       the run ended, its --report could not be written (exit 8)
      +-- Interrupted           SIGINT / SIGTERM                          (exit 130)
 
 Two verdicts have no error class: `inconclusive` (exit 6: nothing was lost,
@@ -39,12 +40,13 @@ class ExitCode(IntEnum):
     GUEST_FAILED = 5  # the guest did not boot, stopped progressing or reported an error
     INCONCLUSIVE = 6  # nothing lost, but nothing proved dirty tracking was exercised
     ERROR = 7  # qmpctl itself failed (a bug, or verification could not run); see `error`
+    REPORT_UNWRITTEN = 8  # the run verified, but --report could not be written
     INTERRUPTED = 130  # Ctrl-C / SIGTERM; migration cancelled, everything cleaned up
 
 
 Verdict = Literal[
     "verified", "mismatch", "usage-error", "environment-error", "migration-failed",
-    "guest-failed", "inconclusive", "error", "interrupted",
+    "guest-failed", "inconclusive", "error", "report-unwritten", "interrupted",
 ]
 
 # The one table: verdict <-> exit code.
@@ -57,6 +59,7 @@ VERDICTS: Mapping[Verdict, ExitCode] = {
     "guest-failed": ExitCode.GUEST_FAILED,
     "inconclusive": ExitCode.INCONCLUSIVE,
     "error": ExitCode.ERROR,
+    "report-unwritten": ExitCode.REPORT_UNWRITTEN,
     "interrupted": ExitCode.INTERRUPTED,
 }
 
@@ -166,6 +169,13 @@ class GuestError(QmpctlError):
     """The guest did not boot, stopped making progress, or reported an error."""
 
     exit_code = ExitCode.GUEST_FAILED
+
+
+class ReportUnwritten(QmpctlError):
+    """The run ended but its report could not be written (a full disk,
+    /dev/full): a CI job must not take a missing report for a verified run."""
+
+    exit_code = ExitCode.REPORT_UNWRITTEN
 
 
 class Interrupted(QmpctlError):

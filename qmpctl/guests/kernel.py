@@ -33,6 +33,7 @@ from ..verify.classify import PageClassifier
 from ..verify.ramimage import RamLayout, Region, Sampled
 from .base import RAM_BASE, GuestCheck, GuestResult, ram_layout
 from .gic import ItsTableMap, locate_its_tables
+from .kimage import image_problem
 from .linux import GuestThroughput
 
 Handshake = Literal["kvm-unit-tests", "line", "none"]
@@ -152,6 +153,8 @@ class KernelGuest:
         for option, path in (("--kernel", self.kernel), ("--initrd", self.initrd)):
             if path is not None and not path.is_file():
                 problems.append(f"{option} {path}: no such file")
+        if self.kernel.is_file() and (problem := image_problem(self.kernel, self.arch)):
+            problems.append(f"--kernel {self.kernel}: {problem}")
         if self.smp < 1:
             problems.append("--smp must be at least 1")
         if self.handshake == "line" and not self.ready_line:

@@ -30,6 +30,24 @@ KVM_CAPS: dict[str, int] = {
 }
 KVM_DIRTY_GFN_SIZE = 16  # sizeof(struct kvm_dirty_gfn): the ring caps report bytes
 
+RING_SIZE_CAPS = ("dirty-log-ring", "dirty-log-ring-acq-rel")  # their value is bytes
+
+
+def ring_size_text(entries: int) -> str:
+    """A dirty ring's size with its units: entries per vCPU, and bytes (pure)."""
+    if not entries:
+        return "no dirty ring"
+    return (f"{entries} entries per vCPU ({entries * KVM_DIRTY_GFN_SIZE // 1024} KiB, "
+            f"{KVM_DIRTY_GFN_SIZE} bytes an entry)")
+
+
+def cap_text(name: str, value: int) -> str:
+    """KVM_CHECK_EXTENSION's answer in words where it is a size (pure)."""
+    if name in RING_SIZE_CAPS and value:
+        return f"{value} bytes a ring at most ({value // KVM_DIRTY_GFN_SIZE} entries)"
+    return str(value)
+
+
 KvmFlavour = Literal["vmx", "svm", "pvm", "arm64", "unknown", "none"]
 
 

@@ -17,14 +17,23 @@ MEMINFO = Path("/proc/meminfo")
 QEMU_SLACK = 256 * MiB  # both QEMU processes and qmpctl besides guest RAM
 
 
-def mem_available(meminfo: str | None = None) -> int | None:
-    """MemAvailable in bytes (None where the kernel does not say)."""
+def _meminfo(field: str, meminfo: str | None) -> int | None:
     text = MEMINFO.read_text() if meminfo is None else meminfo
     for line in text.splitlines():
         name, _, value = line.partition(":")
-        if name == "MemAvailable":
+        if name == field:
             return int(value.split()[0]) * KiB
     return None
+
+
+def mem_available(meminfo: str | None = None) -> int | None:
+    """MemAvailable in bytes (None where the kernel does not say)."""
+    return _meminfo("MemAvailable", meminfo)
+
+
+def mem_total(meminfo: str | None = None) -> int | None:
+    """MemTotal in bytes: what no guest's RAM can exceed here."""
+    return _meminfo("MemTotal", meminfo)
 
 
 def memory_problem(ram_mib: int, available: int | None, copies: int = 2) -> str | None:

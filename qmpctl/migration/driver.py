@@ -20,7 +20,7 @@ from typing import Any
 from ..core.aio import task_group
 from ..core.errors import MigrationFailed, QmpError
 from ..qemu.machine import QemuMachine
-from .models import Decision, MigrationStats, absorb_final, sample_from
+from .models import Decision, MigrationStats, absorb_final, absorb_samples, sample_from
 from .policy import (
     Action,
     Cancel,
@@ -195,6 +195,7 @@ async def migrate(src: QemuMachine, dst: QemuMachine, uri: str, policy: Policy,
                     info = await src.execute("query-migrate", timeout=5)
                     absorb_final(stats, info)
                     stats.error_desc = info.get("error-desc")
+                absorb_samples(stats)
             if stats.status == "timeout":
                 raise MigrationFailed(f"migration did not finish within {timeout:.0f}s",
                                       f"last status {info.get('status')}; "

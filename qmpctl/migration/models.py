@@ -159,3 +159,16 @@ def absorb_final(stats: MigrationStats, info: dict[str, Any]) -> None:
     stats.total_time_ms = info.get("total-time")
     stats.downtime_ms = info.get("downtime")
     stats.setup_time_ms = info.get("setup-time")
+
+
+def absorb_samples(stats: MigrationStats) -> None:
+    """A failed migration's totals from its last pass sample: QEMU's
+    `query-migrate` drops `ram` once the migration failed, and a dead source
+    answers nothing, so the totals would read 0 beside samples that say
+    otherwise. The counters only grow: the larger figure is the true one."""
+    if not stats.samples:
+        return
+    last = stats.samples[-1]
+    stats.passes = max(stats.passes, last.dirty_sync_count)
+    stats.transferred_bytes = max(stats.transferred_bytes, last.transferred)
+    stats.pages_resent = max(stats.pages_resent, last.pages_resent)

@@ -38,7 +38,7 @@ class MigrationSettings(BaseModel):
             kind = schema.migration_parameters.get(name)
             if kind is None:
                 out.append(f"unknown migration parameter {name!r} for {qemu}")
-            elif (problem := _type_problem(kind, value)) is not None:
+            elif (problem := _type_problem(kind, value) or _range_problem(name, value)):
                 out.append(f"migration parameter {name}={value!r}: {problem} for {qemu}")
         return out
 
@@ -54,6 +54,33 @@ class MigrationSettings(BaseModel):
                 await machine.execute("migrate-set-capabilities", {"capabilities": caps})
             if self.parameters:
                 await machine.execute("migrate-set-parameters", dict(self.parameters))
+
+
+# The schema reports every integer type as "int", but QEMU's migration
+# parameters are all unsigned, and migrate_params_check (migration/options.c,
+# QEMU 7.2-10.0) bounds these further; out of range, QEMU refuses them only
+# once both guests run.
+KNOWN_RANGES: dict[str, tuple[int, int]] = {
+    "downtime-limit": (0, 2_000_000),  # ms: MAX_MIGRATE_DOWNTIME
+    "cpu-throttle-initial": (1, 99),
+    "cpu-throttle-increment": (1, 99),
+    "max-cpu-throttle": (1, 99),
+    "throttle-trigger-threshold": (1, 100),
+    "multifd-channels": (1, 255),
+    "multifd-zlib-level": (0, 9),
+    "multifd-zstd-level": (0, 20),
+    "x-vcpu-dirty-limit-period": (1, 1000),
+    "vcpu-dirty-limit": (1, 2**64 - 1),
+}
+
+
+def _range_problem(name: str, value: Scalar) -> str | None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    lo, hi = KNOWN_RANGES.get(name, (0, 2**64 - 1))
+    if lo <= value <= hi:
+        return None
+    return f"must be {lo}..{hi}" if name in KNOWN_RANGES else "must be >= 0 (unsigned)"
 
 
 def _type_problem(kind: str, value: Scalar) -> str | None:

@@ -61,9 +61,11 @@ def summary_lines(report: RunReport) -> list[str]:
         out.append(f"migration: {m.status}{mode}, {m.passes} passes "
                    f"({m.throttled_passes} throttled), "
                    f"{m.pages_resent} pages re-sent, {_bytes(m.transferred_bytes)} transferred, "
-                   f"total {m.total_time_ms} ms, "
+                   + (f"total {m.total_time_ms} ms, " if m.total_time_ms is not None
+                      else f"{m.wall_s:.1f} s (QEMU gave no total), ")
                    + (f"downtime {m.downtime_ms} ms, " if m.downtime_ms is not None else "")
-                   + f"setup {m.setup_time_ms} ms; during migration the guest did "
+                   + (f"setup {m.setup_time_ms} ms, " if m.setup_time_ms is not None else "")
+                   + "during migration the guest did "
                    + (f"{m.workload_progress_during} {m.workload_progress_unit}"
                       if m.workload_progress_during is not None
                       else "work qmpctl cannot see (a foreign guest); QEMU's re-sent "

@@ -7,6 +7,7 @@ binaries found. Bad input raises UsageError here, never mid-run.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..core.errors import UsageError
+from ..core.errors import HostError, UsageError
 from ..core.units import PAGE_SIZE, MiB
 from ..faults.spec import FaultSpec, fault_problems, parse_fault
 from ..guests.base import RAM_BASE, ram_layout
@@ -24,6 +25,7 @@ from ..guests.linux import LinuxGuest, LinuxWorkload
 from ..guests.protocol import Guest
 from ..guests.wave import SMALL_RAM_MIB, WaveGuest, big_stride, default_wave, with_hole
 from ..host.kvm import ARCHES, Arch, KvmInfo, kvm_can_run, probe_kvm
+from ..host.memory import mem_total
 from ..host.netns import check_host as check_netns_host
 from ..host.qemu import MachineType, QemuBinary, cpu_models, find_qemu, machine_types
 from ..migration.features import (
@@ -220,6 +222,30 @@ def option_problems(opts: MigrateOptions) -> list[str]:
     return problems
 
 
+TIMEOUTS = ("timeout", "hold_timeout", "boot_timeout", "guest_timeout")
+
+
+def timeout_problems(opts: MigrateOptions) -> list[str]:
+    """Timeouts must be finite seconds: NaN compares false with everything, so
+    it would read as "no limit" (pure)."""
+    problems = [f"--{name.replace('_', '-')} {value}: must be a positive number of seconds"
+                for name in TIMEOUTS
+                if not (math.isfinite(value := getattr(opts, name)) and value > 0)]
+    if opts.migrate_after is not None and not (math.isfinite(opts.migrate_after)
+                                               and opts.migrate_after >= 0):
+        problems.append(f"--migrate-after {opts.migrate_after}: must be a number of seconds "
+                        ">= 0")
+    return problems
+
+
+def ram_size_problem(ram_mib: int, total: int | None) -> str | None:
+    """RAM more than this host has at all: said before anything else (pure)."""
+    if total is None or ram_mib * MiB <= total:
+        return None
+    return (f"--ram {ram_mib} MiB: more than this host's memory ({total // MiB} MiB in all); "
+            "guest RAM lives in tmpfs files, two copies of it during a migration")
+
+
 def parse_exclusion(text: str) -> Region:
     """`START-END[:REASON]`, guest-physical, hex or decimal."""
     rng, _, reason = text.partition(":")
@@ -233,6 +259,12 @@ def parse_exclusion(text: str) -> Region:
                          "0xa0000-0x100000:vga") from None
     if end <= start:
         raise UsageError(f"--exclude 0x{start:x}-0x{end:x}: empty range")
+    if start % PAGE_SIZE or end % PAGE_SIZE:
+        # Pages are compared whole: rounding would hide bytes nobody asked to hide.
+        first, last = start - start % PAGE_SIZE, -(-end // PAGE_SIZE) * PAGE_SIZE
+        raise UsageError(f"--exclude 0x{start:x}-0x{end:x}: not aligned to {PAGE_SIZE // 1024} "
+                         f"KiB pages, which are compared whole; the pages it touches are "
+                         f"0x{first:x}-0x{last:x}")
     return Region(reason or "excluded by --exclude", start, end)
 
 
@@ -337,16 +369,17 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
     kvm = kvm or probe_kvm()
     ram_mib = opts.ram if opts.ram is not None else DEFAULT_RAM[opts.guest]
     if ram_mib < MIN_RAM_MIB:
-        # No upper bound here: what does not fit on this host is refused
+        # No fixed upper bound: what does not fit on this host is refused
         # before launch, naming how much is missing (runner.check_space).
         raise UsageError(f"--ram {ram_mib} MiB: must be at least {MIN_RAM_MIB}")
+    if (problem := ram_size_problem(ram_mib, mem_total())) is not None:
+        raise HostError(problem)  # before the guest is built: its wave would fail first
     if opts.min_passes < 1:
         raise UsageError("--min-passes must be at least 1")
     if opts.throttle < 1 or opts.downtime_limit < 1:
         raise UsageError("--throttle and --downtime-limit must be positive")
-    if min(opts.timeout, opts.hold_timeout, opts.boot_timeout, opts.guest_timeout) <= 0:
-        raise UsageError("--timeout, --hold-timeout, --boot-timeout and --guest-timeout must "
-                         "be positive")
+    if problems := timeout_problems(opts):
+        raise UsageError("; ".join(problems))
     if opts.ram_dir is not None and (problem := run_root_problem(opts.ram_dir)):
         raise UsageError(f"--ram-dir {opts.ram_dir}: {problem}")
     if opts.dirty_ring is not None and opts.dirty_ring < 0:

@@ -502,7 +502,8 @@ async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
     if table_map is not None:
         rep.its_tables = table_verdicts(table_map.tables, rep.memory, layout)
     rep.ramblocks = await ramblock_verdicts(src, dst, RAM_BLOCK,
-                                            dst_remote=run.agent is not None)
+                                            dst_remote=run.agent is not None,
+                                            ram=rep.memory)
     if rep.migration is not None:  # read now: multifd threads log their end after completion
         rep.migration.features = run.before_evidence + feature_evidence(r.features, Observed(
             rep.migration, src.log_path.read_text(errors="replace"),

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from ..core.units import PAGE_SIZE
 from ..qemu.machine import QemuMachine
+from .compare import MemoryVerdict
 
 _BLOCK_RE = re.compile(
     r"^\s*(?P<name>\S+)\s+\d+ \w?i?B\s+0x[0-9a-f]+\s+0x(?P<used>[0-9a-f]+)\s+0x[0-9a-f]+"
@@ -98,11 +99,26 @@ REMOTE = ("the destination is on another host (--topology netns, --dst-host): qm
           "hashes its guest RAM there; this block is not read across hosts")
 
 
+def guest_ram_verdict(name: str, size: int, gpa: list[int], ram: MemoryVerdict | None,
+                      max_reported: int = 8) -> RamBlockVerdict:
+    """Guest RAM's line carries the RAM comparison's own result (its file is
+    the block, page for page), so the two can never disagree (pure)."""
+    differing = ram.differing if ram is not None else np.empty(0, np.intp)
+    return RamBlockVerdict(name=name, size=size, gpa=gpa, compared=True,
+                           reason="guest RAM: compared page by page through its "
+                                  "memory-backend-file (see memory)",
+                           pages_differing=len(differing),
+                           first_differing_offsets=[int(p) * PAGE_SIZE
+                                                    for p in differing[:max_reported]])
+
+
 async def ramblock_verdicts(src: QemuMachine, dst: QemuMachine, ram_block: str,
-                            dst_remote: bool = False) -> list[RamBlockVerdict]:
+                            dst_remote: bool = False,
+                            ram: MemoryVerdict | None = None) -> list[RamBlockVerdict]:
     """Every RAMBlock of both (stopped) sides: guest RAM (`ram_block`) is
-    compared through its file elsewhere; every other block is read from each
-    QEMU process and compared here; anything that cannot be is listed with why."""
+    compared through its file elsewhere (`ram`: that comparison); every other
+    block is read from each QEMU process and compared here; anything that
+    cannot be is listed with why."""
     src_blocks = {b.name: b for b in parse_ramblocks(await src.hmp("info ramblock"))}
     dst_blocks = {b.name: b for b in parse_ramblocks(await dst.hmp("info ramblock"))}
     mapped = parse_guest_mappings(await src.hmp("info mtree -f"))
@@ -118,9 +134,7 @@ async def ramblock_verdicts(src: QemuMachine, dst: QemuMachine, ram_block: str,
                                        reason=f"the {'source' if s is None else 'destination'} "
                                               "has no such block"))
         elif name == ram_block:
-            out.append(RamBlockVerdict(name=name, size=s.used, gpa=gpa, compared=True,
-                                       reason="guest RAM: compared page by page through its "
-                                              "memory-backend-file (see memory)"))
+            out.append(guest_ram_verdict(name, s.used, gpa, ram))
         elif dst_remote:
             out.append(RamBlockVerdict(name=name, size=s.used, gpa=gpa, compared=False,
                                        reason=REMOTE))

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
 from qmpctl.cli import app
+from qmpctl.core.units import MiB
+from qmpctl.guests.base import images_dir
+from qmpctl.host.memory import mem_total
 from tests.conftest import our_qemu_processes
 
 runner = CliRunner()
@@ -55,6 +61,23 @@ runner = CliRunner()
     (["--ram-dir", "/nonexistent"], "--ram-dir /nonexistent: does not exist"),
     (["--ram-dir", "/etc/hostname"], "--ram-dir /etc/hostname: is not a directory"),
     (["--ram-dir", "/etc"], "not tmpfs: guest RAM must live in memory"),
+    (["--timeout", "nan"], "--timeout nan: must be a positive number of seconds"),
+    (["--hold-timeout", "inf"], "--hold-timeout inf: must be a positive number of seconds"),
+    (["--boot-timeout", "-1"], "--boot-timeout -1.0: must be a positive number of seconds"),
+    (["--guest", "kernel", "--kernel", "/etc/passwd", "--guest-timeout", "nan"],
+     "--guest-timeout nan: must be a positive number of seconds"),
+    (["--guest", "kernel", "--kernel", "/etc/passwd"],
+     "--kernel /etc/passwd: not a kernel image QEMU boots on x86: no ELF, multiboot or "
+     "Linux boot protocol header"),
+    (["--guest", "kernel", "--arch", "aarch64", "--kernel", "/etc/passwd"],
+     "--kernel /etc/passwd: a text file, not a kernel image"),
+    (["--parameter", "downtime-limit=-1", "--accel", "tcg"],
+     "migration parameter downtime-limit=-1: must be 0..2000000 for QEMU 10."),
+    (["--parameter", "max-bandwidth=-5", "--accel", "tcg"],
+     "migration parameter max-bandwidth=-5: must be >= 0 (unsigned) for QEMU 10."),
+    (["--exclude", "0x1001-0x2000:odd"],
+     "--exclude 0x1001-0x2000: not aligned to 4 KiB pages, which are compared whole; the "
+     "pages it touches are 0x1000-0x2000"),
 ])
 def test_usage_errors(args: list[str], message: str) -> None:
     result = runner.invoke(app, ["migrate", *args])
@@ -76,11 +99,46 @@ def test_unwritable_paths_are_refused_before_launch(args: list[str], message: st
 
 
 def test_ram_that_does_not_fit_is_refused_before_launch() -> None:
-    result = runner.invoke(app, ["migrate", "--accel", "tcg", "--ram", str(1 << 20)])
+    total = mem_total()
+    assert total is not None
+    ram = total // MiB * 3 // 4  # one copy fits in memory, two do not fit on /dev/shm
+    result = runner.invoke(app, ["migrate", "--accel", "tcg", "--ram", str(ram)])
     assert result.exit_code == 3, result.output
     assert "not enough room for 2 copies of guest RAM in /dev/shm" in result.output
     assert "MiB missing" in result.output
     assert our_qemu_processes() == []
+
+
+def test_ram_beyond_the_host_is_refused_for_its_size() -> None:
+    """Not with a message about the wave's stride, which that size also breaks."""
+    result = runner.invoke(app, ["migrate", "--ram", "999999999"])
+    assert result.exit_code == 3, result.output
+    assert "--ram 999999999 MiB: more than this host's memory" in result.output
+    assert "stride" not in result.output
+
+
+def test_a_truncated_elf_kernel_is_refused_before_launch(tmp_path: Path) -> None:
+    whole = (images_dir() / "x86_64" / "wave.elf").read_bytes()
+    cut = tmp_path / "cut.elf"
+    cut.write_bytes(whole[:3000])
+    result = runner.invoke(app, ["migrate", "--guest", "kernel", "--kernel", str(cut)])
+    assert result.exit_code == 2, result.output
+    assert f"--kernel {cut}: a truncated ELF file: segment 0 ends at byte" in result.output
+    assert our_qemu_processes() == []
+
+
+@pytest.mark.parametrize("args", [
+    ["--smp", "300"],  # refused by the options
+    ["--accel", "tcg", "--parameter", "downtime-limit=-1"],  # by the QEMU's schema
+])
+def test_every_usage_error_writes_the_report(args: list[str], tmp_path: Path) -> None:
+    """One rule: once --report itself is checked, it is written whatever the verdict."""
+    report = tmp_path / "r.json"
+    result = runner.invoke(app, ["migrate", *args, "--report", str(report)])
+    assert result.exit_code == 2, result.output
+    written = json.loads(report.read_text())
+    assert (written["verdict"], written["exit_code"]) == ("usage-error", 2)
+    assert written["error"] in result.output
 
 
 def test_kvm_requested_without_kvm_for_foreign_arch() -> None:

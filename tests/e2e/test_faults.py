@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from qmpctl.report.text import summary_lines
 from qmpctl.testing import ExitCode, MigrateFn, RunReport
 from tests.conftest import our_qemu_processes
 
@@ -36,11 +37,29 @@ async def faulted(qmpctl_migrate: MigrateFn, *faults: str, **kw: Any) -> tuple[R
     return rep, time.monotonic() - fault_at
 
 
+def assert_stats_agree_with_samples(rep: RunReport) -> None:
+    """A failed run's totals and summary say what its samples say."""
+    m = rep.migration
+    assert m is not None and m.samples, rep
+    last = m.samples[-1]
+    assert (m.passes, m.transferred_bytes) >= (last.dirty_sync_count, last.transferred) > (0, 0)
+    line = next(x for x in summary_lines(rep) if x.startswith("migration: "))
+    assert f" {m.passes} passes " in line and "None" not in line, line
+    assert " 0.0 MiB transferred" not in line, line
+
+
+async def test_kill_dst_at_pass_2_keeps_its_figures(qmpctl_migrate: MigrateFn) -> None:
+    rep, _ = await faulted(qmpctl_migrate, "kill-dst@pass:2")
+    assert rep.exit_code == ExitCode.MIGRATION_FAILED, rep.error
+    assert_stats_agree_with_samples(rep)
+
+
 async def test_kill_src(qmpctl_migrate: MigrateFn) -> None:
     rep, took = await faulted(qmpctl_migrate, "kill-src@pass:2")
     assert (rep.verdict, rep.exit_code) == ("migration-failed", ExitCode.MIGRATION_FAILED)
     assert rep.error is not None and rep.error.startswith("src QEMU killed by SIGKILL"), rep.error
     assert rep.migration is not None and len(rep.migration.samples) >= 2  # stats kept
+    assert_stats_agree_with_samples(rep)
     assert took < LIVENESS_S, f"noticed {took:.1f} s after the fault"
 
 
@@ -76,6 +95,11 @@ async def test_corrupt_dst(qmpctl_migrate: MigrateFn) -> None:
     assert (rep.verdict, rep.exit_code) == ("mismatch", ExitCode.MISMATCH)
     assert rep.memory is not None and [m.gpa for m in rep.memory.mismatches] == [0x500000]
     assert rep.faults[0].detail.startswith("destination byte at gpa 0x500123 flipped")
+    # One truth per RAMBlock: guest RAM's line says what the RAM comparison says.
+    ram0 = next(b for b in rep.ramblocks if b.name == "ram0")
+    assert (ram0.pages_differing, ram0.first_differing_offsets) == (1, [0x500000])
+    assert not [x for x in summary_lines(rep) if x.startswith("RAMBlock ram0") and
+                "identical" in x]
 
 
 async def test_postcopy_destination_lost_ends_at_once_with_the_source_state(

@@ -65,3 +65,20 @@ def test_compare_blocks() -> None:
     assert (v.compared, v.pages_differing, v.first_differing_offsets) == (True, 2, [4096, 12288])
     short = compare_blocks("pc.rom", a, a[:-1], [], "x")
     assert not short.compared and "sizes differ" in short.reason
+
+
+def test_guest_ram_line_carries_the_ram_comparison() -> None:
+    """A RAM mismatch must not read "RAMBlock ram0: identical" below it."""
+    import numpy as np
+
+    from qmpctl.verify.compare import MemoryVerdict
+    from qmpctl.verify.ramblocks import guest_ram_verdict
+
+    memory = MemoryVerdict(bytes_compared=0, pages_total=16, pages_compared=16,
+                           pages_excluded=0, pages_differing=2, mismatches=[], exclusions=[],
+                           seconds=0.0, gib_per_s=0.0)
+    memory._differing = np.array([3, 9], np.intp)
+    v = guest_ram_verdict("ram0", 16 * 4096, [0], memory)
+    assert (v.compared, v.pages_differing, v.first_differing_offsets) == (True, 2,
+                                                                         [0x3000, 0x9000])
+    assert guest_ram_verdict("ram0", 16 * 4096, [0], None).pages_differing == 0

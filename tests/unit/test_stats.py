@@ -64,3 +64,24 @@ def test_a_migration_that_cannot_converge_says_why_in_rates() -> None:
                     "expected downtime 8300 ms")
     held = convergence_detail(MigrationStats(status="timeout"), info)
     assert "convergence was still held back" in held
+
+
+def test_a_failed_migrations_totals_agree_with_its_samples() -> None:
+    """kill-dst at pass 2: QEMU's last query-migrate has no `ram` any more."""
+    from qmpctl.migration.models import MigrationStats, absorb_final, absorb_samples
+    from qmpctl.report.models import RunReport
+    from qmpctl.report.text import summary_lines
+
+    stats = MigrationStats(status="failed", samples=[sample_from(QUERY, 1, 0.5),
+                                                     sample_from(QUERY, 3, 1.5)])
+    stats.wall_s = 2.0
+    absorb_final(stats, {"status": "failed", "error-desc": "Unable to write to socket"})
+    absorb_samples(stats)
+    assert (stats.passes, stats.transferred_bytes, stats.pages_resent) == (3, 5 << 20,
+                                                                            50000 - 40960)
+    rep = RunReport(qmpctl_version="x", started_at="now", verdict="migration-failed",
+                    exit_code=4, migration=stats)
+    line = next(x for x in summary_lines(rep) if x.startswith("migration: "))
+    assert line.startswith("migration: failed, 3 passes (0 throttled), 9040 pages re-sent, "
+                           "5.0 MiB transferred, 2.0 s (QEMU gave no total), "), line
+    assert "None" not in line
