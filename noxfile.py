@@ -58,6 +58,15 @@ def its(session: nox.Session) -> None:
 
 
 @nox.session(venv_backend="none")
+def lab(session: nox.Session) -> None:
+    """The arm64 KVM ITS tests and the lab's own tests, run in the aarch64 lab
+    (qmpctl lab; built by set-up), JUnit XML in reports/."""
+    session.run(sys.executable, "-m", "pytest", "--qmpctl-lab=aarch64",
+                "tests/e2e/test_lab.py", "tests/e2e/test_its_aarch64.py", "-k", "kvm or lab",
+                "--junitxml=reports/lab-junit.xml", *session.posargs)
+
+
+@nox.session(venv_backend="none")
 def examples(session: nox.Session) -> None:
     """examples/ci-suite as a user runs it: copied outside the repository, run
     against the installed qmpctl (plugin from its entry point), JUnit XML in

@@ -22,7 +22,8 @@ from ..verify.ramblocks import RamBlockVerdict
 from ..verify.ring import DirtyRingEvidence
 from ..verify.timeline import DirtyTimeline
 
-SCHEMA_VERSION = 2  # 2: one model per concept (host = KvmInfo), verdicts inconclusive/error
+SCHEMA_VERSION = 3  # 3: verdict report-unwritten; memory.explained (platform-explained pages)
+# 2: one model per concept (host = KvmInfo), verdicts inconclusive/error
 
 
 class NetnsConfig(BaseModel):

@@ -37,9 +37,14 @@ def all_inconclusive_reasons(report: RunReport) -> list[str]:
     """Every migration's reasons; named by number when there were several."""
     migrations = [h.migration for h in report.hops] + [report.migration]
     numbered = len(migrations) > 1
-    return [f"migration {n}: {why}" if numbered else why
-            for n, m in enumerate(migrations, 1) if m is not None
-            for why in inconclusive_reasons(m)]
+    reasons = [f"migration {n}: {why}" if numbered else why
+               for n, m in enumerate(migrations, 1) if m is not None
+               for why in inconclusive_reasons(m)]
+    if (source := report.its_tables_source or "").startswith("not located"):
+        # Under KVM the GIC's registers are in the kernel: the ITS save is unproven.
+        reasons.append(f"the ITS tables were {source}; their pages were compared only as "
+                       "RAM, with no verdict per table")
+    return reasons
 
 
 def guest_failure(report: RunReport) -> str | None:

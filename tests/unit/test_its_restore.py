@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import struct
 
-from qmpctl.verify.its import (collection_targets, consumed_pending, device_itts, itt_lpis,
-                               lpi_targets)
+from qmpctl.verify.its import (
+    collection_targets,
+    consumed_pending,
+    device_itts,
+    itt_lpis,
+    lpi_targets,
+)
 
 
 def cte(icid: int, vcpu: int) -> bytes:
