@@ -7,14 +7,14 @@ LAB_SRC := $(CURDIR)/lab
 # init.sh is not an input: every job packs the checkout's own /init.
 LAB_INPUTS := $(LAB_SRC)/build.sh $(LAB_SRC)/sources.sh \
 	$(CURDIR)/../pyproject.toml $(wildcard /var/lib/apt/lists/*bookworm-backports*_Packages*)
-LAB_ARCHES := aarch64
+LAB_ARCHES := aarch64 x86_64
 LAB_DEBARCH_aarch64 := arm64
 LAB_DEBARCH_x86_64 := amd64
 
 all: lab
 lab: $(foreach a,$(LAB_ARCHES),$(OUT)/lab/$(a)/manifest.txt)
-lab-x86_64: $(OUT)/lab/x86_64/manifest.txt
-.PHONY: lab lab-x86_64 lab-clean
+lab-%: $(OUT)/lab/%/manifest.txt ;
+.PHONY: lab lab-clean
 
 $(OUT)/lab/%/manifest.txt: $(LAB_INPUTS)
 	$(LAB_SRC)/build.sh $(LAB_DEBARCH_$*) $(@D)

@@ -17,7 +17,7 @@ out=${2:?usage: build.sh ARCH OUTDIR}
 die() { printf 'lab-build: %s\n' "$*" >&2; exit 1; }
 case $arch in
     arm64) kernel=linux-image-cloud-arm64 qemu=qemu-system-arm wheel=manylinux2014_aarch64 ;;
-    amd64) kernel=linux-image-cloud-amd64 qemu=qemu-system-x86 wheel=manylinux2014_x86_64 ;;
+    amd64) kernel=linux-image-cloud-amd64 qemu=qemu-system-x86,seabios wheel=manylinux2014_x86_64 ;;
     *) die "unknown architecture $arch (arm64 or amd64)" ;;
 esac
 command -v mmdebstrap >/dev/null || die "mmdebstrap is missing (apt-get install mmdebstrap)"
@@ -76,7 +76,7 @@ pkgver() { sed -n "s/^$1_\([^_]*\)_.*\.deb$/\1/p" "$tmp/debs.txt" | sed 's/%3a/:
     echo "arch=$arch"
     echo "kernel_release=$krel"
     echo "kernel_package=$(pkgver "linux-image-$krel")"
-    echo "qemu=$(pkgver "$qemu")"
+    echo "qemu=$(pkgver "${qemu%%,*}")"
     echo "python3=$(pkgver python3)"
     echo "wheels=$(cd "$site" && ls -d ./*.dist-info | sed 's|^\./||; s|\.dist-info$||' | tr '\n' ' ')"
 } > "$tmp/manifest.txt"

@@ -18,6 +18,8 @@ mount -t tmpfs run /run
 [ -d /sys/kernel/tracing ] && mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 hostname qmpctl-lab
 ip link set lo up 2>/dev/null
+# x86: KVM is a module there (kvm_amd on TCG's SVM with nested paging).
+[ -e /dev/kvm ] || modprobe kvm_amd 2>/dev/null || modprobe kvm_intel 2>/dev/null
 echo "qmpctl-lab: booted in $(cut -d' ' -f1 /proc/uptime) s"
 
 say_exit() { echo "qmpctl-lab: exit $1"; sync; busybox poweroff -f; sleep 10; }

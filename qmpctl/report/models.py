@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from ..core.errors import Verdict
 from ..faults.injector import FaultRecord
 from ..guests.base import GuestCheck, GuestResult
-from ..guests.its import ItsTableVerdict
+from ..guests.its import ItsSaveEvidence, ItsTableVerdict
 from ..guests.linux import GuestThroughput
 from ..host.kvm import KvmInfo
 from ..migration.dirtyrate import DirtyRateProbe
@@ -20,6 +20,7 @@ from ..migration.settings import MigrationSettings
 from ..verify.compare import MemoryVerdict
 from ..verify.ramblocks import RamBlockVerdict
 from ..verify.ring import DirtyRingEvidence
+from ..verify.sweep import SweepEvidence
 from ..verify.timeline import DirtyTimeline
 
 SCHEMA_VERSION = 3  # 3: verdict report-unwritten; memory.explained (platform-explained pages)
@@ -138,6 +139,12 @@ class RunReport(BaseModel):
                                           "destination, after the tables were saved at stop")
     its_tables_source: str | None = Field(
         None, description="how the ITS tables were located, or why they were not")
+    its_save: ItsSaveEvidence | None = Field(
+        None, description="arm64 KVM: the pages the ITS save at the source's stop changed, "
+                          "and how many arrived")
+    sweep: SweepEvidence | None = Field(
+        None, description="arm64 KVM: the saves and the backup bitmap's final sweep in the "
+                          "source's trace")
     its_pending_unexplained: list[str] = Field(
         default_factory=list, description="KVM's in-kernel ITS: why a differing LPI pending "
                                           "table page is not the restore's consumption (lost)")

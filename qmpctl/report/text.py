@@ -122,6 +122,10 @@ def summary_lines(report: RunReport) -> list[str]:
         out.append(f"ITS tables: {report.its_tables_source}")
     out.extend(f"ITS pending table NOT explained by the restore: {why}"
                for why in report.its_pending_unexplained)
+    if report.its_save is not None:
+        out.append(f"ITS save: {report.its_save.describe()}")
+    if report.sweep is not None:
+        out.append(f"final bitmap sweep: {report.sweep.describe()}")
     for t in report.its_tables:
         state = ("identical" if t.identical else
                  f"{t.pages_differing} pages DIFFER" if t.pages_differing else

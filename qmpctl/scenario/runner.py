@@ -37,7 +37,13 @@ from ..core.errors import (
 from ..core.units import MiB
 from ..faults.injector import FaultInjector
 from ..guests.base import GuestCheck
-from ..guests.its import explain_consumed_pending, table_regions, table_verdicts
+from ..guests.its import (
+    ItsSaveWatch,
+    explain_consumed_pending,
+    saved_by_kvm,
+    table_regions,
+    table_verdicts,
+)
 from ..host.gate import ConnectGate
 from ..host.memory import mem_available, memory_problem
 from ..host.netns import NetnsPair, namespace_name, sweep_stale_namespaces
@@ -73,6 +79,7 @@ from ..verify.ramblocks import ramblock_verdicts
 from ..verify.ramimage import RamImage
 from ..verify.ranges import locate_differences
 from ..verify.ring import ring_evidence, ring_problems
+from ..verify.sweep import SWEEP_TRACE_EVENTS, sweep_evidence
 from ..verify.timeline import TIMELINE_TRACE_EVENTS, build_timeline, relate
 from .compat import probe_pair
 from .options import (
@@ -127,13 +134,19 @@ def machine_spec(r: Resolved, run: RunDir, side: str, binary: QemuBinary,
         incoming=side != "src", name=f"qmpctl-{side}",
         # The dirty-tracking timeline: ring reaps, syncs, stop (cheap events
         # only), on every side: a destination is the source of the next hop.
-        trace_events=TIMELINE_TRACE_EVENTS + feature_trace_events(r.features),
+        trace_events=TIMELINE_TRACE_EVENTS + feature_trace_events(r.features)
+        + (SWEEP_TRACE_EVENTS if in_kernel_its(r) else ()),
         trace_timestamps=True,
         netns=(namespace_name(run.path.name, host)
                if r.options.topology == "netns" and remote is None else None),
         listen=remote.tcp_listen if remote is not None else None,
         listen_unix=remote is not None and remote.tcp_listen is None,
     )
+
+
+def in_kernel_its(r: Resolved) -> bool:
+    """arm64 under KVM: the ITS is KVM's, which saves its tables into RAM at stop."""
+    return r.arch == "aarch64" and r.accel == "kvm"
 
 
 def migration_policy(r: Resolved) -> Policy:
@@ -243,6 +256,7 @@ class Run:
     agent: AgentClient | None = None  # netns, --dst-host: qmpctl agent on the destination host
     remote: RemoteHost | None = None  # the destination host, when it is another one
     dst_addr: str | None = None  # the destination host's address for the migration stream
+    its_save: ItsSaveWatch | None = None  # arm64 KVM: the tables' before-image
     # evidence of what ran before the migration (--cancel-at, --vcpu-dirty-limit)
     before_evidence: list[FeatureEvidence] = field(default_factory=list)
 
@@ -383,7 +397,16 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
     if run.hooks.before_migration is not None:
         await run.hooks.before_migration(src, dst)
 
+    run.its_save = None
+    if in_kernel_its(r) and run.agent is None:
+        found = await r.guest.its_tables(src, src.console.view())
+        if found is not None and (kvm_tables := saved_by_kvm(found.tables)):
+            run.its_save = ItsSaveWatch(kvm_tables)
+
     async def on_pass(n: int) -> None:
+        if run.its_save is not None:  # before the policy may let the migration converge
+            await run.its_save.observe(src, r.guest.layout(src.console.view()),
+                                       f"pass {n} (+{time.monotonic() - run.t_migrate:.2f} s)")
         await run.injector.on_pass(n)
         if run.hooks.on_pass is not None:
             await run.hooks.on_pass(n, src, dst)
@@ -431,6 +454,9 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
     run.migration_completed = True
     rep.dirty_timeline = build_timeline(src.log_path.read_text(errors="replace"),
                                         *run.wall_migrate)
+    if in_kernel_its(r):
+        rep.sweep = sweep_evidence(src.log_path.read_text(errors="replace"), run.wall_migrate[0],
+                                   rep.dirty_timeline.summary.vm_stop_s, run.wall_migrate[1])
     if r.ring:
         rep.dirty_ring = ring_evidence(rep.dirty_timeline, stats.pages_resent)
         rep.evidence_missing += ring_problems(rep.dirty_ring)
@@ -488,6 +514,8 @@ async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
                 # KVM's in-kernel ITS consumes pending bits on restore: name them.
                 rep.its_pending_unexplained = explain_consumed_pending(
                     memory, si, di, layout, table_map.tables)
+            if run.its_save is not None:
+                rep.its_save = run.its_save.evidence(si, layout, memory)
             if memory.pages_differing:  # explain: where, what kind
                 memory.location = locate_differences(memory.differing, layout)
                 if classifier is not None and run.agent is None:  # needs both sides' bytes

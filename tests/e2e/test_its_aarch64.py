@@ -135,6 +135,16 @@ async def test_kvm_ring_sizes_with_in_kernel_its(qmpctl_migrate: MigrateFn, ring
     rep = await migrate(qmpctl_migrate, accel="kvm", dirty_ring=ring)
     assert_its_verified(rep, kvm=True)
     check(rep, "its-pending")
+    # The save wrote the tables at the stop, and every page it changed arrived:
+    save = rep.its_save
+    assert save is not None and save.pages_changed >= 2, save
+    assert save.by_table.get("its-device") and save.by_table.get("its-collection"), save
+    assert save.pages_arrived == save.pages_changed, save
+    # ... carried by the backup bitmap, read only after the stop (the final sweep).
+    sweep = rep.sweep
+    assert sweep is not None and sweep.device_attr_sets_after_stop >= 2, sweep
+    assert sweep.dirty_log_reads_after_stop > 0, sweep
+    assert sweep.dirty_log_reads == sweep.dirty_log_reads_after_stop, sweep
     assert rep.dirty_ring is not None and rep.dirty_ring.pages_reaped > 0
 
 
