@@ -298,6 +298,10 @@ class Run:
         src, rep = self.src, self.report
         if src is None or not src.is_running():
             return
+        if src.unresponsive:  # the supervisor saw it stopped or hung: asking would time out
+            rep.source_state_after = ("unresponsive (stopped or hung): not asked; its cleanup "
+                                      "ends it with signals")
+            return
         # Once the destination's guest ran (resumed, or postcopy), the source's
         # memory is behind it: resuming the source would run the guest from the
         # past. Until then the source is the guest's only live copy.

@@ -72,6 +72,24 @@ async def test_stop_dst(qmpctl_migrate: MigrateFn) -> None:
     assert took < LIVENESS_S, f"ended {took:.1f} s after the fault"
 
 
+# A stopped side can answer nothing: both end as fast as a stopped
+# destination did (0.4 s of cleanup), not after a command's timeout (a
+# stopped source took 10 s: cancel and status asked it, 5 s each).
+STOPPED_ENDS_WITHIN_S = 4.0
+
+
+async def test_stop_src_ends_as_fast_as_stop_dst(qmpctl_migrate: MigrateFn) -> None:
+    rep, took = await faulted(qmpctl_migrate, "stop-src@pass:2")
+    assert (rep.verdict, rep.exit_code) == ("migration-failed", ExitCode.MIGRATION_FAILED)
+    assert rep.error is not None and rep.error.startswith("src QEMU is stopped (SIGSTOP)"), \
+        rep.error
+    assert rep.source_state_after is not None
+    assert rep.source_state_after.startswith("unresponsive"), rep.source_state_after
+    assert took < STOPPED_ENDS_WITHIN_S, f"ended {took:.1f} s after the fault"
+    rep, took = await faulted(qmpctl_migrate, "stop-dst@pass:2")
+    assert took < STOPPED_ENDS_WITHIN_S, f"stop-dst: ended {took:.1f} s after the fault"
+
+
 async def test_kill_dst_names_it_and_keeps_qemus_reason(qmpctl_migrate: MigrateFn) -> None:
     rep, took = await faulted(qmpctl_migrate, "kill-dst@status:active")
     assert (rep.verdict, rep.exit_code) == ("migration-failed", ExitCode.MIGRATION_FAILED)
