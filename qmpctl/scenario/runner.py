@@ -41,6 +41,7 @@ from ..guests.its import explain_consumed_pending, table_regions, table_verdicts
 from ..host.gate import ConnectGate
 from ..host.memory import mem_available, memory_problem
 from ..host.netns import NetnsPair, namespace_name, sweep_stale_namespaces
+from ..host.proc import send_buffer_max
 from ..host.qemu import QemuBinary
 from ..host.remote import RemoteHost
 from ..host.selfmem import AnonPeak, read_mib
@@ -144,6 +145,18 @@ def migration_policy(r: Resolved) -> Policy:
                     min_passes=o.min_passes, throttle_bandwidth=o.throttle * MiB,
                     hold_timeout_s=o.hold_timeout)
     return BreakPostcopy(held) if o.postcopy_recover else held
+
+
+def stuck_bound(r: Resolved, settings: MigrationSettings,
+                buffered: int | None = None) -> driver.StuckAfter:
+    """When a stream that sends nothing counts as stuck, from this run's
+    lowest limit on the way: the throttle, the postcopy cap, a `rate` fault
+    on the link, and what a socket buffers."""
+    limits = [float(v) for k in ("max-bandwidth", "max-postcopy-bandwidth")
+              if isinstance(v := settings.parameters.get(k), int) and v > 0]
+    limits += [f.value * 1e6 / 8 for f in r.faults if f.kind == "rate" and f.value]
+    return driver.stuck_after(min(limits, default=None),
+                              send_buffer_max() if buffered is None else buffered)
 
 
 def effective_settings(r: Resolved, policy: Policy) -> MigrationSettings:
@@ -415,7 +428,8 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
     run.injector.begin(src, dst)
     try:
         await driver.migrate(src, dst, uri, policy, stats, o.timeout, watch, recovery,
-                             restore_uri=uri if to_file else None)
+                             restore_uri=uri if to_file else None,
+                             stuck=stuck_bound(r, settings))
     except (MigrationFailed, QmpError) as exc:
         # QEMU's own reason first, but name the side if one of them died.
         if not isinstance(exc, SideLost) and (lost := await run.supervisor.first_failure()):
