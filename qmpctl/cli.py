@@ -305,9 +305,9 @@ def migrate(
              "digests compared (what a destination on another host sends) [default: bytes; "
              "hash with --topology netns, by qmpctl agent on the destination's side]")] = None,
     fault: Annotated[list[str] | None, typer.Option(
-        help="Inject WHAT@WHEN (repeatable): kill-src, kill-dst, stop-dst, drop-qmp-src, "
-             "link-down, link-down-for=S, rate=MBIT (netns), corrupt-dst=GPA; WHEN = pass:N, "
-             "status:NAME, postcopy, after:S")] = None,
+        help="Inject WHAT@WHEN (repeatable): kill-src, kill-dst, stop-src, stop-dst, "
+             "drop-qmp-src, link-down, link-down-for=S, rate=MBIT (netns), corrupt-dst=GPA; "
+             "WHEN = pass:N, status:NAME, postcopy, after:S")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the JSON report")] = False,
     report: Annotated[Path | None, typer.Option(help="Write the JSON report here")] = None,
     artifacts: Annotated[Path | None, typer.Option(help="Keep QEMU and serial logs here")]

@@ -107,6 +107,8 @@ class FaultInjector:
                 return f"SIGKILL to the source QEMU (pid {src.pid})"
             case "kill-dst":
                 return f"SIGKILL to the destination QEMU ({await dst.signal(signal.SIGKILL)})"
+            case "stop-src":
+                return f"SIGSTOP to the source QEMU ({await src.signal(signal.SIGSTOP)})"
             case "stop-dst":
                 return f"SIGSTOP to the destination QEMU ({await dst.signal(signal.SIGSTOP)})"
             case "drop-qmp-src":

@@ -1,6 +1,6 @@
 """`--fault WHAT@WHEN`, parsed and checked before anything starts (pure).
 
-WHAT: kill-src, kill-dst, stop-dst (SIGSTOP), drop-qmp-src (cut qmpctl's
+WHAT: kill-src, kill-dst, stop-src, stop-dst (SIGSTOP), drop-qmp-src (cut qmpctl's
 monitor connection to the source), link-down, link-down-for=SECONDS,
 rate=MBIT (the last three need `--topology netns`), corrupt-dst=GPA (one
 byte, flipped after the migration completed, before verification).
@@ -16,13 +16,13 @@ from pydantic import BaseModel, ConfigDict
 
 from ..core.errors import UsageError
 
-FaultKind = Literal["kill-src", "kill-dst", "stop-dst", "drop-qmp-src", "link-down",
-                    "link-down-for", "rate", "corrupt-dst"]
+FaultKind = Literal["kill-src", "kill-dst", "stop-src", "stop-dst", "drop-qmp-src",
+                    "link-down", "link-down-for", "rate", "corrupt-dst"]
 TriggerKind = Literal["pass", "status", "after", "completed"]
 _WITH_VALUE = {"link-down-for": "SECONDS", "rate": "MBIT", "corrupt-dst": "GPA"}
 NEEDS_NETNS = ("link-down", "link-down-for", "rate")
-KINDS: tuple[str, ...] = ("kill-src", "kill-dst", "stop-dst", "drop-qmp-src", "link-down",
-                          "link-down-for", "rate", "corrupt-dst")
+KINDS: tuple[str, ...] = ("kill-src", "kill-dst", "stop-src", "stop-dst", "drop-qmp-src",
+                          "link-down", "link-down-for", "rate", "corrupt-dst")
 
 
 class Trigger(BaseModel):

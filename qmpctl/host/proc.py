@@ -1,5 +1,6 @@
-"""Facts about processes from /proc, and the one prctl qmpctl needs. Standard
-library only: `qmpctl tether` uses it on the destination host."""
+"""Facts about processes (and the socket buffers) from /proc, and the one
+prctl qmpctl needs. Standard library only: `qmpctl tether` uses it on the
+destination host."""
 
 from __future__ import annotations
 
@@ -35,3 +36,15 @@ def start_time(pid: int) -> str | None:
     """Kernel start time of `pid` (distinguishes a reused pid), None if gone."""
     fields = _stat_fields(pid)
     return fields[19] if fields else None
+
+
+SEND_BUFFER_DEFAULT = 4 << 20  # the kernel's own default tcp_wmem maximum
+
+
+def send_buffer_max() -> int:
+    """The most a TCP socket buffers for sending (tcp_wmem's maximum): what a
+    sender may write before it blocks on a link that does not drain."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+    except (OSError, IndexError, ValueError):
+        return SEND_BUFFER_DEFAULT

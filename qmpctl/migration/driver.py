@@ -19,7 +19,9 @@ from typing import Any
 
 from ..core.aio import task_group
 from ..core.errors import MigrationFailed, QmpError
+from ..core.units import MiB
 from ..qemu.machine import QemuMachine
+from ..qemu.supervisor import ANSWER_WITHIN_S
 from .models import Decision, MigrationStats, absorb_final, absorb_samples, sample_from
 from .policy import (
     Action,
@@ -44,6 +46,8 @@ FINAL = ("completed", "failed", "cancelled")
 # The channel broke after the switchover to postcopy: both sides wait for a
 # recovery (migrate-recover + migrate resume=true); neither can just go on.
 POSTCOPY_PAUSED = ("postcopy-paused", "postcopy-recover-setup", "postcopy-recover")
+# The statuses in which the stream carries pages (and so must move).
+STREAMING = ("active", "device", "postcopy-active")
 # Always on: the driver runs from MIGRATION / MIGRATION_PASS events.
 BASE_SETTINGS = MigrationSettings(capabilities={"events": True})
 
@@ -56,6 +60,30 @@ class Watch:
     on_pass: PassHook | None = None
     on_status: StatusHook | None = None
     redirtied: Callable[[], bool] = lambda: True
+
+
+@dataclass(frozen=True)
+class StuckAfter:
+    """How long the stream may send nothing before it counts as stuck, and why."""
+
+    seconds: float
+    why: str
+
+
+def stuck_after(bandwidth: float | None, buffered: int,
+                floor: float = ANSWER_WITHIN_S) -> StuckAfter:
+    """The bound for a stream that sends nothing (pure). A healthy one counts
+    bytes every rate-limit period (100 ms); a sender blocked on a full socket
+    buffer goes on once the link drained it, which at `bandwidth` (the
+    lowest limit on the way: throttle, postcopy cap, link rate; None for
+    none) takes `buffered / bandwidth` at most. Twice that, never less than a
+    QEMU may be busy and still alive (the supervisor's heartbeat bound)."""
+    if not bandwidth:
+        return StuckAfter(floor, f"no bandwidth limit; the floor, {floor:g} s")
+    drain = buffered / bandwidth
+    return StuckAfter(max(floor, 2 * drain),
+                      f"twice the {drain:.1f} s the {buffered / MiB:.1f} MiB socket buffer "
+                      f"takes at {bandwidth / MiB:.2f} MiB/s, at least {floor:g} s")
 
 
 async def prepare(src: QemuMachine, dst: QemuMachine, uri: str,
@@ -88,10 +116,51 @@ async def _destination_status(dst: QemuMachine) -> str:
 
 class _Driver:
     def __init__(self, src: QemuMachine, policy: Policy, stats: MigrationStats,
-                 watch: Watch, recovery: Recovery | None = None) -> None:
+                 watch: Watch, recovery: Recovery | None = None,
+                 stuck: StuckAfter | None = None) -> None:
         self.src, self.policy, self.stats, self.watch = src, policy, stats, watch
-        self.recovery = recovery
-        self.started = time.monotonic()
+        self.recovery, self.stuck = recovery, stuck
+        self.started = self._moved_at = time.monotonic()
+        self._moved: tuple[str, int] | None = None  # (status, bytes) when last seen to move
+
+    def _sent(self, info: dict[str, Any]) -> None:
+        """Note whether the stream moved since the last query-migrate."""
+        now = (str(info.get("status")), int(info.get("ram", {}).get("transferred", 0)))
+        if now != self._moved:
+            self._moved, self._moved_at = now, time.monotonic()
+
+    async def _unstick(self) -> None:
+        """A stream that sent nothing for `stuck.seconds` will not recover by
+        itself (a link that stays down): end it now, not at --timeout, and say
+        where that leaves the source."""
+        s, stuck = self.stats, self.stuck
+        quiet = time.monotonic() - self._moved_at
+        if stuck is None or s.status not in STREAMING or quiet < stuck.seconds:
+            return
+        what = (f"no byte sent for {quiet:.0f} s: the migration stream is stuck "
+                f"(the bound: {stuck.why})")
+        if s.status != "postcopy-active":
+            await self.execute(Cancel(what))
+            raise MigrationFailed(f"{what}; qmpctl cancelled the migration and the source "
+                                  f"is {await cancel(self.src)}: precopy leaves it the "
+                                  "guest's only live copy")
+        # After the switchover a cancel cannot give the source its guest back:
+        # break the channel instead, which a recovery (if asked for) repairs.
+        await self.execute(PausePostcopy(what))
+        if self.recovery is not None:
+            return
+        status = s.status
+        for _ in range(50):
+            status = str((await self.src.execute("query-migrate", timeout=5)).get("status"))
+            if status in POSTCOPY_PAUSED or status in FINAL:
+                break
+            await asyncio.sleep(0.1)
+        raise MigrationFailed(
+            f"{what} after the switchover to postcopy; qmpctl broke the channel "
+            f"(migrate-pause): the source is {await self.src.status()} in migration status "
+            f"{status}, and is not resumed: the destination's guest ran since the "
+            "switchover, so its newest memory is split between the sides (only a postcopy "
+            "recovery, --postcopy-recover, could finish the migration)")
 
     def elapsed(self) -> float:
         return round(time.monotonic() - self.started, 3)
@@ -132,9 +201,11 @@ class _Driver:
                         event = await listener.get()
                 if event is None:  # quiet for 0.5 s: is the source still there?
                     info = await src.execute("query-migrate", timeout=10)
+                    self._sent(info)
                     if self.watch.progress is not None:
                         self.watch.progress(info, len(s.samples))
                 elif event["event"] == "MIGRATION":
+                    self._moved_at = time.monotonic()  # a new status is a new start
                     s.status = str(event["data"]["status"])
                     s.statuses.append(s.status)
                     if s.status == "postcopy-active":
@@ -153,11 +224,13 @@ class _Driver:
                 else:
                     pass_no = int(event["data"]["pass"])
                     info = await src.execute("query-migrate")
+                    self._sent(info)
                     s.samples.append(sample_from(info, pass_no, self.elapsed()))
                     if self.watch.on_pass is not None:
                         await self.watch.on_pass(pass_no)
                 if s.status in FINAL:
                     break
+                await self._unstick()
                 state = MigrationState(status=s.status, samples=tuple(s.samples),
                                        elapsed_s=self.elapsed(),
                                        redirtied=self.watch.redirtied())
@@ -169,17 +242,20 @@ class _Driver:
 
 async def migrate(src: QemuMachine, dst: QemuMachine, uri: str, policy: Policy,
                   stats: MigrationStats, timeout: float, watch: Watch | None = None,
-                  recovery: Recovery | None = None, restore_uri: str | None = None) -> None:
+                  recovery: Recovery | None = None, restore_uri: str | None = None,
+                  stuck: StuckAfter | None = None) -> None:
     """Migrate `src` into `dst`, filling `stats` as it goes (so a failed run
     keeps what it measured); raise MigrationFailed with QEMU's error-desc.
 
     `restore_uri`: the source migrated to a file; once it completed, the
-    destination loads that file (`migrate-incoming`).
+    destination loads that file (`migrate-incoming`). `stuck`: a stream that
+    sends nothing that long is ended (cancelled; broken after a postcopy
+    switchover) instead of waiting for `timeout`.
 
     `prepare()` must have been called; on any exception the caller is
     responsible for `cancel()`.
     """
-    driver = _Driver(src, policy, stats, watch or Watch(), recovery)
+    driver = _Driver(src, policy, stats, watch or Watch(), recovery, stuck)
     info: dict[str, Any] = {}
     try:
         async with task_group() as group:

@@ -186,7 +186,12 @@ class QemuMachine:
     async def execute(self, command: str, arguments: dict[str, Any] | None = None,
                       timeout: float = 30.0) -> Any:
         """Run one QMP command. Failures are split by cause: QmpReplyError (QEMU
-        said no), QmpTimeout (no answer in time), MonitorLost (no monitor)."""
+        said no), QmpTimeout (no answer in time), MonitorLost (no monitor).
+        Nothing is sent to an unresponsive QEMU: it could only time out, and
+        cleanup (cancel, status) must not wait on a stopped source."""
+        if self.unresponsive:
+            raise QmpTimeout(self.name, command, "not sent: QEMU stopped answering (the "
+                             "supervisor saw it stopped or hung)", arguments)
         try:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow
             # a cancellation that races with the reply, and a supervisor that

@@ -13,7 +13,7 @@ import re
 import signal
 from collections.abc import Awaitable, Callable
 
-from ..core.errors import QmpError, SideLost
+from ..core.errors import QmpError, QmpTimeout, SideLost
 from ..host.proc import process_state
 from .machine import QemuMachine
 
@@ -53,6 +53,19 @@ def last_lines(text: str, n: int = 4) -> str:
     return " | ".join((errors or lines)[-n:])
 
 
+def lost_cause(side: str, running: bool, exit_code: int | None, stopped: bool,
+               error: QmpError | None, answer_within: float) -> str:
+    """Why `side` counts as lost, the most telling cause first (pure): how
+    its process ended, else that it is stopped, else what its monitor did."""
+    if not running:
+        return f"{side} QEMU {how_it_ended(exit_code)}"
+    if stopped:
+        return f"{side} QEMU is stopped (SIGSTOP)"
+    if isinstance(error, QmpTimeout):
+        return f"{side} QEMU did not answer query-status within {answer_within:g}s"
+    return f"{side} QEMU's monitor connection was lost" + (f" ({error.desc})" if error else "")
+
+
 def _stopped(machine: QemuMachine) -> bool:
     """The process we hold for this QEMU (QEMU, or the ssh to a remote one) is stopped."""
     return machine.pid is not None and process_state(machine.pid) == "T"
@@ -90,30 +103,24 @@ class Supervisor:
         return SideLost(side, detail, machine.exit_code, self.migrating())
 
     async def check(self, side: str, machine: QemuMachine) -> SideLost | None:
-        if not machine.is_running():
-            return await self._fail(side, machine,
-                                    f"{side} QEMU {how_it_ended(machine.exit_code)}")
-        if machine.qmp.runstate.name != "RUNNING":
-            # A dying QEMU drops its monitor before it is reaped: give the exit
-            # a moment, so the report says how it ended, not only that QMP went.
-            await machine.wait_exit(EXIT_GRACE_S)
-            if not machine.is_running():
-                return await self._fail(side, machine,
-                                        f"{side} QEMU {how_it_ended(machine.exit_code)}")
-            return await self._fail(side, machine, f"{side} QEMU's monitor connection was lost")
-        why = None
-        if not _stopped(machine):
+        error: QmpError | None = None
+        if (machine.is_running() and machine.qmp.runstate.name == "RUNNING"
+                and not _stopped(machine)):
             try:
                 await machine.execute("query-status", timeout=self.answer_within)
                 return None
             except QmpError as exc:
-                if not machine.is_running():
-                    return await self._fail(side, machine,
-                                            f"{side} QEMU {how_it_ended(machine.exit_code)}")
-                why = f"did not answer query-status within {self.answer_within:g}s ({exc.desc})"
-        machine.unresponsive = True  # its cleanup goes straight to signals
-        why = "is stopped (SIGSTOP)" if _stopped(machine) else why
-        return await self._fail(side, machine, f"{side} QEMU {why}")
+                error = exc
+        # A dying QEMU drops its monitor (failing a heartbeat in flight at
+        # once) before it is reaped: give the exit a moment, so the cause is
+        # how it ended, not the monitor it took with it.
+        if machine.is_running() and not _stopped(machine):
+            await machine.wait_exit(EXIT_GRACE_S)
+        running, stopped = machine.is_running(), _stopped(machine)
+        # Stopped or hung: no command can get an answer; cleanup goes straight to signals.
+        machine.unresponsive = running and (stopped or isinstance(error, QmpTimeout))
+        return await self._fail(side, machine, lost_cause(
+            side, running, machine.exit_code, stopped, error, self.answer_within))
 
     async def first_failure(self, grace: float = 1.0) -> SideLost | None:
         """After the migration failed: did a side die? (A QEMU killed a moment

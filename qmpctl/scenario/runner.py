@@ -47,6 +47,7 @@ from ..guests.its import (
 from ..host.gate import ConnectGate
 from ..host.memory import mem_available, memory_problem
 from ..host.netns import NetnsPair, namespace_name, sweep_stale_namespaces
+from ..host.proc import send_buffer_max
 from ..host.qemu import QemuBinary
 from ..host.remote import RemoteHost
 from ..host.selfmem import AnonPeak, read_mib
@@ -157,6 +158,18 @@ def migration_policy(r: Resolved) -> Policy:
                     min_passes=o.min_passes, throttle_bandwidth=o.throttle * MiB,
                     hold_timeout_s=o.hold_timeout)
     return BreakPostcopy(held) if o.postcopy_recover else held
+
+
+def stuck_bound(r: Resolved, settings: MigrationSettings,
+                buffered: int | None = None) -> driver.StuckAfter:
+    """When a stream that sends nothing counts as stuck, from this run's
+    lowest limit on the way: the throttle, the postcopy cap, a `rate` fault
+    on the link, and what a socket buffers."""
+    limits = [float(v) for k in ("max-bandwidth", "max-postcopy-bandwidth")
+              if isinstance(v := settings.parameters.get(k), int) and v > 0]
+    limits += [f.value * 1e6 / 8 for f in r.faults if f.kind == "rate" and f.value]
+    return driver.stuck_after(min(limits, default=None),
+                              send_buffer_max() if buffered is None else buffered)
 
 
 def effective_settings(r: Resolved, policy: Policy) -> MigrationSettings:
@@ -312,6 +325,10 @@ class Run:
         src, rep = self.src, self.report
         if src is None or not src.is_running():
             return
+        if src.unresponsive:  # the supervisor saw it stopped or hung: asking would time out
+            rep.source_state_after = ("unresponsive (stopped or hung): not asked; its cleanup "
+                                      "ends it with signals")
+            return
         # Once the destination's guest ran (resumed, or postcopy), the source's
         # memory is behind it: resuming the source would run the guest from the
         # past. Until then the source is the guest's only live copy.
@@ -434,7 +451,8 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
     run.injector.begin(src, dst)
     try:
         await driver.migrate(src, dst, uri, policy, stats, o.timeout, watch, recovery,
-                             restore_uri=uri if to_file else None)
+                             restore_uri=uri if to_file else None,
+                             stuck=stuck_bound(r, settings))
     except (MigrationFailed, QmpError) as exc:
         # QEMU's own reason first, but name the side if one of them died.
         if not isinstance(exc, SideLost) and (lost := await run.supervisor.first_failure()):

@@ -72,6 +72,24 @@ async def test_stop_dst(qmpctl_migrate: MigrateFn) -> None:
     assert took < LIVENESS_S, f"ended {took:.1f} s after the fault"
 
 
+# A stopped side can answer nothing: both end as fast as a stopped
+# destination did (0.4 s of cleanup), not after a command's timeout (a
+# stopped source took 10 s: cancel and status asked it, 5 s each).
+STOPPED_ENDS_WITHIN_S = 4.0
+
+
+async def test_stop_src_ends_as_fast_as_stop_dst(qmpctl_migrate: MigrateFn) -> None:
+    rep, took = await faulted(qmpctl_migrate, "stop-src@pass:2")
+    assert (rep.verdict, rep.exit_code) == ("migration-failed", ExitCode.MIGRATION_FAILED)
+    assert rep.error is not None and rep.error.startswith("src QEMU is stopped (SIGSTOP)"), \
+        rep.error
+    assert rep.source_state_after is not None
+    assert rep.source_state_after.startswith("unresponsive"), rep.source_state_after
+    assert took < STOPPED_ENDS_WITHIN_S, f"ended {took:.1f} s after the fault"
+    rep, took = await faulted(qmpctl_migrate, "stop-dst@pass:2")
+    assert took < STOPPED_ENDS_WITHIN_S, f"stop-dst: ended {took:.1f} s after the fault"
+
+
 async def test_kill_dst_names_it_and_keeps_qemus_reason(qmpctl_migrate: MigrateFn) -> None:
     rep, took = await faulted(qmpctl_migrate, "kill-dst@status:active")
     assert (rep.verdict, rep.exit_code) == ("migration-failed", ExitCode.MIGRATION_FAILED)
@@ -119,13 +137,31 @@ async def test_postcopy_destination_lost_ends_at_once_with_the_source_state(
 
 async def test_link_down_in_precopy_fails_cleanly_with_the_source_running(
         qmpctl_migrate: MigrateFn) -> None:
-    """--topology netns: the veth between the two namespaces is cut at pass 2."""
-    rep, _ = await faulted(qmpctl_migrate, "link-down@pass:2", topology="netns",
-                           timeout=15.0)
+    """--topology netns: the veth between the two namespaces is cut at pass 2.
+    Noticed once no byte moved for the stated bound (10 s at this throttle),
+    not at --timeout (it took all of it)."""
+    rep, took = await faulted(qmpctl_migrate, "link-down@pass:2", topology="netns")
     assert (rep.verdict, rep.exit_code) == ("migration-failed", ExitCode.MIGRATION_FAILED)
     assert rep.faults[0].detail == "link down"
+    assert rep.error is not None and rep.error.startswith(
+        "no byte sent for 10 s: the migration stream is stuck"), rep.error
     assert rep.source_state_after == "running"
     assert rep.memory is None
+    assert took < LIVENESS_S, f"ended {took:.1f} s after the cut"
+
+
+async def test_link_down_in_postcopy_says_where_the_source_stands(
+        qmpctl_migrate: MigrateFn) -> None:
+    """Cut after the switchover, no recovery asked for: the source cannot be
+    resumed, and the error says so (not precopy-convergence advice)."""
+    rep, took = await faulted(qmpctl_migrate, "link-down@postcopy", topology="netns",
+                              postcopy=True, min_passes=2)
+    assert (rep.verdict, rep.exit_code) == ("migration-failed", ExitCode.MIGRATION_FAILED)
+    assert rep.error is not None and "the migration stream is stuck" in rep.error, rep.error
+    assert "after the switchover to postcopy" in rep.error and "converge" not in rep.error
+    assert rep.source_state_after is not None
+    assert "postcopy-paused" in rep.source_state_after, rep.source_state_after
+    assert took < LIVENESS_S, f"ended {took:.1f} s after the cut"
 
 
 async def test_mismatched_sides_report_the_destinations_own_reason(

@@ -12,6 +12,7 @@ from qmpctl.faults.spec import fault_problems, parse_fault
     ("kill-dst@pass:2", "kill-dst", None, "pass:2"),
     ("kill-src@status:active", "kill-src", None, "status:active"),
     ("stop-dst@postcopy", "stop-dst", None, "status:postcopy-active"),
+    ("stop-src@pass:2", "stop-src", None, "pass:2"),
     ("drop-qmp-src@after:1.5", "drop-qmp-src", None, "after:1.5"),
     ("link-down-for=3@pass:2", "link-down-for", 3.0, "pass:2"),
     ("rate=100@after:0", "rate", 100.0, "after:0"),

@@ -79,3 +79,12 @@ async def test_closed_monitor_is_lost(machine: QemuMachine) -> None:
         await machine.execute("bye", timeout=2)
     with pytest.raises(MonitorLost, match="monitor unavailable"):
         await machine.execute("good", timeout=2)
+
+
+async def test_an_unresponsive_qemu_is_not_asked(machine: QemuMachine) -> None:
+    """A QEMU the supervisor saw stopped (SIGSTOP) or hung gets no command: it
+    could only time out, and cleanup (cancel, query-status) would wait on it."""
+    machine.unresponsive = True
+    async with asyncio.timeout(1):  # the command's own bound is 5 s
+        with pytest.raises(QmpTimeout, match="not sent: QEMU stopped answering"):
+            await machine.execute("hang", timeout=5)

@@ -8,8 +8,11 @@ import os
 import signal
 import time
 
+import pytest
+
+from qmpctl.core.errors import MonitorLost, QmpError, QmpTimeout
 from qmpctl.host.proc import process_state
-from qmpctl.qemu.supervisor import Supervisor, last_lines
+from qmpctl.qemu.supervisor import Supervisor, last_lines, lost_cause
 
 
 async def test_stop_ends_watch_without_a_cancel() -> None:
@@ -134,3 +137,61 @@ async def test_finish_under_cancellation_does_not_wait_for_the_heartbeat() -> No
         async with asyncio.timeout(10):  # the heartbeat would take 60 s
             await task
     assert task.cancelled() and machine.cut == 1 and machine.answered == 0
+
+
+class KilledUnderHeartbeat(SlowMonitor):
+    """A QEMU SIGKILLed under a heartbeat: its monitor fails the command at
+    once, the process is reaped a moment later (the order seen in 1 of 3
+    `kill-dst@postcopy` runs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.exit_code: int | None = None
+        self.unresponsive = False
+        self.reaped = asyncio.Event()
+
+    def reap(self) -> None:
+        self.exit_code = -9
+        self.reaped.set()
+
+    def is_running(self) -> bool:
+        return self.exit_code is None
+
+    def stderr_tail(self, _n: int) -> str:
+        return ""
+
+    async def execute(self, command: str, timeout: float) -> dict[str, str]:
+        asyncio.get_running_loop().call_later(0.2, self.reap)
+        raise MonitorLost("qmpctl-dst", command, "monitor unavailable (EOFError)")
+
+    async def wait_exit(self, timeout: float) -> int | None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self.reaped.wait()
+        return self.exit_code
+
+
+async def test_a_qemu_killed_under_the_heartbeat_is_named_killed() -> None:
+    machine = KilledUnderHeartbeat()
+    lost = await Supervisor().check("dst", machine)  # type: ignore[arg-type]
+    assert lost is not None and lost.message.startswith("dst QEMU killed by SIGKILL"), lost
+    assert not machine.unresponsive
+
+
+@pytest.mark.parametrize(("running", "code", "stopped", "error", "cause"), [
+    (False, -9, False, MonitorLost("m", "query-status", "EOF"), "dst QEMU killed by SIGKILL"),
+    (False, -9, False, QmpTimeout("m", "query-status", "no reply"),
+     "dst QEMU killed by SIGKILL"),
+    (False, 1, False, None, "dst QEMU exited with code 1"),
+    (True, None, True, QmpTimeout("m", "query-status", "no reply"),
+     "dst QEMU is stopped (SIGSTOP)"),
+    (True, None, False, QmpTimeout("m", "query-status", "no reply"),
+     "dst QEMU did not answer query-status within 10s"),
+    (True, None, False, MonitorLost("m", "query-status", "EOF"),
+     "dst QEMU's monitor connection was lost (EOF)"),
+    (True, None, False, None, "dst QEMU's monitor connection was lost"),
+])
+def test_the_cause_of_a_lost_side_prefers_how_the_process_ended(
+        running: bool, code: int | None, stopped: bool, error: QmpError | None,
+        cause: str) -> None:
+    assert lost_cause("dst", running, code, stopped, error, 10.0) == cause
