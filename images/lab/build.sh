@@ -37,7 +37,7 @@ printf '%s\n' "$sources" | mmdebstrap --variant=extract --arch="$arch" --quiet \
     --aptopt='APT::Default-Release "bookworm-backports"' \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' \
-    --customize-hook="ls \"\$1/var/cache/apt/archives\" > '$tmp/debs.txt'" \
+    --extract-hook="ls \"\$1/var/cache/apt/archives\" > '$tmp/debs.txt'" \
     bookworm "$root" - >&2 || die "mmdebstrap failed"
 
 # qmpctl's runtime and pytest dependencies, read from pyproject.toml.

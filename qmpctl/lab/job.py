@@ -138,6 +138,17 @@ def checkout_files(checkout: Path) -> list[Path]:
             if f.is_file() and not any(_inside(f, s) for s in skip)]
 
 
+def checkout_dirs(checkout: Path) -> list[Path]:
+    """Every directory of the checkout, ignored ones too (`reports/`): a command
+    writing there must find it as on the host."""
+    skip = {checkout / s for s in CHECKOUT_SKIP}
+    out = []
+    for root, dirs, _ in os.walk(checkout):
+        dirs[:] = [d for d in dirs if Path(root, d) not in skip and d not in SUITE_SKIP]
+        out += [Path(root, d) for d in dirs]
+    return out
+
+
 class Cpio:
     """A cpio "newc" archive writer: what the kernel's initramfs unpacker reads.
     Parent directories are written before their entries (the unpacker does not
@@ -221,6 +232,8 @@ def pack_job(plan: JobPlan, arch: str, out: BinaryIO, files: Iterable[Path],
         cpio.add_bytes(f"{LAB_SITE}/qmpctl-lab.dist-info/{name}", text.encode())
     for path in [*files, *plan.inputs]:
         cpio.add_file(str(path), path)
+    for path in checkout_dirs(plan.checkout):
+        cpio.add_dir(str(path))
     for path in plan.outputs:
         if not path.exists() or path.is_dir():
             cpio.add_dir(str(path if path.is_dir() else path.parent))

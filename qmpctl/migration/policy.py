@@ -108,15 +108,13 @@ class Converge:
 class Postcopy:
     """Switch to postcopy; the paused destination (-S) receives the rest by push.
 
-    Held back with a downtime limit of 0, not 1 ms: QEMU completes precopy
-    before it starts postcopy whenever what is left fits the limit, and a
-    guest starved of CPU (a loaded host under TCG) dirties less than 1 ms of
-    throttled bandwidth per pass; with 0 precopy completes only with nothing
-    left to send (a CI run completed in precopy so, and postcopy never ran)."""
+    The hold-back keeps its 1 ms downtime limit: with 0, QEMU skips the exact
+    dirty sync whenever its estimate says nothing is pending (the estimate of
+    a ring run between syncs), and completes precopy at once (5 of 5 arm64 KVM
+    runs did, in a lab)."""
 
     def settings(self) -> MigrationSettings:
-        return MigrationSettings(capabilities={"postcopy-ram": True},
-                                 parameters={"downtime-limit": 0})
+        return MigrationSettings(capabilities={"postcopy-ram": True})
 
     def release(self) -> list[Action]:
         return [StartPostcopy("switch to postcopy")]
