@@ -50,6 +50,7 @@ bool params_parse(const char *s, struct wave_params *w, const char **why, const 
 	w->offset = 0;
 	w->kut = 0;
 	w->fail = 0;
+	w->skip = 0;
 
 	while (*s) {
 		while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
@@ -77,6 +78,7 @@ bool params_parse(const char *s, struct wave_params *w, const char **why, const 
 		else if (key_is(k, klen, "offset")) { dst = &w->offset; *what = "offset"; }
 		else if (key_is(k, klen, "kut")) { dst = &w->kut; *what = "kut"; }
 		else if (key_is(k, klen, "fail")) { dst = &w->fail; *what = "fail"; }
+		else if (key_is(k, klen, "skip")) { dst = &w->skip; *what = "skip"; }
 		else {
 			/* Echo the offending key back (truncated, printable only). */
 			static char bad[24];
@@ -104,6 +106,7 @@ bool params_validate(const struct wave_params *w, struct mem_range ram,
 	if (w->stride == 0) { *why = "stride-zero"; return false; }
 	if (w->kut > 8) { *why = "kut-above-8"; return false; }
 	if (w->fail > 1) { *why = "fail-not-0-or-1"; return false; }
+	if (w->skip > 1) { *why = "skip-not-0-or-1"; return false; }
 	if (w->start >= w->end) { *why = "empty-range"; return false; }
 	if ((w->start | w->end) & 0xfff) { *why = "unaligned"; return false; }
 	if (w->offset >= w->stride) { *why = "offset-not-below-stride"; return false; }

@@ -7,6 +7,7 @@ struct wave_params {
 	u64 start, end, stride, delta, offset;
 	u64 kut;     /* >0: speak kvm-unit-tests' migration handshake, asking kut times */
 	u64 fail;    /* 1: report a deliberate FAIL at the end (tests the harness) */
+	u64 skip;    /* 1: skip the migration as kvm-unit-tests' migrate_skip() does */
 };
 
 struct mem_range {
