@@ -11,6 +11,7 @@
      +-- MigrationFailed       QEMU's migration failed (error_desc)      (exit 4)
      |    +-- SideLost         a QEMU died, lost its monitor or stopped answering
      +-- GuestError            the guest failed or stopped progressing   (exit 5)
+     |    +-- MigrationSkipped the guest asked for none (caught: inconclusive)
      +-- ReportUnwritten       the run ended, its --report could not be written (exit 8)
      +-- Interrupted           SIGINT / SIGTERM                          (exit 130)
 
@@ -169,6 +170,11 @@ class GuestError(QmpctlError):
     """The guest did not boot, stopped making progress, or reported an error."""
 
     exit_code = ExitCode.GUEST_FAILED
+
+
+class MigrationSkipped(GuestError):
+    """The guest asked for no migration (kvm-unit-tests' migrate_skip()): none
+    runs, and the guest's own result is the run's evidence."""
 
 
 class ReportUnwritten(QmpctlError):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from ..core.errors import GuestError, UsageError
+from ..core.errors import GuestError, MigrationSkipped, UsageError
 from ..core.units import MiB
 from ..host.kvm import Arch
 from ..qemu.console import ConsoleView, SerialConsole, parse_console
@@ -237,11 +237,13 @@ class KernelGuest:
             return []
         if self.handshake == "kvm-unit-tests":
             request = migration_request(console.view().lines) or ""
-            if SKIPPED_MIGRATION in request or BEGIN_CONTINUOUS in request:
-                # Continuous and skipped migrations (newer kvm-unit-tests) are
-                # not driven yet: fail loudly rather than migrate wrongly.
+            if SKIPPED_MIGRATION in request:  # as arch-run.bash: no migration, the key
+                raise MigrationSkipped(f"the guest skipped its migration ({request!r})")
+            if BEGIN_CONTINUOUS in request:
+                # Continuous migration (newer kvm-unit-tests) is not driven yet:
+                # fail loudly rather than migrate wrongly.
                 raise GuestError(f"the guest asked for {request!r}: qmpctl drives only "
-                                 f"{MIGRATE_REQUEST!r} requests")
+                                 f"{MIGRATE_REQUEST!r} and skipped-migration requests")
         return []
 
     async def wait_resumed(self, console: SerialConsole, timeout: float) -> str:

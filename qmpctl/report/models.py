@@ -139,6 +139,9 @@ class RunReport(BaseModel):
                                           "destination, after the tables were saved at stop")
     its_tables_source: str | None = Field(
         None, description="how the ITS tables were located, or why they were not")
+    skipped_migration: str | None = Field(
+        None, description="the guest asked for no migration (kvm-unit-tests' migrate_skip()): "
+                          "none ran; guest_result is its own verdict")
     its_save: ItsSaveEvidence | None = Field(
         None, description="arm64 KVM: the pages the ITS save at the source's stop changed, "
                           "and how many arrived")

@@ -40,6 +40,10 @@ def all_inconclusive_reasons(report: RunReport) -> list[str]:
     reasons = [f"migration {n}: {why}" if numbered else why
                for n, m in enumerate(migrations, 1) if m is not None
                for why in inconclusive_reasons(m)]
+    if report.skipped_migration is not None:
+        result = report.guest_result
+        reasons.append(f"{report.skipped_migration}: nothing was migrated; the guest's own "
+                       f"result: {result.status if result else 'none'}")
     if report.sweep is not None and report.its_tables:  # arm64 KVM with an ITS
         if report.its_save is None:
             reasons.append("no before-image of the ITS tables was taken while the source ran: "

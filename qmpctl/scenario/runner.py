@@ -29,6 +29,7 @@ from ..core.errors import (
     HostError,
     Interrupted,
     MigrationFailed,
+    MigrationSkipped,
     QmpctlError,
     QmpError,
     SideLost,
@@ -44,6 +45,7 @@ from ..guests.its import (
     table_regions,
     table_verdicts,
 )
+from ..guests.kernel import KEY
 from ..host.gate import ConnectGate
 from ..host.memory import mem_available, memory_problem
 from ..host.netns import NetnsPair, namespace_name, sweep_stale_namespaces
@@ -697,7 +699,11 @@ async def _source_sound(run: Run, src: QemuMachine) -> tuple[bool, str]:
 async def _phases(run: Run, stack: contextlib.AsyncExitStack, policy: Policy,
                   settings: MigrationSettings) -> None:
     r, o = run.r, run.r.options
-    src = await _start_source(run, stack)
+    try:
+        src = await _start_source(run, stack)
+    except MigrationSkipped as skipped:
+        await _skipped_migration(run, skipped)
+        return
     if o.vcpu_dirty_limit is not None:
         run.before_evidence.append(await _vcpu_dirty_limit(run, src, o.vcpu_dirty_limit))
     if o.cancel_at is not None:
@@ -716,6 +722,19 @@ async def _phases(run: Run, stack: contextlib.AsyncExitStack, policy: Policy,
     if result is not None and result.status == "NO-RESULT" and dst.is_running():
         result.detail = (f"no result and no further migration request within "
                          f"--guest-timeout {o.guest_timeout:g} s; the guest still runs")
+
+
+async def _skipped_migration(run: Run, skipped: MigrationSkipped) -> None:
+    """kvm-unit-tests' migrate_skip(), as its runner answers it: no migration,
+    the key pressed, and the guest's own result stands (the run is then
+    inconclusive at best: nothing was migrated)."""
+    src, o = run.src, run.r.options
+    assert src is not None
+    run.report.skipped_migration = skipped.message
+    await src.console.send(KEY)
+    await run.r.guest.next_migration(src, o.guest_timeout)  # to its EXIT line
+    run.report.guest_result = run.r.guest.result(
+        bytes(src.console.transcript), None if src.is_running() else src.exit_code, 0)
 
 
 def space_problem(ram_mib: int, free: int, where: Path, copies: int = 2) -> str | None:

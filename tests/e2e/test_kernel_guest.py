@@ -83,6 +83,21 @@ async def test_a_guest_that_fails_its_own_test_is_guest_failed(
     assert rep.error is not None and "requested failure" in rep.error
 
 
+async def test_a_skipped_migration_is_answered_as_kvm_unit_tests_runner_does(
+        qmpctl_migrate: MigrateFn) -> None:
+    """`Skipped VM migration`: nothing migrates, the key is pressed, the guest's
+    own SKIP stands, and the run is inconclusive (not guest-failed, not verified)."""
+    rep: RunReport = await qmpctl_migrate(**kut("kut=1 skip=1"))
+    assert our_qemu_processes() == []
+    assert (rep.verdict, rep.exit_code) == ("inconclusive", ExitCode.INCONCLUSIVE), rep.error
+    assert rep.migration is None and rep.memory is None
+    assert rep.skipped_migration is not None and "Skipped VM migration" in rep.skipped_migration
+    g = rep.guest_result
+    assert g is not None and g.status == "SKIP" and g.migrations_requested == 0, g
+    assert any("nothing was migrated; the guest's own result: SKIP" in why
+               for why in rep.inconclusive)
+
+
 async def test_an_x86_kernel_migrates_on_a_ready_line(qmpctl_migrate: MigrateFn) -> None:
     """x86_64: a multiboot kernel (guestload's wave, no fw_cfg) with `--handshake line`."""
     rep = await qmpctl_migrate(guest="kernel", kernel=images_dir() / "x86_64" / "wave.elf",
