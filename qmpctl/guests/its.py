@@ -223,14 +223,23 @@ class ItsSaveEvidence(BaseModel):
     KVM-written tables just before the stop against after it), and whether
     every page it changed arrived on the destination."""
 
-    snapshot: str = Field(description="when the before-image was taken (source running)")
+    snapshot: str | None = Field(description="when the before-image was taken (source "
+                                             "running); None: never")
     pages_changed: int
     by_table: dict[str, int] = Field(description="table -> pages the save changed")
     pages_arrived: int = Field(description="of those, identical on the destination or "
                                            "differing only as memory.explained says")
     pages_explained: int = 0
 
+    @property
+    def proven(self) -> bool:
+        """The save wrote something, and what it wrote could be followed."""
+        return self.snapshot is not None and self.pages_changed > 0
+
     def describe(self) -> str:
+        if self.snapshot is None:
+            return ("no before-image of the tables was read while the source still ran: what "
+                    "the save at the stop wrote cannot be shown (inconclusive for this check)")
         if not self.pages_changed:
             return (f"the save changed no table page since {self.snapshot}: nothing proves "
                     "the save's writes travel (inconclusive for this check)")
@@ -259,9 +268,9 @@ class ItsSaveWatch:
             self.before, self.snapshot = pages, label
 
     def evidence(self, src: RamImage, layout: RamLayout, memory: MemoryVerdict
-                 ) -> ItsSaveEvidence | None:
+                 ) -> ItsSaveEvidence:
         if self.before is None:
-            return None
+            return ItsSaveEvidence(snapshot=None, pages_changed=0, by_table={}, pages_arrived=0)
         after = table_pages(src, layout, self.tables)
         changed_keys = [k for k, data in after.items() if self.before.get(k) != data]
         changed = sorted({page for page, _ in changed_keys})

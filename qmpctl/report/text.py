@@ -124,6 +124,10 @@ def summary_lines(report: RunReport) -> list[str]:
                for why in report.its_pending_unexplained)
     if report.its_save is not None:
         out.append(f"ITS save: {report.its_save.describe()}")
+    elif report.sweep is not None and report.its_tables:
+        out.append("ITS save: not shown: this guest's tables are located only once the source "
+                   "is paused (its registers), after the save; the whole-RAM compare covers "
+                   "their pages")
     if report.sweep is not None:
         out.append(f"final bitmap sweep: {report.sweep.describe()}")
     for t in report.its_tables:
