@@ -7,11 +7,9 @@ dispatches to the emulated GICv3/ITS) on the paused source after the
 migration: the same values the migration stream carried. The layout is the
 GICv3 architecture's (GITS_BASER<n>, GITS_CBASER, GICR_PROPBASER,
 GICR_PENDBASER); the addresses are QEMU `virt`'s memory map. KVM's in-kernel
-ITS keeps its registers in the kernel, where the monitor cannot read them: there they are
-read as QEMU reads them, through KVM's device attributes on QEMU's own vGIC
-and ITS fds (`host.vgic`), and the ITTs are found from the device table KVM
-saved into RAM (ABI rev 0 entries, `verify.its`). What cannot be read is
-reported as not located, never guessed.
+ITS keeps its registers in the kernel, where neither the monitor nor another process can
+read them: the tables are then reported as not located, never guessed (a
+guest that announces them on its console is believed instead).
 """
 
 from __future__ import annotations
@@ -21,11 +19,12 @@ from dataclasses import dataclass
 
 from ..core.errors import QmpctlError
 from ..core.units import KiB
-from ..host.vgic import VgicRegisters
 from ..qemu.machine import QemuMachine
-from ..verify.its import device_itts
 
-RAM_GPA = 0x4000_0000  # virt's RAM: the RAM file's first byte
+IN_KERNEL_UNREADABLE = (
+    "not located: KVM's in-kernel ITS keeps its registers in the kernel; the monitor "
+    "cannot read them (xp gives no value) and KVM refuses its device ioctls to any process "
+    "but QEMU (EIO, kvm_device_ioctl's mm check), so only the guest could say where they are")
 
 VIRT_ITS = 0x0808_0000  # hw/arm/virt.c VIRT_GIC_ITS
 VIRT_REDIST = 0x080A_0000  # VIRT_GIC_REDIST: one RD_base + SGI_base frame pair per CPU
@@ -134,49 +133,11 @@ def register_tables(cbaser: int, basers: list[int], redist: list[tuple[int, int,
     return found
 
 
-def itts_from_device_table(ram: str, device_table: ItsTable) -> list[ItsTable]:
-    """Each mapped device's ITT, from the device table KVM saved into RAM."""
-    with open(ram, "rb") as f:
-        f.seek(device_table.base - RAM_GPA)
-        data = f.read(device_table.size)
-    return [ItsTable(f"itt-dev{dev}", addr, size,
-                     f"DTE of device {dev} in the device table (KVM ITS ABI rev 0)")
-            for dev, addr, size in device_itts(data)]
-
-
-def locate_in_kernel(pid: int, ram: str, ncpus: int) -> ItsTableMap:
-    """KVM's in-kernel ITS: its registers through KVM's device attributes on
-    QEMU's fds, the ITTs from the saved device table (paused QEMU)."""
-    try:
-        with VgicRegisters(pid) as regs:
-            cbaser = regs.its_reg(GITS_CBASER)
-            basers = [regs.its_reg(GITS_BASER0 + 8 * n) for n in range(8)]
-            redist = [(cpu, regs.redist_reg64(cpu, GICR_PROPBASER),
-                       regs.redist_reg64(cpu, GICR_PENDBASER)) for cpu in range(ncpus)
-                      if regs.redist_reg(cpu, GICR_CTLR) & 1]
-    except OSError as exc:
-        return ItsTableMap((), f"not located: KVM's device attributes could not be read: {exc}")
-    found = [t for t in register_tables(cbaser, basers, redist) if t is not None]
-    note = ""
-    for t in [t for t in found if t.name.startswith("its-device")]:
-        if t.name.endswith("-level1"):
-            note = "; the device table is two-level: its ITTs are not located"
-        else:
-            found += itts_from_device_table(ram, t)
-    located = tuple(ItsTable(t.name, t.base, t.size,
-                             t.located_by.replace("=", " (KVM device attribute)=", 1)
-                             if t.located_by.startswith(("GITS_", "GICR_")) else t.located_by)
-                    for t in found)
-    return ItsTableMap(located, f"from KVM's in-kernel ITS and redistributors (device "
-                                f"attributes of QEMU's vGIC fds) on the source after the "
-                                f"migration ({len(located)} valid tables){note}")
-
-
 async def locate_its_tables(machine: QemuMachine, ncpus: int) -> ItsTableMap:
     """Every valid table the ITS and the redistributors point at, from their
     registers on `machine` (paused)."""
-    if machine.spec.accel == "kvm" and machine.pid is not None:
-        return locate_in_kernel(machine.pid, str(machine.spec.ram_path), ncpus)
+    if machine.spec.accel == "kvm":
+        return ItsTableMap((), IN_KERNEL_UNREADABLE)
     try:
         (pidr2,) = await _read(machine, VIRT_ITS + GITS_PIDR2, 1, "w")
         if its_arch_rev(pidr2) not in (3, 4):

@@ -26,6 +26,7 @@ from .. import __version__
 from ..core.aio import task_group
 from ..core.errors import (
     ExitCode,
+    GuestError,
     HostError,
     Interrupted,
     MigrationFailed,
@@ -45,7 +46,7 @@ from ..guests.its import (
     table_regions,
     table_verdicts,
 )
-from ..guests.kernel import KEY
+from ..guests.kernel import KEY, exit_status_line
 from ..host.gate import ConnectGate
 from ..host.memory import mem_available, memory_problem
 from ..host.netns import NetnsPair, namespace_name, sweep_stale_namespaces
@@ -732,7 +733,11 @@ async def _skipped_migration(run: Run, skipped: MigrationSkipped) -> None:
     assert src is not None
     run.report.skipped_migration = skipped.message
     await src.console.send(KEY)
-    await run.r.guest.next_migration(src, o.guest_timeout)  # to its EXIT line
+    with contextlib.suppress(GuestError):  # silence is judged by result(): NO-RESULT
+        await src.console.wait_for(
+            lambda v: True if exit_status_line(v.lines) is not None else None,
+            o.guest_timeout, "the guest's result after its skipped migration")
+        await src.wait_exit(5)  # the guest powers off right after EXIT
     run.report.guest_result = run.r.guest.result(
         bytes(src.console.transcript), None if src.is_running() else src.exit_code, 0)
 

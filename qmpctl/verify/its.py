@@ -63,17 +63,6 @@ def itt_lpis(table: bytes) -> dict[int, int]:
     return {int(p): int(v & np.uint64(0xFFFF)) for p, v in zip(pintid, e, strict=True) if p}
 
 
-def device_itts(table: bytes) -> list[tuple[int, int, int]]:
-    """(DeviceID, ITT address, ITT bytes) of each valid DTE of a flat device table."""
-    out = []
-    for dev, v in enumerate(_entries(table)):
-        v = int(v)
-        if v >> 63:
-            addr = ((v >> 5) & ((1 << 44) - 1)) << 8
-            out.append((dev, addr, (1 << ((v & 0x1F) + 1)) * ENTRY))
-    return out
-
-
 def lpi_targets(collections: bytes, itts: list[bytes]) -> dict[int, int]:
     """pINTID -> vCPU for every LPI an ITE maps to a mapped collection."""
     targets = collection_targets(collections)

@@ -8,7 +8,6 @@ import struct
 from qmpctl.verify.its import (
     collection_targets,
     consumed_pending,
-    device_itts,
     itt_lpis,
     lpi_targets,
 )
@@ -38,8 +37,6 @@ def test_abi_rev0_entries_decode() -> None:
     assert collection_targets(COLLECTIONS) == {0: 0, 1: 1}
     assert itt_lpis(ITT) == {8198: 0, 8200: 0, 8201: 1}
     assert TARGETS == {8198: 0, 8200: 0, 8201: 1}
-    dte = struct.pack("<Q", 1 << 63 | (0x4030_0000 >> 8) << 5 | 4)
-    assert device_itts(bytes(8) + dte) == [(1, 0x4030_0000, 32 * 8)]
 
 
 def test_cleared_bits_of_lpis_mapped_to_this_vcpu_are_the_restore() -> None:
