@@ -106,6 +106,10 @@ class Hop(BaseModel):
     memory: MemoryVerdict | None = None
     ramblocks: list[RamBlockVerdict] = Field(default_factory=list)
     its_tables: list[ItsTableVerdict] = Field(default_factory=list)
+    its_tables_source: str | None = None
+    its_save: ItsSaveEvidence | None = None
+    sweep: SweepEvidence | None = None
+    its_pending_unexplained: list[str] = Field(default_factory=list)
 
     @property
     def found_difference(self) -> bool:
@@ -196,6 +200,10 @@ class RunReport(BaseModel):
         self.hops.append(Hop(number=number, source=source, destination=destination,
                              dirty_ring=self.dirty_ring, dirty_timeline=self.dirty_timeline,
                              migration=self.migration, memory=self.memory,
-                             ramblocks=self.ramblocks, its_tables=self.its_tables))
+                             ramblocks=self.ramblocks, its_tables=self.its_tables,
+                             its_tables_source=self.its_tables_source, its_save=self.its_save,
+                             sweep=self.sweep,
+                             its_pending_unexplained=self.its_pending_unexplained))
         self.dirty_ring = self.dirty_timeline = self.migration = self.memory = None
-        self.ramblocks, self.its_tables = [], []
+        self.its_save = self.sweep = self.its_tables_source = None
+        self.ramblocks, self.its_tables, self.its_pending_unexplained = [], [], []

@@ -190,9 +190,14 @@ def hop_line(hop: Hop) -> str:
         parts.append(f"memory {v.pages_compared}/{v.pages_total} pages compared, "
                      f"{v.pages_differing} differ")
     if hop.its_tables:
-        bad = [t.name for t in hop.its_tables if not t.identical]
+        bad = [t.name for t in hop.its_tables if t.pages_differing or t.pages_excluded]
+        explained = [t.name for t in hop.its_tables if t.pages_explained and t.name not in bad]
         parts.append(f"ITS tables: {len(hop.its_tables)} located, "
-                     + (f"NOT IDENTICAL: {', '.join(bad)}" if bad else "all identical"))
+                     + (f"NOT IDENTICAL: {', '.join(bad)}" if bad else "none lost")
+                     + (f" ({', '.join(explained)} differ as explained)" if explained else ""))
+    if hop.its_save is not None:
+        parts.append(f"ITS save: {hop.its_save.pages_changed} pages changed, "
+                     f"{hop.its_save.pages_arrived} arrived")
     if (ring := hop.dirty_ring) is not None:
         parts.append(f"ring: {ring.pages_reaped} pages reaped")
     return "; ".join(parts) or "no evidence recorded"

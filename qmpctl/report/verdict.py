@@ -44,8 +44,10 @@ def all_inconclusive_reasons(report: RunReport) -> list[str]:
         result = report.guest_result
         reasons.append(f"{report.skipped_migration}: nothing was migrated; the guest's own "
                        f"result: {result.status if result else 'none'}")
-    if report.its_save is not None and not report.its_save.proven:  # arm64 KVM, tables known
-        reasons.append(f"ITS save: {report.its_save.describe()}")
+    saves = [(f"migration {h.number}: " if numbered else "", h.its_save) for h in report.hops]
+    saves.append((f"migration {len(migrations)}: " if numbered else "", report.its_save))
+    reasons += [f"{where}ITS save: {save.describe()}" for where, save in saves
+                if save is not None and not save.proven]  # arm64 KVM, tables known
     if (source := report.its_tables_source or "").startswith("not located"):
         # Under KVM the GIC's registers are in the kernel: the ITS save is unproven.
         reasons.append(f"the ITS tables were {source}; their pages were compared only as "

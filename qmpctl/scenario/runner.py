@@ -69,6 +69,7 @@ from ..migration.policy import BreakPostcopy, CancelAt, Converge, HoldBack, Poli
 from ..migration.recovery import Recovery
 from ..migration.settings import MigrationSettings
 from ..qemu.cmdline import RAM_BLOCK, MachineSpec
+from ..qemu.console import ConsoleView, parse_console
 from ..qemu.machine import QemuMachine
 from ..qemu.rundir import RunDir, free_bytes, sweep_stale
 from ..qemu.schema import QemuSchema, probe_schema
@@ -276,6 +277,10 @@ class Run:
     # evidence of what ran before the migration (--cancel-at, --vcpu-dirty-limit)
     before_evidence: list[FeatureEvidence] = field(default_factory=list)
 
+    def console_history(self) -> ConsoleView:
+        """Everything the guest printed so far, on every machine it ran on."""
+        return parse_console(b"".join(bytes(m.console.transcript) for m in self.machines))
+
     def __post_init__(self) -> None:
         self.supervisor = Supervisor(context=self.other_side,
                                      migrating=lambda: self.migration_started)
@@ -419,7 +424,7 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
 
     run.its_save = None
     if in_kernel_its(r) and run.agent is None:
-        found = await r.guest.its_tables(src, src.console.view())
+        found = await r.guest.its_tables(src, run.console_history())
         if found is not None and (kvm_tables := saved_by_kvm(found.tables)):
             run.its_save = ItsSaveWatch(kvm_tables)
 
@@ -506,8 +511,9 @@ async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
     t0 = time.monotonic()
     view = src.console.view()
     layout = r.guest.layout(view)
-    # ITS tables: as the guest announced them, or from the GIC's registers.
-    if (table_map := await r.guest.its_tables(src, view)) is not None:
+    # ITS tables: as the guest announced them (at its boot, on the first
+    # source's console), or from the GIC's registers.
+    if (table_map := await r.guest.its_tables(src, run.console_history())) is not None:
         layout = layout.with_regions(*table_regions(table_map.tables))
         rep.its_tables_source = table_map.source
 
