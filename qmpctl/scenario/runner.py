@@ -478,10 +478,10 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
         if r.guest.measures_progress:
             stats.workload_progress_during = r.guest.work_done(src.console.view()) - work_before
     run.migration_completed = True
-    rep.dirty_timeline = build_timeline(src.log_path.read_text(errors="replace"),
-                                        *run.wall_migrate)
+    log = src.log_path.read_text(errors="replace")
+    rep.dirty_timeline = build_timeline(log, *run.wall_migrate)
     if in_kernel_its(r):
-        rep.sweep = sweep_evidence(src.log_path.read_text(errors="replace"), run.wall_migrate[0],
+        rep.sweep = sweep_evidence(log, run.wall_migrate[0],
                                    rep.dirty_timeline.summary.vm_stop_s, run.wall_migrate[1])
     if r.ring:
         rep.dirty_ring = ring_evidence(rep.dirty_timeline, stats.pages_resent)
@@ -536,8 +536,8 @@ async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
                     seconds=time.perf_counter() - started)
             else:
                 memory = rep.memory = compare_images(si, di, layout, list(r.exclusions))
-            if (memory.pages_differing and table_map is not None and r.accel == "kvm"
-                    and r.arch == "aarch64" and run.agent is None):
+            if (memory.pages_differing and table_map is not None and in_kernel_its(r)
+                    and run.agent is None):
                 # KVM's in-kernel ITS consumes pending bits on restore: name them.
                 rep.its_pending_unexplained = explain_consumed_pending(
                     memory, si, di, layout, table_map.tables)

@@ -15,18 +15,16 @@ save happened and that the sweep that carries it ran.
 from __future__ import annotations
 
 import re
-from datetime import datetime
 
 from pydantic import BaseModel, Field
+
+from .timeline import trace_lines
 
 SWEEP_TRACE_EVENTS: tuple[str, ...] = ("kvm_vm_ioctl", "kvm_device_ioctl")
 KVM_SET_DEVICE_ATTR = 0x4018AEE1  # _IOW(KVMIO, 0xe1, struct kvm_device_attr)
 KVM_GET_DIRTY_LOG = 0x4010AE42  # _IOW(KVMIO, 0x42, struct kvm_dirty_log)
 
-_LINE = re.compile(
-    r"^(?:(?P<tid>\d+)@(?P<epoch>\d+\.\d+):"
-    r"|(?P<iso>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?) )"
-    r"(?P<event>kvm_vm_ioctl|kvm_device_ioctl) .*?type 0x(?P<type>[0-9a-fA-F]+)", re.M)
+_TYPE = re.compile(r"type 0x([0-9a-fA-F]+)")
 
 
 class SweepEvidence(BaseModel):
@@ -55,17 +53,12 @@ class SweepEvidence(BaseModel):
                 f"final sweep){at}; {self.dirty_log_reads} KVM_GET_DIRTY_LOG in the whole run")
 
 
-def _wall(m: re.Match[str]) -> float:
-    if m["epoch"] is not None:
-        return float(m["epoch"])
-    return datetime.fromisoformat(m["iso"].replace("Z", "+00:00")).timestamp()
-
-
 def sweep_evidence(log: str, start_wall: float, vm_stop_s: float | None,
                    end_wall: float | None = None) -> SweepEvidence:
     """What the source's trace shows of the save and the sweep (pure)."""
-    calls = [(_wall(m) - start_wall, m["event"], int(m["type"], 16))
-             for m in _LINE.finditer(log)]
+    calls = [(wall - start_wall, event, int(m[1], 16))
+             for wall, event, args in trace_lines(log, SWEEP_TRACE_EVENTS)
+             if (m := _TYPE.search(args)) is not None]
     end_s = None if end_wall is None else end_wall - start_wall
     after = [(t, ev, typ) for t, ev, typ in calls
              if vm_stop_s is not None and t >= vm_stop_s and (end_s is None or t <= end_s)]

@@ -199,6 +199,16 @@ def _parse_full(log: str) -> _Full:
     return _Full(wall[order], vcpu[order], tid_vcpu)
 
 
+def trace_lines(log: str, names: tuple[str, ...]) -> list[tuple[float, str, str]]:
+    """(Unix time, event, arguments) of each timestamped trace line of the
+    events `names` in a QEMU log, in log order (pure): for other readers of
+    the same log (the ITS save and the final sweep, verify.sweep)."""
+    line = re.compile(rf"^(?:{_EPOCH}|{_ISO})(?P<event>{'|'.join(map(re.escape, names))})"
+                      r"(?:[ \t](?P<args>[^\n]*))?$", re.M)
+    return [(float(m["epoch"]) if m["epoch"] is not None else _iso_wall(m["iso"]),
+             m["event"], (m["args"] or "").strip()) for m in line.finditer(log)]
+
+
 def _parse_events(log: str) -> list[_Raw]:
     out = []
     for m in _EVENT_RE.finditer(log):
