@@ -1,5 +1,7 @@
-"""pytest tests this host cannot run, run in a lab that can: one lab boot for
-all of them, each test's outcome read back from the lab's JUnit XML."""
+"""Work this host cannot do, done in a lab that can, one lab boot for all of
+it: pytest tests (each test's outcome read back from the lab's JUnit XML),
+and any other command (`run_command`: `qmpctl matrix` runs a lab host's
+cells this way)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import asyncio
 import io
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -65,20 +67,27 @@ def lab_available(arch: Arch) -> str | None:
     return None
 
 
+async def run_command(arch: Arch, argv: Sequence[str], cwd: Path, checkout: Path,
+                      write: Callable[[str], object], timeout: float = 3600.0) -> LabResult:
+    """Boot a lab of `arch` with this host's accelerator choice, run `argv` in
+    `cwd` against `checkout`, stream its console to `write`, and bring back
+    what it wrote (`machine.run_lab`)."""
+    image = find_image(images_dir(), arch)
+    accel = choose_accel(arch, "auto", probe_kvm(), host_arch(), nested_enabled())
+    plan = plan_job(argv, cwd, checkout)
+    return await run_lab(LabSpec(arch, timeout=timeout), image, accel, plan, write=write)
+
+
 def run_in_lab(arch: Arch, nodeids: Sequence[str], rootdir: Path, checkout: Path,
                scratch: Path, extra: Sequence[str] = ()) -> tuple[LabResult, dict[str, LabOutcome],
                                                                str]:
     """Run `nodeids` with pytest inside one lab; each one's outcome, the lab's
     figures and its console output."""
-    image = find_image(images_dir(), arch)
-    spec = LabSpec(arch)
-    accel = choose_accel(arch, "auto", probe_kvm(), host_arch(), nested_enabled())
     junit = scratch / f"lab-{arch}-junit.xml"
     argv = ["python3", "-m", "pytest", "-p", "no:cacheprovider", "-q", "--qmpctl-lab=off",
             f"--junitxml={junit}", "-o", "junit_family=xunit1", *extra, *nodeids]
-    plan = plan_job(argv, rootdir, checkout)
     console: list[str] = []
-    result = asyncio.run(run_lab(spec, image, accel, plan, write=console.append))
+    result = asyncio.run(run_command(arch, argv, rootdir, checkout, console.append))
     outcomes = parse_outcomes(junit.read_text()) if junit.is_file() else {}
     by_id = {n: outcomes.get(junit_address(n), LabOutcome(
         "failed", f"the lab's pytest reported nothing for {n} (exit {result.exit_code})"))
