@@ -28,15 +28,17 @@ from .host.kvm import cap_text, probe_kvm, ring_size_text
 from .host.netns import sweep_stale_namespaces
 from .host.tether import main as tether_main
 from .lab.commands import app as lab_app
+from .lab.commands import checkout as lab_checkout
 from .matrix.cells import expand, select
 from .matrix.execute import MatrixState, run_matrix
 from .matrix.junit import write_junit
 from .matrix.knownloss import parse_known_loss
+from .matrix.labs import LabFn, job_cells, lab_check, lab_runner, load_lab_job
 from .matrix.markdown import feature_table
 from .matrix.plan import check_options, describe_host, host_check, plan
 from .matrix.plot import plot_matrix
 from .matrix.presets import PRESETS
-from .matrix.spec import MatrixSpec, load_preset, load_toml
+from .matrix.spec import LOCAL, MatrixSpec, load_preset, load_toml
 from .matrix.table import matrix_table
 from .qemu.rundir import default_root, sweep_stale
 from .report.models import RunReport
@@ -469,8 +471,9 @@ def _matrix_spec(preset: str | None, axes: Path | None) -> tuple[MatrixSpec, str
     return load_toml(axes), str(axes)
 
 
-async def _matrix(state: MatrixState, live: bool) -> None:
-    """Run the matrix under a live table (terminal) or one line per run."""
+async def _matrix(state: MatrixState, live: bool, lab_fn: LabFn | None) -> None:
+    """Run the matrix under a live table (terminal) or one line per run (a lab
+    host's runs as its console prints them, each line prefixed with the host)."""
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
@@ -478,22 +481,27 @@ async def _matrix(state: MatrixState, live: bool) -> None:
         loop.add_signal_handler(sig, _on_signal(task))
     if live:
         def view() -> Any:
-            return matrix_table(state.results(), state.repeat, state.current, state.activity)
+            return matrix_table(state.results(), state.repeat, state.current, state.activity,
+                                labs=state.labs)
         with Live(console=err, get_renderable=view, transient=True, refresh_per_second=2):
-            await run_matrix(state)
+            await run_matrix(state, lab_fn=lab_fn)
         return
+    here = {c.id for c in state.cells if c.host == state.here}
     printed = 0
 
     def changed() -> None:
         nonlocal printed
-        done = [(cell, r) for cell, runs in state.runs.items() for r in runs]
+        done = [(cell, r) for cell, runs in state.runs.items() if cell in here for r in runs]
         for cell, r in done[printed:]:
             err.print(f"{cell} #{r.repeat}: {r.verdict.upper()}"
                       + (f" ({r.mismatch or r.error})" if r.mismatch or r.error else ""),
                       highlight=False, markup=False, soft_wrap=True)
         printed = len(done)
 
-    await run_matrix(state, changed=changed)
+    def console(host: str, line: str) -> None:
+        err.print(f"[{host}] {line}", highlight=False, markup=False, soft_wrap=True)
+
+    await run_matrix(state, changed=changed, lab_fn=lab_fn, console=console)
 
 
 @app.command()
@@ -501,8 +509,9 @@ def matrix(
     preset: Annotated[str | None, typer.Option(
         help="smoke (CI: x86_64 bare metal, under a minute here), full (every feature, x86_64 and "
              "arm64 bare metal, the README's table, about 20 minutes), storm (KVM dirty ring, a "
-             "writer on each of 1-8 vCPUs) or exhaustive (every axis value, 5 runs each, "
-             "hours)")] = None,
+             "writer on each of 1-8 vCPUs), kvm-control (the same KVM cells on this host and in "
+             "the x86_64 and arm64 labs: the host axis) or exhaustive (every axis value, 5 "
+             "runs each, hours)")] = None,
     axes: Annotated[Path | None, typer.Option(
         help="TOML file of the same shape: repeat, options and axes tables (README)")]
     = None,
@@ -523,11 +532,22 @@ def matrix(
         help="Write a PNG: loss rate per cell with its 95 % Wilson interval")] = None,
     markdown: Annotated[Path | None, typer.Option(
         help="Write a Markdown table: a row per feature, a column per configuration")] = None,
+    lab_job: Annotated[Path | None, typer.Option(
+        "--lab-job", hidden=True,
+        help="Inside a lab qmpctl booted: run the job's cells (a lab host's) here")] = None,
 ) -> None:
     """Run migrations over a matrix of axes, repeated; loss rate per cell."""
     t_start = time.monotonic()
+    here: str = LOCAL
+    lab_fn: LabFn | None = None
     try:
-        spec, source = _matrix_spec(preset, axes)
+        if lab_job is not None:
+            if preset is not None or axes is not None or cell is not None or known_loss:
+                raise UsageError("--lab-job takes its spec, cells and repeat from the job")
+            job, spec = load_lab_job(lab_job, os.environ)
+            source, here, repeat = job.source, job.host, job.repeat
+        else:
+            spec, source = _matrix_spec(preset, axes)
         if repeat is not None and repeat < 1:
             raise UsageError(f"--repeat {repeat}: must be at least 1")
         outputs = (("--json", json_path), ("--junit", junit), ("--plot", plot),
@@ -538,30 +558,37 @@ def matrix(
         if plot is not None:
             require_matplotlib()
         known = tuple(parse_known_loss(k) for k in known_loss or ())
-        cells = select(expand(spec), cell)
+        cells = expand(spec)
+        cells = job_cells(job, cells) if lab_job is not None else select(cells, cell)
         kvm = probe_kvm()
         check_options(cells, spec.options, kvm)
-        cells = plan(cells, host_check(kvm))
+        cells = plan(cells, host_check(kvm), lab_check(), here=here)
         host = describe_host(kvm)
+        if any(c.host != here and c.not_run is None for c in cells):
+            lab_fn = lab_runner(spec, source, lab_checkout())
     except QmpctlError as exc:
         print(f"qmpctl: {exc.message}", file=sys.stderr)
         raise typer.Exit(int(exc.exit_code)) from None
-    state = MatrixState(cells, repeat or spec.repeat, known, t0=t_start)
+    state = MatrixState(cells, repeat or spec.repeat, known, t0=t_start, here=here)
     runnable = sum(1 for c in cells if c.not_run is None)
-    err.print(f"qmpctl matrix: {source}: {len(cells)} cells, {runnable} to run, "
-              f"{state.repeat} run(s) each, {len(cells) - runnable} not run here", highlight=False,
-              markup=False, soft_wrap=True)
-    asyncio.run(_matrix(state, live=err.is_terminal))
+    in_labs = Counter(c.host for c in cells if c.not_run is None and c.host != here)
+    err.print(f"qmpctl matrix: {source}: {len(cells)} cells, {runnable} to run"
+              + "".join(f" ({n} in one boot of the {h} lab)" for h, n in in_labs.items())
+              + f", {state.repeat} run(s) each, {len(cells) - runnable} not run here",
+              highlight=False, markup=False, soft_wrap=True)
+    asyncio.run(_matrix(state, live=err.is_terminal, lab_fn=lab_fn))
     command = ["qmpctl", "matrix", *(["--preset", preset] if preset else []),
                *(["--axes", str(axes)] if axes else []),
                *(["--repeat", str(repeat)] if repeat else []),
                *(["--cell", cell] if cell else []),
                *[a for k in known_loss or () for a in ("--known-loss", k)],
+               *(["--lab-job", str(lab_job)] if lab_job else []),
                *[a for opt, p in outputs if p is not None for a in (opt, str(p))]]
     result = state.report(command, source, host, cell)
     # Not a terminal (a CI log): wide enough for full cell ids on one line.
     (out if out.is_terminal else Console(width=200)).print(
-        matrix_table(result.cells, result.repeat))
+        matrix_table(result.cells, result.repeat,
+                     labs={h.host: h.lab for h in result.hosts if h.lab is not None}))
     (out if result.exit_code == 0 else err).print(
         f"exit {result.exit_code}: {result.exit_reason}; wall time {result.wall_s:.0f} s",
         highlight=False, markup=False, soft_wrap=True)

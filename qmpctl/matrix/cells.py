@@ -4,9 +4,14 @@ Cell ids always name every axis, in a fixed order, so one configuration has
 the same id in every preset and file (CI history, `--cell`, `--known-loss`
 stay comparable):
 
-    {arch}-{accel}[-{bitmap|ringN}]-smp{N}-{guest}-{feature}-{qemu}
+    {arch}-{accel}[-{bitmap|ringN}]-smp{N}-{guest}-{feature}-{qemu}[@{host}]
     x86_64-kvm-ring4096-smp1-baremetal-precopy-10.0->10.0
     x86_64-tcg-smp1-baremetal-postcopy-7.2->10.0
+    x86_64-kvm-ring4096-smp1-baremetal-precopy-10.0->10.0@lab-x86_64
+
+A cell on this host (`local`) has no host part, so every id from before the
+host axis is unchanged; the same configuration in a lab is the same id with
+`@lab-ARCH`, and sits right after the local one (host is the innermost axis).
 
 Under TCG, dirty pages are tracked by TCG itself: the tracking and ring axes
 do not apply, so a TCG cell has no tracking part and runs once per
@@ -27,7 +32,7 @@ from ..core.errors import UsageError
 from ..host.kvm import Arch
 from ..scenario.options import DEFAULT_RAM, MigrateOptions, build_guest, option_problems
 from .features import FEATURES
-from .spec import Axes, MatrixSpec, parse_qemu_pair
+from .spec import LOCAL, Axes, MatrixSpec, parse_qemu_pair
 
 TCG_COLLAPSED = ("TCG tracks dirty pages itself: tracking and ring sizes apply to KVM only, so "
                  "this combination is the TCG cell without them ({id})")
@@ -48,6 +53,11 @@ class Cell:
     def __str__(self) -> str:
         return self.id
 
+    @property
+    def host(self) -> str:
+        """Where it runs: `local` or a lab host (`lab-aarch64`, `lab-x86_64`)."""
+        return self.axes.get("host", LOCAL)
+
     def refused(self, reason: str) -> Cell:
         return replace(self, not_run=reason)
 
@@ -65,12 +75,12 @@ def _tracking_variants(axes: Axes) -> list[tuple[str, int | None]]:
 
 
 def _cell(arch: Arch, accel: str, tracking: str, ring: int | None, smp: int | str, guest: str,
-          feature: str, qemu: str, options: Mapping[str, Any],
+          feature: str, qemu: str, host: str, options: Mapping[str, Any],
           not_run: str | None = None) -> Cell:
     smp_n = default_smp(arch, guest) if smp == "default" else int(smp)
     segment = "" if tracking == "tcg" else ("bitmap" if ring is None else f"ring{ring}")
     cell_id = "-".join(p for p in (arch, accel, segment, f"smp{smp_n}", guest, feature, qemu)
-                       if p)
+                       if p) + ("" if host == LOCAL else f"@{host}")
     src, dst = parse_qemu_pair(qemu)
     kwargs: dict[str, Any] = {"arch": arch, "accel": accel, "guest": guest}
     if ring is not None or tracking == "bitmap":
@@ -87,21 +97,23 @@ def _cell(arch: Arch, accel: str, tracking: str, ring: int | None, smp: int | st
     if problems := option_problems(opts):
         raise UsageError(f"cell {cell_id}: {'; '.join(problems)}")
     axes = {"arch": arch, "accel": accel, "tracking": tracking, "ring": str(ring or ""),
-            "smp": str(smp_n), "guest": guest, "feature": feature, "qemu": qemu}
+            "smp": str(smp_n), "guest": guest, "feature": feature, "qemu": qemu, "host": host}
     return Cell(cell_id, axes, kwargs, opts, not_run)
 
 
 def _product_cells(axes: Axes, options: Mapping[str, Any]) -> Iterator[Cell]:
     variants = _tracking_variants(axes)
-    for arch, accel, (tracking, ring), smp, guest, feature, qemu in product(
-            axes.arch, axes.accel, variants, axes.smp, axes.guest, axes.feature, axes.qemu):
+    # host last: the same configuration on each host, one after the other
+    for arch, accel, (tracking, ring), smp, guest, feature, qemu, host in product(
+            axes.arch, axes.accel, variants, axes.smp, axes.guest, axes.feature, axes.qemu,
+            axes.host):
         if accel == "kvm":
-            yield _cell(arch, accel, tracking, ring, smp, guest, feature, qemu, options)
+            yield _cell(arch, accel, tracking, ring, smp, guest, feature, qemu, host, options)
             continue
-        tcg = _cell(arch, accel, "tcg", None, smp, guest, feature, qemu, options)
+        tcg = _cell(arch, accel, "tcg", None, smp, guest, feature, qemu, host, options)
         yield tcg
         if axes.explicit_tracking:
-            yield _cell(arch, accel, tracking, ring, smp, guest, feature, qemu, options,
+            yield _cell(arch, accel, tracking, ring, smp, guest, feature, qemu, host, options,
                         TCG_COLLAPSED.format(id=tcg.id))
 
 

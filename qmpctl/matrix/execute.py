@@ -8,6 +8,11 @@ that ran is kept. A cell the runner refuses before starting anything (verdict
 usage-error, e.g. a QEMU pair whose destination cannot load the source's
 state, or a capability an older QEMU lacks) on its first repeat is not run
 here, with qmpctl's reason; it is not repeated.
+
+Cells on a lab host run after this host's, each lab booted once for all of
+its cells (`labs`); its console's progress lines show in the live table as
+they come, and its results replace them when they come back. Ctrl-C during a
+lab ends the lab (its QEMU is killed): its cells have no runs.
 """
 
 from __future__ import annotations
@@ -17,16 +22,28 @@ import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+from ..core.errors import VERDICTS, Verdict
 from ..migration.driver import ProgressFn
 from ..report.models import RunReport
 from ..scenario import runner
 from ..scenario.options import MigrateOptions
 from .cells import Cell
 from .knownloss import KnownLoss, covering
+from .labs import LabFn, merge_lab, progress
 from .plan import MatrixHost
-from .results import CellResult, MatrixReport, RunRecord, cell_result, exit_code, record
+from .results import (
+    CellResult,
+    LabRun,
+    MatrixReport,
+    RunRecord,
+    cell_result,
+    exit_code,
+    host_results,
+    record,
+)
+from .spec import LOCAL
 
 RunFn = Callable[[MigrateOptions, ProgressFn | None], Awaitable[RunReport]]
 
@@ -51,6 +68,10 @@ class MatrixState:
     started_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(
         timespec="seconds"))
     t0: float = field(default_factory=time.monotonic)  # wall_s counts from here
+    here: str = LOCAL  # the host value whose cells run here (inside a lab: that lab's)
+    labs: dict[str, LabRun] = field(default_factory=dict)  # each lab host's boot
+    # verdicts a lab's console announced, shown until its results come back
+    lab_seen: dict[str, list[Verdict]] = field(default_factory=dict)
 
     def not_run(self, cell: Cell) -> str | None:
         return cell.not_run or self.refused.get(cell.id)
@@ -59,22 +80,29 @@ class MatrixState:
         k = covering(self.known, cell.axes)
         return None if k is None else k.text
 
+    def _runs(self, cell: Cell) -> list[RunRecord]:
+        if cell.id in self.runs or cell.id not in self.lab_seen:
+            return self.runs.get(cell.id, [])
+        return [RunRecord(repeat=i, verdict=v, exit_code=int(VERDICTS[v]))
+                for i, v in enumerate(self.lab_seen[cell.id], 1)]
+
     def results(self) -> list[CellResult]:
         return [cell_result(c.id, dict(c.axes),
                             c.options.model_dump(mode="json", exclude_unset=True),
-                            self.runs.get(c.id, []), self.repeat, self.not_run(c),
+                            self._runs(c), self.repeat, self.not_run(c),
                             self.known_loss(c)) for c in self.cells]
 
     def report(self, command: list[str], source: str, host: MatrixHost,
                cell_filter: str | None = None) -> MatrixReport:
         cells = self.results()
-        code, why = exit_code(cells, self.interrupted)
+        code, why = exit_code(cells, self.interrupted,
+                              [h for h, lab in self.labs.items() if lab.error])
         return MatrixReport(command=command, source=source, started_at=self.started_at,
                             wall_s=round(time.monotonic() - self.t0, 1), host=host,
                             repeat=self.repeat, cell_filter=cell_filter,
                             known_loss=[k.text for k in self.known],
                             interrupted=self.interrupted, exit_code=code, exit_reason=why,
-                            cells=cells)
+                            cells=cells, hosts=host_results(cells, self.labs))
 
 
 def _progress(state: MatrixState, changed: Callable[[], None]) -> ProgressFn:
@@ -86,12 +114,66 @@ def _progress(state: MatrixState, changed: Callable[[], None]) -> ProgressFn:
     return progress
 
 
+def _next(cells: list[Cell], cell_id: str, repeat: int, of: int) -> tuple[str | None, int]:
+    """The run a lab starts after `cell_id #repeat` (pure)."""
+    if repeat < of:
+        return cell_id, repeat + 1
+    ids = [c.id for c in cells]
+    i = ids.index(cell_id) + 1
+    return (ids[i], 1) if i < len(ids) else (None, 0)
+
+
+async def _run_lab(state: MatrixState, host: str, lab_fn: LabFn, changed: Callable[[], None],
+                   console: Callable[[str, str], None]) -> None:
+    """Every runnable cell of `host` in one boot of its lab, merged when it is back."""
+    cells = [c for c in state.cells if c.host == host and c.not_run is None]
+    ids = {c.id for c in cells}
+    state.current, state.current_repeat = cells[0].id, 1
+    state.activity = f"booting the {host} lab"
+    changed()
+
+    def write(text: str) -> None:
+        for line in text.splitlines():
+            console(host, line)
+            if (seen := progress(line, ids)) is None:
+                continue
+            cell_id, repeat, verdict = seen
+            if verdict in VERDICTS:
+                state.lab_seen.setdefault(cell_id, []).append(cast(Verdict, verdict))
+            state.current, state.current_repeat = _next(cells, cell_id, repeat, state.repeat)
+            state.activity = f"in the {host} lab"
+            changed()
+        if state.activity.startswith("booting"):
+            state.activity = f"in the {host} lab"
+            changed()
+
+    try:
+        batch = await lab_fn(host, cells, state.repeat, write)
+    finally:
+        for cell in cells:
+            state.lab_seen.pop(cell.id, None)
+    state.labs[host] = batch.lab
+    if batch.report is not None:
+        runs, refused = merge_lab(cells, batch.report, state.known_loss)
+        state.runs.update(runs)
+        state.refused.update(refused)
+    changed()
+
+
 async def run_matrix(state: MatrixState, run_fn: RunFn = real_run,
-                     changed: Callable[[], None] = lambda: None) -> MatrixState:
-    """Run every runnable cell `state.repeat` times; stop at an interrupt."""
+                     changed: Callable[[], None] = lambda: None, lab_fn: LabFn | None = None,
+                     console: Callable[[str, str], None] = lambda host, line: None,
+                     ) -> MatrixState:
+    """Run every runnable cell `state.repeat` times, this host's first, then
+    each lab host's in one boot of its lab (`lab_fn`; `console` gets its
+    console lines); stop at an interrupt."""
+    labs = list(dict.fromkeys(c.host for c in state.cells
+                              if c.not_run is None and c.host != state.here))
+    if labs and lab_fn is None:
+        raise ValueError(f"cells on {', '.join(labs)} need a lab_fn to run them")
     try:
         for cell in state.cells:
-            if cell.not_run is not None:
+            if cell.not_run is not None or cell.host != state.here:
                 continue
             records = state.runs.setdefault(cell.id, [])
             for i in range(1, state.repeat + 1):
@@ -108,6 +190,9 @@ async def run_matrix(state: MatrixState, run_fn: RunFn = real_run,
                 if report.verdict == "interrupted":
                     state.interrupted = True
                     return state
+        for host in labs:
+            assert lab_fn is not None
+            await _run_lab(state, host, lab_fn, changed, console)
     except asyncio.CancelledError:  # between two runs: the runner was not involved
         task = asyncio.current_task()
         if task is not None:

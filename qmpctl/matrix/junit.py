@@ -12,6 +12,9 @@
   Ctrl-C prevented: `<skipped>` saying so.
 
 Each testcase carries the cell's axes and the run's figures as properties.
+A cell on a lab host has the classname `qmpctl.matrix.<host>` (a CI view
+groups each host's runs), and a lab that failed is an `<error>` testcase of
+its own; the suite's properties give each host's pooled loss rate.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from .results import CellResult, MatrixReport, RunRecord
+from .results import CellResult, MatrixReport, RunRecord, host_results
+from .spec import LOCAL
+from .table import loss_text
 
 FAILURES = ("mismatch", "migration-failed", "guest-failed", "inconclusive")
 CLASSNAME = "qmpctl.matrix"
@@ -27,8 +32,9 @@ CLASSNAME = "qmpctl.matrix"
 
 def _case(suite: ET.Element, name: str, cell: CellResult, seconds: float | None = None,
           ) -> ET.Element:
-    case = ET.SubElement(suite, "testcase", classname=CLASSNAME, name=name,
-                         time=f"{seconds or 0:.3f}")
+    host = cell.axes.get("host", LOCAL)
+    case = ET.SubElement(suite, "testcase", name=name, time=f"{seconds or 0:.3f}",
+                         classname=CLASSNAME if host == LOCAL else f"{CLASSNAME}.{host}")
     props = ET.SubElement(case, "properties")
     for axis, value in cell.axes.items():
         ET.SubElement(props, "property", name=f"axis_{axis}", value=value)
@@ -54,6 +60,21 @@ def junit_tree(report: MatrixReport) -> ET.ElementTree:
     suite = ET.SubElement(root, "testsuite", name="qmpctl matrix", timestamp=report.started_at,
                           hostname=report.host.hostname)
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    hosts = report.hosts or host_results(report.cells)
+    if len(hosts) > 1 or any(h.host != LOCAL for h in hosts):
+        suite_props = ET.SubElement(suite, "properties")
+        for h in hosts:
+            ET.SubElement(suite_props, "property", name=f"host {h.host}",
+                          value=f"{h.stats.runs} runs, {h.stats.verified} verified, "
+                                f"{h.stats.lost} lost; loss rate {loss_text(h.stats)}")
+    for h in hosts:
+        if h.lab is not None and h.lab.error is not None:
+            case = ET.SubElement(suite, "testcase", classname=f"{CLASSNAME}.{h.host}",
+                                 name=f"{h.host} lab", time=f"{h.lab.wall_s or 0:.3f}")
+            ET.SubElement(case, "error", message=h.lab.error.partition("\n")[0],
+                          type="environment-error").text = h.lab.error
+            counts["tests"] += 1
+            counts["errors"] += 1
     for cell in report.cells:
         if cell.not_run is not None:
             case = _case(suite, cell.id, cell)

@@ -1,7 +1,8 @@
 """`--known-loss EXPR`: cells whose lost pages are a documented host bug.
 
 EXPR is `axis=value[,axis=value...]`, every term must match the cell's axis
-value (`tracking=ring`, `accel=kvm,tracking=ring,ring=4096`). A covered cell's
+value (`tracking=ring`, `accel=kvm,tracking=ring,ring=4096`,
+`host=local,tracking=ring`: this host's ring only, not a lab's). A covered cell's
 losses are still counted, shown and written as JUnit failures; they only stop
 failing the exit code, so CI on a host with a known kernel bug can keep
 running the matrix without ever hiding a loss. Values are checked against
@@ -17,12 +18,12 @@ from dataclasses import dataclass
 from ..core.errors import UsageError
 from ..host.kvm import ARCHES
 from .features import FEATURES
-from .spec import AXES, parse_qemu_pair
+from .spec import AXES, HOSTS, parse_qemu_pair
 
 # Values an axis can take in a cell (`tcg`: the tracking of every TCG cell).
 VOCABULARY: dict[str, tuple[str, ...]] = {
     "arch": ARCHES, "accel": ("tcg", "kvm"), "tracking": ("ring", "bitmap", "tcg"),
-    "guest": ("baremetal", "linux"),
+    "guest": ("baremetal", "linux"), "host": HOSTS,
 }
 
 

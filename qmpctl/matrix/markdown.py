@@ -4,7 +4,9 @@ configuration (the other axes), each entry the cell's verdicts.
 This is how the README's results table is made, from the `--json` file a
 run wrote (`qmpctl matrix --markdown PATH`, or `python -m
 qmpctl.matrix.markdown RESULTS.json` for a file written earlier), so the
-table cannot drift from the run it quotes.
+table cannot drift from the run it quotes. With more than one host, the
+host is part of each configuration (the same cell on `local` and in a lab
+are adjacent columns) and a second table gives each host's pooled loss rate.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import sys
 from pathlib import Path
 
 from .features import FEATURES
-from .results import CellResult, MatrixReport
+from .results import CellResult, MatrixReport, host_results
+from .table import lab_text, loss_text
 
 # Column axes in the order they are named; a constant axis is left out.
-COLUMN_AXES = ("arch", "accel", "tracking", "smp", "guest", "qemu")
+COLUMN_AXES = ("arch", "accel", "tracking", "smp", "guest", "qemu", "host")
 
 
 def _column(cell: CellResult, varying: tuple[str, ...]) -> str:
@@ -60,11 +63,24 @@ def feature_table(report: MatrixReport) -> str:
     if len(features) == 1:  # one feature: a row per configuration reads better
         lines = [f"| configuration | {features[0]} |", "| --- | --- |"]
         lines += [f"| {name} | {col.get(features[0], '')} |" for name, col in columns.items()]
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n" + host_table(report)
     lines = ["| feature | " + " | ".join(columns) + " |",
              "| --- |" + " --- |" * len(columns)]
     lines += [f"| {f} | " + " | ".join(col.get(f, "") for col in columns.values()) + " |"
               for f in features]
+    return "\n".join(lines) + "\n" + host_table(report)
+
+
+def host_table(report: MatrixReport) -> str:
+    """With more than one host: a row per host, its runs pooled (pure)."""
+    hosts = report.hosts or host_results(report.cells)
+    if len(hosts) < 2:
+        return ""
+    lines = ["", "| host | cells run | runs | verified | lost | loss rate [95% CI] | lab |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {h.host} | {h.cells - h.not_run}/{h.cells} | {h.stats.runs} | "
+              f"{h.stats.verified} | {h.stats.lost} | {loss_text(h.stats)} | "
+              f"{'' if h.lab is None else lab_text(h.lab).replace('|', '/')} |" for h in hosts]
     return "\n".join(lines) + "\n"
 
 

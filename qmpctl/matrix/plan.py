@@ -7,6 +7,10 @@ QEMU version, a ring above this KVM's maximum, an image not built) is listed
 as not run with qmpctl's reason. A usage error that comes from `[options]`
 rather than from a cell would refuse every cell; it is caught first and is
 bad input (exit 2).
+
+A cell on a lab host is not asked about here but of its lab (`labs.lab_check`:
+the lab image built, its QEMU version); inside that lab, where the lab's own
+`qmpctl matrix` runs it, it is this host's cell and `resolve` decides again.
 """
 
 from __future__ import annotations
@@ -23,8 +27,16 @@ from ..host.kvm import ARCHES, KvmInfo
 from ..host.qemu import known_qemus
 from ..scenario.options import MigrateOptions, resolve
 from .cells import Cell
+from .spec import LOCAL
 
 Check = Callable[[MigrateOptions], str | None]
+CellCheck = Callable[[Cell], str | None]
+
+
+def labs_elsewhere(cell: Cell) -> str:
+    """Why a lab cell does not run where no lab runner is (the pytest helper)."""
+    return (f"host {cell.host}: a lab host's cells run under `qmpctl matrix`, which boots "
+            "the lab for them")
 
 
 def host_check(kvm: KvmInfo) -> Check:
@@ -38,10 +50,15 @@ def host_check(kvm: KvmInfo) -> Check:
     return check
 
 
-def plan(cells: list[Cell], check: Check) -> list[Cell]:
-    """Each cell, with the reason it is not run here (pure but for `check`)."""
-    return [cell if cell.not_run is not None or (why := check(cell.options)) is None
-            else cell.refused(why) for cell in cells]
+def plan(cells: list[Cell], check: Check, lab_check: CellCheck = labs_elsewhere,
+         here: str = LOCAL) -> list[Cell]:
+    """Each cell, with the reason it is not run (pure but for the checks):
+    cells of host `here` (this host; inside a lab, that lab) by `check`, the
+    others by `lab_check`."""
+    def why(cell: Cell) -> str | None:
+        return check(cell.options) if cell.host == here else lab_check(cell)
+    return [cell if cell.not_run is not None or (reason := why(cell)) is None
+            else cell.refused(reason) for cell in cells]
 
 
 def check_options(cells: list[Cell], options: dict[str, Any], kvm: KvmInfo) -> None:

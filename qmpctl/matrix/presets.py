@@ -7,7 +7,10 @@ of each kind under TCG), once each, small guests (64 MiB RAM, an 18 MiB wave),
 within about 3 minutes on a 2-core machine. `full` is every feature on both
 bare-metal guests, every tracking, two ring sizes and the cross-version pairs,
 3 runs each: the README's results table, about 20 minutes here. `storm` is
-ring-full storms, a writer on each of 1..8 vCPUs under KVM. `exhaustive`
+ring-full storms, a writer on each of 1..8 vCPUs under KVM. `kvm-control`
+puts the same x86_64 KVM cells on this host and in the x86_64 lab, and the
+arm64 ones in the arm64 lab (the host axis: a real KVM as control beside
+this host's; two lab boots, slow under nested TCG). `exhaustive`
 is every axis value qmpctl knows, 5 runs each (hours; most cells need a host
 with arm64 KVM, 64-bit KVM guests or more time than a CI job has).
 """
@@ -63,6 +66,24 @@ PRESETS: dict[str, dict[str, Any]] = {
             {"accel": ["kvm"], "tracking": ["ring"], "ring": [1024, 4096],
              "smp": [1, 2, 4, 8], "qemu": SAME_QEMU},
             {"accel": ["kvm"], "tracking": ["bitmap"], "smp": [1, 4, 8], "qemu": SAME_QEMU},
+        ],
+    },
+    "kvm-control": {
+        "description": "host axis: x86_64 KVM rings of 1024 and 4096 entries and the bitmap, "
+                       "1 and 2 vCPUs, on this host and in the x86_64 lab side by side; the "
+                       "same on arm64 in the arm64 lab; 3 runs each (one boot per lab, "
+                       "nested TCG: the better part of an hour)",
+        "repeat": 3,
+        "options": {**SMALL_BAREMETAL, "timeout": 300.0},  # nested KVM under TCG is slow
+        "axes": [
+            {"accel": ["kvm"], "tracking": ["ring"], "ring": [1024, 4096], "smp": [1, 2],
+             "qemu": SAME_QEMU, "host": ["local", "lab-x86_64"]},
+            {"accel": ["kvm"], "tracking": ["bitmap"], "smp": [1, 2], "qemu": SAME_QEMU,
+             "host": ["local", "lab-x86_64"]},
+            {"arch": ["aarch64"], "accel": ["kvm"], "tracking": ["ring"], "ring": [1024, 4096],
+             "smp": [1, 2], "qemu": SAME_QEMU, "host": ["lab-aarch64"]},
+            {"arch": ["aarch64"], "accel": ["kvm"], "tracking": ["bitmap"], "smp": [1, 2],
+             "qemu": SAME_QEMU, "host": ["lab-aarch64"]},
         ],
     },
     "exhaustive": {

@@ -7,7 +7,7 @@ Exit code, highest priority first (one code for the whole matrix):
       1  a run lost pages (verdict mismatch) in a cell no --known-loss covers
       7  a run ended in qmpctl's own error
       4  a migration failed            5  a guest failed
-      3  an environment error, or no cell can run on this host
+      3  an environment error, a lab that failed, or no cell can run on this host
       6  a run was inconclusive
       2  a cell qmpctl refused mid-matrix after it had run (bad input)
       0  every run verified, or lost pages only where --known-loss covers them
@@ -15,7 +15,7 @@ Exit code, highest priority first (one code for the whole matrix):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -25,9 +25,10 @@ from ..core.errors import ExitCode, Verdict
 from ..report.models import RunReport
 from ..verify.ranges import describe_ranges
 from .plan import MatrixHost
+from .spec import HOSTS, LOCAL
 from .stats import LOSS_RATE_DEFINITION, CellStats, cell_stats
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the host axis (cells' axes.host, hosts)
 FIRST_PAGES = 3  # differing pages named in a mismatch summary
 
 EXIT_PRIORITY: tuple[ExitCode, ...] = (
@@ -66,6 +67,33 @@ class CellResult(BaseModel):
     stats: CellStats
 
 
+class LabRun(BaseModel):
+    """A lab host's one boot: every cell of that host ran in it, as one
+    `qmpctl matrix` inside the lab whose JSON came back and was merged."""
+
+    image: str | None = Field(None, description="the lab image: kernel, QEMU, Python")
+    accel: str | None = Field(None, description="what ran the lab (tcg: nested under TCG)")
+    accel_reason: str | None = None
+    boot_s: float | None = None
+    command_s: float | None = Field(None, description="the lab's qmpctl matrix alone")
+    wall_s: float | None = Field(None, description="everything: packing, boot, bringing back")
+    exit_code: int | None = Field(None, description="the lab's qmpctl matrix exit code")
+    machine: MatrixHost | None = Field(None, description="the lab as its own qmpctl matrix "
+                                                         "saw it: kernel, KVM, QEMU")
+    error: str | None = Field(None, description="the lab failed: its cells have no runs")
+
+
+class HostResult(BaseModel):
+    """One value of the host axis: its cells' runs pooled."""
+
+    host: str
+    cells: int
+    not_run: int
+    stats: CellStats = Field(description="every run of the host's cells pooled: loss rate = "
+                                         "lost / n over all of them, with its Wilson interval")
+    lab: LabRun | None = None
+
+
 class MatrixReport(BaseModel):
     schema_version: int = SCHEMA_VERSION
     qmpctl_version: str = __version__
@@ -82,6 +110,9 @@ class MatrixReport(BaseModel):
     exit_code: int
     exit_reason: str
     cells: list[CellResult]
+    hosts: list[HostResult] = Field(default_factory=list,
+                                    description="per host axis value: pooled loss rate, and "
+                                                "for a lab its boot (schema 2)")
 
 
 def loss_summary(report: RunReport) -> str:
@@ -127,10 +158,28 @@ def cell_result(cell_id: str, axes: dict[str, str], options: dict[str, Any],
                       stats=cell_stats(r.verdict for r in runs))
 
 
-def exit_code(cells: Iterable[CellResult], interrupted: bool) -> tuple[int, str]:
-    """The matrix's exit code and why (pure; see the module docstring)."""
+def host_results(cells: Iterable[CellResult], labs: Mapping[str, LabRun] | None = None,
+                 ) -> list[HostResult]:
+    """Each host the cells name (in HOSTS order), its runs pooled (pure)."""
+    by_host: dict[str, list[CellResult]] = {}
+    for cell in cells:
+        by_host.setdefault(cell.axes.get("host", LOCAL), []).append(cell)
+    order = [h for h in HOSTS if h in by_host] + [h for h in by_host if h not in HOSTS]
+    return [HostResult(host=h, cells=len(by_host[h]),
+                       not_run=sum(1 for c in by_host[h] if c.not_run is not None),
+                       stats=cell_stats(r.verdict for c in by_host[h] for r in c.runs),
+                       lab=(labs or {}).get(h)) for h in order]
+
+
+def exit_code(cells: Iterable[CellResult], interrupted: bool,
+              lab_errors: Iterable[str] = ()) -> tuple[int, str]:
+    """The matrix's exit code and why (pure; see the module docstring).
+    `lab_errors`: the lab hosts whose lab failed (an environment error)."""
     cells = list(cells)
     failing: dict[int, list[str]] = {}
+    labs = [f"the {host} lab failed" for host in lab_errors]
+    if labs:
+        failing[int(ExitCode.ENVIRONMENT)] = []
     for cell in cells:
         for run in cell.runs:
             if run.verdict == "verified" or (run.verdict == "mismatch" and run.known_loss):
@@ -148,8 +197,10 @@ def exit_code(cells: Iterable[CellResult], interrupted: bool) -> tuple[int, str]
         runs = failing[code]
         what = ("lost pages (not covered by --known-loss)" if code == ExitCode.MISMATCH
                 else f"ended with exit {int(code)}")
-        return int(code), f"{len(runs)} run(s) {what}: {', '.join(runs[:3])}" + (
-            ", ..." if len(runs) > 3 else "")
+        parts = [*(labs if code == ExitCode.ENVIRONMENT else []),
+                 *([f"{len(runs)} run(s) {what}: {', '.join(runs[:3])}"
+                    + (", ..." if len(runs) > 3 else "")] if runs else [])]
+        return int(code), "; ".join(parts)
     if not any(cell.runs for cell in cells):
         return int(ExitCode.ENVIRONMENT), "no cell can run on this host"
     known = sum(1 for c in cells for r in c.runs if r.known_loss)

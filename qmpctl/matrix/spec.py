@@ -11,8 +11,14 @@ file (`--axes FILE`), so a preset can be copied into a file and edited:
     tracking = ["bitmap", "ring"]
     ring = [1024, 4096]
 
-Values are checked here (types, known names, ring sizes); what this host can
-run is decided later (`plan`), so one file serves every host.
+Values are checked here (types, known names, ring sizes, an arch a lab host
+cannot run); what this host can run is decided later (`plan`), so one file
+serves every host.
+
+The `host` axis says where a cell runs: `local` (this host, the default) or a
+lab (`lab-aarch64`, `lab-x86_64`: `qmpctl lab`'s KVM host as a VM, which
+runs that one architecture's QEMU and KVM), so a preset can put the same
+cell on this host's KVM and on another side by side (`labs`).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from ..scenario.options import DEFAULT_RING, MAX_SMP
 from .features import FEATURES
 from .presets import PRESETS
 
-AXES = ("arch", "accel", "tracking", "ring", "smp", "guest", "feature", "qemu")
+AXES = ("arch", "accel", "tracking", "ring", "smp", "guest", "feature", "qemu", "host")
 SYSTEM_QEMU = "system"  # the qemu axis value for `qmpctl migrate`'s default binary
 # MigrateOptions keywords the axes decide: [options] may not set them.
 AXIS_KEYWORDS = ("arch", "accel", "dirty_ring", "smp", "guest", "qemu", "qemu_src", "qemu_dst")
@@ -39,6 +45,15 @@ AXIS_KEYWORDS = ("arch", "accel", "dirty_ring", "smp", "guest", "qemu", "qemu_sr
 AccelAxis = Literal["tcg", "kvm"]
 Tracking = Literal["ring", "bitmap"]
 GuestAxis = Literal["baremetal", "linux"]
+HostAxis = Literal["local", "lab-aarch64", "lab-x86_64"]
+LOCAL: HostAxis = "local"
+HOSTS: tuple[HostAxis, ...] = ("local", "lab-aarch64", "lab-x86_64")
+LAB_ARCH: dict[str, Arch] = {"lab-aarch64": "aarch64", "lab-x86_64": "x86_64"}
+
+
+def lab_arch(host: str) -> Arch | None:
+    """The architecture of a lab host (its QEMU and KVM); None for `local`."""
+    return LAB_ARCH.get(host)
 
 
 def parse_qemu_pair(text: str) -> tuple[str | None, str | None]:
@@ -70,6 +85,8 @@ class Axes(BaseModel):
     guest: tuple[GuestAxis, ...] = ("baremetal",)
     feature: tuple[str, ...] = ("precopy",)
     qemu: tuple[str, ...] = Field((SYSTEM_QEMU,), description="SRC->DST version pairs")
+    host: tuple[HostAxis, ...] = Field((LOCAL,), description="where the cell runs: local "
+                                                            "(this host) or a lab")
 
     @field_validator("*")
     @classmethod
@@ -118,6 +135,18 @@ class Axes(BaseModel):
                              f"product lacks (tracking = {list(self.tracking)})")
         return self
 
+    @model_validator(mode="after")
+    def _lab_runs_its_own_arch(self) -> Axes:
+        for host in self.host:
+            arch = lab_arch(host)
+            for other in self.arch:
+                if arch is not None and other != arch:
+                    raise ValueError(
+                        f"host {host} cannot run arch {other}: that lab runs {arch} guests "
+                        f"only (its QEMU is qemu-system-{arch}, its KVM {arch}'s); put "
+                        f"{other} cells on local or lab-{other}, in an [[axes]] of their own")
+        return self
+
     @property
     def explicit_tracking(self) -> bool:
         """Whether the file set tracking or ring: only then are the TCG
@@ -153,7 +182,7 @@ class MatrixSpec(BaseModel):
         feature_keys = {k for a in self.axes for f in a.feature for k in FEATURES[f]}
         if taken := sorted(set(self.options) & (set(AXIS_KEYWORDS) | feature_keys)):
             raise ValueError(f"options {', '.join(taken)}: decided by the axes (arch, accel, "
-                             "tracking/ring, smp, guest, feature, qemu), not [options]")
+                             "tracking/ring, smp, guest, feature, qemu, host), not [options]")
         return self
 
 

@@ -527,7 +527,8 @@ def test_loss_summary_names_blocks_and_checks_too() -> None:
 
 
 @pytest.mark.parametrize(("args", "problem"), [
-    ([], "give one of --preset NAME (smoke, full, storm, exhaustive) or --axes FILE.toml"),
+    ([], "give one of --preset NAME (smoke, full, storm, kvm-control, exhaustive) or --axes "
+         "FILE.toml"),
     (["--preset", "smoke", "--axes", "m.toml"], "give one of --preset"),
     (["--preset", "huge"], "--preset 'huge': choose smoke, full"),
     (["--preset", "smoke", "--repeat", "0"], "--repeat 0: must be at least 1"),
