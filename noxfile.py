@@ -59,10 +59,11 @@ def its(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def lab(session: nox.Session) -> None:
-    """The arm64 KVM ITS tests and the lab's own tests, run in the aarch64 lab
-    (qmpctl lab; built by set-up), JUnit XML in reports/."""
+    """The arm64 KVM ITS tests, the lab's own tests and the matrix's lab host,
+    run in the aarch64 lab (qmpctl lab; built by set-up), JUnit XML in reports/."""
     session.run(sys.executable, "-m", "pytest", "--qmpctl-lab=aarch64",
-                "tests/e2e/test_lab.py", "tests/e2e/test_its_aarch64.py", "-k", "kvm or lab",
+                "tests/e2e/test_lab.py", "tests/e2e/test_its_aarch64.py",
+                "tests/e2e/test_matrix.py", "-k", "kvm or lab",
                 "--junitxml=reports/lab-junit.xml", *session.posargs)
 
 

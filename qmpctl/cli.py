@@ -576,7 +576,9 @@ def matrix(
               + "".join(f" ({n} in one boot of the {h} lab)" for h, n in in_labs.items())
               + f", {state.repeat} run(s) each, {len(cells) - runnable} not run here",
               highlight=False, markup=False, soft_wrap=True)
-    asyncio.run(_matrix(state, live=err.is_terminal, lab_fn=lab_fn))
+    # In a lab job, one line per run even on the lab's console (a terminal): the
+    # matrix that booted the lab reads them as its progress.
+    asyncio.run(_matrix(state, live=err.is_terminal and lab_job is None, lab_fn=lab_fn))
     command = ["qmpctl", "matrix", *(["--preset", preset] if preset else []),
                *(["--axes", str(axes)] if axes else []),
                *(["--repeat", str(repeat)] if repeat else []),
@@ -586,7 +588,7 @@ def matrix(
                *[a for opt, p in outputs if p is not None for a in (opt, str(p))]]
     result = state.report(command, source, host, cell)
     # Not a terminal (a CI log): wide enough for full cell ids on one line.
-    (out if out.is_terminal else Console(width=200)).print(
+    (out if out.is_terminal and lab_job is None else Console(width=200)).print(
         matrix_table(result.cells, result.repeat,
                      labs={h.host: h.lab for h in result.hosts if h.lab is not None}))
     (out if result.exit_code == 0 else err).print(

@@ -1,10 +1,14 @@
 """`qmpctl matrix` with real QEMU: the CLI over two TCG cells writing JSON,
-JUnit and a plot; and a smoke cell run through the pytest helper, as a suite
-would write it."""
+JUnit and a plot; a smoke cell run through the pytest helper, as a suite
+would write it; and the host axis: a cell here and a cell in the arm64 lab
+(one lab boot), side by side in one matrix."""
 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -12,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from qmpctl.cli import app
+from qmpctl.lab.suite import lab_available
 from qmpctl.matrix.cells import Cell
 from qmpctl.pytest_plugin import qmpctl_matrix_cells
 from qmpctl.testing import MigrateFn, assert_verified
@@ -81,3 +86,54 @@ async def test_a_smoke_cell_through_the_plugin(qmpctl_migrate: MigrateFn, cell: 
     assert_verified(report)
     assert report.config is not None and report.config.accel == "tcg"
     assert report.config.qemu_src_version.startswith("10.0.")
+
+
+HOSTS_AXES = AXES.split("[axes]")[0] + """
+[[axes]]
+accel = ["tcg"]
+
+[[axes]]
+arch = ["aarch64"]
+accel = ["kvm"]
+host = ["lab-aarch64"]
+"""
+LOCAL_ID = IDS[0]
+LAB_ID = "aarch64-kvm-ring4096-smp2-baremetal-precopy-system@lab-aarch64"
+
+
+@pytest.mark.skipif((why := lab_available("aarch64")) is not None,
+                    reason=f"no aarch64 lab here: {why}")
+def test_matrix_runs_a_local_cell_and_a_lab_cell_in_one_lab_boot(tmp_path: Path) -> None:
+    """A TCG cell on this host and an arm64 KVM cell in the arm64 lab: the lab
+    boots once, its matrix's progress streams back, its JSON is merged."""
+    axes, out = tmp_path / "axes.toml", tmp_path / "m.json"
+    axes.write_text(HOSTS_AXES)
+    proc = subprocess.run([sys.executable, "-m", "qmpctl", "matrix", "--axes", str(axes),
+                           "--json", str(out), "--markdown", str(tmp_path / "m.md")],
+                          capture_output=True, text=True, timeout=900)
+    assert our_qemu_processes() == []
+    assert "2 to run (1 in one boot of the lab-aarch64 lab)" in proc.stderr, proc.stderr
+    assert proc.stderr.count("[lab-aarch64] qmpctl matrix: ") == 1  # one boot
+    data = json.loads(out.read_text())
+    assert data["exit_code"] == proc.returncode, proc.stderr
+    cells = {c["id"]: c for c in data["cells"]}
+    assert list(cells) == [LOCAL_ID, LAB_ID]
+    assert cells[LAB_ID]["axes"]["host"] == "lab-aarch64"
+    assert cells[LAB_ID]["options"]["arch"] == "aarch64"
+    for cell in cells.values():
+        assert cell["status"] == "run" and len(cell["runs"]) == 1, cell
+    lab_run = cells[LAB_ID]["runs"][0]
+    # the lab's console announced the run the merged JSON holds
+    seen = re.search(rf"\[lab-aarch64\] {re.escape(LAB_ID)} #1: ([A-Z-]+)", proc.stderr)
+    assert seen is not None and seen[1].lower() == lab_run["verdict"], proc.stderr
+    hosts = {h["host"]: h for h in data["hosts"]}
+    assert list(hosts) == ["local", "lab-aarch64"]
+    lab = hosts["lab-aarch64"]["lab"]
+    assert lab["error"] is None and lab["exit_code"] == lab_run["exit_code"]  # its one run
+    assert lab["boot_s"] > 0 and lab["command_s"] > 0 and lab["wall_s"] > lab["command_s"]
+    assert "cloud-arm64" in lab["machine"]["kernel"]  # the lab's own description
+    assert hosts["lab-aarch64"]["stats"]["runs"] == 1
+    assert "| local | 1/1 | 1 |" in (tmp_path / "m.md").read_text()
+    if all(c["runs"][0]["verdict"] == "verified" for c in cells.values()):
+        assert proc.returncode == 0 and lab_run["pages_differing"] == 0
+        assert "per host (every run of its cells pooled):" in proc.stdout
