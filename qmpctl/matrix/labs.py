@@ -144,6 +144,8 @@ def load_lab_job(path: Path, environ: Mapping[str, str]) -> tuple[LabJob, Matrix
         raise UsageError(f"{LAB_JOB_OPTION} {path}: not a lab job ({exc.errors()[0]['msg']})"
                          ) from None
     arch = lab_arch(job.host)
+    if arch is None:
+        raise UsageError(f"{LAB_JOB_OPTION} {path}: host {job.host} is not a lab")
     if environ.get(IN_LAB) != arch:
         raise UsageError(f"{LAB_JOB_OPTION} runs host {job.host}'s cells inside the {arch} lab "
                          "that `qmpctl matrix` boots for them, not here")

@@ -233,6 +233,10 @@ def test_a_lab_job_runs_only_inside_its_lab(tmp_path: Path) -> None:
         job_cells(job.model_copy(update={"cells": ["nope"]}), expand(spec))
     with pytest.raises(UsageError, match=f"cell {RING} is not on host lab-aarch64"):
         job_cells(job.model_copy(update={"cells": [RING]}), expand(spec))
+    local = job.model_copy(update={"host": "local"}).model_dump_json()
+    (tmp_path / "local.json").write_text(local)
+    with pytest.raises(UsageError, match="host local is not a lab"):
+        load_lab_job(tmp_path / "local.json", {})
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(UsageError, match="not a lab job"):
         load_lab_job(tmp_path / "bad.json", {})
@@ -459,3 +463,39 @@ def test_json_and_plot_carry_the_hosts(side_report: MatrixReport, tmp_path: Path
     png = tmp_path / "m.png"
     plot_matrix(side_report, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("live", [True, False])
+async def test_cli_shows_a_lab_hosts_progress(monkeypatch: pytest.MonkeyPatch,
+                                              live: bool) -> None:
+    """Under a live table (a terminal) and as one line per run (a CI log)."""
+    import io
+
+    from qmpctl import cli
+
+    stream = io.StringIO()
+    monkeypatch.setattr(cli, "err", Console(file=stream, force_terminal=live, width=250))
+    cells = expand(side_by_side())
+    state = MatrixState(cells, 2)
+    x86 = [c for c in cells if c.host == "lab-x86_64"]
+    arm = [c for c in cells if c.host == "lab-aarch64"]
+    calls: list[tuple[str, list[str], int]] = []
+    lab_fn = scripted_lab({
+        "lab-x86_64": ([f"{x86[0].id} #1: VERIFIED"],
+                       inner_report(x86, {c.id: [VERIFIED] * 2 for c in x86})),
+        "lab-aarch64": ([f"{ARM} #1: VERIFIED"], inner_report(arm, {ARM: [VERIFIED] * 2}))},
+        calls)
+
+    async def run_fn(opts: MigrateOptions, prog: Any) -> RunReport:
+        return VERIFIED
+
+    monkeypatch.setattr("qmpctl.cli.run_matrix", lambda st, **kw: run_matrix(st, run_fn, **kw))
+    await cli._matrix(state, live=live, lab_fn=lab_fn)
+    text = stream.getvalue()
+    assert [h for h, _, _ in calls] == ["lab-x86_64", "lab-aarch64"]
+    assert all(len(state.runs[c.id]) == 2 for c in cells)
+    if live:
+        assert "per host (every run of its cells pooled):" in text  # the live table's lines
+    else:
+        assert f"[lab-x86_64] {x86[0].id} #1: VERIFIED" in text
+        assert f"{RING} #2: VERIFIED" in text and f"{RING}@lab-x86_64 #2" not in text
