@@ -242,7 +242,8 @@ void boot_main(u64 dtb)
 		fatal(why);
 	if (EVENTS_PER_DEV * its.itt_entry_size > sizeof(tables.itt[0]))
 		fatal("itt-too-small");
-	print_tables(ncpus);
+	if (wave.tables)
+		print_tables(ncpus);
 
 	env.ncpus = ncpus;
 	for (int c = 0; c < ncpus; c++)

@@ -51,6 +51,7 @@ bool params_parse(const char *s, struct wave_params *w, const char **why, const 
 	w->kut = 0;
 	w->fail = 0;
 	w->skip = 0;
+	w->tables = 1;
 
 	while (*s) {
 		while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
@@ -79,6 +80,7 @@ bool params_parse(const char *s, struct wave_params *w, const char **why, const 
 		else if (key_is(k, klen, "kut")) { dst = &w->kut; *what = "kut"; }
 		else if (key_is(k, klen, "fail")) { dst = &w->fail; *what = "fail"; }
 		else if (key_is(k, klen, "skip")) { dst = &w->skip; *what = "skip"; }
+		else if (key_is(k, klen, "tables")) { dst = &w->tables; *what = "tables"; }
 		else {
 			/* Echo the offending key back (truncated, printable only). */
 			static char bad[24];
@@ -107,6 +109,7 @@ bool params_validate(const struct wave_params *w, struct mem_range ram,
 	if (w->kut > 8) { *why = "kut-above-8"; return false; }
 	if (w->fail > 1) { *why = "fail-not-0-or-1"; return false; }
 	if (w->skip > 1) { *why = "skip-not-0-or-1"; return false; }
+	if (w->tables > 1) { *why = "tables-not-0-or-1"; return false; }
 	if (w->start >= w->end) { *why = "empty-range"; return false; }
 	if ((w->start | w->end) & 0xfff) { *why = "unaligned"; return false; }
 	if (w->offset >= w->stride) { *why = "offset-not-below-stride"; return false; }

@@ -8,6 +8,7 @@ struct wave_params {
 	u64 kut;     /* >0: speak kvm-unit-tests' migration handshake, asking kut times */
 	u64 fail;    /* 1: report a deliberate FAIL at the end (tests the harness) */
 	u64 skip;    /* 1: skip the migration as kvm-unit-tests' migrate_skip() does */
+	u64 tables;  /* 0: announce no table records, as a foreign guest says nothing */
 };
 
 struct mem_range {

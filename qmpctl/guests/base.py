@@ -19,7 +19,7 @@ from ..qemu.console import ConsoleView
 from ..qemu.machine import QemuMachine
 from ..qemu.memmap import ram_segments
 from ..verify.ramimage import RamLayout, Region
-from .gic import ItsTableMap
+from .gic import ItsTable
 
 RAM_BASE: dict[Arch, int] = {"x86_64": 0, "aarch64": 0x4000_0000}
 # Below this offset into RAM live firmware, DTB, the guest image and (arm64)
@@ -82,7 +82,7 @@ class OwnGuest:
                ) -> GuestResult | None:
         return None
 
-    async def its_tables(self, machine: QemuMachine, view: ConsoleView) -> ItsTableMap | None:
+    def announced_tables(self, view: ConsoleView) -> tuple[ItsTable, ...] | None:
         return None
 
 

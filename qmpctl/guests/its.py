@@ -4,6 +4,7 @@ checks; its ITS tables are compared source vs destination one by one."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,9 +15,9 @@ from ..qemu.console import ConsoleView, Record, SerialConsole
 from ..qemu.machine import QemuMachine
 from ..verify.compare import ExplainedPages, MemoryVerdict
 from ..verify.its import consumed_pending, lpi_targets
-from ..verify.ramimage import RamImage, RamLayout, Region
+from ..verify.ramimage import Paged, RamCopy, RamImage, RamLayout, Region
 from .base import RAM_BASE, GuestCheck
-from .gic import ItsTable, ItsTableMap
+from .gic import ItsTable
 from .wave import WaveGuest
 
 ANNOUNCED = "announced by the guest (table record)"
@@ -63,8 +64,8 @@ class ItsGuest(WaveGuest):
                 return layout.with_regions(Region("guest image", int(lo, 16), int(hi, 16)))
         return layout
 
-    async def its_tables(self, machine: QemuMachine, view: ConsoleView) -> ItsTableMap:
-        return ItsTableMap(tuple(its_tables(view)), "announced by the guest on its console")
+    def announced_tables(self, view: ConsoleView) -> tuple[ItsTable, ...]:
+        return tuple(its_tables(view))
 
     def ready(self, view: ConsoleView) -> bool | None:
         return True if view.find("ready") and view.passes >= 1 else None
@@ -154,7 +155,7 @@ CONSUMED = ExplainedPages(
           "check after resume (its-pending) must then see them arrive")
 
 
-def _read(image: RamImage, layout: RamLayout, table: ItsTable) -> bytes:
+def read_table(image: Paged, layout: RamLayout, table: ItsTable) -> bytes:
     """A table's bytes from one side's RAM image."""
     first = layout.offset(table.base) // PAGE_SIZE
     last = layout.offset(table.base + table.size - 1) // PAGE_SIZE
@@ -173,8 +174,8 @@ def explain_consumed_pending(memory: MemoryVerdict, src: RamImage, dst: RamImage
     collections = by_name.get("its-collection")
     if collections is None:
         return ["no collection table located: pending-table differences cannot be explained"]
-    itts = [_read(src, layout, t) for t in tables if t.name.startswith("itt-")]
-    targets = lpi_targets(_read(src, layout, collections), itts)
+    itts = [read_table(src, layout, t) for t in tables if t.name.startswith("itt-")]
+    targets = lpi_targets(read_table(src, layout, collections), itts)
     pending = [(t, int(t.name.removeprefix("lpi-pend-cpu"))) for t in tables
                if t.name.startswith("lpi-pend-cpu")]
     pages: list[int] = []
@@ -211,7 +212,7 @@ def saved_by_kvm(tables: Sequence[ItsTable]) -> tuple[ItsTable, ...]:
     return tuple(t for t in tables if t.name.startswith(SAVED_BY_KVM))
 
 
-def table_pages(image: RamImage, layout: RamLayout, tables: Sequence[ItsTable]
+def table_pages(image: Paged, layout: RamLayout, tables: Sequence[ItsTable]
                 ) -> dict[tuple[int, str], bytes]:
     """(page index, table) -> the table's bytes in that page, from one image."""
     out: dict[tuple[int, str], bytes] = {}
@@ -238,6 +239,7 @@ class ItsSaveEvidence(BaseModel):
     pages_arrived: int = Field(description="of those, identical on the destination or "
                                            "differing only as memory.explained says")
     pages_explained: int = 0
+    unkept: str | None = Field(None, description="why no before-image was kept, if known")
 
     @property
     def proven(self) -> bool:
@@ -245,6 +247,9 @@ class ItsSaveEvidence(BaseModel):
         return self.snapshot is not None and self.pages_changed > 0
 
     def describe(self) -> str:
+        if self.snapshot is None and self.unkept:
+            return f"{self.unkept}: what the save at the stop wrote cannot be shown " \
+                   "(inconclusive for this check)"
         if self.snapshot is None:
             return ("no before-image of the tables was read while the source still ran: what "
                     "the save at the stop wrote cannot be shown (inconclusive for this check)")
@@ -258,29 +263,58 @@ class ItsSaveEvidence(BaseModel):
                 f"destination{explained}")
 
 
+WHOLE_RAM_MAX = 1 << 30  # a whole-RAM before-image is kept up to this guest size
+
+
 @dataclass
 class ItsSaveWatch:
-    """The KVM-written ITS tables of the running source, kept from the last
-    pass at which the source was still running after they were read: the
-    before-image of the save at stop."""
+    """The before-image of the save at stop: the KVM-written ITS tables of the
+    running source, kept from the last pass at which the source was still
+    running after they were read. A guest that did not say where its tables
+    are (`tables` None) has them located only after the migration: its whole
+    RAM is kept instead (up to `WHOLE_RAM_MAX`), once, at the first pass: KVM
+    writes these tables only when it saves them (at a stop), so any image
+    taken while this source ran precedes the save, and copying the whole RAM
+    at every pass would slow the run it watches (in a lab, enough to stall
+    it)."""
 
-    tables: tuple[ItsTable, ...]
-    before: dict[tuple[int, str], bytes] | None = None
+    tables: tuple[ItsTable, ...] | None
+    before: dict[tuple[int, str], bytes] | RamCopy | None = None
     snapshot: str = ""
+    unkept: str | None = None
 
     async def observe(self, machine: QemuMachine, layout: RamLayout, label: str) -> None:
-        with RamImage(machine.spec.ram_path) as image:
-            pages = table_pages(image, layout, self.tables)
-        status = await machine.execute("query-status")
-        if status.get("running"):  # read before the stop: it cannot hold the save's writes
-            self.before, self.snapshot = pages, label
+        if self.tables is None and self.before is not None:
+            return
 
-    def evidence(self, src: RamImage, layout: RamLayout, memory: MemoryVerdict
-                 ) -> ItsSaveEvidence:
+        def read() -> dict[tuple[int, str], bytes] | RamCopy | None:
+            with RamImage(machine.spec.ram_path) as image:
+                if self.tables is not None:
+                    return table_pages(image, layout, self.tables)
+                if image.size > WHOLE_RAM_MAX:
+                    self.unkept = (f"the guest did not announce its tables and its RAM "
+                                   f"({image.size >> 20} MiB) is above the "
+                                   f"{WHOLE_RAM_MAX >> 20} MiB kept whole as a before-image")
+                    return None
+                return RamCopy(image.bytes.copy())
+
+        data = await asyncio.to_thread(read)
+        status = await machine.execute("query-status")
+        if data is not None and status.get("running"):  # read before the stop
+            self.before, self.snapshot = data, label
+
+    def evidence(self, src: RamImage, layout: RamLayout, memory: MemoryVerdict,
+                 located: Sequence[ItsTable]) -> ItsSaveEvidence:
+        """`located`: the tables found after the migration (used when the
+        guest did not announce them)."""
+        tables = self.tables if self.tables is not None else saved_by_kvm(located)
         if self.before is None:
-            return ItsSaveEvidence(snapshot=None, pages_changed=0, by_table={}, pages_arrived=0)
-        after = table_pages(src, layout, self.tables)
-        changed_keys = [k for k, data in after.items() if self.before.get(k) != data]
+            return ItsSaveEvidence(snapshot=None, pages_changed=0, by_table={},
+                                   pages_arrived=0, unkept=self.unkept)
+        before = (self.before if isinstance(self.before, dict)
+                  else table_pages(self.before, layout, tables))
+        after = table_pages(src, layout, tables)
+        changed_keys = [k for k, data in after.items() if before.get(k) != data]
         changed = sorted({page for page, _ in changed_keys})
         differing = set(memory.differing.tolist())
         explained = {p for e in memory.explained for p in e.pages}

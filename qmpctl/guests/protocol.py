@@ -11,7 +11,7 @@ from ..qemu.machine import QemuMachine
 from ..verify.classify import PageClassifier
 from ..verify.ramimage import RamLayout, Sampled
 from .base import GuestCheck, GuestResult
-from .gic import ItsTableMap
+from .gic import ItsTable
 from .linux import GuestThroughput
 
 
@@ -72,5 +72,6 @@ class Guest(Protocol):
     def result(self, transcript: bytes, qemu_exit_code: int | None, requests: int
                ) -> GuestResult | None:
         """The guest's own verdict from all it printed (None: it gives none)."""
-    async def its_tables(self, machine: QemuMachine, view: ConsoleView) -> ItsTableMap | None:
-        """Where the ITS/LPI tables are (None: the guest has no ITS)."""
+    def announced_tables(self, view: ConsoleView) -> tuple[ItsTable, ...] | None:
+        """The ITS/LPI tables the guest said it uses (None: the guest has no
+        ITS; empty: it has one but said nothing)."""

@@ -39,9 +39,11 @@ from ..core.errors import (
 from ..core.units import MiB
 from ..faults.injector import FaultInjector
 from ..guests.base import GuestCheck
+from ..guests.gic import ItsTable, ItsTableMap, locate_its_tables
 from ..guests.its import (
     ItsSaveWatch,
     explain_consumed_pending,
+    read_table,
     saved_by_kvm,
     table_regions,
     table_verdicts,
@@ -81,7 +83,7 @@ from ..verify.classify import classify_mismatches
 from ..verify.compare import compare_images
 from ..verify.digest import compare_digests, page_digests
 from ..verify.ramblocks import ramblock_verdicts
-from ..verify.ramimage import RamImage
+from ..verify.ramimage import RamImage, RamLayout
 from ..verify.ranges import locate_differences
 from ..verify.ring import ring_evidence, ring_problems
 from ..verify.sweep import SWEEP_TRACE_EVENTS, sweep_evidence
@@ -424,9 +426,9 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
 
     run.its_save = None
     if in_kernel_its(r) and run.agent is None:
-        found = await r.guest.its_tables(src, run.console_history())
-        if found is not None and (kvm_tables := saved_by_kvm(found.tables)):
-            run.its_save = ItsSaveWatch(kvm_tables)
+        announced = r.guest.announced_tables(run.console_history())
+        if announced is not None:
+            run.its_save = ItsSaveWatch(saved_by_kvm(announced) or None)
 
     async def on_pass(n: int) -> None:
         if run.its_save is not None:  # before the policy may let the migration converge
@@ -499,6 +501,21 @@ def _recovery_uri(run: Run) -> str:
     return f"tcp:127.0.0.1:{_free_port()}"
 
 
+async def _locate_its_tables(run: Run, src: QemuMachine, dst: QemuMachine, layout: RamLayout,
+                             announced: tuple[ItsTable, ...]) -> ItsTableMap:
+    """The ITS tables after the migration, from the GIC state the paused
+    destination holds where its files are ours (local, netns), else as
+    `locate_its_tables` can; the guest's announcement fills in."""
+    local = run.remote is None or run.remote.same_files
+
+    def read(table: ItsTable) -> bytes:
+        with RamImage(src.spec.ram_path) as image:
+            return read_table(image, layout, table)
+
+    return await locate_its_tables(src, dst if local else None, run.r.guest.smp,
+                                   run.dir.side(run.dst_side, "devstate"), announced, read)
+
+
 async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
     """Both RAM images page by page (source postmigrate, destination paused)."""
     r, rep = run.r, run.report
@@ -511,9 +528,9 @@ async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
     t0 = time.monotonic()
     view = src.console.view()
     layout = r.guest.layout(view)
-    # ITS tables: as the guest announced them (at its boot, on the first
-    # source's console), or from the GIC's registers.
-    if (table_map := await r.guest.its_tables(src, run.console_history())) is not None:
+    table_map = None
+    if (announced := r.guest.announced_tables(run.console_history())) is not None:
+        table_map = await _locate_its_tables(run, src, dst, layout, announced)
         layout = layout.with_regions(*table_regions(table_map.tables))
         rep.its_tables_source = table_map.source
 
@@ -542,7 +559,8 @@ async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
                 rep.its_pending_unexplained = explain_consumed_pending(
                     memory, si, di, layout, table_map.tables)
             if run.its_save is not None:
-                rep.its_save = run.its_save.evidence(si, layout, memory)
+                rep.its_save = run.its_save.evidence(
+                    si, layout, memory, table_map.tables if table_map else ())
             if memory.pages_differing:  # explain: where, what kind
                 memory.location = locate_differences(memory.differing, layout)
                 if classifier is not None and run.agent is None:  # needs both sides' bytes

@@ -153,6 +153,22 @@ class Sampled(Protocol):
     def samples(self, lo: int, hi: int, step: int) -> npt.NDArray[np.uint8]: ...
 
 
+class Paged(Protocol):
+    """What reads whole pages: an image, or a copy of one taken earlier."""
+
+    def page(self, index: int) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class RamCopy:
+    """A RAM image's bytes as they were at one moment."""
+
+    data: npt.NDArray[np.uint8]
+
+    def page(self, index: int) -> bytes:
+        return bytes(self.data[index * PAGE_SIZE:(index + 1) * PAGE_SIZE])
+
+
 class RamImage:
     """A RAM backing file: `fd` for bulk reads, `bytes` a read-only shared
     mapping (no copy) for random access."""

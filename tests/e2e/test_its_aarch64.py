@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from qmpctl.guests.gic import registers_by_monitor
 from qmpctl.testing import (
     RAM_BASE,
     ExitCode,
@@ -53,6 +54,10 @@ def assert_its_verified(rep: RunReport, kvm: bool = False) -> None:
     assert_verified(rep)
     assert rep.memory is not None and rep.memory.pages_differing == 0
     assert {t.name for t in rep.its_tables} >= TABLES
+    # Located from the GIC state the paused destination holds, ITTs included,
+    # not from the guest's word (KVM: the only way; TCG: the same path).
+    assert rep.its_tables_source and "paused destination" in rep.its_tables_source
+    assert "announced" not in rep.its_tables_source, rep.its_tables_source
     for t in rep.its_tables:
         assert t.pages >= 1 and t.consistent, t
         assert t.identical or (kvm and t.name.startswith("lpi-pend-cpu") and t.pages_explained), t
@@ -70,6 +75,30 @@ async def test_precopy_with_lpis_in_flight(qmpctl_migrate: MigrateFn) -> None:
     detail = check(rep, "its-mapped")
     expected, got = (int(detail.split()[i].split("=")[1]) for i in (0, 1))
     assert expected == got > 0 and "wrong-pe=0" in detail
+
+
+async def test_migrated_gic_state_agrees_with_the_registers_and_the_guest(
+        qmpctl_migrate: MigrateFn) -> None:
+    """The tables located from the paused destination's dumped GIC state (the
+    KVM path, run here under TCG) are those QEMU's GIC registers on the
+    source's monitor point at, and the ITT found through the device table
+    (QEMU's format) is where the guest said it put it."""
+    seen: dict[str, Any] = {}
+
+    async def registers(src: Machine, _dst: Machine) -> None:
+        seen["xp"] = {(t.name, t.base, t.size) for t in await registers_by_monitor(src, 2)
+                      if t is not None}
+        seen["announced"] = {r.fields["name"]: (r.int("base"), r.int("size"))
+                             for r in src.console.view().find("table")}
+
+    rep = await migrate(qmpctl_migrate, Hooks(after_migration=registers), accel="tcg")
+    assert_its_verified(rep)
+    dumped = {(t.name, t.base, t.size) for t in rep.its_tables if not t.name.startswith("itt-")}
+    assert dumped == seen["xp"] and len(dumped) >= 6, seen
+    itt = {t.name: t for t in rep.its_tables}["itt-dev0"]
+    assert itt.located_by == "its-device entry 0 (QEMU's ITS)"
+    base, size = seen["announced"]["itt-dev0"]
+    assert itt.base == base and itt.size <= size, (itt, seen["announced"])
 
 
 async def test_pending_lpis_survive_switchover(qmpctl_migrate: MigrateFn) -> None:

@@ -56,19 +56,34 @@ async def test_two_migrations_verify_and_the_guest_passes(qmpctl_migrate: Migrat
     assert len(rep.hops) == 1 and (rep.hops[0].source, rep.hops[0].destination) == ("src",
                                                                                     "dst")
     for hop_tables in (rep.hops[0].its_tables, rep.its_tables):
-        assert {t.name for t in hop_tables} == REGISTER_TABLES
-        assert all(t.identical and t.located_by.startswith(("GITS_", "GICR_"))
-                   for t in hop_tables)
-    assert rep.its_tables_source and "registers" in rep.its_tables_source
-    # The registers agree with what the guest says it programmed.
+        registers = [t for t in hop_tables if not t.name.startswith("itt-")]
+        assert {t.name for t in registers} == REGISTER_TABLES
+        assert all(t.located_by.startswith(("GITS_", "GICR_")) for t in registers)
+        itts = [t for t in hop_tables if t.name.startswith("itt-")]
+        assert itts and all(t.located_by.startswith("its-device entry") for t in itts)
+        assert all(t.identical for t in hop_tables)
+    assert rep.its_tables_source and "paused destination" in rep.its_tables_source
+    # The migrated registers agree with what the guest says it programmed.
     for t in rep.its_tables:
         base, size = announced.seen[t.name]
-        assert t.base == base and t.size >= size, (t, announced.seen[t.name])
+        assert t.base == base, (t, announced.seen[t.name])
+        assert t.size >= size or t.name.startswith("itt-"), (t, announced.seen[t.name])
     for m in [rep.hops[0].migration, rep.migration]:
         assert m is not None and m.pages_resent > 0 and m.workload_progress_during is None
     assert rep.hops[0].memory is not None and rep.hops[0].memory.identical
     resumes = [c for c in rep.guest_checks if c.name == "workload-resumes"]
     assert len(resumes) == 2 and all("key sent" in c.detail for c in resumes)
+
+
+async def test_a_guest_silent_on_its_tables_has_them_located(qmpctl_migrate: MigrateFn) -> None:
+    """A guest that prints no table (tables=0, as a foreign one): every table,
+    ITTs included, still located and compared, from the migrated GIC state."""
+    rep = await qmpctl_migrate(**kut("kut=1 tables=0"))
+    assert our_qemu_processes() == []
+    assert_verified(rep)
+    assert rep.its_tables_source and "paused destination" in rep.its_tables_source
+    assert {t.name for t in rep.its_tables} >= REGISTER_TABLES | {"itt-dev0"}
+    assert all(t.identical for t in rep.its_tables)
 
 
 async def test_a_guest_that_fails_its_own_test_is_guest_failed(
@@ -116,19 +131,34 @@ async def test_an_x86_kernel_migrates_on_a_ready_line(qmpctl_migrate: MigrateFn)
 @pytest.mark.kvm
 @pytest.mark.qmpctl_kvm(ring=True, arch="aarch64", ring_with_bitmap=True)
 async def test_two_kvm_migrations_with_the_in_kernel_its(qmpctl_migrate: MigrateFn) -> None:
-    """Under KVM (in the lab here) the in-kernel ITS's registers cannot be read
-    from outside QEMU: the tables the guest announced are used, saying so; the
-    first restore's consumed pending bits are explained, every save's pages
-    arrive (a save that wrote nothing would make the run inconclusive)."""
-    rep = await qmpctl_migrate(**{**kut("kut=2"), "accel": "kvm", "dirty_ring": 4096})
+    """Under KVM (in the lab here) a guest that says nothing of its tables (as
+    kvm-unit-tests' say nothing): every table, ITTs included, is located from
+    the GIC state the paused destination holds (the in-kernel ITS's registers
+    are readable nowhere else) and the device table KVM saved; the save's
+    before-image is the whole RAM. The first restore's consumed pending bits
+    are explained, every save's pages arrive (a save that wrote nothing would
+    make the run inconclusive)."""
+    rep = await qmpctl_migrate(**{**kut("kut=2 tables=0"), "accel": "kvm", "dirty_ring": 4096})
     assert our_qemu_processes() == []
     assert_verified(rep)
     g = rep.guest_result
     assert g is not None and (g.status, g.migrations_requested) == ("PASS", 2), g
-    assert rep.its_tables_source and rep.its_tables_source.startswith("announced by the guest")
+    assert rep.its_tables_source and "paused destination" in rep.its_tables_source
+    assert "announced" not in rep.its_tables_source
+    for hop_tables in (rep.hops[0].its_tables, rep.its_tables):
+        names = {t.name for t in hop_tables}
+        assert names >= REGISTER_TABLES | {"itt-dev0"}, names
+        itt = next(t for t in hop_tables if t.name == "itt-dev0")
+        assert itt.located_by == "its-device entry 0 (KVM's in-kernel ITS (ABI rev 0))"
     for hop_save in (rep.hops[0].its_save, rep.its_save):
         assert hop_save is not None and hop_save.proven, hop_save
+        assert hop_save.snapshot and hop_save.snapshot.startswith("pass 1 "), hop_save
         assert hop_save.pages_arrived == hop_save.pages_changed, hop_save
+    # The first save wrote the device table and the ITTs afresh: located
+    # through the device table KVM itself wrote.
+    save1 = rep.hops[0].its_save
+    assert save1 is not None and save1.by_table.get("its-device") and save1.by_table.get(
+        "itt-dev0"), save1
     first = rep.hops[0].memory
     assert first is not None and first.pages_differing == 0
     assert [e.cause for e in first.explained] in ([], ["lpi-pending-consumed"])
