@@ -218,21 +218,31 @@ async def locate_its_tables(src: QemuMachine, dst: QemuMachine | None, ncpus: in
     `announced` and the GIC does not point at (an ITT QEMU's format hides)
     are added as announced; if the GIC's state cannot be read at all, the
     announcement alone is believed, saying so."""
-    try:
-        if dst is not None:
+    found: list[ItsTable | None] | None = None
+    failed: list[str] = []
+    if dst is not None:
+        try:
             found = state_tables(await dump_devices(dst, dump, GIC_SECTIONS))
-            how = "from the GIC and ITS state the paused destination holds (its registers " \
-                  "as QEMU migrates them)"
-        elif src.spec.accel != "kvm":
+            how = ("from the GIC and ITS state the paused destination holds (its registers "
+                   "as QEMU migrates them)")
+        except QmpctlError as exc:
+            failed.append(f"the destination's state: {exc}")
+    if found is None and src.spec.accel != "kvm":
+        try:
             found = await registers_by_monitor(src, ncpus)
             how = "from the GIC's registers on the source after the migration"
-        else:
-            raise QmpctlError(IN_KERNEL_UNREADABLE)
-    except QmpctlError as exc:
+        except QmpctlError as exc:
+            failed.append(f"the source's registers: {exc}")
+    elif found is None and dst is None:
+        failed.append(IN_KERNEL_UNREADABLE)
+    why = "; ".join(failed)
+    if found is None:
         if announced:
             return ItsTableMap(tuple(announced), f"announced by the guest on its console "
-                                                 f"(the GIC's state: {exc})")
-        return ItsTableMap((), f"not located: {exc}")
+                                                 f"(the GIC: {why})")
+        return ItsTableMap((), f"not located: {why}")
+    if failed:
+        how += f" ({why})"
     tables = [t for t in found if t is not None]
     fmt = KVM_DTE if src.spec.accel == "kvm" else QEMU_DTE
     for dt in [t for t in tables if t.name == "its-device"]:

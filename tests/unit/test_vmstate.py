@@ -3,13 +3,22 @@ QEMU's format (real dumps are read in the arm64 e2e tests)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from qmpctl.guests.gic import KVM_DTE, QEMU_DTE, ItsTable, itt_tables, state_tables
+from qmpctl.guests.gic import (
+    KVM_DTE,
+    QEMU_DTE,
+    ItsTable,
+    itt_tables,
+    locate_its_tables,
+    state_tables,
+)
 from qmpctl.qemu.vmstate import StreamError, read_devices
 
 PAGE = 4096
@@ -130,3 +139,47 @@ def test_itts_come_from_the_device_table_in_each_implementations_format() -> Non
     assert [(t.name, t.base, t.size) for t in itt_tables(dt, data, QEMU_DTE)] == [
         ("itt-dev0", 0x40310000, 8 * 12)]
     assert itt_tables(dt, struct.pack("<Q", kvm), QEMU_DTE)[0].base != 0x40300000
+
+
+class Stub:
+    """Just enough of a QemuMachine for `locate_its_tables`' choice of way:
+    a monitor that answers `xp` from a register map (TCG's GIC), and a
+    run state (a running QEMU's device state cannot be dumped)."""
+
+    def __init__(self, accel: str, registers: dict[int, int] | None = None) -> None:
+        self.spec = type("Spec", (), {"accel": accel})()
+        self.name, self.registers = f"stub-{accel}", registers or {}
+
+    async def status(self) -> str:
+        return "running"
+
+    async def hmp(self, line: str) -> str:
+        count, addr = int(line.split()[1][1:-2]), int(line.split()[2], 16)
+        step = 4 if line.split()[1].endswith("wx") else 8
+        values = [self.registers.get(addr + i * step, 0) for i in range(count)]
+        return f"{addr:016x}: " + " ".join(f"0x{v:x}" for v in values)
+
+
+def located(src: Stub, dst: Stub | None, announced: tuple[ItsTable, ...] = ()) -> Any:
+    return asyncio.run(locate_its_tables(src, dst, 1, Path("/nonexistent"),  # type: ignore
+                                         announced, lambda t: b"\0" * t.size))
+
+
+def test_under_kvm_without_the_destinations_state_nothing_is_guessed() -> None:
+    mine = (ItsTable("its-device", 0x402D0000, 4096),)
+    assert located(Stub("kvm"), None).source.startswith("not located: KVM's in-kernel ITS")
+    found = located(Stub("kvm"), None, mine)
+    assert found.tables == mine and found.source.startswith("announced by the guest")
+    found = located(Stub("kvm"), Stub("kvm"))
+    assert found.tables == () and "the destination's state: stub-kvm is running" in found.source
+
+
+def test_under_tcg_a_destination_that_cannot_be_dumped_leaves_the_monitor() -> None:
+    its, rd = 0x0808_0000, 0x080A_0000
+    registers = {its + 0xFFE8: 0x3B, its + 0x80: CBASER, its + 0x100: DEVICE_BASER,
+                 rd: 1, rd + 0x70: PROP, rd + 0x78: PEND0}
+    found = located(Stub("tcg", registers), Stub("tcg"))
+    assert found.source.startswith("from the GIC's registers on the source after the migration "
+                                   "(the destination's state: stub-tcg is running")
+    assert {t.name for t in found.tables} == {"its-cmdq", "its-device", "lpi-prop",
+                                              "lpi-pend-cpu0"}
