@@ -1,7 +1,8 @@
 /*
  * qmpctl arm64 ITS guest: CPU0 sets everything up and then is the LPI
- * issuer and the serial command handler; CPU1 runs the memory wave; any
- * further CPUs only take LPIs.  See README.md for the serial protocol.
+ * issuer and the serial command handler; CPUs 1..writers (writers=1 by
+ * default: CPU1) run the memory wave, each over its own slice; any further
+ * CPUs only take LPIs.  See README.md for the serial protocol.
  */
 #include "lib.h"
 #include "uart.h"
@@ -14,7 +15,7 @@
 #include "lpi.h"
 #include "wave.h"
 
-#define WAVE_CPU 1
+#define FIRST_WAVE_CPU 1   /* CPUs 1..writers run the wave */
 #define PARAMS_FILE "opt/qmpctl/params"
 
 extern char __image_start[], __image_end[];
@@ -235,8 +236,15 @@ void boot_main(u64 dtb)
 	       (u64)__image_end);
 	if (ncpus < 2)
 		fatal("need-2-cpus");
-	record("wave start=%x end=%x stride=%x delta=%x offset=%x", wave.start, wave.end,
-	       wave.stride, wave.delta, wave.offset);
+	if (wave.writers > (u64)ncpus - 1)   /* CPU0 issues LPIs, it never writes */
+		fatal("writers-above-cpus-minus-1");
+	if (wave.writers > 1)
+		record("wave start=%x end=%x stride=%x delta=%x offset=%x writers=%d", wave.start,
+		       wave.end, wave.stride, wave.delta, wave.offset, wave.writers);
+	else
+		record("wave start=%x end=%x stride=%x delta=%x offset=%x", wave.start, wave.end,
+		       wave.stride, wave.delta, wave.offset);
+	wave_setup(&wave);
 
 	if (!its_init(&its, (u64)tables.its_dev, (u64)tables.its_coll, (u64)tables.its_cmdq, &why))
 		fatal(why);
@@ -256,7 +264,7 @@ void boot_main(u64 dtb)
 		fatal(why);
 
 	irq_enable();
-	wave_go = 1;
+	__atomic_store_n(&wave_go, 1, __ATOMIC_RELEASE);   /* after wave_setup */
 	if (!lpi_wait_traffic_flowing(5000000))
 		fatal("no-lpi-delivery");
 	/* The parked LPIs must still be pending, not delivered. */
@@ -272,6 +280,8 @@ void boot_main(u64 dtb)
 		switch (uart_getc()) {
 		case 'S':
 			lpi_print_status();
+			if (wave.writers > 1)
+				wave_print_status();
 			break;
 		case 'V':
 			lpi_verify();   /* issuing pauses: we are the issuer */
@@ -289,10 +299,10 @@ void secondary_main(u64 idx)
 	gic_cpu_init();
 	cpu_online[idx] = 1;
 	irq_enable();
-	if (idx == WAVE_CPU) {
-		while (!wave_go)
+	if (idx >= FIRST_WAVE_CPU && idx < FIRST_WAVE_CPU + wave.writers) {
+		while (!__atomic_load_n(&wave_go, __ATOMIC_ACQUIRE))
 			cpu_relax();
-		wave_run(&wave);
+		wave_run(&wave, idx - FIRST_WAVE_CPU);
 	}
 	for (;;)
 		wfi();

@@ -52,6 +52,7 @@ bool params_parse(const char *s, struct wave_params *w, const char **why, const 
 	w->fail = 0;
 	w->skip = 0;
 	w->tables = 1;
+	w->writers = 1;
 
 	while (*s) {
 		while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
@@ -81,6 +82,7 @@ bool params_parse(const char *s, struct wave_params *w, const char **why, const 
 		else if (key_is(k, klen, "fail")) { dst = &w->fail; *what = "fail"; }
 		else if (key_is(k, klen, "skip")) { dst = &w->skip; *what = "skip"; }
 		else if (key_is(k, klen, "tables")) { dst = &w->tables; *what = "tables"; }
+		else if (key_is(k, klen, "writers")) { dst = &w->writers; *what = "writers"; }
 		else {
 			/* Echo the offending key back (truncated, printable only). */
 			static char bad[24];
@@ -110,12 +112,17 @@ bool params_validate(const struct wave_params *w, struct mem_range ram,
 	if (w->fail > 1) { *why = "fail-not-0-or-1"; return false; }
 	if (w->skip > 1) { *why = "skip-not-0-or-1"; return false; }
 	if (w->tables > 1) { *why = "tables-not-0-or-1"; return false; }
+	if (w->writers < 1 || w->writers > MAX_CPUS - 1) { *why = "writers-not-1-to-7"; return false; }
 	if (w->start >= w->end) { *why = "empty-range"; return false; }
 	if ((w->start | w->end) & 0xfff) { *why = "unaligned"; return false; }
 	if (w->offset >= w->stride) { *why = "offset-not-below-stride"; return false; }
 	if (w->delta == 0 || w->delta > 0xff) { *why = "delta-not-1-to-0xff"; return false; }
 	if (w->end - w->start < w->stride && w->start + w->offset >= w->end) {
 		*why = "empty-range";
+		return false;
+	}
+	if ((w->end - w->start + w->stride - 1) / w->stride < w->writers) {
+		*why = "fewer-blocks-than-writers";
 		return false;
 	}
 	u64 last = w->start + (w->end - 1 - w->start) / w->stride * w->stride + w->offset;

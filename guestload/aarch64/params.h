@@ -9,6 +9,7 @@ struct wave_params {
 	u64 fail;    /* 1: report a deliberate FAIL at the end (tests the harness) */
 	u64 skip;    /* 1: skip the migration as kvm-unit-tests' migrate_skip() does */
 	u64 tables;  /* 0: announce no table records, as a foreign guest says nothing */
+	u64 writers; /* CPUs 1..writers run the wave, each on its own slice (1..MAX_CPUS-1) */
 };
 
 struct mem_range {
