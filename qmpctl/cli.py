@@ -235,8 +235,12 @@ def migrate(
     ram: Annotated[int | None, typer.Option(
         help="Guest RAM in MiB (160; Linux 512; kernel 256)")] = None,
     smp: Annotated[int | None, typer.Option(
-        help="vCPUs (default: x86 wave 1, arm64 ITS 2); the x86 wave runs a writer on each")]
+        help="vCPUs (default: x86 wave 1, arm64 ITS 2 or --writers + 1); the x86 wave runs "
+             "a writer on each")]
     = None,
+    writers: Annotated[int | None, typer.Option(
+        help="arm64 ITS guest: vCPUs 1..N run the wave, each over its own slice, while "
+             "vCPU 0 issues LPIs (at most --smp - 1) [default: 1]")] = None,
     wave_start: Annotated[int | None, typer.Option(
         help="Wave start, MiB from RAM's first address (x86: guest-physical; RAM above "
              "3 GiB sits from 4096)")] = None,
@@ -422,6 +426,7 @@ def migrate(
         opts = MigrateOptions.from_kwargs(
             arch=arch, guest=guest, workload=workload, workload_size=workload_size, hot=hot,
             rate=rate, accel=accel, dirty_ring=dirty_ring, ram=ram, smp=smp,
+            **({} if writers is None else {"writers": writers}),
             wave_start=wave_start, wave_end=wave_end, stride=stride, delta=delta,
             **({} if transport is None else {"transport": transport}), topology=topology,
             dst_via=dst_via, dst_host=dst_host,

@@ -1,5 +1,6 @@
 """The arm64 `virt` bare-metal guest (guestload/aarch64): GICv3 + ITS with
-LPIs in flight, the wave on another vCPU, and kvm-unit-tests' ITS migration
+LPIs in flight, the wave on other vCPUs (`writers`: vCPUs 1..N, each over
+its own slice, as the x86 wave's vCPUs: verify.wave.wave_slices), and kvm-unit-tests' ITS migration
 checks; its ITS tables are compared source vs destination one by one."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, Field, computed_field
 
+from ..core.errors import UsageError
 from ..core.units import PAGE_SIZE, MiB
 from ..qemu.console import ConsoleView, Record, SerialConsole
 from ..qemu.machine import QemuMachine
@@ -45,10 +47,26 @@ class ItsGuest(WaveGuest):
     on another vCPU, and kvm-unit-tests' three ITS migration checks on `V`."""
 
     smp: int = 2
+    writers: int = 1  # vCPUs 1..writers run the wave (a field here, a property above)
     name = "its"
     image = "its.elf"
     min_smp = 2
     needs_64bit_kvm = False  # KVM only for arm64 hosts, where 64-bit is native
+
+    @property
+    def writers_option(self) -> str:
+        return f"--writers {self.writers}"
+
+    def fw_cfg(self) -> tuple[tuple[str, str], ...]:
+        writers = f" writers={self.writers}" if self.writers > 1 else ""
+        return (("opt/qmpctl/params", self.wave.fw_cfg_string() + writers),)
+
+    def validate(self) -> None:
+        if self.writers > self.smp - 1:
+            raise UsageError(f"--writers {self.writers} with --smp {self.smp}: at most "
+                             f"{self.smp - 1} (vCPU 0 issues LPIs and writes no wave); give "
+                             f"--smp {self.writers + 1} or more")
+        super().validate()
 
     def base_regions(self) -> tuple[Region, ...]:
         base = RAM_BASE["aarch64"]
@@ -78,10 +96,11 @@ class ItsGuest(WaveGuest):
             lambda v: v.find("lpi-status")[seen] if len(v.find("lpi-status")) > seen else None,
             timeout, "the guest's LPI status")
         issued, delivered, wrong = (status.int(k) for k in ("issued", "delivered", "wrong-pe"))
-        return [GuestCheck(
+        lpis = GuestCheck(
             name="lpis-flowing", stage="source, before migration",
             ok=issued > 0 and wrong == 0 and delivered <= issued,
-            detail=f"issued={issued} delivered={delivered} wrong-pe={wrong}")]
+            detail=f"issued={issued} delivered={delivered} wrong-pe={wrong}")
+        return [lpis, *await super().before_migration(console, timeout)]
 
     async def after_resume(self, console: SerialConsole, timeout: float) -> list[GuestCheck]:
         """Send `V`: mapped, pending and unmapped-collection LPI checks."""
@@ -92,10 +111,12 @@ class ItsGuest(WaveGuest):
             lambda v: True if len(v.find("its-verify")) > seen else None,
             timeout, "the guest's ITS verdict (its-verify)")
         checks = console.view().find("its-check")[checks_before:]
+        writers = await super().after_resume(console, timeout)
         if not checks:
             return [GuestCheck(name="its-verify", stage="destination, after resume", ok=False,
-                               detail="the guest gave a verdict without any its-check record")]
-        return [its_check(r, "destination, after resume") for r in checks]
+                               detail="the guest gave a verdict without any its-check record"),
+                    *writers]
+        return [*(its_check(r, "destination, after resume") for r in checks), *writers]
 
 
 class ItsTableVerdict(BaseModel):

@@ -168,6 +168,11 @@ class WaveGuest(OwnGuest):
         """vCPUs running the wave: every one on x86 (the arm64 guest's is one)."""
         return self.smp if self.arch == "x86_64" else 1
 
+    @property
+    def writers_option(self) -> str:
+        """The option that chose the writers, as an error names it."""
+        return f"--smp {self.smp}"
+
     def fw_cfg(self) -> tuple[tuple[str, str], ...]:
         cpus = f" cpus={self.writers}" if self.writers > 1 else ""
         return (("opt/qmpctl/params", self.wave.fw_cfg_string() + cpus),)
@@ -239,15 +244,16 @@ class WaveGuest(OwnGuest):
         problems = self.wave.problems()
         if self.smp < self.min_smp:
             problems.append(f"the {self.name} guest needs at least {self.min_smp} vCPUs")
-        if self.writers > 1 and (self.above_4g or self.wave.has_hole):
+        if self.arch == "x86_64" and self.writers > 1 and (self.above_4g
+                                                           or self.wave.has_hole):
             problems.append(
                 f"--smp {self.smp}: one wave writer per vCPU needs a wave below 4 GiB "
                 f"without a hole (the guest's PAE window above 4 GiB is one for all "
                 f"vCPUs); this wave ends at 0x{self.wave.end:x}: use --smp 1 or "
                 f"--wave-end below the PCI hole")
         elif self.writers > self.wave.blocks:
-            problems.append(f"--smp {self.smp}: the wave has only {self.wave.blocks} blocks, "
-                            f"fewer than its {self.writers} writers")
+            problems.append(f"{self.writers_option}: the wave has only {self.wave.blocks} "
+                            f"blocks, fewer than its {self.writers} writers")
         layout = self.layout()
         low = layout.start + RESERVED_LOW[self.arch]
         if self.wave.start < low or not all(layout.covers(start, end)

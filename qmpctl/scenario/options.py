@@ -85,6 +85,11 @@ class MigrateOptions(BaseModel):
     ram: int | None = Field(None, description="MiB; None: 160 bare-metal, 512 Linux, "
                                               "256 kernel")
     smp: int | None = Field(None, description="None: the guest's own default")
+    writers: int | None = Field(None, description="arm64 ITS guest: vCPUs 1..N run the wave, "
+                                                  "each over its own slice (vCPU 0 issues "
+                                                  "LPIs); None: 1; --smp then defaults to "
+                                                  "N + 1. The x86 wave runs one on every "
+                                                  "vCPU (--smp)")
     wave_start: int | None = Field(None, description="MiB into RAM")
     wave_end: int | None = Field(None, description="MiB into RAM")
     stride: int | None = Field(None, description="bytes between two written bytes; None: "
@@ -203,7 +208,7 @@ def _problem(error: Any) -> str:
 # silently ignored, so they are a usage error instead.
 GUEST_OPTIONS: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(("workload", "workload_size", "hot", "rate"), ("linux",)),
-    **dict.fromkeys(("wave_start", "wave_end", "stride", "delta"), ("baremetal",)),
+    **dict.fromkeys(("wave_start", "wave_end", "stride", "delta", "writers"), ("baremetal",)),
     **dict.fromkeys(("kernel", "initrd", "append", "machine_opt", "handshake", "ready_line",
                      "migrate_after", "guest_timeout"), ("kernel",)),
 }
@@ -386,6 +391,8 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
         raise UsageError("--dirty-ring must be >= 0 (0 = dirty bitmap)")
     if opts.smp is not None and not 1 <= opts.smp <= MAX_SMP:
         raise UsageError(f"--smp {opts.smp}: must be 1..{MAX_SMP}")
+    if problem := writers_problem(opts, arch):
+        raise UsageError(problem)
     guest = build_guest(opts, arch, ram_mib)
     guest.validate()
     if "throttle" not in opts.model_fields_set and ram_mib > SMALL_RAM_MIB:
@@ -653,6 +660,20 @@ def effective_transport(opts: MigrateOptions) -> Transport:
     return "tcp" if opts.topology == "netns" or opts.dst_host else opts.transport
 
 
+def writers_problem(opts: MigrateOptions, arch: Arch) -> str | None:
+    """--writers: the arm64 ITS guest's, 1..MAX_SMP-1 (pure; more against
+    --smp and the wave's blocks in ItsGuest.validate)."""
+    if opts.writers is None:
+        return None
+    if arch != "aarch64":
+        return (f"--writers {opts.writers}: only the arm64 ITS guest takes it; the x86 wave "
+                f"runs a writer on every vCPU (--smp N)")
+    if not 1 <= opts.writers <= MAX_SMP - 1:
+        return (f"--writers {opts.writers}: must be 1..{MAX_SMP - 1} (vCPU 0 issues LPIs, "
+                f"at most {MAX_SMP} vCPUs)")
+    return None
+
+
 def build_guest(opts: MigrateOptions, arch: Arch, ram_mib: int) -> Guest:
     """The guest the options describe (not yet validated)."""
     if opts.guest == "kernel":
@@ -679,9 +700,12 @@ def build_guest(opts: MigrateOptions, arch: Arch, ram_mib: int) -> Guest:
         if opts.stride is None and ram_mib > SMALL_RAM_MIB:  # as big_wave: a short pass
             wave = with_hole(replace(wave, stride=big_stride(wave.bytes_covered), hole_start=0,
                                      hole_end=0), layout)
-    guest_type = ItsGuest if arch == "aarch64" else WaveGuest
-    return (guest_type(arch, ram_mib, wave) if opts.smp is None
-            else guest_type(arch, ram_mib, wave, smp=opts.smp))
+    if arch == "aarch64":
+        writers = opts.writers or 1
+        smp = opts.smp if opts.smp is not None else max(ItsGuest.smp, writers + 1)
+        return ItsGuest(arch, ram_mib, wave, smp=smp, writers=writers)
+    return (WaveGuest(arch, ram_mib, wave) if opts.smp is None
+            else WaveGuest(arch, ram_mib, wave, smp=opts.smp))
 
 
 def big_guest_throttle(wave: WaveParams) -> int:

@@ -108,6 +108,25 @@ async def test_pending_lpis_survive_switchover(qmpctl_migrate: MigrateFn) -> Non
     assert check(rep, "its-pending") == "expected=8 got=8"
 
 
+async def test_three_wave_writers_beside_the_lpi_issuer(qmpctl_migrate: MigrateFn) -> None:
+    """--writers 3 (--smp 4 implied): vCPUs 1-3 each write their own slice of
+    the wave while vCPU 0 issues LPIs; every writer advances on both sides and
+    both images read as three slices, each with at most one edge."""
+    rep = await migrate(qmpctl_migrate, accel="tcg", writers=3)
+    assert_its_verified(rep)
+    assert rep.config is not None and rep.config.smp == 4
+    assert rep.config.workload["writers"] == 3
+    assert "wrong-pe=0" in check(rep, "lpis-flowing")
+    writers = [c for c in rep.guest_checks if c.name == "writers"]
+    assert [c.stage for c in writers] == ["source, before migration",
+                                          "destination, after resume"]
+    for c in writers:
+        assert c.ok and c.detail.startswith("3 of 3 vCPUs advanced"), c.detail
+    images = [c for c in rep.guest_checks if c.name == "wave-invariant"]
+    assert images and all(c.ok and "3 slices" in c.detail for c in images), images
+    assert {"lpi-pend-cpu3"} <= {t.name for t in rep.its_tables}
+
+
 async def test_mapping_to_unmapped_collection_works_after_migration(
         qmpctl_migrate: MigrateFn) -> None:
     rep = await migrate(qmpctl_migrate, accel="tcg", transport="tcp")

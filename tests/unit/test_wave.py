@@ -8,17 +8,25 @@ import pytest
 from qmpctl.core.errors import UsageError
 from qmpctl.core.units import PAGE_SIZE, GiB, MiB
 from qmpctl.guests import wave as wave_guest
+from qmpctl.guests.its import ItsGuest
 from qmpctl.guests.wave import (
     BIG_WAVE_BLOCKS,
     WaveGuest,
     big_wave,
     default_wave,
     with_hole,
+    writer_passes,
     writers_check,
 )
 from qmpctl.qemu.console import ConsoleView, parse_record
 from qmpctl.qemu.memmap import RamSegment, ram_segments
-from qmpctl.scenario.options import MigrateOptions, big_guest_throttle, build_guest
+from qmpctl.scenario.options import (
+    MigrateOptions,
+    big_guest_throttle,
+    build_guest,
+    option_problems,
+    writers_problem,
+)
 from qmpctl.verify.classify import WaveClassifier, classify_pages
 from qmpctl.verify.compare import differing_pages
 from qmpctl.verify.ramimage import RamImage, RamLayout
@@ -338,6 +346,51 @@ def test_smp_wave_guest_params_and_refusals() -> None:
         tiny.validate()
     arm = build_guest(MigrateOptions(arch="aarch64", smp=4), "aarch64", 1024)
     assert isinstance(arm, WaveGuest) and arm.writers == 1
+
+
+def test_arm64_writers_params_and_refusals() -> None:
+    """--writers N on the arm64 ITS guest: vCPUs 1..N write, so --smp
+    defaults to N + 1 and may not be less; the guest is told `writers=N`
+    (nothing new for one writer); x86 takes its writers from --smp."""
+    arm = build_guest(MigrateOptions(arch="aarch64", writers=3), "aarch64", 64)
+    assert isinstance(arm, ItsGuest) and (arm.writers, arm.smp) == (3, 4)
+    arm.validate()
+    assert arm.fw_cfg()[0][1].endswith(" offset=0x0 writers=3")
+    assert arm.workload_summary()["writers"] == 3
+    one = build_guest(MigrateOptions(arch="aarch64"), "aarch64", 64)
+    assert isinstance(one, ItsGuest) and (one.writers, one.smp) == (1, 2)
+    assert one.fw_cfg()[0][1].endswith(" offset=0x0")  # as before
+    wide = build_guest(MigrateOptions(arch="aarch64", writers=2, smp=6), "aarch64", 64)
+    assert isinstance(wide, ItsGuest) and (wide.writers, wide.smp) == (2, 6)
+    wide.validate()
+    short = build_guest(MigrateOptions(arch="aarch64", writers=3, smp=3), "aarch64", 64)
+    with pytest.raises(UsageError, match=r"--writers 3 with --smp 3: at most 2 .* give "
+                                         r"--smp 4 or more"):
+        short.validate()
+    tiny = build_guest(MigrateOptions(arch="aarch64", writers=3, wave_start=32, wave_end=32,
+                                      stride=PAGE_SIZE), "aarch64", 64)
+    with pytest.raises(UsageError, match="--writers 3: the wave has only 0 blocks"):
+        tiny.validate()
+    # A wave above 4 GiB is no obstacle on arm64 (no PAE window to share).
+    big = build_guest(MigrateOptions(arch="aarch64", ram=8192, writers=2), "aarch64", 8192)
+    assert isinstance(big, ItsGuest) and big.wave.end > 4 * GiB
+    big.validate()
+    assert writers_problem(MigrateOptions(arch="aarch64", writers=7), "aarch64") is None
+    assert "must be 1..7" in str(writers_problem(MigrateOptions(writers=8), "aarch64"))
+    assert "must be 1..7" in str(writers_problem(MigrateOptions(writers=0), "aarch64"))
+    assert "x86 wave runs a writer on every vCPU (--smp N)" in str(
+        writers_problem(MigrateOptions(writers=2), "x86_64"))
+    assert option_problems(MigrateOptions(guest="linux", writers=2)) == [
+        "--writers applies only to --guest baremetal, not --guest linux"]
+
+
+def test_arm64_wave_status_reads_as_per_writer_passes() -> None:
+    """The arm64 guest's 'S' answer (decimal counts) reads as the x86 one's."""
+    view = ConsoleView()
+    view.records.append(parse_record("lpi-status issued=10 delivered=9 wrong-pe=0"))
+    view.records.append(parse_record("wave-status writers=3 passes=12,0,7"))
+    assert writer_passes(view, 0) == [12, 0, 7]
+    assert writer_passes(view, 1) is None
 
 
 class FakeConsole:
