@@ -86,6 +86,21 @@ def choose_accel(arch: Arch, wanted: LabAccel, kvm: KvmInfo, host: str,
     return AccelChoice("kvm", f"the host's KVM ({kvm.flavour}) nests KVM")
 
 
+def tcg_threads(arch: Arch) -> Literal["single", "multi"]:
+    """TCG's threading for a lab of this architecture (pure).
+
+    x86_64 labs run single-threaded: under multi-threaded TCG, QEMU 10.0's
+    SVM emulation corrupted the state of the lab KVM's guests (README, "KVM
+    labs"): a migrated vCPU whose VMCB held the lab kernel's own registers
+    (CS 0x10 with L=1 while EFER.LMA=0, so the destination's KVM_SET_SREGS2
+    fails with EINVAL), source guests that restarted at their
+    entry point or triple-faulted, and lab kernels that panicked with a
+    corrupted stack. arm64 labs stay multi-threaded: nothing of the kind
+    showed there.
+    """
+    return "single" if arch == "x86_64" else "multi"
+
+
 def lab_argv(spec: LabSpec, image: LabImage, accel: AccelChoice, initrd: Path,
              results: Path, interactive: bool = False) -> list[str]:
     """The lab QEMU's command line (pure)."""
@@ -93,7 +108,7 @@ def lab_argv(spec: LabSpec, image: LabImage, accel: AccelChoice, initrd: Path,
     machine = ["-machine", "virt,virtualization=on,gic-version=3,its=on"
                if spec.arch == "aarch64" else "q35"]
     cpu = "host" if accel.accel == "kvm" else "max"  # max: EL2 on arm64, svm + npt on x86
-    accel_opt = "kvm" if accel.accel == "kvm" else "tcg,thread=multi"
+    accel_opt = "kvm" if accel.accel == "kvm" else f"tcg,thread={tcg_threads(spec.arch)}"
     return [QEMU_FOR[spec.arch], "-name", f"qmpctl-lab-{spec.arch}", "-accel", accel_opt,
             *machine, "-cpu", cpu, "-smp", str(spec.cpus), "-m", str(spec.memory_mib),
             "-nodefaults", "-no-reboot", "-display", "none",

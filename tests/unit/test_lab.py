@@ -22,6 +22,7 @@ from qmpctl.lab.machine import (
     choose_accel,
     lab_argv,
     memory_problems,
+    tcg_threads,
 )
 
 ARM_OK = """CONFIG_BLK_DEV_INITRD=y
@@ -185,6 +186,26 @@ def test_lab_argv_is_nested_virt_with_the_its_and_a_results_port(tmp_path: Path)
     assert argv[argv.index("-accel") + 1] == "tcg,thread=multi"
     assert f"file,id=results,path={tmp_path / 'r.tar'}" in argv
     assert "virtserialport,chardev=results,name=qmpctl.results" in argv
+
+
+def test_x86_lab_tcg_is_single_threaded_and_svm_capable(tmp_path: Path) -> None:
+    # Multi-threaded TCG corrupted the nested KVM guests' state in x86 labs
+    # (README, "KVM labs"); arm64 labs keep one thread per vCPU.
+    argv = lab_argv(LabSpec("x86_64", cpus=2, memory_mib=4096), _image(tmp_path),
+                    AccelChoice("tcg", "x"), tmp_path / "i.cpio", tmp_path / "r.tar")
+    assert argv[0] == "qemu-system-x86_64"
+    assert argv[argv.index("-accel") + 1] == "tcg,thread=single"
+    assert argv[argv.index("-cpu") + 1] == "max"
+    assert argv[argv.index("-smp") + 1] == "2"
+    assert tcg_threads("x86_64") == "single"
+    assert tcg_threads("aarch64") == "multi"
+
+
+def test_a_kvm_lab_has_no_tcg_threading(tmp_path: Path) -> None:
+    argv = lab_argv(LabSpec("x86_64"), _image(tmp_path), AccelChoice("kvm", "x"),
+                    tmp_path / "i.cpio", tmp_path / "r.tar")
+    assert argv[argv.index("-accel") + 1] == "kvm"
+    assert argv[argv.index("-cpu") + 1] == "host"
 
 
 def test_too_little_lab_memory_is_refused_with_the_figures(tmp_path: Path) -> None:
