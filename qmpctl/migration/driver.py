@@ -2,7 +2,9 @@
 
 The run is event driven (`MIGRATION` status and `MIGRATION_PASS` events on
 the source); `query-migrate` is sampled once per pass for statistics, and at
-least every half second so a dead source monitor is noticed at once. At each
+least every half second so a dead source monitor is noticed at once. Each
+sample keeps QEMU's own time of the sync (the event's timestamp) beside the
+time qmpctl got to it, which on a loaded host is hundreds of ms later. At each
 event the policy decides; the driver executes and records its actions. The
 destination's own status is watched concurrently.
 """
@@ -121,6 +123,7 @@ class _Driver:
         self.src, self.policy, self.stats, self.watch = src, policy, stats, watch
         self.recovery, self.stuck = recovery, stuck
         self.started = self._moved_at = time.monotonic()
+        self.started_wall = time.time()  # QEMU stamps its events with the host's real time
         self._moved: tuple[str, int] | None = None  # (status, bytes) when last seen to move
 
     def _sent(self, info: dict[str, Any]) -> None:
@@ -164,6 +167,14 @@ class _Driver:
 
     def elapsed(self) -> float:
         return round(time.monotonic() - self.started, 3)
+
+    def stamped(self, event: Any) -> float | None:
+        """When QEMU emitted `event`, in seconds since the migration started
+        (None for an event without QMP's timestamp)."""
+        stamp = event.get("timestamp")
+        if not isinstance(stamp, dict) or "seconds" not in stamp:
+            return None
+        return int(stamp["seconds"]) + int(stamp.get("microseconds", 0)) / 1e6 - self.started_wall
 
     async def execute(self, action: Action) -> None:
         s = self.stats
@@ -225,7 +236,8 @@ class _Driver:
                     pass_no = int(event["data"]["pass"])
                     info = await src.execute("query-migrate")
                     self._sent(info)
-                    s.samples.append(sample_from(info, pass_no, self.elapsed()))
+                    s.samples.append(sample_from(info, pass_no, self.elapsed(),
+                                                 self.stamped(event)))
                     if self.watch.on_pass is not None:
                         await self.watch.on_pass(pass_no)
                 if s.status in FINAL:

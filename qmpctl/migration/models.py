@@ -26,6 +26,10 @@ class PassSample(BaseModel):
     cpu_throttle_percentage: int | None = Field(None, description="auto-converge's throttle")
     dirty_limit_throttle_time_per_round: int | None = Field(None, description="us, dirty-limit")
     dirty_limit_ring_full_time: int | None = Field(None, description="us, dirty-limit")
+    synced_s: float | None = Field(
+        None, description="when QEMU synced for this pass (the MIGRATION_PASS event's own "
+                          "timestamp), seconds after the migration started; elapsed_s is when "
+                          "qmpctl got to it")
 
     @property
     def pages_resent(self) -> int:
@@ -117,7 +121,8 @@ class MigrationStats(BaseModel):
                            "dirty tracking was not exercised")
 
 
-def sample_from(info: dict[str, Any], pass_no: int, elapsed: float) -> PassSample:
+def sample_from(info: dict[str, Any], pass_no: int, elapsed: float,
+                synced: float | None = None) -> PassSample:
     ram = info.get("ram", {})
     return PassSample(
         pass_no=pass_no, elapsed_s=round(elapsed, 3), status=str(info.get("status", "?")),
@@ -128,6 +133,7 @@ def sample_from(info: dict[str, Any], pass_no: int, elapsed: float) -> PassSampl
         cpu_throttle_percentage=info.get("cpu-throttle-percentage"),
         dirty_limit_throttle_time_per_round=info.get("dirty-limit-throttle-time-per-round"),
         dirty_limit_ring_full_time=info.get("dirty-limit-ring-full-time"),
+        synced_s=None if synced is None else round(synced, 3),
     )
 
 

@@ -46,6 +46,42 @@ def test_hold_back_marks_a_stalled_workload() -> None:
     assert isinstance(actions[1], StartPostcopy)
 
 
+def synced(*times: float, throttle_passes: int = 0) -> MigrationState:
+    """A state whose passes QEMU synced at `times` (seconds)."""
+    samples = tuple(PassSample(pass_no=n, elapsed_s=t + 0.3, status="active", transferred=0,
+                               remaining=0, total=0, dirty_pages_rate=0, mbps=0.0,
+                               dirty_sync_count=n, pages_sent=0, synced_s=t)
+                    for n, t in enumerate(times, start=1))
+    return MigrationState(status="active", samples=samples, elapsed_s=times[-1] + 0.3,
+                          redirtied=True)
+
+
+def test_a_postcopy_hold_back_paces_a_pass_shorter_than_a_second_once() -> None:
+    policy = HoldBack(Postcopy(), min_passes=3, throttle_bandwidth=64 << 20)
+    assert policy.decide(synced(0.0)) == []
+    # pass 1 took 0.25 s at 64 MiB/s: 16 MiB/s makes a pass last 1 s
+    actions = policy.decide(synced(0.0, 0.25))
+    assert actions == [SetParameters({"max-bandwidth": 16 << 20}, actions[0].why)]
+    assert "pass 1 took 0.25 s at 64 MiB/s; at 16.0 MiB/s a pass lasts ~1 s" in actions[0].why
+    assert policy.decide(synced(0.0, 0.25, 0.5)) == []  # once (this pass ran half paced)
+    released = policy.decide(synced(0.0, 0.25, 0.5, 1.5))
+    assert [type(a) for a in released] == [EndHoldBack, StartPostcopy]  # throttle kept
+
+
+def test_pacing_measures_only_passes_at_the_full_throttle_and_keeps_a_floor() -> None:
+    policy = HoldBack(Postcopy(), min_passes=5, throttle_bandwidth=64 << 20)
+    assert policy.decide(synced(0.0, 1.2)) == []  # long enough
+    actions = policy.decide(synced(0.0, 1.2, 1.2005))  # the next one was not: 0.5 ms
+    assert actions == [SetParameters({"max-bandwidth": 1 << 20}, actions[0].why)]
+    unstamped = HoldBack(Postcopy(), min_passes=3)
+    assert unstamped.decide(state(2)) == []  # no QEMU timestamps, no pacing
+
+
+def test_converging_hold_backs_are_not_paced() -> None:
+    assert HoldBack(Converge(), min_passes=3).decide(synced(0.0, 0.25)) == []
+    assert HoldBack(Postcopy(min_pass_s=0.2), min_passes=3).decide(synced(0.0, 0.25)) == []
+
+
 def test_hold_back_settings_throttle_both_sides_and_enable_postcopy() -> None:
     settings = HoldBack(Postcopy(), throttle_bandwidth=8 << 20).settings()
     # 1 ms, not 0: with 0 QEMU trusts its estimate and completes precopy at once

@@ -48,6 +48,19 @@ def test_throughput_before_during_after_and_stall() -> None:
     assert [s.side for s in tp.samples] == ["src"] * 5 + ["dst"] * 2
 
 
+def test_a_pass_sample_keeps_qemus_time_of_the_sync() -> None:
+    from qmpctl.migration.driver import _Driver
+
+    driver = _Driver(None, None, None, None)  # type: ignore[arg-type]
+    driver.started_wall = 1700000000.0
+    event = {"event": "MIGRATION_PASS", "data": {"pass": 2},
+             "timestamp": {"seconds": 1700000001, "microseconds": 250000}}
+    assert driver.stamped(event) == 1.25
+    assert driver.stamped({"event": "MIGRATION_PASS", "data": {"pass": 2}}) is None
+    assert sample_from(QUERY, 2, 1.6, 1.2504).synced_s == 1.25
+    assert sample_from(QUERY, 2, 1.6).synced_s is None
+
+
 def test_a_migration_that_cannot_converge_says_why_in_rates() -> None:
     from qmpctl.migration.driver import convergence_detail
     from qmpctl.migration.models import Decision, MigrationStats
