@@ -62,7 +62,7 @@ class ItsGuest(WaveGuest):
         return (("opt/qmpctl/params", self.wave.fw_cfg_string() + writers),)
 
     def validate(self) -> None:
-        if self.writers > self.smp - 1:
+        if self.min_smp <= self.smp <= self.writers:  # below min_smp the base names it
             raise UsageError(f"--writers {self.writers} with --smp {self.smp}: at most "
                              f"{self.smp - 1} (vCPU 0 issues LPIs and writes no wave); give "
                              f"--smp {self.writers + 1} or more")
