@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.aio import task_group
-from ..core.errors import MigrationFailed, QmpError
+from ..core.errors import GuestError, MigrationFailed, QmpError
 from ..core.units import MiB
 from ..qemu.machine import QemuMachine
 from ..qemu.supervisor import ANSWER_WITHIN_S
@@ -62,6 +62,9 @@ class Watch:
     on_pass: PassHook | None = None
     on_status: StatusHook | None = None
     redirtied: Callable[[], bool] = lambda: True
+    # The guest's own report that it failed while migrating, or None: such a
+    # guest will not recover, so the migration ends at once, naming it.
+    guest_failed: Callable[[], str | None] = lambda: None
 
 
 @dataclass(frozen=True)
@@ -240,6 +243,8 @@ class _Driver:
                                                  self.stamped(event)))
                     if self.watch.on_pass is not None:
                         await self.watch.on_pass(pass_no)
+                if (failure := self.watch.guest_failed()) is not None:
+                    raise GuestError(failure)
                 if s.status in FINAL:
                     break
                 await self._unstick()

@@ -453,8 +453,18 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
         # QEMU sent pages again: the guest re-dirtied memory already sent.
         return bool(stats.samples) and stats.samples[-1].pages_resent > 0
 
+    def guest_failed() -> str | None:
+        # An error before the migration failed the run already; a source that
+        # reports one now (e.g. restarted by a corrupted VMCB in a lab) has
+        # nothing left worth migrating, and its destination would only time out.
+        err = src.console.view().last("error")
+        if err is None or err.at < run.t_migrate:
+            return None
+        return (f"the source guest reported an error {err.at - run.t_migrate:.2f} s into the "
+                f"migration: {err.raw}")
+
     watch = driver.Watch(progress=run.progress, on_pass=on_pass, on_status=on_status,
-                         redirtied=redirtied)
+                         redirtied=redirtied, guest_failed=guest_failed)
     run.migration_started, run.migration_completed = True, False
     run.dst_resumed = False
     run.t_migrate, wall = time.monotonic(), time.time()

@@ -73,6 +73,30 @@ async def test_a_stalled_workload_is_inconclusive(qmpctl_migrate: MigrateFn) -> 
         assert_verified(rep)
 
 
+async def test_a_source_guest_that_fails_mid_migration_is_named_at_once(
+        qmpctl_migrate: MigrateFn) -> None:
+    """A guest that reports an error while it migrates (in a lab: a corrupted
+    VMCB restarted it) ends the run then, naming the source, instead of the
+    destination timing out on a guest that cannot run. The error line is fed
+    into the source's real console: a bare-metal wave cannot be made to fail
+    on demand; the migration, QEMU and the run's cleanup are real."""
+    fed: list[int] = []
+
+    async def fail_source(n: int, src: Machine, _dst: Machine) -> None:
+        if not fed:
+            fed.append(n)
+            await src.console._feed(b"QMPCTL error reason=injected-by-the-test\n")
+
+    rep = await migrate(qmpctl_migrate, hooks=Hooks(on_pass=fail_source))
+    assert (rep.verdict, rep.exit_code) == ("guest-failed", ExitCode.GUEST_FAILED)
+    assert rep.error is not None and rep.error.startswith(
+        "the source guest reported an error "), rep.error
+    assert rep.error.endswith(" s into the migration: error reason=injected-by-the-test")
+    assert rep.migration is not None and rep.migration.status != "completed"
+    assert rep.source_state_after == "running"  # cancelled, resumed: the only live copy
+    assert rep.memory is None  # nothing to compare: the guest had failed
+
+
 async def test_a_crash_inside_verification_still_ends_with_a_report(
         qmpctl_migrate: MigrateFn) -> None:
     async def truncate(_src: Path, dst: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from qmpctl.core.errors import MigrationFailed
+from qmpctl.core.errors import GuestError, MigrationFailed
 from qmpctl.faults.spec import parse_fault
 from qmpctl.migration.driver import StuckAfter, Watch, _Driver, stuck_after
 from qmpctl.migration.models import MigrationStats
@@ -118,3 +118,15 @@ async def test_a_stream_that_moves_is_never_stuck() -> None:
     src = StuckSource("active", moving_for=6)  # a byte per query, 3 s in all
     stats = await drive(src, 0.8)
     assert stats.status == "completed" and "migrate_cancel" not in src.sent
+
+
+async def test_a_guest_that_reports_a_failure_ends_the_migration_at_once() -> None:
+    src = StuckSource("active", moving_for=100)  # would move (and complete) for 50 s
+    said = iter([None, None])
+    watch = Watch(guest_failed=lambda: next(said, "the source guest reported an error"))
+    driver = _Driver(src, Holding(), MigrationStats(status="setup"), watch)  # type: ignore[arg-type]
+    with pytest.raises(GuestError, match=r"^the source guest reported an error$"):
+        async with asyncio.timeout(10):
+            await driver.run("unix:/nowhere")
+    # Three looks, each after at most 0.5 s of quiet; the cancel is the caller's.
+    assert src.moving_for >= 97 and src.migration == "active"
