@@ -70,7 +70,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "kvm-control": {
         "description": "host axis: x86_64 KVM rings of 1024 and 4096 entries and the bitmap, "
-                       "1 and 2 vCPUs, ring 4096 with dirty-limit, on this host and in the "
+                       "1 and 2 vCPUs, ring 4096 with (vcpu-)dirty-limit, on this host and in the "
                        "x86_64 lab side by side; the same rings and bitmap on arm64 in the "
                        "arm64 lab; 3 runs each (one boot per lab, nested TCG: the better "
                        "part of an hour)",
@@ -82,7 +82,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             {"accel": ["kvm"], "tracking": ["bitmap"], "smp": [1, 2], "qemu": SAME_QEMU,
              "host": ["local", "lab-x86_64"]},
             {"accel": ["kvm"], "tracking": ["ring"], "ring": [4096], "smp": [1],
-             "feature": ["dirty-limit"], "qemu": SAME_QEMU, "host": ["local", "lab-x86_64"]},
+             "feature": ["dirty-limit", "vcpu-dirty-limit"], "qemu": SAME_QEMU,
+             "host": ["local", "lab-x86_64"]},
             {"arch": ["aarch64"], "accel": ["kvm"], "tracking": ["ring"], "ring": [1024, 4096],
              "smp": [1, 2], "qemu": SAME_QEMU, "host": ["lab-aarch64"]},
             {"arch": ["aarch64"], "accel": ["kvm"], "tracking": ["bitmap"], "smp": [1, 2],

@@ -93,7 +93,8 @@ def test_kvm_control_preset_puts_x86_cells_here_and_in_the_lab_and_arm64_in_its_
     x86 = [f"x86_64-kvm-{t}-smp{n}-baremetal-precopy-10.0->10.0"
            for t in ("ring1024", "ring4096") for n in (1, 2)] + [
         f"x86_64-kvm-bitmap-smp{n}-baremetal-precopy-10.0->10.0" for n in (1, 2)] + [
-        "x86_64-kvm-ring4096-smp1-baremetal-dirty-limit-10.0->10.0"]
+        f"x86_64-kvm-ring4096-smp1-baremetal-{f}-10.0->10.0"
+        for f in ("dirty-limit", "vcpu-dirty-limit")]
     arm = [f"aarch64-kvm-{t}-smp{n}-baremetal-precopy-10.0->10.0@lab-aarch64"
            for t in ("ring1024", "ring4096", "bitmap") for n in (1, 2)]
     assert [c.id for c in cells] == [i for x in x86 for i in (x, f"{x}@lab-x86_64")] + arm
