@@ -11,19 +11,25 @@ from __future__ import annotations
 from ..core.errors import ExitCode, GuestError, verdict_for
 from ..guests.base import GuestCheck
 from ..migration.models import MigrationStats
+from ..verify.ring import stall_detail
+from ..verify.timeline import DirtyTimeline
 from .models import RunReport
 
 MIN_SYNCS = 2  # one bulk pass plus at least one pass that sends dirty pages again
 
 
-def inconclusive_reasons(m: MigrationStats) -> list[str]:
-    """Why a completed migration proved nothing about dirty tracking."""
+def inconclusive_reasons(m: MigrationStats, timeline: DirtyTimeline | None = None) -> list[str]:
+    """Why a completed migration proved nothing about dirty tracking; a guest
+    that made no progress because its dirty ring stalled is named so."""
     out = []
     if m.workload_stalled:
         out.append("the workload rewrote no memory while convergence was held back")
     if m.workload_progress_during == 0:
-        out.append(f"the workload made no progress ({m.workload_progress_unit}) during the "
-                   "migration")
+        why = f"the workload made no progress ({m.workload_progress_unit}) during the migration"
+        if timeline is not None and (stall := stall_detail(timeline.summary)) is not None:
+            why += (f": {stall}: a stalled dirty ring kept the guest from running (on "
+                    "kvm_pvm, the ring overflow in the README's findings)")
+        out.append(why)
     if m.pages_resent == 0:
         out.append("no page was sent twice: no dirty page was ever re-sent")
     if m.passes < MIN_SYNCS:
@@ -35,11 +41,12 @@ def inconclusive_reasons(m: MigrationStats) -> list[str]:
 
 def all_inconclusive_reasons(report: RunReport) -> list[str]:
     """Every migration's reasons; named by number when there were several."""
-    migrations = [h.migration for h in report.hops] + [report.migration]
+    migrations = [(h.migration, h.dirty_timeline) for h in report.hops]
+    migrations.append((report.migration, report.dirty_timeline))
     numbered = len(migrations) > 1
     reasons = [f"migration {n}: {why}" if numbered else why
-               for n, m in enumerate(migrations, 1) if m is not None
-               for why in inconclusive_reasons(m)]
+               for n, (m, timeline) in enumerate(migrations, 1) if m is not None
+               for why in inconclusive_reasons(m, timeline)]
     if report.skipped_migration is not None:
         result = report.guest_result
         reasons.append(f"{report.skipped_migration}: nothing was migrated; the guest's own "

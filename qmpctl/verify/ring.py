@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from .timeline import DirtyTimeline
+from .timeline import DirtyTimeline, TimelineSummary
 
 
 class DirtyRingEvidence(BaseModel):
@@ -43,3 +43,19 @@ def ring_problems(ring: DirtyRingEvidence) -> list[str]:
                 f"ring-full exits, {ring.reaps_before_migration} non-empty reaps before it): "
                 "the ring did not carry the dirty pages"]
     return []
+
+
+def stall_detail(s: TimelineSummary) -> str | None:
+    """How the ring held a guest that made no progress, from the timeline
+    (pure): where it was last harvested and the ring-full exits after that.
+    None when the timeline does not show a stalled ring."""
+    if s.ring_full_exits == 0:
+        return None
+    if s.last_reap_s is None:
+        return (f"no ring reap collected a page during the migration while its vCPUs took "
+                f"{s.ring_full_exits} ring-full exits")
+    if s.ring_full_after_last_reap == 0:
+        return None
+    return (f"the ring was last harvested at +{s.last_reap_s:.2f} s ({s.last_reap_pages} "
+            f"pages), then its vCPUs took {s.ring_full_after_last_reap} ring-full exits up "
+            "to the VM stop")

@@ -11,7 +11,8 @@ from qmpctl.migration.models import MigrationStats
 from qmpctl.report.models import RunReport
 from qmpctl.report.verdict import before_migration_failure, conclude
 from qmpctl.scenario.options import POSTCOPY_SKIPS_BACKUP_BITMAP, ring_safety
-from qmpctl.verify.ring import DirtyRingEvidence, ring_problems
+from qmpctl.verify.ring import DirtyRingEvidence, ring_problems, stall_detail
+from qmpctl.verify.timeline import DirtyTimeline, TimelineSummary
 
 
 def report(**migration: object) -> RunReport:
@@ -114,3 +115,44 @@ def test_memory_for_both_sides_is_checked_before_launch() -> None:
         "not enough memory for 2 copies of guest RAM (tmpfs pages are RAM and QEMU fills both "
         "RAM files): 22784 MiB needed, 22528 MiB available (256 MiB missing)")
     assert memory_problem(11264, None) is None
+
+
+def summary(**figures: object) -> TimelineSummary:
+    base: dict[str, object] = dict(
+        reaps=3, pages_reaped=412, reaps_before=2, pages_reaped_before=9000, last_reap_s=0.1,
+        last_reap_pages=412, ring_full_exits=60745, ring_full_by_vcpu={0: 60745},
+        ring_full_after_last_reap=60700, bitmap_syncs=4, final_flush_s=2.0,
+        final_flush_pages=0, pages_reaped_after_final_flush=0, vm_stop_s=2.0,
+        completed_s=2.1, final_state="completed")
+    return TimelineSummary.model_validate({**base, **figures})
+
+
+@pytest.mark.parametrize(("figures", "detail"), [
+    ({}, "the ring was last harvested at +0.10 s (412 pages), then its vCPUs took 60700 "
+         "ring-full exits up to the VM stop"),
+    ({"last_reap_s": None, "last_reap_pages": None, "reaps": 0, "pages_reaped": 0},
+     "no ring reap collected a page during the migration while its vCPUs took 60745 "
+     "ring-full exits"),
+    ({"ring_full_after_last_reap": 0}, None),  # harvested to the end: not a stall
+    ({"ring_full_exits": 0, "ring_full_after_last_reap": 0}, None),
+])
+def test_a_stalled_ring_is_told_from_the_timeline(figures: dict[str, object],
+                                                   detail: str | None) -> None:
+    assert stall_detail(summary(**figures)) == detail
+
+
+def test_a_guest_held_by_its_ring_is_inconclusive_and_says_how() -> None:
+    rep = report(workload_progress_during=0, workload_progress_unit="wave passes")
+    rep.dirty_timeline = DirtyTimeline.model_construct(summary=summary())
+    conclude(rep)
+    assert rep.verdict == "inconclusive"
+    assert ("the workload made no progress (wave passes) during the migration: the ring was "
+            "last harvested at +0.10 s (412 pages), then its vCPUs took 60700 ring-full exits "
+            "up to the VM stop: a stalled dirty ring kept the guest from running") in \
+        rep.inconclusive[0]
+    plain = report(workload_progress_during=0, workload_progress_unit="wave passes")
+    plain.dirty_timeline = DirtyTimeline.model_construct(
+        summary=summary(ring_full_exits=0, ring_full_after_last_reap=0))
+    conclude(plain)  # no ring-full exits: nothing to blame on the ring
+    assert plain.inconclusive[0] == ("the workload made no progress (wave passes) during "
+                                     "the migration")
