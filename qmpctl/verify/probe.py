@@ -45,6 +45,7 @@ from .ramimage import RamImage, RamLayout, Region
 PROBE_BYTES = 128 * MiB  # of each image, in all (a few tens of ms per method)
 STRIPES = 8  # spread over the file: guest RAM is not alike everywhere (holes, data)
 ROUNDS = 3
+BUDGET_S = 0.5  # no further round once the probe has taken this long
 # The hashed path proves a match up to a 2^-64 chance, the byte paths exactly:
 # it is chosen only when clearly faster. A byte method is then >= 1/1.1 of it.
 HASH_MARGIN = 1.1
@@ -117,6 +118,8 @@ def probe(src: Path, dst: Path, candidates: tuple[Method, ...] = PREFERENCE,
     for _ in range(ROUNDS):
         for m in candidates:
             best[m] = min(best[m], _timed((src, dst), bounds, m, workers))
+        if time.perf_counter() - started > BUDGET_S:  # a slow host: one round must do
+            break
     figures = {m: round(probed / (1 << 30) / max(t, 1e-9), 2) for m, t in best.items()}
     return figures, probed // MiB, round(time.perf_counter() - started, 3)
 
