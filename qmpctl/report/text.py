@@ -20,7 +20,8 @@ def _how(v: MemoryVerdict) -> str:
 
 
 def choice_line(ch: MethodChoice) -> str:
-    """"map, probed now: map 7.41, read 5.62, hash 4.80 GiB/s over 128 MiB in 0.21 s; ..."."""
+    """The method, why and the probe's figures: "map, probed now (map 4.74, read 2.10,
+    hash 1.66 GiB/s over 128 MiB of each image in 0.61 s): map was the fastest ..."."""
     figures = ", ".join(f"{m} {g:.2f}" for m, g in ch.figures.items())
     measured = (f"{figures} GiB/s over {ch.probe_mib} MiB of each image"
                 + (f" in {ch.probe_s:.2f} s" if ch.probe_s else "")) if figures else ""

@@ -22,7 +22,8 @@ themselves on huge pages: 15.8-16.0 GiB/s):
   mappings 12.2-14.4 GiB/s, 0.76-0.91 of memcmp.
 
 A fresh 2-core machine measured the opposite order on /dev/shm (map 5.99,
-read 12.16 GiB/s): no constant is right on both.
+read 12.16 GiB/s): no constant is right on both. The build machine again on
+2026-12-02: map 6.78, read 4.33 (memcmp 12.74), map on huge pages 11.62.
 """
 
 from __future__ import annotations
