@@ -8,15 +8,26 @@ measurement once, so drift on a shared machine hits them alike):
   all threads (one slice each; ctypes releases the GIL): the machine's speed;
 * the read floor: preadv of both files into cache-sized buffers, nothing
   compared (what getting the bytes out of tmpfs costs);
-* qmpctl's compare_images of the two files (open, compare, close);
+* qmpctl's compare of the two files (open, compare, close) by each method it
+  may run: map (memcmp of the mappings), read (preadv + memcmp) and hash
+  (page_digests of both, then a byte compare of the pages whose digests
+  differ), each with its ratio to the best plain compare (map, read) and to
+  all-threads memcmp; the probe `qmpctl migrate` runs (uncached), its figures,
+  the method it chooses and how that method fares against the fastest here;
 * hashed mode: page_digests of one file (what each host does when the
-  destination is elsewhere), and of both files plus compare_digests (one host);
-* the same compare of two memfds (`memory-backend-memfd`, which qmpctl would
+  destination is elsewhere);
+* the probe's chosen method on two memfds (`memory-backend-memfd`, which qmpctl would
   read through /proc/PID/fd/N) beside the tmpfs files it uses
   (`memory-backend-file` on /dev/shm): which backend verifies faster.
 * as root, the same compare of the two images copied to a private tmpfs
   mounted huge=always (what `qmpctl migrate --ram-dir` on such a tmpfs gives):
   files on 2 MiB pages, compared through their mappings.
+
+* with `--guest-ram MIB`, the same methods on real guest RAM files: one
+  `qmpctl migrate --accel tcg --ram MIB` of the wave guest, each method timed
+  on the run's two RAM files just before qmpctl compares them, then the
+  method qmpctl chose (probed, as on a host's first run) and its speed as a
+  ratio to the fastest on those same files.
 
 Prints GiB of image per second for each and the ratios to all-threads memcmp.
 Figures, not assertions: the machine is shared and noisy. `--blocks 256,1024`
@@ -26,12 +37,15 @@ also measures the engine at other block sizes (KiB).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import ctypes
 import os
 import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -42,9 +56,14 @@ import numpy.typing as npt
 
 from qmpctl.core.units import GiB, MiB
 from qmpctl.qemu.rundir import RunDir, default_root, free_bytes
+from qmpctl.report.text import choice_line
+from qmpctl.scenario.options import MigrateOptions
+from qmpctl.scenario.runner import Hooks
+from qmpctl.scenario.runner import run as run_migrate
 from qmpctl.verify import compare
-from qmpctl.verify.compare import BlockBuffer, compare_images, map_chunks, worker_count
-from qmpctl.verify.digest import compare_digests, page_digests
+from qmpctl.verify.compare import BlockBuffer, Method, map_chunks, worker_count
+from qmpctl.verify.digest import page_digests
+from qmpctl.verify.probe import choose, compare_by, probe
 from qmpctl.verify.ramimage import RamImage, RamLayout
 
 _memcmp = ctypes.CDLL(None).memcmp
@@ -147,6 +166,9 @@ def main() -> int:
                     help="where the two images are written (default: /dev/shm)")
     ap.add_argument("--blocks", default="",
                     help="also measure the engine with these block sizes, KiB, comma-separated")
+    ap.add_argument("--guest-ram", type=int, default=0, metavar="MIB",
+                    help="also migrate the TCG wave guest with this much RAM and measure each "
+                         "method on its RAM files just before qmpctl compares them")
     args = ap.parse_args()
     size = int(args.gib * GiB) // 4096 * 4096
     if size <= 0:
@@ -177,34 +199,29 @@ def main() -> int:
         layout = RamLayout.linear(0, size)
         pool = ThreadPoolExecutor(threads)
 
-        def engine(src: Path = a, dst: Path = b) -> None:
+        def engine(src: Path = a, dst: Path = b, method: Method = compare.METHOD) -> None:
             with RamImage(src) as s, RamImage(dst) as d:
-                if not compare_images(s, d, layout, threads=threads).identical:
-                    raise SystemExit("bench_compare: compare_images found a difference")
+                if not compare_by(method, s, d, layout).identical:
+                    raise SystemExit(f"bench_compare: method {method} found a difference")
 
         def hash_one() -> None:
             with RamImage(a) as s:
                 page_digests(s, threads)
 
-        def hash_both() -> None:
-            with RamImage(a) as s, RamImage(b) as d:
-                ds, dd = page_digests(s, threads), page_digests(d, threads)
-            if not compare_digests(ds, dd, layout).identical:
-                raise SystemExit("bench_compare: compare_digests found a difference")
-
-        def variant(fn: Callable[[], object], block: int | None = None,
-                    method: compare.Method = compare.METHOD) -> Callable[[], None]:
+        def with_block(fn: Callable[[], object], block: int) -> Callable[[], None]:
             def run_variant() -> None:
-                saved = compare.BLOCK_BYTES, compare.METHOD
-                compare.BLOCK_BYTES, compare.METHOD = block or saved[0], method
+                saved = compare.BLOCK_BYTES
+                compare.BLOCK_BYTES = block
                 try:
                     fn()
                 finally:
-                    compare.BLOCK_BYTES, compare.METHOD = saved
+                    compare.BLOCK_BYTES = saved
             return run_variant
 
+        # The probe as `qmpctl migrate` runs it on a host's first run (no cache).
+        figures, probe_mib, probe_s = probe(a, b, threads=threads)
+        chosen = choose(figures)
         default_block = compare.BLOCK_BYTES
-        method = compare.METHOD
         with RamImage(a) as s:
             page = os.fstat(s.fd).st_blksize
         memfds = [os.memfd_create(f"bench-{n}") for n in ("a", "b")]
@@ -213,12 +230,7 @@ def main() -> int:
             view = memoryview(buf)  # type: ignore[arg-type]
             for off in range(0, size, WRITE_CHUNK):
                 os.pwrite(fd, view[off:off + WRITE_CHUNK], off)
-
-        def engine_memfd() -> None:
-            paths = [Path(f"/proc/self/fd/{fd}") for fd in memfds]
-            with RamImage(paths[0]) as s, RamImage(paths[1]) as d:
-                if not compare_images(s, d, layout, threads=threads).identical:
-                    raise SystemExit("bench_compare: compare_images found a difference")
+        ma, mb = (Path(f"/proc/self/fd/{fd}") for fd in memfds)
 
         cases: dict[str, tuple[Callable[[], object], str]] = {
             "memcmp 1 thread": (lambda: _memcmp(x.ctypes.data, y.ctypes.data, size),
@@ -227,25 +239,25 @@ def main() -> int:
                                           "in-memory buffers, one slice per thread"),
             "read floor": (lambda: read_floor(a, b, threads),
                            "preadv of both files, nothing compared"),
-            "qmpctl compare": (engine, f"compare_images, {default_block >> 10} KiB blocks, "
-                                       f"method {method}"),
-            "compare, method read": (variant(engine, method="read"), "preadv + memcmp"),
-            "compare, method map": (variant(engine, method="map"), "memcmp of the mappings"),
-            "qmpctl compare, memfd": (engine_memfd, "compare_images of two memfds "
-                                                    "(/proc/self/fd/N)"),
+            "compare, method map": (lambda: engine(method="map"), "memcmp of the mappings"),
+            "compare, method read": (lambda: engine(method="read"), "preadv + memcmp"),
+            "compare, method hash": (lambda: engine(method="hash"),
+                                     "page_digests of both + byte compare of differing pages"),
+            "qmpctl compare, memfd": (lambda: engine(ma, mb, chosen),
+                                      f"method {chosen} on two memfds (/proc/self/fd/N)"),
             "hashed, 1 image": (hash_one, "page_digests of one file (each host's share)"),
-            "hashed, 2 images": (hash_both, "page_digests of both + compare_digests"),
         }
         # Last: two more copies of the images (memory was checked for four).
         huge = mounts.enter_context(huge_tmpfs(run.path, 2 * size + MARGIN))
         if isinstance(huge, Path):
             ha, hb = (Path(shutil.copyfile(f, huge / f.name)) for f in (a, b))
-            cases["qmpctl compare, huge"] = (lambda: engine(ha, hb),
-                                             "compare_images on a tmpfs mounted huge=always "
-                                             "(--ram-dir): 2 MiB pages, method map")
+            cases["qmpctl compare, huge"] = (lambda: engine(ha, hb, "map"),
+                                             "method map on a tmpfs mounted huge=always "
+                                             "(--ram-dir): 2 MiB pages")
         for block in blocks:
-            cases[f"compare {block >> 10} KiB"] = (variant(engine, block), "compare_images")
-            cases[f"hashed 1 image {block >> 10} KiB"] = (variant(hash_one, block),
+            cases[f"compare {block >> 10} KiB"] = (with_block(lambda: engine(method=chosen),
+                                                              block), f"method {chosen}")
+            cases[f"hashed 1 image {block >> 10} KiB"] = (with_block(hash_one, block),
                                                          "page_digests")
         best = dict.fromkeys(cases, float("inf"))
         for _ in range(max(1, args.repeat)):
@@ -259,23 +271,31 @@ def main() -> int:
         print(f"images: 2 x {gib:.2f} GiB on {args.dir}; {os.cpu_count()} CPUs, {threads} threads;"
               f" {caches()}; best of {args.repeat}")
         print(f"in-memory buffers: {anon_on_huge / GiB:.2f} of {2 * gib:.2f} GiB on huge pages; "
-              f"image files: st_blksize {page >> 10} KiB; compare_images uses {method!r}")
+              f"image files: st_blksize {page >> 10} KiB; {default_block >> 10} KiB blocks")
         for name, (_fn, what) in cases.items():
             print(f"{name:24s} {gib / best[name]:6.2f} GiB/s  {best[name] * 1000:7.1f} ms  {what}")
         ref = best[f"memcmp {threads} threads"]
-        print(f"ratio qmpctl compare / memcmp {threads} threads   "
-              f"{ref / best['qmpctl compare']:5.2f}  (RAM on {page >> 10} KiB pages, as on "
-              f"{args.dir})")
+        methods = METHODS
+        bench_s = {m: best[f"compare, method {m}"] for m in methods}
+        plain = min(bench_s["map"], bench_s["read"])
+        fastest = min(methods, key=lambda m: bench_s[m])
+        print(f"per method (RAM on {page >> 10} KiB pages, as on {args.dir}): "
+              f"/ best plain compare (map, read) / memcmp {threads} threads")
+        for m in methods:
+            print(f"  {m:5s} {gib / bench_s[m]:6.2f} GiB/s   {plain / bench_s[m]:5.2f}   "
+                  f"{ref / bench_s[m]:5.2f}")
+        print(f"probe ({probe_mib} MiB of each image, {probe_s:.2f} s): "
+              + ", ".join(f"{m} {g:.2f}" for m, g in figures.items())
+              + f" GiB/s -> chooses {chosen}; the bench's fastest here: {fastest}; chosen / "
+                f"fastest {bench_s[fastest] / bench_s[chosen]:5.2f}  (target >= 0.90)")
         on_huge = (f"{ref / best['qmpctl compare, huge']:5.2f}" if isinstance(huge, Path)
                    else f" {huge}")
         print(f"ratio compare on huge pages / memcmp {threads} thr. {on_huge}  (target >= 0.80; "
               "qmpctl migrate --ram-dir on a tmpfs mounted huge=always)")
         print(f"ratio hashed, 1 image / memcmp {threads} threads  "
               f"{ref / best['hashed, 1 image']:5.2f}  (target >= 0.50; hosts hash in parallel)")
-        print(f"ratio hashed, 2 images / memcmp {threads} threads "
-              f"{ref / best['hashed, 2 images']:5.2f}  (both sides on this host)")
         print(f"ratio compare memfd / compare tmpfs file      "
-              f"{best['qmpctl compare'] / best['qmpctl compare, memfd']:5.2f}  "
+              f"{bench_s[chosen] / best['qmpctl compare, memfd']:5.2f}  "
               "(> 1: memory-backend-memfd would verify faster)")
         print(f"ratio read floor / memcmp {threads} threads       "
               f"{ref / best['read floor']:5.2f}  (the copy out of the files alone)")
@@ -284,6 +304,57 @@ def main() -> int:
     finally:
         mounts.close()
         run.remove()
+    return guest_files(args.guest_ram, max(1, args.repeat)) if args.guest_ram else 0
+
+
+METHODS: tuple[Method, ...] = ("map", "read", "hash")
+
+
+def guest_files(ram_mib: int, repeat: int) -> int:
+    """One `qmpctl migrate --accel tcg --ram MIB` of the wave guest: each method
+    timed on the run's own RAM files just before qmpctl compares them (the
+    verdict's own seconds, best of `repeat`), then qmpctl's compare as it ran
+    (first run on a host: the probe, its cache in a scratch directory)."""
+    samples: dict[Method, list[float]] = {m: [] for m in METHODS}
+
+    async def measure(src: Path, dst: Path) -> None:
+        def work() -> None:
+            layout = RamLayout.linear(0, src.stat().st_size)
+            for _ in range(repeat):
+                for m in METHODS:
+                    with RamImage(src) as s, RamImage(dst) as d:
+                        samples[m].append(compare_by(m, s, d, layout).gib_per_s)
+        await asyncio.to_thread(work)
+
+    saved = os.environ.get("XDG_CACHE_HOME")
+    with tempfile.TemporaryDirectory(prefix="qmpctl-bench-cache-") as cache:
+        os.environ["XDG_CACHE_HOME"] = cache
+        try:
+            rep = asyncio.run(run_migrate(MigrateOptions(accel="tcg", ram=ram_mib),
+                                          Hooks(before_verify=measure)))
+        finally:
+            if saved is None:
+                os.environ.pop("XDG_CACHE_HOME", None)
+            else:
+                os.environ["XDG_CACHE_HOME"] = saved
+    v = rep.memory
+    best = {m: max(g, default=0.0) for m, g in samples.items()}
+    if v is None or v.choice is None or not all(best.values()):
+        print(f"guest RAM files: the run compared nothing ({rep.verdict}: {rep.error})",
+              file=sys.stderr)
+        return 1
+    plain = max(best["map"], best["read"])
+    fastest = max(METHODS, key=lambda m: best[m])
+    print(f"guest RAM files: TCG wave guest, {ram_mib} MiB, verdict {rep.verdict}; each method "
+          f"on the run's two RAM files just before qmpctl compared them, best of {repeat}:")
+    for m in METHODS:
+        print(f"  {m:5s} {best[m]:6.2f} GiB/s   {best[m] / plain:5.2f} of the best plain compare")
+    print(f"qmpctl migrate's compare: {choice_line(v.choice)}")
+    median = statistics.median(samples[fastest])
+    print(f"  ran {v.method} at {v.gib_per_s:.2f} GiB/s: {v.gib_per_s / best[fastest]:5.2f} of the "
+          f"fastest on the same files ({fastest}, best {best[fastest]:.2f} GiB/s), "
+          f"{v.gib_per_s / median:5.2f} of its median ({median:.2f}; one run against "
+          f"{repeat}); target >= 0.90")
     return 0
 
 

@@ -310,6 +310,11 @@ def migrate(
         help="bytes: memcmp of both RAM images; hash: xxh3-64 per page on each side, only "
              "digests compared (what a destination on another host sends) [default: bytes; "
              "hash with --topology netns, by qmpctl agent on the destination's side]")] = None,
+    compare_method: Annotated[str, typer.Option(
+        help="auto|map|read|hash: how a same-host run compares the RAM images. auto: the "
+             "fastest on this host by a short probe (cached per host, boot, kernel and RAM "
+             "file system); map: memcmp of the mappings; read: preadv + memcmp; hash: xxh3-64 "
+             "per page, differing pages then compared byte by byte")] = "auto",
     fault: Annotated[list[str] | None, typer.Option(
         help="Inject WHAT@WHEN (repeatable): kill-src, kill-dst, stop-src, stop-dst, "
              "drop-qmp-src, link-down, link-down-for=S, rate=MBIT (netns), corrupt-dst=GPA; "
@@ -439,7 +444,7 @@ def migrate(
             boot_timeout=boot_timeout, qemu=qemu, qemu_src=qemu_src,
             qemu_dst=qemu_dst, exclude=tuple(exclude or ()), capability=tuple(capability or ()),
             parameter=tuple(parameter or ()), fault=tuple(fault or ()),
-            **({} if verify is None else {"verify": verify}),
+            **({} if verify is None else {"verify": verify}), compare_method=compare_method,
             artifacts=artifacts, ram_dir=ram_dir,
             force=force,
             postcopy=postcopy, dirty_rate_probe=dirty_rate_probe,

@@ -6,6 +6,7 @@ plugin's own tests in a scratch directory.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -29,6 +30,20 @@ def no_qemu_left_behind() -> Iterator[None]:
     yield
     leftover = [p for p in our_qemu_processes() if p not in before]
     assert not leftover, f"QEMU processes survived the suite: {leftover}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The compare-method probe's cache (XDG_CACHE_HOME) in a scratch directory,
+    for this process and every qmpctl it starts: tests never read or write the
+    user's cache."""
+    saved = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = saved
 
 
 def have_qemu(arch: str) -> bool:

@@ -136,6 +136,10 @@ class MigrateOptions(BaseModel):
     verify: Literal["bytes", "hash"] = Field(
         "bytes", description="bytes: memcmp of both RAM images; hash: xxh3-64 per page on each "
                              "side, only digests compared (a destination on another host)")
+    compare_method: Literal["auto", "map", "read", "hash"] = Field(
+        "auto", description="how a same-host run compares the RAM images: auto probes map, "
+                            "read and hash on this host (cached per host, boot, kernel and "
+                            "RAM file system); the others force one")
     fault: tuple[str, ...] = Field((), description="WHAT@WHEN faults to inject (see faults.spec)")
     dirty_rate_probe: bool = False
     force: bool = False
@@ -369,7 +373,7 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
     if opts.arch not in ARCHES:
         raise UsageError(f"unknown arch {opts.arch!r}; choose one of {', '.join(ARCHES)}")
     arch: Arch = opts.arch
-    if problems := option_problems(opts):
+    if problems := option_problems(opts) + compare_method_problems(opts):
         raise UsageError("; ".join(problems))
     kvm = kvm or probe_kvm()
     ram_mib = opts.ram if opts.ram is not None else DEFAULT_RAM[opts.guest]
@@ -648,6 +652,22 @@ def check_topology(opts: MigrateOptions) -> None:
 NETNS_HASHES = (
     "--verify bytes: with --topology netns the destination is another host, reached only "
     "over the network; its RAM is hashed there by qmpctl agent (--verify hash, implied)")
+
+
+def compare_method_problems(opts: MigrateOptions) -> list[str]:
+    """--compare-method map/read needs both images' bytes here: not with
+    --verify hash (given or implied by a remote destination) (pure)."""
+    if opts.compare_method in ("map", "read") and effective_verify(opts) == "hash":
+        why = ("--verify hash" if opts.verify == "hash" else
+               "the destination's RAM is on another host")
+        return [f"--compare-method {opts.compare_method}: {why}, so each side's pages are "
+                "hashed where they live (only auto or hash apply)"]
+    return []
+
+
+def requested_method(opts: MigrateOptions) -> Literal["map", "read", "hash"] | None:
+    """The compare method the user forced, or None for the probe's choice."""
+    return None if opts.compare_method == "auto" else opts.compare_method
 
 
 def effective_verify(opts: MigrateOptions) -> Literal["bytes", "hash"]:

@@ -80,8 +80,9 @@ from ..report.models import NetnsConfig, RunConfig, RunReport
 from ..report.verdict import before_migration_failure, conclude
 from ..verify.agent import AgentClient, RemoteImage
 from ..verify.classify import classify_mismatches
-from ..verify.compare import compare_images
+from ..verify.compare import MethodChoice
 from ..verify.digest import compare_digests, page_digests
+from ..verify.probe import choose_method, compare_by
 from ..verify.ramblocks import ramblock_verdicts
 from ..verify.ramimage import RamImage, RamLayout
 from ..verify.ranges import locate_differences
@@ -95,6 +96,7 @@ from .options import (
     effective_transport,
     effective_verify,
     reached_by_ssh,
+    requested_method,
     resolve,
 )
 from .remote import MIGRATION_PORT, check_destination_host, open_destination_host, start_agent
@@ -561,8 +563,17 @@ async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
                 memory = rep.memory = compare_digests(
                     *digests, layout, list(r.exclusions),
                     seconds=time.perf_counter() - started)
-            else:
-                memory = rep.memory = compare_images(si, di, layout, list(r.exclusions))
+            else:  # both sides here: the fastest method on this host, or the one forced
+                choice = choose_method(requested_method(r.options), src.spec.ram_path,
+                                       dst.spec.ram_path)
+                memory = rep.memory = compare_by(choice.method, si, di, layout,
+                                                 list(r.exclusions))
+                memory.choice = choice
+            if memory.choice is None:
+                memory.choice = MethodChoice(
+                    method="hash", why="verify-hash",
+                    detail="--verify hash" if run.agent is None else
+                    "the destination's RAM is on another host: qmpctl agent hashes it there")
             if (memory.pages_differing and table_map is not None and in_kernel_its(r)
                     and run.agent is None):
                 # KVM's in-kernel ITS consumes pending bits on restore: name them.

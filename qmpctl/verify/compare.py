@@ -4,9 +4,11 @@ Work is split into CHUNK_BYTES pieces over one thread per CPU. Each thread
 runs libc's memcmp (which releases the GIL) over BLOCK_BYTES blocks straight
 through the images' mappings; only a block that differs is split into pages
 to find which ones. Every page is compared unless the caller excluded it
-explicitly, and exclusions are counted in the result. METHOD "read" (preadv
-both files into per-thread buffers that stay in cache, then memcmp) is kept
-for `nox -s bench`, which measures both every run.
+explicitly, and exclusions are counted in the result. Method "read" (preadv
+both files into per-thread buffers that stay in cache, then memcmp) is the
+other way; which is faster depends on the host (see below), so `qmpctl
+migrate` measures them (`verify.probe`) rather than trusting METHOD, the
+default of direct callers.
 
 Measured on the 2-core build machine (Linux 6.18), 2 GiB images, best of 5,
 `nox -s bench`, 2026-11-30 (memcmp of two in-memory buffers on both cores,
@@ -18,6 +20,10 @@ themselves on huge pages: 15.8-16.0 GiB/s):
   reading 5.2-6.0), hence the bench keeps both.
 * a tmpfs mounted huge=always (`--ram-dir`), 2 MiB pages: through the
   mappings 12.2-14.4 GiB/s, 0.76-0.91 of memcmp.
+
+A fresh 2-core machine measured the opposite order on /dev/shm (map 5.99,
+read 12.16 GiB/s): no constant is right on both. The build machine again on
+2026-12-02: map 6.78, read 4.33 (memcmp 12.74), map on huge pages 11.62.
 """
 
 from __future__ import annotations
@@ -44,8 +50,9 @@ T = TypeVar("T")
 CHUNK_BYTES = 64 << 20  # work unit handed to a thread
 BLOCK_BYTES = 1 << 20  # read and compared at once; both buffers stay in cache
 MAX_REPORTED = 16
-Method = Literal["read", "map"]
-METHOD: Method = "map"  # the measured-fastest on 4 KiB and 2 MiB pages alike
+ByteMethod = Literal["read", "map"]
+Method = Literal["map", "read", "hash"]
+METHOD: ByteMethod = "map"  # direct callers' default; qmpctl migrate probes instead
 HEX_WINDOW = 16
 
 
@@ -81,6 +88,23 @@ class ExplainedPages(BaseModel):
     details: list[str] = Field(description="one line per page: where, and what differs")
 
 
+class MethodChoice(BaseModel):
+    """Which compare method ran and why: a probe's figures, not a constant."""
+
+    method: Method
+    why: Literal["probed", "cached", "forced", "verify-hash"] = Field(
+        description="probed: measured on this run's RAM files now; cached: an earlier "
+                    "probe on this host, boot, kernel and RAM file system; forced: "
+                    "--compare-method; verify-hash: --verify hash (or a remote "
+                    "destination) hashes each side where it lives")
+    probed_at: str | None = Field(None, description="UTC time of the probe used (ISO 8601)")
+    figures: dict[str, float] = Field(
+        default_factory=dict, description="GiB/s of image each candidate reached in the probe")
+    probe_mib: int | None = Field(None, description="MiB of each image the probe compared")
+    probe_s: float | None = Field(None, description="seconds the probe took (0 when cached)")
+    detail: str = Field("", description="the rule applied, in words")
+
+
 class MemoryVerdict(BaseModel):
     """Two RAM images compared page by page; `differing` keeps every page index."""
 
@@ -103,7 +127,12 @@ class MemoryVerdict(BaseModel):
         None, description="map: memcmp through the RAM files' mappings (the default); "
                           "read: both files copied block by block into cache-sized buffers, "
                           "then memcmp'd; hash: xxh3-64 per page on each side, digests "
-                          "compared")
+                          "compared (see digest_proof)")
+    choice: MethodChoice | None = Field(
+        None, description="why this method ran: probed, cached probe, forced, or --verify hash")
+    digest_proof: str | None = Field(
+        None, description="method hash: what a digest match proves, and how pages whose "
+                          "digests differ were described")
     ram_page_kib: int | None = Field(
         None, description="the page size the kernel backs the RAM files with (st_blksize): "
                           "4 on a plain tmpfs, 2048 on one mounted huge=always")
@@ -237,7 +266,13 @@ def map_chunks(size: int, threads: int | None,
                work: Callable[[int, int], T]) -> list[T]:
     """`work(start, end)` over CHUNK_BYTES pieces of [0, size) on `threads` threads
     (default: every CPU), results in order."""
-    bounds = [(s, min(s + CHUNK_BYTES, size)) for s in range(0, size, CHUNK_BYTES)]
+    return map_ranges([(s, min(s + CHUNK_BYTES, size)) for s in range(0, size, CHUNK_BYTES)],
+                      threads, work)
+
+
+def map_ranges(bounds: list[tuple[int, int]], threads: int | None,
+               work: Callable[[int, int], T]) -> list[T]:
+    """`work(start, end)` over the given ranges on `threads` threads, results in order."""
     workers = max(1, min(threads or worker_count(), len(bounds)))
     if workers == 1:
         return [work(s, e) for s, e in bounds]
@@ -345,18 +380,30 @@ def build_verdict(found: npt.NDArray[np.intp], pages: int, layout: RamLayout,
     return verdict
 
 
-def compare_images(src: RamImage, dst: RamImage, layout: RamLayout,
-                   exclusions: list[Region] | None = None, threads: int | None = None,
-                   max_reported: int = MAX_REPORTED) -> MemoryVerdict:
-    """Compare every page of two equally sized RAM images (`threads`: default one per CPU)."""
+def check_sizes(src: RamImage, dst: RamImage) -> None:
     if src.size != dst.size:
         raise ValueError(f"RAM sizes differ: {src.path} {src.size} vs {dst.path} {dst.size}")
     if src.size % PAGE_SIZE:
         raise ValueError(f"RAM size {src.size} is not a multiple of {PAGE_SIZE}")
+
+
+def chunk_differs(method: ByteMethod) -> Callable[[RamImage, RamImage, int, int],
+                                                  npt.NDArray[np.intp]]:
+    """The per-range compare of `method`: differing page indices in [start, end)."""
+    return _mapped_chunk_differs if method == "map" else _read_chunk_differs
+
+
+def compare_images(src: RamImage, dst: RamImage, layout: RamLayout,
+                   exclusions: list[Region] | None = None, threads: int | None = None,
+                   max_reported: int = MAX_REPORTED,
+                   method: ByteMethod | None = None) -> MemoryVerdict:
+    """Compare every page of two equally sized RAM images (`threads`: default one per
+    CPU; `method`: default METHOD)."""
+    check_sizes(src, dst)
     started = time.perf_counter()
-    method = METHOD
-    chunk_differs = _mapped_chunk_differs if method == "map" else _read_chunk_differs
-    parts = map_chunks(src.size, threads, lambda s, e: chunk_differs(src, dst, s, e))
+    method = method or METHOD
+    differs = chunk_differs(method)
+    parts = map_chunks(src.size, threads, lambda s, e: differs(src, dst, s, e))
     found = np.concatenate(parts) if parts else np.empty(0, dtype=np.intp)
     seconds = time.perf_counter() - started
     return build_verdict(found, src.size // PAGE_SIZE, layout, list(exclusions or []), seconds,

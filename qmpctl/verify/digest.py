@@ -8,7 +8,9 @@ bytes (`src_hex`/`dst_hex` say "(digest only)" and show the two digests;
 xxh3-64 is not cryptographic: two different pages hash alike with probability
 2^-64, so a lost page hides only by chance of that order; a corrupted page
 crafted to collide is out of scope (this is a test tool, not an integrity
-check against an adversary).
+check against an adversary). `compare_hashed` is the same path for two
+images on one host, chosen when the probe finds it fastest: there the pages
+whose digests differ are compared byte by byte and described as by memcmp.
 
 Reading is `compare_images`'s: each thread reads BLOCK_BYTES blocks into its
 own cache-resident buffer (preadv releases the GIL), then hashes the block's
@@ -21,6 +23,7 @@ beside it.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -30,7 +33,14 @@ import xxhash
 
 from ..core.units import PAGE_SIZE
 from . import compare
-from .compare import MAX_REPORTED, BlockBuffer, MemoryVerdict, PageMismatch, build_verdict
+from .compare import (
+    MAX_REPORTED,
+    BlockBuffer,
+    MemoryVerdict,
+    PageMismatch,
+    build_verdict,
+    describe_page,
+)
 from .ramimage import RamImage, RamLayout, Region
 
 DIGEST_ONLY = "(digest only)"
@@ -66,19 +76,57 @@ def page_digests(image: RamImage, threads: int | None = None) -> npt.NDArray[np.
     if image.size % PAGE_SIZE:
         raise ValueError(f"RAM size {image.size} is not a multiple of {PAGE_SIZE}")
     out = np.empty(image.size // PAGE_SIZE, dtype=np.uint64)
-
-    def work(start: int, end: int) -> None:
-        block = compare.BLOCK_BYTES
-        buf, views = _page_buffer.get(block)
-        for off in range(start, end, block):
-            n = min(block, end - off)
-            buf.read(image.fd, off, n)
-            first, count = off // PAGE_SIZE, n // PAGE_SIZE
-            out[first:first + count] = np.fromiter(map(_xxh3, views[:count]), dtype=np.uint64,
-                                                   count=count)
-
-    compare.map_chunks(image.size, threads, work)
+    compare.map_chunks(image.size, threads, lambda s, e: digest_range(image, out, s, e))
     return out
+
+
+def digest_range(image: RamImage, out: npt.NDArray[np.uint64], start: int, end: int) -> None:
+    """Fill `out[page]` for the pages of [start, end) of `image` (page-aligned)."""
+    block = compare.BLOCK_BYTES
+    buf, views = _page_buffer.get(block)
+    for off in range(start, end, block):
+        n = min(block, end - off)
+        buf.read(image.fd, off, n)
+        first, count = off // PAGE_SIZE, n // PAGE_SIZE
+        out[first:first + count] = np.fromiter(map(_xxh3, views[:count]), dtype=np.uint64,
+                                               count=count)
+
+
+DIGEST_BITS = 64
+
+
+def digest_proof(pages: int, bytes_described: bool) -> str:
+    """What a digest match proves for `pages` compared pages, in the report's words."""
+    per_page = 2.0 ** -DIGEST_BITS
+    then = ("every page whose digests differ was then compared byte by byte and is described "
+            "as by memcmp" if bytes_described else
+            "a page whose digests differ is described by its two digests only (the "
+            "destination's bytes stay on its host)")
+    return (f"a digest match proves two pages equal unless two different pages share an "
+            f"xxh3-{DIGEST_BITS} digest: probability 2^-{DIGEST_BITS} ({per_page:.1e}) for a "
+            f"differing page, at most {pages} x 2^-{DIGEST_BITS} = {pages * per_page:.1e} that "
+            f"any of the {pages} pages compared hid a difference (accidental differences; a "
+            f"page crafted to collide is out of scope); {then}")
+
+
+def compare_hashed(src: RamImage, dst: RamImage, layout: RamLayout,
+                   exclusions: list[Region] | None = None, threads: int | None = None,
+                   max_reported: int = MAX_REPORTED) -> MemoryVerdict:
+    """Both images on this host compared by their page digests; each page whose
+    digests differ is then compared byte by byte and described as by
+    `compare_images` (the hashed path is only a faster way to find them)."""
+    compare.check_sizes(src, dst)
+    started = time.perf_counter()
+    digests = page_digests(src, threads), page_digests(dst, threads)
+    found = np.flatnonzero(digests[0] != digests[1])
+    seconds = time.perf_counter() - started
+    pages = src.size // PAGE_SIZE
+    verdict = build_verdict(found, pages, layout, list(exclusions or []), seconds,
+                            lambda p: describe_page(src.bytes, dst.bytes, p, layout),
+                            max_reported, method="hash",
+                            ram_page_kib=os.fstat(src.fd).st_blksize >> 10)
+    verdict.digest_proof = digest_proof(verdict.pages_compared, bytes_described=True)
+    return verdict
 
 
 def _digest_mismatch(page: int, src: int, dst: int, layout: RamLayout) -> PageMismatch:
@@ -106,6 +154,9 @@ def compare_digests(src_digests: npt.NDArray[np.uint64], dst_digests: npt.NDArra
     started = time.perf_counter()
     found = np.flatnonzero(src_digests != dst_digests)
     took = time.perf_counter() - started if seconds is None else seconds
-    return build_verdict(found, pages, layout, list(exclusions or []), took,
-                         lambda p: _digest_mismatch(p, int(src_digests[p]), int(dst_digests[p]),
-                                                    layout), max_reported, method="hash")
+    verdict = build_verdict(found, pages, layout, list(exclusions or []), took,
+                            lambda p: _digest_mismatch(p, int(src_digests[p]),
+                                                       int(dst_digests[p]), layout),
+                            max_reported, method="hash")
+    verdict.digest_proof = digest_proof(verdict.pages_compared, bytes_described=False)
+    return verdict

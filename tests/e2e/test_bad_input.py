@@ -30,6 +30,9 @@ runner = CliRunner()
     (["--report", "/nonexistent-dir/r.json"],
      "--report /nonexistent-dir/r.json: directory /nonexistent-dir does not exist"),
     (["--transport", "rdma"], "--transport 'rdma': choose unix, tcp or file"),
+    (["--compare-method", "fast"], "--compare-method 'fast': choose auto, map, read or hash"),
+    (["--verify", "hash", "--compare-method", "map"],
+     "--compare-method map: --verify hash, so each side's pages are hashed where they live"),
     (["--wave-end", "500"], "wave range 0x200000-0x1f400000 must lie in RAM from 0x200000 "
                             "(below it: firmware, the guest and its tables); RAM is "
                             "0x0-0xa000000"),

@@ -121,9 +121,22 @@ async def test_kvm_dirty_ring_migration(qmpctl_migrate: MigrateFn) -> None:
     assert "last non-empty reap at +" in memory.explanation
 
 
-async def test_corrupted_destination_byte_is_reported_exactly(qmpctl_migrate: MigrateFn) -> None:
+@pytest.mark.parametrize("method", ["auto", "map", "read", "hash"])
+async def test_corrupted_destination_byte_is_reported_exactly(qmpctl_migrate: MigrateFn,
+                                                              method: str) -> None:
+    """Whichever compare method runs (probed or forced), the page is found and
+    described byte by byte alike; the report says which ran and why."""
     target = 0x0A0_0123 + 0x30_0000  # inside the wave range, not a written byte
-    rep = await migrate(qmpctl_migrate, corrupt_destination(target, xor=0x5A), accel="tcg")
+    rep = await migrate(qmpctl_migrate, corrupt_destination(target, xor=0x5A), accel="tcg",
+                        compare_method=method)
+    assert rep.memory is not None and (choice := rep.memory.choice) is not None
+    if method == "auto":
+        assert choice.why in ("probed", "cached") and set(choice.figures) == {
+            "map", "read", "hash"}
+    else:
+        assert (choice.method, choice.why) == (method, "forced")
+    assert rep.memory.method == choice.method
+    assert (rep.memory.digest_proof is not None) == (choice.method == "hash")
     assert rep.verdict == "mismatch" and rep.exit_code == ExitCode.MISMATCH
     assert rep.memory is not None and rep.memory.classes is not None
     assert rep.memory.classes.foreign.pages == 1  # a byte the wave never writes: corruption
