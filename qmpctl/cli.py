@@ -40,6 +40,14 @@ from .matrix.plot import plot_matrix
 from .matrix.presets import PRESETS
 from .matrix.spec import LOCAL, MatrixSpec, load_preset, load_toml
 from .matrix.table import matrix_table
+from .matrix.versus import (
+    compare_rates,
+    hosts_of,
+    load_matrix,
+    pairs_by_host,
+    pairs_by_id,
+    render_markdown,
+)
 from .qemu.rundir import default_root, sweep_stale
 from .report.models import RunReport
 from .report.plots import plot_report, require_matplotlib
@@ -676,6 +684,52 @@ def doctor(
     out.print(table)
     for note in rep.notes:
         out.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command(name="compare")
+def compare_results(
+    a: Annotated[Path, typer.Argument(help="A `qmpctl matrix --json` result")],
+    b: Annotated[Path | None, typer.Argument(
+        help="A second one, its cells matched by id; without it, A's two hosts "
+             "(the host axis) are compared")] = None,
+    hosts: Annotated[str | None, typer.Option(
+        help="With one file: HOST_A,HOST_B to compare (default: its two hosts)")] = None,
+    alpha: Annotated[float, typer.Option(help="Significance level, family-wise (Holm)")] = 0.05,
+    markdown: Annotated[Path | None, typer.Option(help="Write the table here too")] = None,
+    json_out: Annotated[Path | None, typer.Option(
+        "--json", help="Write the comparison as JSON")] = None,
+) -> None:
+    """Flaky or broken: per cell, do two results' loss rates differ? Fisher's
+    exact test, Holm-corrected over the cells; exit 1 when a cell or the pool
+    differs, 0 when none does, 2 on bad input."""
+    try:
+        first = load_matrix(a)
+        if b is not None:
+            if hosts is not None:
+                raise UsageError("--hosts compares the hosts of one file; with two files "
+                                 "cells are matched by id")
+            pairs, names = pairs_by_id(first, load_matrix(b)), (str(a), str(b))
+        else:
+            found = hosts_of(first)
+            chosen = hosts.split(",") if hosts is not None else found
+            if len(chosen) != 2:
+                raise UsageError(f"{a}: give a second file, or --hosts A,B naming two of its "
+                                 f"hosts ({', '.join(found)})")
+            pairs = pairs_by_host(first, chosen[0], chosen[1])
+            names = (f"{a} on {chosen[0]}", f"{a} on {chosen[1]}")
+        result = compare_rates(pairs, *names, alpha=alpha)
+        table = render_markdown(result)
+        for path, text in ((markdown, table), (json_out, result.model_dump_json(indent=1))):
+            if path is not None:
+                try:
+                    path.write_text(text)
+                except OSError as exc:
+                    raise UsageError(f"{path}: cannot write it: {exc.strerror}") from exc
+    except QmpctlError as exc:
+        print(f"qmpctl: {exc.message}", file=sys.stderr)
+        raise typer.Exit(int(exc.exit_code)) from None
+    sys.stdout.write(table)
+    raise typer.Exit(result.exit_code)
 
 
 @app.command()

@@ -58,3 +58,23 @@ def cell_stats(verdicts: Iterable[str]) -> CellStats:
                      inconclusive=tally["inconclusive"], verdicts=dict(tally), n=n,
                      loss_rate=lost / n if n else None,
                      loss_ci95=wilson(lost, n) if n else None)
+
+
+def fisher_exact(a_lost: int, a_n: int, b_lost: int, b_n: int) -> float:
+    """Two-sided p-value of Fisher's exact test that two loss rates are equal
+    (pure): the probability, with the margins fixed, of a split at least as
+    unlikely as the observed one (hypergeometric; ties within 1e-7 relative,
+    as R and SciPy count them). Exact, so right for the small n of a matrix
+    cell, where a chi-squared test is not."""
+    if not (0 <= a_lost <= a_n and 0 <= b_lost <= b_n) or not a_n or not b_n:
+        raise ValueError(f"fisher_exact({a_lost}/{a_n}, {b_lost}/{b_n}): need 0 <= lost <= n "
+                         "and n > 0 on both sides")
+    lost, total = a_lost + b_lost, a_n + b_n
+    every = math.comb(total, lost)
+
+    def prob(k: int) -> float:  # k of the losses in A
+        return math.comb(a_n, k) * math.comb(b_n, lost - k) / every
+
+    observed = prob(a_lost)
+    ks = range(max(0, lost - b_n), min(a_n, lost) + 1)
+    return min(1.0, sum(p for k in ks if (p := prob(k)) <= observed * (1 + 1e-7)))
