@@ -39,6 +39,7 @@ from .matrix.plan import check_options, describe_host, host_check, plan
 from .matrix.plot import plot_matrix
 from .matrix.presets import PRESETS
 from .matrix.spec import LOCAL, MatrixSpec, load_preset, load_toml
+from .matrix.stats import cell_stats, interval_within, rate_text
 from .matrix.table import matrix_table
 from .matrix.versus import (
     compare_rates,
@@ -147,10 +148,11 @@ def _on_signal(task: asyncio.Task[object]) -> Callable[[], None]:
 
 
 async def _run(opts: MigrateOptions, live: bool, repeat: int,
-               until_fail: bool = False) -> list[RunReport]:
+               until_fail: bool = False, until_ci: float | None = None) -> list[RunReport]:
     """Run the migration `repeat` times (intermittent losses need repetition);
     `until_fail`: stop at the first run that does not verify, keeping only
-    that run's artifacts."""
+    that run's artifacts; `until_ci`: stop once the loss rate's interval is
+    that narrow."""
     resolved = resolve(opts)
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
@@ -175,6 +177,13 @@ async def _run(opts: MigrateOptions, live: bool, repeat: int,
                       soft_wrap=True)
         if rep.exit_code == ExitCode.INTERRUPTED:
             break
+        if until_ci is not None and i < repeat:
+            rates = cell_stats(done.verdict for done in reports)
+            if interval_within(rates, until_ci):
+                err.print(f"--until-ci {until_ci:g}: after {i} runs the loss rate is "
+                          f"{rate_text(rates)}, no wider than {until_ci:g}; stopping",
+                          highlight=False, markup=False, soft_wrap=True)
+                break
         if until_fail:
             kept = r.options.artifacts
             if rep.exit_code == ExitCode.VERIFIED:
@@ -212,7 +221,8 @@ def _emit(reports: list[RunReport], as_json: bool, report_path: Path | None,
     else:
         tally = Counter(r.verdict for r in reports)
         (out if code == 0 else err).print(
-            f"{len(reports)} runs: " + ", ".join(f"{n} {v}" for v, n in tally.most_common()),
+            f"{len(reports)} runs: " + ", ".join(f"{n} {v}" for v, n in tally.most_common())
+            + f"; loss rate {rate_text(cell_stats(r.verdict for r in reports))}",
             highlight=False, markup=False)
     if unwritten is not None:
         # A run that did not verify keeps its own code: it says more.
@@ -384,6 +394,9 @@ def migrate(
     until_fail: Annotated[int | None, typer.Option(
         help="Repeat up to N times, stop at the first run that does not verify and keep "
              "its logs (needs --artifacts DIR; passing runs' logs are removed)")] = None,
+    until_ci: Annotated[float | None, typer.Option(
+        help="With --repeat N: stop early once the loss rate's 95 % Wilson interval is no "
+             "wider than WIDTH (0-1, e.g. 0.2), over the runs compared to a verdict")] = None,
     force: Annotated[bool, typer.Option(
         help="Run a configuration known to lose pages (arm64 KVM ring without "
              "ring-with-bitmap); the report lists what was forced")] = False,
@@ -424,6 +437,13 @@ def migrate(
                 raise UsageError("--plot draws one run; it cannot be combined with --repeat")
         if repeat < 1:
             raise UsageError(f"--repeat {repeat}: must be at least 1")
+        if until_ci is not None:
+            if not 0 < until_ci < 1:
+                raise UsageError(f"--until-ci {until_ci:g}: a width between 0 and 1 "
+                                 "(e.g. 0.2: the interval spans 20 percentage points)")
+            if repeat < 2:
+                raise UsageError("--until-ci stops a --repeat N early: give --repeat N "
+                                 "(the most runs it may take)")
         if until_fail is not None:
             if until_fail < 1:
                 raise UsageError(f"--until-fail {until_fail}: must be at least 1")
@@ -468,7 +488,7 @@ def migrate(
             machine_opt=tuple(machine_opt or ()), handshake=handshake, ready_line=ready_line,
             migrate_after=migrate_after, guest_timeout=guest_timeout)
         results = asyncio.run(_run(opts, live=err.is_terminal and not json_out, repeat=repeat,
-                                   until_fail=until_fail is not None))
+                                   until_fail=until_fail is not None, until_ci=until_ci))
     except QmpctlError as exc:
         results = [new_report(exc)]
         if not json_out:

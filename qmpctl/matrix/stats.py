@@ -78,3 +78,17 @@ def fisher_exact(a_lost: int, a_n: int, b_lost: int, b_n: int) -> float:
     observed = prob(a_lost)
     ks = range(max(0, lost - b_n), min(a_n, lost) + 1)
     return min(1.0, sum(p for k in ks if (p := prob(k)) <= observed * (1 + 1e-7)))
+
+
+def interval_within(s: CellStats, width: float) -> bool:
+    """The loss rate's interval is no wider than `width` (pure): enough runs
+    to stop a `--repeat --until-ci`. Never with no run compared."""
+    return s.loss_ci95 is not None and s.loss_ci95[1] - s.loss_ci95[0] <= width
+
+
+def rate_text(s: CellStats) -> str:
+    """`lost/n rate [lo, hi]`, or why there is none (pure)."""
+    if s.loss_rate is None or s.loss_ci95 is None:
+        return f"none (no run of {s.runs} compared to a verdict)"
+    lo, hi = s.loss_ci95
+    return f"{s.lost}/{s.n} {s.loss_rate:.1%} [{lo:.1%}, {hi:.1%}]"

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field, ValidationError
 from ..core.errors import UsageError
 from .results import MatrixReport
 from .spec import LOCAL
-from .stats import CellStats, cell_stats, fisher_exact
+from .stats import CellStats, cell_stats, fisher_exact, rate_text
 
 TEST = "Fisher's exact test, two-sided; a cell differs when Holm's step-down correction " \
        "over the cells compared keeps p below alpha"
@@ -155,12 +155,7 @@ def _pooled(stats: list[CellStats | None]) -> CellStats:
 
 
 def _rate(s: CellStats | None) -> str:
-    if s is None:
-        return "-"
-    if not s.n or s.loss_rate is None or s.loss_ci95 is None:
-        return f"no run compared ({s.runs} runs)"
-    lo, hi = s.loss_ci95
-    return f"{s.lost}/{s.n} {s.loss_rate:.1%} [{lo:.1%}, {hi:.1%}]"
+    return "-" if s is None else rate_text(s)
 
 
 def render_markdown(c: Comparison) -> str:

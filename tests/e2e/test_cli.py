@@ -55,10 +55,27 @@ def test_until_fail_stops_at_the_first_run_that_does_not_verify(tmp_path: Path) 
     assert our_qemu_processes() == []
 
 
+def test_until_ci_stops_once_the_interval_is_that_narrow(tmp_path: Path) -> None:
+    """0 lost of n: Wilson's upper bound is z²/(n + z²), 0.56 at 3 runs and
+    0.49 at 4, so a width of 0.5 stops a --repeat 30 after run 4."""
+    report = tmp_path / "runs.json"
+    result = CliRunner().invoke(app, [
+        "migrate", "--accel", "tcg", "--ram", "64", "--wave-end", "18", "--repeat", "30",
+        "--until-ci", "0.5", "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(report.read_text())) == 4
+    assert ("--until-ci 0.5: after 4 runs the loss rate is 0/4 0.0% [0.0%, 49.0%], no wider "
+            "than 0.5; stopping") in result.output
+    assert "4 runs: 4 verified; loss rate 0/4 0.0% [0.0%, 49.0%]" in result.output
+    assert our_qemu_processes() == []
+
+
 @pytest.mark.parametrize(("args", "problem"), [
     (["--until-fail", "2"], "give --artifacts DIR"),
     (["--until-fail", "2", "--repeat", "2", "--artifacts", "/tmp"], "leave out --repeat"),
     (["--until-fail", "0", "--artifacts", "/tmp"], "--until-fail 0: must be at least 1"),
+    (["--until-ci", "0.2"], "--until-ci stops a --repeat N early: give --repeat N"),
+    (["--until-ci", "1.5", "--repeat", "3"], "--until-ci 1.5: a width between 0 and 1"),
 ])
 def test_until_fail_is_checked_before_anything_starts(args: list[str], problem: str) -> None:
     result = CliRunner().invoke(app, ["migrate", *args])

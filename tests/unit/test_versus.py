@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from qmpctl.cli import app
 from qmpctl.core.errors import UsageError
-from qmpctl.matrix.stats import CellStats, cell_stats, fisher_exact
+from qmpctl.matrix.stats import CellStats, cell_stats, fisher_exact, interval_within, rate_text
 from qmpctl.matrix.versus import compare_rates, holm, load_matrix, pairs_by_host
 
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
@@ -99,3 +99,11 @@ def test_cli_bad_input_is_named(args: list[str], message: str) -> None:
     result = CliRunner().invoke(app, ["compare", *args])
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_an_interval_is_narrow_enough_only_with_runs_compared() -> None:
+    assert not interval_within(stats(0, 3), 0.5)  # [0, 56.2 %]
+    assert interval_within(stats(0, 4), 0.5)  # [0, 49.0 %]
+    assert not interval_within(stats(0, 0, 50), 0.5)  # 50 inconclusive runs prove nothing
+    assert rate_text(stats(0, 4)) == "0/4 0.0% [0.0%, 49.0%]"
+    assert rate_text(stats(0, 0, 2)) == "none (no run of 2 compared to a verdict)"
