@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from .core.errors import QmpctlError
-from .guests.base import image_path
+from .guests.images import image_path
 from .host.kvm import ARCHES, Arch, KvmInfo, host_arch, probe_kvm
 from .host.qemu import candidate_paths, default_qemu_name, find_qemu, machine_types, probe_binary
 from .qemu.cmdline import DEFAULT_MACHINE, MachineSpec
