@@ -54,9 +54,19 @@ from .verify.agent import serve as serve_agent
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Drive QEMU live migration over QMP and prove no dirty page was lost.")
 app.add_typer(lab_app, name="lab")
+images_app = typer.Typer(no_args_is_help=True, help=(
+    "Guest images: the bare-metal guests ship with the package; Linux guests and "
+    "KVM labs are built on demand into the per-user cache."))
+app.add_typer(images_app, name="images")
 err = Console(stderr=True)
 out = Console()
 log = logging.getLogger("qmpctl")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"qmpctl {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -64,6 +74,9 @@ def main_options(
     verbose: Annotated[int, typer.Option(
         "--verbose", "-v", count=True,
         help="-v: what qmpctl does; -vv: also every QMP message (qemu.qmp's logger)")] = 0,
+    show_version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_print_version,
+        help="Print qmpctl's version (the installed package's) and exit")] = False,
 ) -> None:
     """Drive QEMU live migration over QMP and prove no dirty page was lost."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
@@ -644,6 +657,7 @@ def doctor(
         print(rep.model_dump_json(indent=2))
         return
     table = Table(title="qmpctl doctor", show_header=False)
+    table.add_row("qmpctl", rep.qmpctl_version)
     table.add_row("host arch", rep.host_arch)
     kvm = rep.kvm
     table.add_row("KVM", f"{kvm.device}: "
@@ -668,7 +682,17 @@ def doctor(
         table.add_row("  dirty-limit capability", str("dirty-limit" in q.migration_capabilities))
         table.add_row("  migration parameters", str(len(q.migration_parameters)))
         table.add_row("  commands", ", ".join(c for c, ok in q.commands.items() if ok))
+    table.add_row("image search order", "\n".join(rep.image_roots))
+    for image in rep.images:
+        table.add_row(f"  {image.name}", f"{image.source}: {image.path}" if image.path
+                      else f"missing: build it with {image.build}")
+    if rep.missing_build_tools:
+        table.add_row("image build tools", rep.missing_build_tools)
+    if rep.scripts:
+        table.add_row("host set-up scripts", rep.scripts)
     out.print(table)
+    for req in rep.requirements:
+        out.print(f"requires: {req}", highlight=False, markup=False, soft_wrap=True)
     for note in rep.notes:
         out.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
 
@@ -719,6 +743,29 @@ def relay(ctx: typer.Context) -> None:
 def schema() -> None:
     """Print the JSON schema of the run report."""
     sys.stdout.write(report_schema())
+
+
+@images_app.command("build")
+def images_build(
+    linux: Annotated[bool, typer.Option(
+        "--linux", help="Also the Linux guests (Debian's kernel and busybox, via apt)")] = False,
+    lab: Annotated[list[str] | None, typer.Option(
+        "--lab", help="Also the KVM lab of this architecture (aarch64 or x86_64; repeatable; "
+                      "mmdebstrap, a few minutes)")] = None,
+) -> None:
+    """Build guest images where qmpctl looks first: $QMPCTL_IMAGES, a checkout's
+    images/out, else the cache ($QMPCTL_CACHE, else $XDG_CACHE_HOME/qmpctl)."""
+    from .guests.build import plan_build, run_build
+
+    try:
+        plan = plan_build(linux, lab or [])
+        print(f"qmpctl images build: {' '.join(plan.goals)} into {plan.out} "
+              f"(recipes {plan.recipes})", file=sys.stderr)
+        run_build(plan)
+    except QmpctlError as exc:
+        print(f"qmpctl: {exc.message}", file=sys.stderr)
+        raise typer.Exit(int(exc.exit_code)) from None
+    print(f"qmpctl images build: done, images in {plan.out}", file=sys.stderr)
 
 
 @app.command()

@@ -21,7 +21,8 @@ def _how(v: MemoryVerdict) -> str:
 
 def summary_lines(report: RunReport) -> list[str]:
     """A compact human summary; the JSON report has everything."""
-    out = [f"verdict: {report.verdict.upper()} (exit {report.exit_code})"]
+    out = [f"verdict: {report.verdict.upper()} (exit {report.exit_code}); "
+           f"qmpctl {report.qmpctl_version}"]
     if report.error:
         out.append(f"error: {report.error}")
     if (c := report.config) is not None:
