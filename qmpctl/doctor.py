@@ -26,7 +26,8 @@ REQUIREMENTS = (
     "QEMU 7.2 for cross-version runs: tools/install-bookworm-qemu.sh DIR/7.2, then "
     "QMPCTL_QEMU_DIR=DIR",
     "permissions: read-write /dev/kvm for KVM runs (root or the kvm group; TCG needs none); "
-    "root for --dst-via netns and --ram-dir mounts; /dev/shm room for twice the guest RAM",
+    "root for --dst-via netns and to mount a huge-page tmpfs for --ram-dir; /dev/shm room "
+    "for twice the guest RAM",
     "building images (qmpctl images build): make gcc binutils gcc-aarch64-linux-gnu; "
     "--linux adds apt dpkg cpio gzip libc6-dev libc6-dev-arm64-cross; --lab adds "
     "mmdebstrap kmod python3",

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 import qmpctl
 from qmpctl.cli import app
 from qmpctl.core.errors import HostError, UsageError
+from qmpctl.doctor import image_statuses
 from qmpctl.guests import build, images
 from qmpctl.report.text import summary_lines
 from qmpctl.scenario.runner import new_report
@@ -167,3 +168,14 @@ def test_sdist_manifest_carries_what_the_wheel_build_needs() -> None:
     assert "graft guestload" in manifest
     for name in ("images/Makefile", "images/*.mk", "images/lab/*.sh", "images/linux/*.sh"):
         assert name in manifest
+
+
+def test_doctor_says_where_each_image_comes_from(installed: Path) -> None:
+    _put(installed / "pkg" / "images" / "out", "x86_64", "wave.elf")
+    _put(images.cache_images(), "aarch64", "its.elf")
+    status = {s.name: s for s in image_statuses()}
+    assert status["x86_64/wave.elf"].source == "package"
+    assert status["aarch64/its.elf"].source == "cache"
+    linux = status["x86_64/linux/vmlinuz"]
+    assert linux.path is None and linux.build == "`qmpctl images build --linux`"
+    assert status["lab/x86_64/manifest.txt"].build == "`qmpctl images build --lab x86_64`"
