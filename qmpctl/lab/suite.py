@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..core.errors import QmpctlError
-from ..guests.images import images_dir
+from ..guests.images import checkout_root, images_dir
 from ..host.kvm import Arch, host_arch, probe_kvm
 from .image import find_image
 from .job import plan_job
@@ -60,6 +60,8 @@ def lab_available(arch: Arch) -> str | None:
     """Why no lab of `arch` can run here (None: one can)."""
     if os.environ.get(IN_LAB):
         return f"already inside a {os.environ[IN_LAB]} lab"
+    if checkout_root() is None:  # a lab packs the checkout qmpctl runs from
+        return "a lab runs a source checkout of qmpctl; this qmpctl is an installed package"
     try:
         find_image(images_dir("lab", arch, "manifest.txt"), arch)
     except QmpctlError as exc:

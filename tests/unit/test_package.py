@@ -17,6 +17,7 @@ from qmpctl.cli import app
 from qmpctl.core.errors import HostError, UsageError
 from qmpctl.doctor import image_statuses
 from qmpctl.guests import build, images
+from qmpctl.lab import suite as lab_suite
 from qmpctl.report.text import summary_lines
 from qmpctl.scenario.runner import new_report
 
@@ -179,3 +180,10 @@ def test_doctor_says_where_each_image_comes_from(installed: Path) -> None:
     linux = status["x86_64/linux/vmlinuz"]
     assert linux.path is None and linux.build == "`qmpctl images build --linux`"
     assert status["lab/x86_64/manifest.txt"].build == "`qmpctl images build --lab x86_64`"
+
+
+def test_an_installed_qmpctl_skips_lab_tests_saying_why(installed: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(lab_suite.IN_LAB, raising=False)
+    monkeypatch.setattr(lab_suite, "checkout_root", lambda: None)
+    assert "installed package" in (lab_suite.lab_available("aarch64") or "")
