@@ -73,9 +73,9 @@ def find_root(*parts: str) -> ImageRoot | None:
 
 
 def images_dir(*parts: str) -> Path:
-    """The images directory holding `parts` (default: the first root holding the
-    x86 wave guest), else the first root in the search order."""
-    root = find_root(*(parts or ("x86_64", "wave.elf")))
+    """The images directory holding the file `parts`, else the first in the
+    search order (where a missing image is reported, and built)."""
+    root = find_root(*parts)
     return (root or image_roots()[0]).path
 
 
