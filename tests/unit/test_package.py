@@ -101,13 +101,14 @@ def test_cache_is_overridable(installed: Path, monkeypatch: pytest.MonkeyPatch) 
     assert images.cache_images() == installed / "elsewhere" / "images" / qmpctl.__version__
 
 
-def test_a_checkout_prefers_its_own_images() -> None:
+def test_a_checkout_prefers_its_own_images(monkeypatch: pytest.MonkeyPatch) -> None:
     """This test runs from the checkout: its images/out come before the cache."""
+    monkeypatch.delenv("QMPCTL_IMAGES", raising=False)
     assert images.checkout_root() == ROOT
     roots = images.image_roots()
-    if roots[0].source != "QMPCTL_IMAGES":
-        assert [r.source for r in roots] == ["checkout", "cache", "package"]
-        assert roots[0].path == ROOT / "images" / "out"
+    assert [r.source for r in roots] == ["checkout", "cache", "package"]
+    assert roots[0].path == ROOT / "images" / "out"
+    assert "make -C images linux" in images.build_hint("x86_64", "linux", "vmlinuz")
 
 
 def test_build_plan_installed(installed: Path) -> None:
