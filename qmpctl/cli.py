@@ -56,7 +56,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 app.add_typer(lab_app, name="lab")
 images_app = typer.Typer(no_args_is_help=True, help=(
     "Guest images: the bare-metal guests ship with the package; Linux guests and "
-    "KVM labs are built on demand into the per-user cache."))
+    "KVM labs are built on demand (`qmpctl doctor` says where each image comes from)."))
 app.add_typer(images_app, name="images")
 err = Console(stderr=True)
 out = Console()
