@@ -682,17 +682,17 @@ def doctor(
         table.add_row("  dirty-limit capability", str("dirty-limit" in q.migration_capabilities))
         table.add_row("  migration parameters", str(len(q.migration_parameters)))
         table.add_row("  commands", ", ".join(c for c, ok in q.commands.items() if ok))
-    table.add_row("image search order", "\n".join(rep.image_roots))
-    for image in rep.images:
-        table.add_row(f"  {image.name}", f"{image.source}: {image.path}" if image.path
-                      else f"missing: build it with {image.build}")
-    if rep.missing_build_tools:
-        table.add_row("image build tools", rep.missing_build_tools)
-    if rep.scripts:
-        table.add_row("host set-up scripts", rep.scripts)
     out.print(table)
-    for req in rep.requirements:
-        out.print(f"requires: {req}", highlight=False, markup=False, soft_wrap=True)
+    lines = [f"images, first match wins: {'; '.join(rep.image_roots)}"]
+    lines += [f"  {i.name}: " + (f"{i.source}: {i.path}" if i.path
+                                 else f"missing: build it with {i.build}") for i in rep.images]
+    if rep.missing_build_tools:
+        lines.append(f"image build tools: {rep.missing_build_tools}")
+    if rep.scripts:
+        lines.append(f"host set-up scripts: {rep.scripts}")
+    lines += [f"requires: {req}" for req in rep.requirements]
+    for line in lines:  # whole paths, not cut to a table column
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
     for note in rep.notes:
         out.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
 

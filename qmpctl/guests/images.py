@@ -88,7 +88,7 @@ def build_hint(*parts: str) -> str:
         cmd, make = "qmpctl images build --linux", "make -C images linux"
     else:
         cmd, make = "qmpctl images build", "make -C images"
-    if checkout_root() is not None and "QMPCTL_IMAGES" not in os.environ:
+    if checkout_root() is not None and not os.environ.get("QMPCTL_IMAGES"):
         return f"`{make}` (./bootstrap setup does) or `{cmd}`"
     return f"`{cmd}`"
 
