@@ -1,17 +1,22 @@
-"""Developer sessions. `./bootstrap test` runs lint, typecheck, tests and
-examples in the project's .venv (`nox --no-venv`); `nox -s bench` prints the
+"""Developer sessions. `./bootstrap test` runs lint, typecheck, tests,
+examples, smoke and package in the project's .venv (`nox --no-venv`); `nox -s bench` prints the
 verification engine's throughput against the machine's plain memory-compare
 speed.
 """
 
+import json
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests", "examples", "smoke", "lab_x86"]
+nox.options.sessions = ["lint", "typecheck", "tests", "examples", "smoke", "package",
+                        "lab_x86"]
 SOURCES = ["qmpctl", "tests", "noxfile.py", "benchmarks", "examples", "tools/ring-trace"]
 ROOT = Path(__file__).resolve().parent
 
@@ -107,3 +112,73 @@ def smoke(session: nox.Session) -> None:
     session.run(str(Path(sys.executable).with_name("qmpctl")), "matrix", "--preset", "smoke",
                 "--junit", "reports/smoke-junit.xml", "--json", "reports/smoke.json",
                 "--known-loss", "tracking=ring")  # posargs are pytest's (./bootstrap test)
+
+
+def _stdout(session: nox.Session, argv: list[str], env: dict[str, str]) -> str:
+    """A command's stdout alone (session.run mixes in stderr), logged; failing fails."""
+    session.log(" ".join(argv))
+    proc = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True,
+                          check=False)
+    if proc.returncode != 0:
+        session.error(f"exit {proc.returncode}: {proc.stderr}")
+    return proc.stdout
+
+
+# Blank in the installed package's runs: nothing may lead back to the checkout.
+OUTSIDE_ENV = {"PYTHONPATH": "", "QMPCTL_IMAGES": "", "QMPCTL_CACHE": "", "VIRTUAL_ENV": ""}
+
+
+@nox.session(venv_backend="none")
+def package(session: nox.Session) -> None:
+    """The package as a user gets it: sdist and wheel built with `python -m
+    build` (the wheel from the sdist) and checked with `twine check`; the wheel
+    installed into a fresh venv outside the repository and there, with the
+    checkout on no path: --version against the metadata, doctor, a small TCG
+    migration on the shipped images, `qmpctl images build` into a fresh cache,
+    and examples/ci-suite (copied) against the installed package."""
+    with tempfile.TemporaryDirectory(prefix="qmpctl-package-") as tmp_name:
+        tmp = Path(tmp_name)
+        dist = tmp / "dist"
+        session.run(sys.executable, "-m", "build", "--quiet", "--outdir", str(dist), str(ROOT))
+        built = sorted(str(f) for f in dist.iterdir())
+        session.run(sys.executable, "-m", "twine", "check", "--strict", *built)
+        wheel = next(dist.glob("*.whl"))
+        session.log(f"{wheel.name}: {wheel.stat().st_size // 1024} KiB")
+        venv = tmp / "venv"
+        session.run(sys.executable, "-m", "venv", str(venv))
+        python, qmpctl = str(venv / "bin" / "python"), str(venv / "bin" / "qmpctl")
+        env = {**OUTSIDE_ENV, "XDG_CACHE_HOME": str(tmp / "cache")}
+        session.run(python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                    f"{wheel}[pytest]", env=env)
+        work = tmp / "work"
+        work.mkdir()
+        with session.chdir(work):
+            where = _stdout(session, [python, "-c", "import qmpctl, sys; print(qmpctl.__file__); "
+                                      "print(*sys.path, sep='\\n')"], env)
+            if str(ROOT) in where or not where.startswith(str(venv)):
+                session.error(f"the installed qmpctl is not the venv's alone:\n{where}")
+            wanted = _stdout(session, [python, "-c", "import importlib.metadata as m; "
+                                       "print(m.version('qmpctl'))"], env).strip()
+            said = _stdout(session, [qmpctl, "--version"], env)
+            if said.split() != ["qmpctl", wanted]:
+                session.error(f"qmpctl --version said {said!r}, the metadata {wanted!r}")
+            doctor = json.loads(_stdout(session, [qmpctl, "doctor", "--json"], env))
+            sources = {i["name"]: i["source"] for i in doctor["images"]}
+            if sources["x86_64/wave.elf"] != "package":
+                session.error(f"doctor: the wave guest is not the package's: {sources}")
+            session.run(qmpctl, "migrate", "--accel", "tcg", "--ram", "64", "--wave-end", "18",
+                        "--report", str(work / "report.json"), env=env)
+            report = json.loads((work / "report.json").read_text())
+            if report["qmpctl_version"] != wanted:
+                session.error(f"the report says qmpctl {report['qmpctl_version']}")
+            session.run(qmpctl, "images", "build", env=env)
+            suite = work / "ci-suite"
+            shutil.copytree(ROOT / "examples" / "ci-suite", suite)
+        junit = ROOT / "reports" / "package-junit.xml"
+        with session.chdir(suite):
+            session.run(python, "-m", "pytest", "--qmpctl-xfail-known-losses",
+                        f"--junitxml={junit}", env=env)
+        said_junit = {p.get("value") for p in ET.parse(junit).iter("property")
+                      if p.get("name") == "qmpctl_version"}
+        if said_junit != {wanted}:
+            session.error(f"the JUnit file says qmpctl {said_junit}, the metadata {wanted}")

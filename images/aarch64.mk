@@ -19,7 +19,7 @@ AARCH64_LDFLAGS := -nostdlib -static -no-pie -Wl,--build-id=none -Wl,--no-warn-r
 AARCH64_C := uart.c lib.c fw_cfg.c fdt.c params.c mmu.c gic.c its.c lpi.c wave.c main.c
 AARCH64_OBJS := $(addprefix $(AARCH64_OUT)/its-obj/,$(AARCH64_C:.c=.o) entry.o)
 
-all: $(AARCH64_OUT)/its.elf
+all baremetal: $(AARCH64_OUT)/its.elf
 
 $(AARCH64_OUT)/its.elf: $(AARCH64_OBJS) $(AARCH64_SRC)/guest.ld
 	$(AARCH64_CROSS)gcc $(AARCH64_CFLAGS) $(AARCH64_LDFLAGS) -o $@ $(AARCH64_OBJS) -lgcc

@@ -5,8 +5,9 @@
 
 LAB_SRC := $(CURDIR)/lab
 # init.sh is not an input: every job packs the checkout's own /init.
+# pyproject.toml: in a checkout (an installed qmpctl's recipes have none).
 LAB_INPUTS := $(LAB_SRC)/build.sh $(LAB_SRC)/sources.sh \
-	$(CURDIR)/../pyproject.toml $(wildcard /var/lib/apt/lists/*bookworm-backports*_Packages*)
+	$(wildcard $(CURDIR)/../pyproject.toml) $(wildcard /var/lib/apt/lists/*bookworm-backports*_Packages*)
 LAB_ARCHES := aarch64 x86_64
 LAB_DEBARCH_aarch64 := arm64
 LAB_DEBARCH_x86_64 := amd64

@@ -15,7 +15,7 @@
 # aarch64-linux-gnu-gcc + libc6-dev-arm64-cross (tools/install-host.sh).
 
 LINUX_SRC   := $(CURDIR)/linux
-LINUX_CACHE := $(CURDIR)/cache/linux
+LINUX_CACHE ?= $(CURDIR)/cache/linux
 LINUX_GL    := $(GUESTLOAD)/linux
 LINUX_ARCHES := x86_64 aarch64
 LINUX_DEBARCH_x86_64  := amd64
@@ -33,7 +33,9 @@ all: linux
 linux: $(linux_outs)
 .PHONY: linux linux-clean linux-resolve
 
-ifeq ($(filter clean linux-clean,$(MAKECMDGOALS)),)
+# Resolving needs apt: not for goals that build no Linux guest (baremetal, clean).
+LINUX_NO_RESOLVE := clean linux-clean baremetal
+ifneq ($(if $(MAKECMDGOALS),$(filter-out $(LINUX_NO_RESOLVE),$(MAKECMDGOALS)),all),)
 -include $(LINUX_CACHE)/amd64/versions.mk $(LINUX_CACHE)/arm64/versions.mk
 endif
 

@@ -21,7 +21,7 @@ X86_LDFLAGS := -m elf_i386 -nostdlib -static --build-id=none \
 X86_WAVE_OBJS    := $(X86_OUT)/boot.o $(X86_OUT)/wave.o
 X86_PROBE64_OBJS := $(X86_OUT)/probe64.o
 
-all: $(X86_OUT)/wave.elf $(X86_OUT)/probe64.elf
+all baremetal: $(X86_OUT)/wave.elf $(X86_OUT)/probe64.elf
 
 $(X86_OUT):
 	mkdir -p $@

@@ -63,9 +63,19 @@ from .verify.agent import serve as serve_agent
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Drive QEMU live migration over QMP and prove no dirty page was lost.")
 app.add_typer(lab_app, name="lab")
+images_app = typer.Typer(no_args_is_help=True, help=(
+    "Guest images: the bare-metal guests ship with the package; Linux guests and "
+    "KVM labs are built on demand (`qmpctl doctor` says where each image comes from)."))
+app.add_typer(images_app, name="images")
 err = Console(stderr=True)
 out = Console()
 log = logging.getLogger("qmpctl")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"qmpctl {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -73,6 +83,9 @@ def main_options(
     verbose: Annotated[int, typer.Option(
         "--verbose", "-v", count=True,
         help="-v: what qmpctl does; -vv: also every QMP message (qemu.qmp's logger)")] = 0,
+    show_version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_print_version,
+        help="Print qmpctl's version (the installed package's) and exit")] = False,
 ) -> None:
     """Drive QEMU live migration over QMP and prove no dirty page was lost."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
@@ -677,6 +690,7 @@ def doctor(
         print(rep.model_dump_json(indent=2))
         return
     table = Table(title="qmpctl doctor", show_header=False)
+    table.add_row("qmpctl", rep.qmpctl_version)
     table.add_row("host arch", rep.host_arch)
     kvm = rep.kvm
     table.add_row("KVM", f"{kvm.device}: "
@@ -702,6 +716,16 @@ def doctor(
         table.add_row("  migration parameters", str(len(q.migration_parameters)))
         table.add_row("  commands", ", ".join(c for c, ok in q.commands.items() if ok))
     out.print(table)
+    lines = [f"images, first match wins: {'; '.join(rep.image_roots)}"]
+    lines += [f"  {i.name}: " + (f"{i.source}: {i.path}" if i.path
+                                 else f"missing: build it with {i.build}") for i in rep.images]
+    if rep.missing_build_tools:
+        lines.append(f"image build tools: {rep.missing_build_tools}")
+    if rep.scripts:
+        lines.append(f"host set-up scripts: {rep.scripts}")
+    lines += [f"requires: {req}" for req in rep.requirements]
+    for line in lines:  # whole paths, not cut to a table column
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
     for note in rep.notes:
         out.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
 
@@ -798,6 +822,29 @@ def relay(ctx: typer.Context) -> None:
 def schema() -> None:
     """Print the JSON schema of the run report."""
     sys.stdout.write(report_schema())
+
+
+@images_app.command("build")
+def images_build(
+    linux: Annotated[bool, typer.Option(
+        "--linux", help="Also the Linux guests (Debian's kernel and busybox, via apt)")] = False,
+    lab: Annotated[list[str] | None, typer.Option(
+        "--lab", help="Also the KVM lab of this architecture (aarch64 or x86_64; repeatable; "
+                      "mmdebstrap, a few minutes)")] = None,
+) -> None:
+    """Build guest images where qmpctl looks first: $QMPCTL_IMAGES, a checkout's
+    images/out, else the cache ($QMPCTL_CACHE, else $XDG_CACHE_HOME/qmpctl)."""
+    from .guests.build import plan_build, run_build
+
+    try:
+        plan = plan_build(linux, lab or [])
+        print(f"qmpctl images build: {' '.join(plan.goals)} into {plan.out} "
+              f"(recipes {plan.recipes})", file=sys.stderr)
+        run_build(plan)
+    except QmpctlError as exc:
+        print(f"qmpctl: {exc.message}", file=sys.stderr)
+        raise typer.Exit(int(exc.exit_code)) from None
+    print(f"qmpctl images build: done, images in {plan.out}", file=sys.stderr)
 
 
 @app.command()

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from . import __version__
 from .core.errors import QmpctlError
-from .guests.base import image_path
+from .guests.build import ALL_NEEDS, missing_message, missing_tools
+from .guests.images import DATA, KNOWN_IMAGES, build_hint, find_root, image_path, image_roots
 from .host.kvm import ARCHES, Arch, KvmInfo, host_arch, probe_kvm
 from .host.qemu import candidate_paths, default_qemu_name, find_qemu, machine_types, probe_binary
 from .qemu.cmdline import DEFAULT_MACHINE, MachineSpec
@@ -17,8 +19,30 @@ from .qemu.machine import QemuMachine
 from .qemu.rundir import RunDir
 from .qemu.schema import QemuSchema, probe_schema
 
+# What a host needs, for people who installed the package (README: "Host requirements").
+REQUIREMENTS = (
+    "Debian 12 (bookworm) or similar; QEMU 10 from bookworm-backports (qemu-system-x86, "
+    "qemu-system-arm, qemu-utils, ipxe-qemu, seabios; QEMU >= 7.2 works); Debian's own "
+    "QEMU 7.2 for cross-version runs: tools/install-bookworm-qemu.sh DIR/7.2, then "
+    "QMPCTL_QEMU_DIR=DIR",
+    "permissions: read-write /dev/kvm for KVM runs (root or the kvm group; TCG needs none); "
+    "root for --dst-via netns and to mount a huge-page tmpfs for --ram-dir; /dev/shm room "
+    "for twice the guest RAM",
+    "building images (qmpctl images build): make gcc binutils gcc-aarch64-linux-gnu; "
+    "--linux adds apt dpkg cpio gzip libc6-dev libc6-dev-arm64-cross; --lab adds "
+    "mmdebstrap kmod python3",
+)
+
+
+class ImageStatus(BaseModel):
+    name: str
+    path: str | None = Field(description="where qmpctl takes it from; None: missing")
+    source: str | None = Field(description="QMPCTL_IMAGES, checkout, cache or package")
+    build: str = Field(description="the command that builds it")
+
 
 class DoctorReport(BaseModel):
+    qmpctl_version: str = __version__
     host_arch: str
     kvm: KvmInfo
     long_mode_probe: str | None = None  # result of --probe: guestload/x86/probe64 under KVM
@@ -26,6 +50,24 @@ class DoctorReport(BaseModel):
     qemu: list[QemuSchema] = Field(
         description="every QEMU qmpctl knows, per architecture: the system one (the "
                     "default), then those set-up unpacked into .qemu/")
+    image_roots: list[str] = Field(default_factory=list,
+                                   description="where images are looked for, in order")
+    images: list[ImageStatus] = Field(default_factory=list)
+    requirements: list[str] = Field(default_factory=lambda: list(REQUIREMENTS))
+    scripts: str | None = Field(None, description="the host set-up scripts the package "
+                                                  "ships (install-host.sh, ...)")
+    missing_build_tools: str | None = None
+
+
+def image_statuses() -> list[ImageStatus]:
+    """Each image qmpctl knows: where it comes from, or how to build it."""
+    out = []
+    for parts in KNOWN_IMAGES:
+        root = find_root(*parts)
+        out.append(ImageStatus(
+            name="/".join(parts), path=str(root.path.joinpath(*parts)) if root else None,
+            source=root.source if root else None, build=build_hint(*parts)))
+    return out
 
 
 def host_notes(kvm: KvmInfo) -> list[str]:
@@ -97,5 +139,10 @@ async def doctor(long_mode_probe: bool = False) -> DoctorReport:
         for arch in ARCHES:
             qemu += await known_qemu_schemas(arch, run)
         probe = await probe_long_mode(run) if long_mode_probe and kvm.accessible else None
-    return DoctorReport(host_arch=host_arch(), kvm=kvm, long_mode_probe=probe,
-                        notes=host_notes(kvm), qemu=qemu)
+    missing = missing_tools(ALL_NEEDS)
+    scripts = DATA / "tools"
+    return DoctorReport(
+        host_arch=host_arch(), kvm=kvm, long_mode_probe=probe, notes=host_notes(kvm), qemu=qemu,
+        image_roots=[f"{r.source}: {r.path}" for r in image_roots()], images=image_statuses(),
+        scripts=str(scripts) if scripts.is_dir() else None,
+        missing_build_tools=missing_message(ALL_NEEDS, missing) if missing else None)

@@ -3,8 +3,8 @@
 * fixture `qmpctl_migrate`: `report = await qmpctl_migrate(accel="tcg", ...)`
   runs one real migration with `qmpctl migrate`'s options as keyword
   arguments (plus `hooks=`) and returns its `RunReport`; bad options fail the
-  test with qmpctl's message. Each run's key figures go to JUnit through
-  `record_property`.
+  test with qmpctl's message. Each run's key figures and qmpctl's version go
+  to JUnit through `record_property`.
 * marker `qmpctl_kvm(ring=False, arch="x86_64", ring_with_bitmap=False,
   guest64=False)`: skip, naming what is missing, unless this host's KVM can
   run the test; `--qmpctl-require-kvm` makes that a failure instead.
@@ -47,6 +47,7 @@ from typing import Any, cast
 
 import pytest
 
+from . import __version__
 from .core.errors import UsageError
 from .host.kvm import Arch, KvmInfo, kvm_can_run, probe_kvm
 from .lab.commands import checkout as qmpctl_checkout
@@ -461,6 +462,7 @@ def qmpctl_migrate(request: pytest.FixtureRequest,
         qemu_src=config.getoption("qmpctl_qemu_src"),
         qemu_dst=config.getoption("qmpctl_qemu_dst"),
         artifacts=_artifacts_dir(config))
+    record_property("qmpctl_version", __version__)  # which qmpctl judged, in the JUnit file
     runs.start()
     try:
         yield runs.migrate

@@ -8,7 +8,8 @@
 #
 #   build.sh ARCH OUTDIR      -> OUTDIR/{vmlinuz,rootfs.cpio,config,manifest.txt}
 #
-# Needs (tools/install-host.sh): mmdebstrap, kmod (depmod), python3 + pip (the venv's).
+# Needs (tools/install-host.sh): mmdebstrap, kmod (depmod), cpio, python3 + pip
+# (PIP, else the checkout venv's, else pip3).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -40,13 +41,19 @@ printf '%s\n' "$sources" | mmdebstrap --variant=extract --arch="$arch" --quiet \
     --extract-hook="ls \"\$1/var/cache/apt/archives\" > '$tmp/debs.txt'" \
     bookworm "$root" - >&2 || die "mmdebstrap failed"
 
-# qmpctl's runtime and pytest dependencies, read from pyproject.toml.
-deps=$(python3 - "$repo/pyproject.toml" <<'PY'
+# qmpctl's runtime and pytest dependencies: QMPCTL_LAB_REQUIREMENTS (one a
+# line; an installed qmpctl passes its metadata's), else pyproject.toml's.
+if [ -n "${QMPCTL_LAB_REQUIREMENTS:-}" ]; then
+    deps=$QMPCTL_LAB_REQUIREMENTS
+else
+    [ -f "$repo/pyproject.toml" ] || die "no pyproject.toml in $repo: set QMPCTL_LAB_REQUIREMENTS"
+    deps=$(python3 - "$repo/pyproject.toml" <<'PY'
 import sys, tomllib
 p = tomllib.load(open(sys.argv[1], "rb"))["project"]
 print("\n".join(p["dependencies"] + p["optional-dependencies"]["pytest"]))
 PY
 )
+fi
 mapfile -t deps <<<"$deps"
 site=$root/opt/qmpctl-lab/site
 "$pip" install --quiet --disable-pip-version-check --no-warn-script-location --target "$site" \

@@ -1,18 +1,15 @@
 """What every guest qmpctl launches shares: where its image is, where its RAM
 starts, and the `GuestCheck` model of a check the guest (or its image) passed.
 
-Images are built by `make -C images` into images/out (or $QMPCTL_IMAGES).
+Where images are found: `guests.images` (image_path, images_dir live there).
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
-from ..core.errors import HostError
 from ..core.units import MiB
 from ..host.kvm import Arch
 from ..qemu.console import ConsoleView
@@ -84,16 +81,3 @@ class OwnGuest:
 
     def announced_tables(self, view: ConsoleView) -> tuple[ItsTable, ...] | None:
         return None
-
-
-def images_dir() -> Path:
-    env = os.environ.get("QMPCTL_IMAGES")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "images" / "out"
-
-
-def image_path(*parts: str) -> Path:
-    path = images_dir().joinpath(*parts)
-    if not path.is_file():
-        raise HostError(f"guest image {path} is missing; build it with `make -C images` "
-                        "(the README's set-up command does this)")
-    return path

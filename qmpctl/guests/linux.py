@@ -17,7 +17,8 @@ from ..host.kvm import Arch
 from ..qemu.console import ConsoleView, Record, SerialConsole
 from ..verify.classify import GuestloadClassifier, PageClassifier
 from ..verify.ramimage import RamLayout, Region, Sampled
-from .base import RAM_BASE, GuestCheck, OwnGuest, image_path, ram_layout
+from .base import RAM_BASE, GuestCheck, OwnGuest, ram_layout
+from .images import image_path
 
 LINUX_WORKLOADS = ("wave", "random", "hotset", "rate", "readmostly")
 LINUX_CONSOLE: dict[Arch, str] = {"x86_64": "ttyS0", "aarch64": "ttyAMA0"}

@@ -26,9 +26,9 @@ from .base import (
     RESERVED_LOW,
     GuestCheck,
     OwnGuest,
-    image_path,
     ram_layout,
 )
+from .images import image_path
 from .linux import GuestThroughput
 
 GUEST_IMAGE = "wave guest image (code, stacks, pass counters)"

@@ -12,7 +12,7 @@ from typing import Annotated, cast
 import typer
 
 from ..core.errors import ExitCode, QmpctlError
-from ..guests.base import images_dir
+from ..guests.images import images_dir
 from ..host.kvm import host_arch, probe_kvm
 from .image import LAB_ARCHES, LabImage, custom_image, find_image
 from .job import plan_job
@@ -60,7 +60,7 @@ def _prepare(arch: str, cpus: int, memory: int, accel: str, kernel: Path | None,
         raise typer.BadParameter("applies only with --kernel", param_hint="--modules")
     spec = LabSpec(arch, cpus, memory, cast(LabAccel, accel), boot_timeout,
                    timeout)
-    image = find_image(images_dir(), spec.arch)
+    image = find_image(images_dir("lab", spec.arch, "manifest.txt"), spec.arch)
     if kernel is not None:
         image = custom_image(image, kernel.resolve(), modules and modules.resolve(),
                              kernel_config)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import HostError, UsageError
+from ..guests.images import build_hint
 from ..host.kvm import Arch
 
 LAB_ARCHES: tuple[Arch, ...] = ("aarch64", "x86_64")
@@ -101,7 +102,7 @@ def find_image(images: Path, arch: Arch) -> LabImage:
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
         raise HostError(f"the {arch} lab image is not built ({', '.join(missing)} missing): "
-                        f"build it with `make -C images lab` (./bootstrap setup does)")
+                        f"build it with {build_hint('lab', arch)}")
     return LabImage(arch, files["vmlinuz"], files["rootfs.cpio"], files["config"],
                     parse_manifest(files["manifest.txt"].read_text()))
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..core.errors import QmpctlError
-from ..guests.base import images_dir
+from ..guests.images import checkout_root, images_dir
 from ..host.kvm import Arch, host_arch, probe_kvm
 from .image import find_image
 from .job import plan_job
@@ -60,8 +60,10 @@ def lab_available(arch: Arch) -> str | None:
     """Why no lab of `arch` can run here (None: one can)."""
     if os.environ.get(IN_LAB):
         return f"already inside a {os.environ[IN_LAB]} lab"
+    if checkout_root() is None:  # a lab packs the checkout qmpctl runs from
+        return "a lab runs a source checkout of qmpctl; this qmpctl is an installed package"
     try:
-        find_image(images_dir(), arch)
+        find_image(images_dir("lab", arch, "manifest.txt"), arch)
     except QmpctlError as exc:
         return exc.message
     return None
@@ -72,7 +74,7 @@ async def run_command(arch: Arch, argv: Sequence[str], cwd: Path, checkout: Path
     """Boot a lab of `arch` with this host's accelerator choice, run `argv` in
     `cwd` against `checkout`, stream its console to `write`, and bring back
     what it wrote (`machine.run_lab`)."""
-    image = find_image(images_dir(), arch)
+    image = find_image(images_dir("lab", arch, "manifest.txt"), arch)
     accel = choose_accel(arch, "auto", probe_kvm(), host_arch(), nested_enabled())
     plan = plan_job(argv, cwd, checkout)
     return await run_lab(LabSpec(arch, timeout=timeout), image, accel, plan, write=write)

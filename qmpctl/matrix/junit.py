@@ -11,7 +11,8 @@
 * a cell not run here: one `<skipped>` testcase with the reason; repeats a
   Ctrl-C prevented: `<skipped>` saying so.
 
-Each testcase carries the cell's axes and the run's figures as properties.
+Each testcase carries the cell's axes and the run's figures as properties;
+the suite, qmpctl's version.
 A cell on a lab host has the classname `qmpctl.matrix.<host>` (a CI view
 groups each host's runs), and a lab that failed is an `<error>` testcase of
 its own; the suite's properties give each host's pooled loss rate.
@@ -61,8 +62,9 @@ def junit_tree(report: MatrixReport) -> ET.ElementTree:
                           hostname=report.host.hostname)
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     hosts = report.hosts or host_results(report.cells)
+    suite_props = ET.SubElement(suite, "properties")
+    ET.SubElement(suite_props, "property", name="qmpctl_version", value=report.qmpctl_version)
     if len(hosts) > 1 or any(h.host != LOCAL for h in hosts):
-        suite_props = ET.SubElement(suite, "properties")
         for h in hosts:
             ET.SubElement(suite_props, "property", name=f"host {h.host}",
                           value=f"{h.stats.runs} runs, {h.stats.verified} verified, "

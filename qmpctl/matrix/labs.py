@@ -30,7 +30,7 @@ from typing import Any, cast
 from pydantic import BaseModel, Field, ValidationError
 
 from ..core.errors import QmpctlError, UsageError
-from ..guests.base import images_dir
+from ..guests.images import images_dir
 from ..host.kvm import Arch
 from ..lab.image import find_image
 from ..lab.suite import IN_LAB, lab_available, run_command
@@ -101,7 +101,8 @@ def lab_check(available: Callable[[Arch], str | None] = lab_available,
               lab_qemu: Callable[[Arch], str | None] | None = None) -> CellCheck:
     """Why a lab cell cannot run, asked once per lab host (None: it can)."""
     def qemu_of(arch: Arch) -> str | None:
-        return manifest_qemu(find_image(images_dir(), arch).manifest)
+        image = find_image(images_dir("lab", arch, "manifest.txt"), arch)
+        return manifest_qemu(image.manifest)
 
     known: dict[str, str | None] = {}
     versions: dict[str, str | None] = {}

@@ -34,7 +34,8 @@ def choice_line(ch: MethodChoice) -> str:
 
 def summary_lines(report: RunReport) -> list[str]:
     """A compact human summary; the JSON report has everything."""
-    out = [f"verdict: {report.verdict.upper()} (exit {report.exit_code})"]
+    out = [f"verdict: {report.verdict.upper()} (exit {report.exit_code}); "
+           f"qmpctl {report.qmpctl_version}"]
     if report.error:
         out.append(f"error: {report.error}")
     if (c := report.config) is not None:

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from qmpctl.cli import app
 from qmpctl.core.units import MiB
-from qmpctl.guests.base import images_dir
+from qmpctl.guests.images import image_path
 from qmpctl.host.memory import mem_total
 from tests.conftest import our_qemu_processes
 
@@ -121,7 +121,7 @@ def test_ram_beyond_the_host_is_refused_for_its_size() -> None:
 
 
 def test_a_truncated_elf_kernel_is_refused_before_launch(tmp_path: Path) -> None:
-    whole = (images_dir() / "x86_64" / "wave.elf").read_bytes()
+    whole = (image_path("x86_64", "wave.elf")).read_bytes()
     cut = tmp_path / "cut.elf"
     cut.write_bytes(whole[:3000])
     result = runner.invoke(app, ["migrate", "--guest", "kernel", "--kernel", str(cut)])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from qmpctl.guests.base import images_dir
+from qmpctl.guests.images import image_path
 from qmpctl.testing import ExitCode, Hooks, Machine, MigrateFn, RunReport, assert_verified
 from tests.conftest import our_qemu_processes
 
@@ -24,7 +24,7 @@ REGISTER_TABLES = {"its-cmdq", "its-device", "its-collection", "lpi-prop", "lpi-
 
 
 def its_kernel() -> Path:
-    return images_dir() / "aarch64" / "its.elf"
+    return image_path("aarch64", "its.elf")
 
 
 def kut(append: str, **kw: object) -> dict[str, object]:
@@ -115,7 +115,7 @@ async def test_a_skipped_migration_is_answered_as_kvm_unit_tests_runner_does(
 
 async def test_an_x86_kernel_migrates_on_a_ready_line(qmpctl_migrate: MigrateFn) -> None:
     """x86_64: a multiboot kernel (guestload's wave, no fw_cfg) with `--handshake line`."""
-    rep = await qmpctl_migrate(guest="kernel", kernel=images_dir() / "x86_64" / "wave.elf",
+    rep = await qmpctl_migrate(guest="kernel", kernel=image_path("x86_64", "wave.elf"),
                                handshake="line", ready_line=r"^QMPCTL wave ", accel="tcg",
                                timeout=120.0)
     assert our_qemu_processes() == []

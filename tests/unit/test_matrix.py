@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -439,6 +440,8 @@ def test_junit_has_a_testcase_per_run_and_says_why(matrix_report: MatrixReport) 
                            f"{FIVE_IDS[3]} #1", f"{FIVE_IDS[3]} #2", FIVE_IDS[4]]
     assert {k: suite.get(k) for k in ("tests", "failures", "errors", "skipped")} == {
         "tests": "9", "failures": "4", "errors": "1", "skipped": "2"}
+    suite_props = {p.get("name"): p.get("value") for p in suite.findall("properties/property")}
+    assert suite_props == {"qmpctl_version": metadata.version("qmpctl")}
     assert list(cases[f"{FIVE_IDS[0]} #1"]) == [cases[f"{FIVE_IDS[0]} #1"][0]]  # properties
     lost = cases[f"{FIVE_IDS[0]} #2"].find("failure")
     assert lost is not None and lost.get("type") == "mismatch"
