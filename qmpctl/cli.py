@@ -29,6 +29,7 @@ from .host.netns import sweep_stale_namespaces
 from .host.tether import main as tether_main
 from .lab.commands import app as lab_app
 from .lab.commands import checkout as lab_checkout
+from .matrix.bisect import bisect_outcome
 from .matrix.cells import expand, select
 from .matrix.execute import MatrixState, run_matrix
 from .matrix.junit import write_junit
@@ -161,7 +162,8 @@ def _on_signal(task: asyncio.Task[object]) -> Callable[[], None]:
 
 
 async def _run(opts: MigrateOptions, live: bool, repeat: int,
-               until_fail: bool = False, until_ci: float | None = None) -> list[RunReport]:
+               until_fail: bool = False, until_ci: float | None = None,
+               stop_label: str = "--until-fail") -> list[RunReport]:
     """Run the migration `repeat` times (intermittent losses need repetition);
     `until_fail`: stop at the first run that does not verify, keeping only
     that run's artifacts; `until_ci`: stop once the loss rate's interval is
@@ -203,8 +205,9 @@ async def _run(opts: MigrateOptions, live: bool, repeat: int,
                 if kept is not None:
                     shutil.rmtree(kept, ignore_errors=True)  # only the failing run's stay
                 continue
-            err.print(f"--until-fail: run {i} of {repeat} did not verify ({rep.verdict}); its "
-                      f"logs are in {kept}", highlight=False, markup=False, soft_wrap=True)
+            logs = f"; its logs are in {kept}" if kept is not None else ""
+            err.print(f"{stop_label}: run {i} of {repeat} did not verify ({rep.verdict}){logs}",
+                      highlight=False, markup=False, soft_wrap=True)
             break
     return reports
 
@@ -407,6 +410,10 @@ def migrate(
     until_fail: Annotated[int | None, typer.Option(
         help="Repeat up to N times, stop at the first run that does not verify and keep "
              "its logs (needs --artifacts DIR; passing runs' logs are removed)")] = None,
+    bisect: Annotated[int | None, typer.Option(
+        help="For `git bisect run`: up to N runs, stopping at the first that does not "
+             "verify; exit 0 good (no loss in N), 1 bad (lost pages), 125 skip (could not "
+             "decide), 128 abort (bad input)")] = None,
     until_ci: Annotated[float | None, typer.Option(
         help="With --repeat N: stop early once the loss rate's 95 % Wilson interval is no "
              "wider than WIDTH (0-1, e.g. 0.2), over the runs compared to a verdict")] = None,
@@ -457,6 +464,15 @@ def migrate(
             if repeat < 2:
                 raise UsageError("--until-ci stops a --repeat N early: give --repeat N "
                                  "(the most runs it may take)")
+        if bisect is not None:
+            if bisect < 1:
+                raise UsageError(f"--bisect {bisect}: must be at least 1")
+            if repeat > 1 or until_fail is not None or until_ci is not None:
+                raise UsageError("--bisect N repeats by itself; leave out --repeat, "
+                                 "--until-fail and --until-ci")
+            if plot is not None:
+                raise UsageError("--plot draws one run; it cannot be combined with --bisect")
+            repeat = bisect
         if until_fail is not None:
             if until_fail < 1:
                 raise UsageError(f"--until-fail {until_fail}: must be at least 1")
@@ -501,15 +517,26 @@ def migrate(
             machine_opt=tuple(machine_opt or ()), handshake=handshake, ready_line=ready_line,
             migrate_after=migrate_after, guest_timeout=guest_timeout)
         results = asyncio.run(_run(opts, live=err.is_terminal and not json_out, repeat=repeat,
-                                   until_fail=until_fail is not None, until_ci=until_ci))
+                                   until_fail=until_fail is not None or bisect is not None,
+                                   until_ci=until_ci,
+                                   stop_label="--bisect" if bisect else "--until-fail"))
     except QmpctlError as exc:
         results = [new_report(exc)]
         if not json_out:
             print(f"qmpctl: {exc.message}", file=sys.stderr)
-            raise typer.Exit(_emit(results, json_out, writable, summary=False)) from None
+            code = _emit(results, json_out, writable, summary=False)
+            raise typer.Exit(_bisected(results, bisect) if bisect else code) from None
     if plot is not None and results[0].config is not None:
         plot_report(results[0], plot)
-    raise typer.Exit(_emit(results, json_out, writable))
+    code = _emit(results, json_out, writable)
+    raise typer.Exit(_bisected(results, bisect) if bisect else code)
+
+
+def _bisected(results: list[RunReport], runs: int) -> int:
+    """--bisect: the exit code `git bisect run` reads, said in one line."""
+    code, line = bisect_outcome([r.verdict for r in results], runs)
+    err.print(line, highlight=False, markup=False, soft_wrap=True)
+    return code
 
 
 def _matrix_spec(preset: str | None, axes: Path | None) -> tuple[MatrixSpec, str]:

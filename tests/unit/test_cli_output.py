@@ -26,7 +26,7 @@ FAKE_RUN = textwrap.dedent("""
 
     verdict = sys.argv.pop(1)
 
-    async def fake(opts, live, repeat, until_fail=False, until_ci=None):
+    async def fake(opts, live, repeat, until_fail=False, until_ci=None, stop_label=""):
         rep = new_report()
         rep.verdict, rep.exit_code = verdict, int(VERDICTS[verdict])
         return [rep]
