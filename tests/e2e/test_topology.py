@@ -20,7 +20,7 @@ from qmpctl.cli import app
 from qmpctl.host.netns import host_problem, list_namespaces
 from qmpctl.host.remote import NetnsHost
 from qmpctl.qemu.machine import QemuMachine
-from qmpctl.scenario.options import MigrateOptions, effective_transport, resolve
+from qmpctl.scenario.options import MigrateOptions, effective_transport, effective_verify, resolve
 from qmpctl.testing import Hooks, MigrateFn, assert_verified
 from tests.conftest import our_qemu_processes
 
@@ -163,8 +163,12 @@ def test_netns_implies_tcp() -> None:
 
 @needs_netns
 def test_netns_with_explicit_tcp_resolves() -> None:
-    r = resolve(MigrateOptions.from_kwargs(topology="netns", transport="tcp", accel="tcg"))
-    assert r.options.topology == "netns"
+    # tcp is what netns needs: given explicitly it is accepted, and it is
+    # what netns gives when left out (unix is refused: the next test).
+    given = resolve(MigrateOptions.from_kwargs(topology="netns", transport="tcp", accel="tcg"))
+    implied = resolve(MigrateOptions.from_kwargs(topology="netns", accel="tcg"))
+    assert effective_transport(given.options) == effective_transport(implied.options) == "tcp"
+    assert effective_verify(given.options) == "hash"  # the destination is remote
 
 
 runner = CliRunner()

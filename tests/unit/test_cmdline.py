@@ -56,8 +56,14 @@ def test_commas_in_paths_are_escaped() -> None:
     assert "mem-path=/tmp/a,,b/src.ram" in opt(argv, "-object")[0]
 
 
-def test_build_argv_is_pure() -> None:
-    assert build_argv(spec()) == build_argv(spec())
+def test_build_argv_depends_only_on_the_spec() -> None:
+    # Pure: the same spec gives the same argv whatever the environment or
+    # the files on disk (none of these paths exists), and the spec is not changed.
+    s = spec()
+    before = repr(s)
+    argv = build_argv(s)
+    assert argv == build_argv(spec()) and repr(s) == before
+    assert not Path("/run/q").exists() and "mem-path=/run/q/src.ram" in " ".join(argv)
 
 
 def test_netns_wraps_qemu_in_ip_netns_exec() -> None:

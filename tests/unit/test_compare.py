@@ -128,5 +128,10 @@ def test_the_verdict_says_how_it_compared_and_on_what_pages(images: tuple[Path, 
         assert res.ram_page_kib == os.fstat(s.fd).st_blksize >> 10
 
 
-def test_default_threads_is_every_cpu_this_process_may_use() -> None:
-    assert 1 <= cmp.worker_count() <= (os.cpu_count() or 1)
+def test_default_threads_is_every_cpu_this_process_may_use(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The affinity mask, not the machine's CPU count: a run pinned (taskset,
+    # a cgroup) to 3 of 8 CPUs must not start 8 threads.
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {1, 4, 6})
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert cmp.worker_count() == 3

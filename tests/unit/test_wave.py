@@ -68,8 +68,12 @@ def test_two_edges_is_a_failure() -> None:
 
 
 def test_a_page_one_pass_behind_makes_a_second_edge() -> None:
-    _edges, bad, _detail = check_samples(arr(6, 6, 5, 6, 5, 5), 1)
-    assert bad is not None
+    # 6 6 5 | 6 5 5: block 3 went back to the older pass's 6 after 5, a
+    # second edge, and it is the block named, with both values.
+    edges, bad, detail = check_samples(arr(6, 6, 5, 6, 5, 5), 1)
+    assert (edges, bad) == (3, 3)
+    assert detail == "block 3 holds 0x06 after 0x05: not equal and not one step of 1 behind"
+    assert check_samples(arr(6, 6, 5, 5, 5, 5), 1) == (1, None, "one edge")  # the same, whole
 
 
 def test_params_problems() -> None:
