@@ -71,3 +71,26 @@ def test_off_is_stated() -> None:
     from qmpctl.verify.kring import KernelRing
     assert summary(KernelRing(engaged=False, reason="not root")) == (
         "kernel ring trace: off (not root)")
+
+
+def test_trace_kernel_option() -> None:
+    import pytest
+
+    from qmpctl.core.errors import HostError, UsageError
+    from qmpctl.scenario.options import MigrateOptions, kernel_trace
+
+    def never() -> str:
+        raise AssertionError("the host need not be asked")
+
+    assert kernel_trace("off", "kvm", 4096, never) == (False, "--trace-kernel off")
+    assert kernel_trace("auto", "tcg", 0, never) == (
+        False, "--trace-kernel auto: the run does not use KVM's dirty ring")
+    with pytest.raises(UsageError, match="does not use KVM's dirty ring"):
+        kernel_trace("on", "kvm", 0, never)
+    assert kernel_trace("auto", "kvm", 4096, lambda: "not root") == (
+        False, "--trace-kernel auto: not root")
+    with pytest.raises(HostError, match="--trace-kernel on: not root"):
+        kernel_trace("on", "kvm", 4096, lambda: "not root")
+    assert kernel_trace("on", "kvm", 4096, lambda: None)[0]
+    with pytest.raises(UsageError, match="--trace-kernel"):
+        MigrateOptions.from_kwargs(trace_kernel="maybe")
