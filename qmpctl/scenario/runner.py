@@ -624,7 +624,8 @@ async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
         gpas = layout.gpas(rep.memory.differing.astype("int64") * PAGE_SIZE)
         kernel = explain(rep.kernel_ring, (int(g) for g in gpas))
         if kernel is not None:
-            rep.memory.explanation = "; ".join(filter(None, [kernel, rep.memory.explanation]))
+            rep.memory.explanation = "; ".join(filter(None, [rep.memory.explanation,
+                                                             f"kernel: {kernel}"]))
     if table_map is not None:
         rep.its_tables = table_verdicts(table_map.tables, rep.memory, layout)
     rep.ramblocks = await ramblock_verdicts(src, dst, RAM_BLOCK,
