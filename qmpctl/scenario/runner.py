@@ -881,7 +881,7 @@ async def _run(run: Run) -> None:
             run.topology = run.injector.link = stack.enter_context(netns_pair(run))
         await _open_destination_host(run, stack)
         engaged, why = run.r.kernel_trace
-        run.report.kernel_ring = KernelRing(engaged=False, reason=why)
+        run.report.kernel_ring = KernelRing(engaged=engaged, reason=why)  # figures: later
         if engaged:
             try:
                 run.ktrace = stack.enter_context(TraceInstance(KERNEL_EVENTS))
