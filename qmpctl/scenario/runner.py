@@ -291,6 +291,7 @@ class Run:
     dst_addr: str | None = None  # the destination host's address for the migration stream
     its_save: ItsSaveWatch | None = None  # arm64 KVM: the tables' before-image
     ktrace: TraceInstance | None = None  # --trace-kernel: the kernel's ring tracepoints
+    ktrace_read: bool = False
     # evidence of what ran before the migration (--cancel-at, --vcpu-dirty-limit)
     before_evidence: list[FeatureEvidence] = field(default_factory=list)
 
@@ -515,18 +516,41 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
     if r.ring:
         rep.dirty_ring = ring_evidence(rep.dirty_timeline, stats.pages_resent)
         rep.evidence_missing += ring_problems(rep.dirty_ring)
-    if run.ktrace is not None and run.hop == 1:
-        rep.kernel_ring = await asyncio.to_thread(_kernel_ring, run, run.ktrace, src, log)
+    await _trace_kernel(run, src)
     return dst
 
 
-def _kernel_ring(run: Run, trace: TraceInstance, src: QemuMachine, qemu_log: str) -> KernelRing:
-    """The kernel's ring events (the source QEMU's only) against QEMU's
-    harvests; blocking, so in a worker thread."""
-    lines, lost = trace.read()
-    fetched, slots = parse_qemu(qemu_log)
-    return analyse(parse_kernel(lines, run.r.ring, src.pid), fetched, slots, run.r.ring,
-                   run.r.kernel_trace[1], lost)
+def _trace_failed_migration(run: Run) -> Callable[..., Awaitable[bool]]:
+    """What the kernel did matters most when QEMU gave up (its abort on a
+    ring whose counts disagree, README): read after the QEMUs are gone,
+    before the instance goes; not when interrupted."""
+    async def on_exit(exc_type: type[BaseException] | None, *_: object) -> bool:
+        src = run.machines[0] if run.machines else None
+        if (src is not None and run.migration_started and exc_type is not None
+                and not issubclass(exc_type, asyncio.CancelledError | KeyboardInterrupt)):
+            try:
+                await _trace_kernel(run, src)
+            except OSError as exc:
+                log.warning("--trace-kernel: could not read the traces: %s", exc)
+        return False
+    return on_exit
+
+
+async def _trace_kernel(run: Run, src: QemuMachine) -> None:
+    """--trace-kernel, first migration: the kernel's ring events (the source
+    QEMU's only) against QEMU's harvests, in a worker thread (large files)."""
+    trace = run.ktrace
+    if trace is None or run.hop != 1 or run.ktrace_read:
+        return
+    run.ktrace_read = True
+
+    def analysed() -> KernelRing:
+        lines, lost = trace.read()
+        fetched, slots = parse_qemu(src.log_path.read_text(errors="replace"))
+        return analyse(parse_kernel(lines, run.r.ring, src.pid), fetched, slots, run.r.ring,
+                       run.r.kernel_trace[1], lost)
+
+    run.report.kernel_ring = await asyncio.to_thread(analysed)
 
 
 def _recovery_uri(run: Run) -> str:
@@ -888,6 +912,7 @@ async def _run(run: Run) -> None:
             except OSError as exc:
                 raise HostError(f"--trace-kernel: cannot record the kernel's ring "
                                 f"tracepoints: {exc}") from exc
+            stack.push_async_exit(_trace_failed_migration(run))
         # The supervisor stops before the machines are shut down (the stack).
         async with task_group() as group:
             watcher = group.create_task(run.supervisor.watch())
