@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from qmpctl.verify.kring import analyse, explain, parse_kernel, parse_qemu, summary
 
 SIZE = 4
@@ -94,3 +97,15 @@ def test_trace_kernel_option() -> None:
     assert kernel_trace("on", "kvm", 4096, lambda: None)[0]
     with pytest.raises(UsageError, match="--trace-kernel"):
         MigrateOptions.from_kwargs(trace_kernel="maybe")
+
+
+def test_instances_of_dead_qmpctls_are_swept(tmp_path: Path) -> None:
+    from qmpctl.host import ktrace
+
+    instances = tmp_path / "instances"
+    dead = instances / f"qmpctl-{2**22 + 7}-0"  # above any pid_max: never running
+    alive, other = instances / f"qmpctl-{os.getpid()}-0", instances / "someone-else"
+    for d in (dead, alive, other):
+        d.mkdir(parents=True)
+    assert ktrace.sweep_stale(tmp_path) == [dead]
+    assert sorted(p.name for p in instances.iterdir()) == sorted([alive.name, other.name])
