@@ -37,6 +37,9 @@ _SLOT = re.compile(r"kvm_set_user_memory AddrSpace#(\d+) Slot#(\d+) flags=0x[0-9
 QEMU_TRACE_EVENTS = ("kvm_dirty_ring_page", "kvm_set_user_memory")
 KERNEL_EVENTS = ("kvm_dirty_ring_push", "kvm_dirty_ring_reset", "kvm_dirty_ring_exit")
 _U32 = 1 << 32
+# KVM_DIRTY_RING_RSVD_ENTRIES: a vCPU is asked to exit once this few entries
+# are left; PML (VMX) reserves 512 more, which kvm_pvm has not.
+RESERVED = 64
 
 
 class KernelRingVcpu(BaseModel):
@@ -48,6 +51,9 @@ class KernelRingVcpu(BaseModel):
     over_full_pushes: int = Field(
         description="pushes that left more than the ring's size in use: each wrote over an "
                     "entry not yet reset")
+    soft_limit_pushes: int = Field(
+        0, description="pushes onto a ring at or past its soft limit (size - 64 in use: KVM "
+                       "should have made the vCPU exit first; without PML's 512 more)")
     most_in_use: int = Field(description="the most entries in use after a push")
     overwritten: int = Field(
         description="positions where QEMU read another GFN than the kernel first pushed "
@@ -85,6 +91,7 @@ class _Ring:
     first: dict[int, int] = field(default_factory=dict)  # free-running index -> slot<<48|offset
     pushed: int = 0
     over_full: int = 0
+    soft: int = 0
     most: int = 0
     reset_at: int | None = None  # the reset index last seen
     resets: int = 0
@@ -114,6 +121,7 @@ def parse_kernel(lines: Iterable[str], size: int, tgid: int | None = None) -> di
             used = int(m["used"])
             r.pushed += 1
             r.over_full += used > size
+            r.soft += used > size - RESERVED
             r.most = max(r.most, used)
             if r.reset_at is None:
                 r.reset_at = int(m["reset"], 16)
@@ -165,6 +173,7 @@ def analyse(kernel: dict[int, _Ring], fetched: dict[int, dict[int, int]],
                 gpas.add(base[0] + (first & mask) * PAGE_SIZE)
         vcpus.append(KernelRingVcpu(
             vcpu=ring, pushed=k.pushed, harvested=len(q), over_full_pushes=k.over_full,
+            soft_limit_pushes=k.soft,
             most_in_use=k.most, overwritten=over, resets=k.resets, reset_freed=k.freed,
             empty_resets=k.empty, full_exits=k.exits))
     return KernelRing(engaged=True, reason=reason, ring_size=size, vcpus=vcpus,
@@ -175,8 +184,9 @@ def summary(kr: KernelRing) -> str:
     """One line per run, e.g. 'kernel ring: vcpu 0: pushed 8388, harvested 4292, ...'."""
     if not kr.engaged:
         return f"kernel ring trace: off ({kr.reason})"
-    parts = [f"vcpu {v.vcpu}: pushed {v.pushed}, harvested {v.harvested}, over-full pushes "
-             f"{v.over_full_pushes} (up to {v.most_in_use} in use of {kr.ring_size}), "
+    parts = [f"vcpu {v.vcpu}: pushed {v.pushed}, harvested {v.harvested}, past the soft "
+             f"limit {v.soft_limit_pushes}, over-full pushes {v.over_full_pushes} (up to "
+             f"{v.most_in_use} in use of {kr.ring_size}), "
              f"overwritten {v.overwritten}, resets {v.resets} freeing {v.reset_freed} "
              f"({v.empty_resets} empty), ring-full exits {v.full_exits}" for v in kr.vcpus]
     lost = (f"; the kernel's trace buffer lost {kr.kernel_events_lost} events"

@@ -40,6 +40,7 @@ def test_full_ring_push_overwrites_an_unharvested_entry() -> None:
     (v,) = kr.vcpus
     assert (v.pushed, v.harvested, v.over_full_pushes, v.most_in_use, v.overwritten) == (
         5, 4, 1, 5, 1)
+    assert v.soft_limit_pushes == 5  # a ring of 4 is past size - 64 from its first entry
     assert kr.overwritten_gpas == [0x100000 + 0x10 * 4096]
     text = explain(kr, [0x100000 + 0x10 * 4096, 0x200000])
     assert text is not None
@@ -109,3 +110,9 @@ def test_instances_of_dead_qmpctls_are_swept(tmp_path: Path) -> None:
         d.mkdir(parents=True)
     assert ktrace.sweep_stale(tmp_path) == [dead]
     assert sorted(p.name for p in instances.iterdir()) == sorted([alive.name, other.name])
+
+
+def test_soft_limit_is_size_less_the_reserved_entries() -> None:
+    # Ring of 128: the soft limit is 64 in use; the push onto 64 is past it.
+    ring = parse_kernel([push(0, 64, 0, 0x1), push(0, 65, 0, 0x2)], 128)[0]
+    assert (ring.soft, ring.over_full) == (1, 0)
