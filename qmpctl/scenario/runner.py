@@ -528,10 +528,7 @@ def _trace_failed_migration(run: Run) -> Callable[..., Awaitable[bool]]:
         src = run.machines[0] if run.machines else None
         if (src is not None and run.migration_started and exc_type is not None
                 and not issubclass(exc_type, asyncio.CancelledError | KeyboardInterrupt)):
-            try:
-                await _trace_kernel(run, src)
-            except OSError as exc:
-                log.warning("--trace-kernel: could not read the traces: %s", exc)
+            await _trace_kernel(run, src)
         return False
     return on_exit
 
@@ -550,7 +547,12 @@ async def _trace_kernel(run: Run, src: QemuMachine) -> None:
         return analyse(parse_kernel(lines, run.r.ring, src.pid), fetched, slots, run.r.ring,
                        run.r.kernel_trace[1], lost)
 
-    run.report.kernel_ring = await asyncio.to_thread(analysed)
+    try:
+        run.report.kernel_ring = await asyncio.to_thread(analysed)
+    except OSError as exc:  # extra evidence missing: said so, the run itself stands
+        log.warning("--trace-kernel: could not read the traces: %s", exc)
+        run.report.kernel_ring = KernelRing(
+            engaged=True, reason=f"{run.r.kernel_trace[1]}; could not read the traces: {exc}")
 
 
 def _recovery_uri(run: Run) -> str:
