@@ -58,6 +58,9 @@ class KernelRingVcpu(BaseModel):
     overwritten: int = Field(
         description="positions where QEMU read another GFN than the kernel first pushed "
                     "there: those dirty pages were never reported")
+    unharvested: int = Field(
+        0, description="positions the kernel pushed and QEMU never read (it lost its place "
+                       "in the ring): those dirty pages were never reported either")
     resets: int = Field(description="kvm_dirty_ring_reset events")
     reset_freed: int = Field(description="entries those resets freed")
     empty_resets: int = Field(description="resets that freed nothing")
@@ -76,10 +79,17 @@ class KernelRing(BaseModel):
     overwritten_gpas: list[int] = Field(
         default_factory=list, description="guest-physical addresses of the overwritten "
                                           "(never reported) dirty pages, sorted")
+    unharvested_gpas: list[int] = Field(
+        default_factory=list, description="guest-physical addresses of the pushed pages QEMU "
+                                          "never harvested, sorted")
 
     @property
     def overwritten(self) -> int:
         return sum(v.overwritten for v in self.vcpus)
+
+    @property
+    def unharvested(self) -> int:
+        return sum(v.unharvested for v in self.vcpus)
 
     @property
     def over_full_pushes(self) -> int:
@@ -158,8 +168,15 @@ def analyse(kernel: dict[int, _Ring], fetched: dict[int, dict[int, int]],
             slots: dict[int, tuple[int, int]], size: int, reason: str,
             lost_events: int = 0) -> KernelRing:
     """Set the kernel's pushes against QEMU's harvests, position by position."""
-    vcpus, gpas = [], set()
+    vcpus: list[KernelRingVcpu] = []
+    gpas: set[int | None] = set()
+    never: set[int | None] = set()
     mask = (1 << _SLOT_SHIFT) - 1
+
+    def gpa(entry: int) -> int | None:
+        base = slots.get(entry >> _SLOT_SHIFT)
+        return None if base is None else base[0] + (entry & mask) * PAGE_SIZE
+
     for ring in sorted(set(kernel) | set(fetched)):
         k, q = kernel.get(ring, _Ring()), fetched.get(ring, {})
         over = 0
@@ -168,16 +185,19 @@ def analyse(kernel: dict[int, _Ring], fetched: dict[int, dict[int, int]],
             if first is None or first & mask == offset:
                 continue
             over += 1
-            base = slots.get(first >> _SLOT_SHIFT)
-            if base is not None:
-                gpas.add(base[0] + (first & mask) * PAGE_SIZE)
+            gpas.add(gpa(first))
+        missed = [entry for index, entry in k.first.items() if index not in q]
+        never.update(gpa(entry) for entry in missed)
         vcpus.append(KernelRingVcpu(
             vcpu=ring, pushed=k.pushed, harvested=len(q), over_full_pushes=k.over_full,
             soft_limit_pushes=k.soft,
-            most_in_use=k.most, overwritten=over, resets=k.resets, reset_freed=k.freed,
+            most_in_use=k.most, overwritten=over, unharvested=len(missed), resets=k.resets,
+            reset_freed=k.freed,
             empty_resets=k.empty, full_exits=k.exits))
     return KernelRing(engaged=True, reason=reason, ring_size=size, vcpus=vcpus,
-                      kernel_events_lost=lost_events, overwritten_gpas=sorted(gpas))
+                      kernel_events_lost=lost_events,
+                      overwritten_gpas=sorted(g for g in gpas if g is not None),
+                      unharvested_gpas=sorted(g for g in never if g is not None))
 
 
 def summary(kr: KernelRing) -> str:
@@ -187,29 +207,41 @@ def summary(kr: KernelRing) -> str:
     parts = [f"vcpu {v.vcpu}: pushed {v.pushed}, harvested {v.harvested}, past the soft "
              f"limit {v.soft_limit_pushes}, over-full pushes {v.over_full_pushes} (up to "
              f"{v.most_in_use} in use of {kr.ring_size}), "
-             f"overwritten {v.overwritten}, resets {v.resets} freeing {v.reset_freed} "
+             f"overwritten {v.overwritten}, never harvested {v.unharvested}, "
+             f"resets {v.resets} freeing {v.reset_freed} "
              f"({v.empty_resets} empty), ring-full exits {v.full_exits}" for v in kr.vcpus]
     lost = (f"; the kernel's trace buffer lost {kr.kernel_events_lost} events"
             if kr.kernel_events_lost else "")
     return "kernel ring: " + ("; ".join(parts) or "no ring events") + lost
 
 
+def _among(what: str, gpas: list[int], differing: list[int]) -> str:
+    among = sorted(set(differing) & set(gpas))
+    text = what + (f"; {len(among)} of the {len(differing)} differing pages are among them"
+                   if differing else "")
+    if among:
+        text += " (" + ", ".join(f"0x{g:x}" for g in among[:8]) + (
+            ", ..." if len(among) > 8 else "") + ")"
+    return text
+
+
 def explain(kr: KernelRing, differing_gpas: Iterable[int]) -> str | None:
     """The kernel's part in a lost run: how many differing pages are among
-    the overwritten GFNs, e.g. '203 dirty pages were pushed onto a full ring
-    and overwritten before QEMU read them; 198 of the 216 differing pages are
+    the GFNs it overwrote on a full ring, and among those it pushed and QEMU
+    never harvested, e.g. '203 dirty pages were pushed onto a full ring and
+    overwritten before QEMU read them; 198 of the 216 differing pages are
     among them (0x1000, ...)'."""
-    if not kr.engaged or not kr.overwritten:
+    if not kr.engaged or not (kr.overwritten or kr.unharvested):
         return None
-    lost = set(kr.overwritten_gpas)
     differing = list(differing_gpas)
-    among = sorted(g for g in differing if g in lost)
-    head = (f"{kr.overwritten} dirty {'page was' if kr.overwritten == 1 else 'pages were'} "
-            "pushed onto a full ring and overwritten before QEMU read them")
-    if not differing:
-        return head
-    tail = f"; {len(among)} of the {len(differing)} differing pages are among them"
-    if among:
-        tail += " (" + ", ".join(f"0x{g:x}" for g in among[:8]) + (", ..." if len(among) > 8
-                                                                  else "") + ")"
-    return head + tail
+    parts = []
+    if kr.overwritten:
+        parts.append(_among(
+            f"{kr.overwritten} dirty {'page was' if kr.overwritten == 1 else 'pages were'} "
+            "pushed onto a full ring and overwritten before QEMU read them",
+            kr.overwritten_gpas, differing))
+    if kr.unharvested:
+        parts.append(_among(
+            f"{kr.unharvested} pushed {'entry was' if kr.unharvested == 1 else 'entries were'}"
+            " never harvested by QEMU", kr.unharvested_gpas, differing))
+    return "; ".join(parts)

@@ -46,6 +46,10 @@ def test_full_ring_push_overwrites_an_unharvested_entry() -> None:
     assert text is not None
     assert text.startswith("1 dirty page was pushed onto a full ring and overwritten")
     assert "1 of the 2 differing pages are among them (0x110000)" in text
+    # Position 4 (the fifth push) was never harvested: it is named too.
+    assert (v.unharvested, kr.unharvested_gpas) == (1, [0x100000 + 0x50 * 4096])
+    assert text.endswith("1 pushed entry was never harvested by QEMU; 0 of the 2 differing "
+                         "pages are among them")
 
 
 def test_resets_count_what_they_freed_and_empty_ones() -> None:
