@@ -364,6 +364,10 @@ def migrate(
              "speed [default: the run directory on /dev/shm]")] = None,
     plot: Annotated[Path | None, typer.Option(
         help="Write a PNG: passes, guest throughput, the dirty-tracking timeline")] = None,
+    trace_kernel: Annotated[str, typer.Option(
+        help="on|off|auto: record KVM's dirty-ring tracepoints in a tracefs instance of "
+             "qmpctl's own and report per vCPU what the kernel pushed and QEMU harvested "
+             "(root, KVM dirty ring). auto: where possible (see README for the cost)")] = "auto",
     dirty_rate_probe: Annotated[bool, typer.Option(
         help="Run calc-dirty-rate on the source before migrating (on kvm_pvm this "
              "disturbs the migration that follows; see README)")] = False,
@@ -504,7 +508,7 @@ def migrate(
             **({} if verify is None else {"verify": verify}), compare_method=compare_method,
             artifacts=artifacts, ram_dir=ram_dir,
             force=force,
-            postcopy=postcopy, dirty_rate_probe=dirty_rate_probe,
+            postcopy=postcopy, dirty_rate_probe=dirty_rate_probe, trace_kernel=trace_kernel,
             postcopy_preempt=postcopy_preempt, postcopy_recover=postcopy_recover,
             **({} if cancel_at is None else {"cancel_at": cancel_at}),
             postcopy_recover_fail=postcopy_recover_fail, auto_converge=auto_converge,

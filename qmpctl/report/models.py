@@ -18,6 +18,7 @@ from ..migration.dirtyrate import DirtyRateProbe
 from ..migration.models import MigrationStats
 from ..migration.settings import MigrationSettings
 from ..verify.compare import MemoryVerdict
+from ..verify.kring import KernelRing
 from ..verify.ramblocks import RamBlockVerdict
 from ..verify.ring import DirtyRingEvidence
 from ..verify.sweep import SweepEvidence
@@ -130,6 +131,9 @@ class RunReport(BaseModel):
     boot_s: float | None = Field(None, description="launch to workload running, source")
     dirty_rate: DirtyRateProbe | None = None
     dirty_ring: DirtyRingEvidence | None = None
+    kernel_ring: KernelRing | None = Field(
+        None, description="--trace-kernel: KVM's own ring tracepoints against QEMU's harvests, "
+                          "per vCPU (the first migration's), or why they were not recorded")
     dirty_timeline: DirtyTimeline | None = Field(
         None, description="the source's dirty-tracking timeline from QEMU's trace events")
     cancelled_migration: MigrationStats | None = Field(

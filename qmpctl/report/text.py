@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ..verify.compare import MemoryVerdict, MethodChoice
 from ..verify.digest import DIGEST_ONLY
+from ..verify.kring import summary as kring_summary
 from ..verify.ranges import describe_ranges
 from .models import Hop, RunConfig, RunReport
 
@@ -92,6 +93,8 @@ def summary_lines(report: RunReport) -> list[str]:
                        "dirty tracking was not exercised")
         if m.error_desc:
             out.append(f"QEMU error: {m.error_desc}")
+    if report.kernel_ring is not None:
+        out.append(kring_summary(report.kernel_ring))
     if (v := report.memory) is not None:
         out.append(f"memory: {v.pages_compared}/{v.pages_total} pages compared, "
                    f"{v.pages_differing} differ, {v.pages_excluded} excluded, "

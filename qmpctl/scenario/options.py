@@ -24,6 +24,7 @@ from ..guests.kernel import Handshake, KernelGuest
 from ..guests.linux import LinuxGuest, LinuxWorkload
 from ..guests.protocol import Guest
 from ..guests.wave import SMALL_RAM_MIB, WaveGuest, big_stride, default_wave, with_hole
+from ..host import ktrace
 from ..host.kvm import ARCHES, Arch, KvmInfo, kvm_can_run, probe_kvm
 from ..host.memory import mem_total
 from ..host.netns import check_host as check_netns_host
@@ -46,6 +47,7 @@ from ..migration.settings import MigrationSettings, parse_capability, parse_sett
 from ..qemu.cmdline import DEFAULT_MACHINE, Accel
 from ..qemu.rundir import run_root_problem
 from ..verify.compare import exclusion_problems
+from ..verify.kring import KERNEL_EVENTS
 from ..verify.ramimage import Region
 from ..verify.wave import WaveParams
 
@@ -142,6 +144,9 @@ class MigrateOptions(BaseModel):
                             "RAM file system); the others force one")
     fault: tuple[str, ...] = Field((), description="WHAT@WHEN faults to inject (see faults.spec)")
     dirty_rate_probe: bool = False
+    trace_kernel: Literal["on", "off", "auto"] = Field(
+        "auto", description="record KVM's dirty-ring tracepoints in a tracefs instance (root): "
+                            "auto = where possible")
     force: bool = False
     postcopy: bool = False
     # QEMU migration features (migration.features): each shows in the report
@@ -306,6 +311,8 @@ class Resolved:
     machine_type_reason: str = "same QEMU on both sides: its default"
     cpu: str | None = None  # -cpu pinned for a cross-version run; None: the default
     features: tuple[Feature, ...] = ()
+    # --trace-kernel: whether the kernel's ring tracepoints are recorded, and why
+    kernel_trace: tuple[bool, str] = (False, "--trace-kernel off")
 
     @property
     def machine(self) -> str:
@@ -433,7 +440,28 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
     cpu = choose_cpu(arch, accel, src, dst, cpu_models)
     _ = guest.kernel, guest.initrd  # raise HostError when an image was not built
     return Resolved(opts, arch, accel, reason, ring, guest, forced, src, dst, kvm,
-                    exclusions, settings, faults, machine_type, machine_reason, cpu, features)
+                    exclusions, settings, faults, machine_type, machine_reason, cpu, features,
+                    kernel_trace(opts.trace_kernel, accel, ring))
+
+
+def kernel_trace(choice: str, accel: Accel, ring: int,
+                 unavailable: Callable[[], str | None] | None = None) -> tuple[bool, str]:
+    """--trace-kernel: (engaged, why). `on` where it cannot be fails before
+    anything starts: a usage error without the ring, a host error without
+    root, tracefs or the tracepoints."""
+    if choice == "off":
+        return False, "--trace-kernel off"
+    if accel != "kvm" or not ring:
+        if choice == "on":
+            raise UsageError("--trace-kernel on: the run does not use KVM's dirty ring "
+                             "(--accel kvm with --dirty-ring N > 0)")
+        return False, "--trace-kernel auto: the run does not use KVM's dirty ring"
+    why_not = (unavailable or (lambda: ktrace.unavailable(KERNEL_EVENTS)))()
+    if why_not is None:
+        return True, f"--trace-kernel {choice}: root, tracefs and KVM's ring tracepoints"
+    if choice == "on":
+        raise HostError(f"--trace-kernel on: {why_not}")
+    return False, f"--trace-kernel auto: {why_not}"
 
 
 def feature_problems(opts: MigrateOptions, accel: Accel, ring: int) -> list[str]:

@@ -36,7 +36,7 @@ from ..core.errors import (
     SideLost,
     UsageError,
 )
-from ..core.units import MiB
+from ..core.units import PAGE_SIZE, MiB
 from ..faults.injector import FaultInjector
 from ..guests.base import GuestCheck
 from ..guests.gic import ItsTable, ItsTableMap, locate_its_tables
@@ -50,6 +50,7 @@ from ..guests.its import (
 )
 from ..guests.kernel import KEY, exit_status_line
 from ..host.gate import ConnectGate
+from ..host.ktrace import TraceInstance
 from ..host.memory import mem_available, memory_problem
 from ..host.netns import NetnsPair, namespace_name, sweep_stale_namespaces
 from ..host.proc import send_buffer_max
@@ -82,6 +83,15 @@ from ..verify.agent import AgentClient, RemoteImage
 from ..verify.classify import classify_mismatches
 from ..verify.compare import MethodChoice
 from ..verify.digest import compare_digests, page_digests
+from ..verify.kring import (
+    KERNEL_EVENTS,
+    QEMU_TRACE_EVENTS,
+    KernelRing,
+    analyse,
+    explain,
+    parse_kernel,
+    parse_qemu,
+)
 from ..verify.probe import choose_method, compare_by
 from ..verify.ramblocks import ramblock_verdicts
 from ..verify.ramimage import RamImage, RamLayout
@@ -144,7 +154,9 @@ def machine_spec(r: Resolved, run: RunDir, side: str, binary: QemuBinary,
         # The dirty-tracking timeline: ring reaps, syncs, stop (cheap events
         # only), on every side: a destination is the source of the next hop.
         trace_events=TIMELINE_TRACE_EVENTS + feature_trace_events(r.features)
-        + (SWEEP_TRACE_EVENTS if in_kernel_its(r) else ()),
+        + (SWEEP_TRACE_EVENTS if in_kernel_its(r) else ())
+        # --trace-kernel: QEMU's side of the ring, one line per harvested page
+        + (QEMU_TRACE_EVENTS if side == "src" and r.kernel_trace[0] else ()),
         trace_timestamps=True,
         netns=(namespace_name(run.path.name, host)
                if r.options.topology == "netns" and remote is None else None),
@@ -278,6 +290,8 @@ class Run:
     remote: RemoteHost | None = None  # the destination host, when it is another one
     dst_addr: str | None = None  # the destination host's address for the migration stream
     its_save: ItsSaveWatch | None = None  # arm64 KVM: the tables' before-image
+    ktrace: TraceInstance | None = None  # --trace-kernel: the kernel's ring tracepoints
+    ktrace_read: bool = False
     # evidence of what ran before the migration (--cancel-at, --vcpu-dirty-limit)
     before_evidence: list[FeatureEvidence] = field(default_factory=list)
 
@@ -471,6 +485,8 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
     run.dst_resumed = False
     run.t_migrate, wall = time.monotonic(), time.time()
     run.injector.begin(src, dst)
+    if run.ktrace is not None and run.hop == 1:
+        run.ktrace.start()
     try:
         await driver.migrate(src, dst, uri, policy, stats, o.timeout, watch, recovery,
                              restore_uri=uri if to_file else None,
@@ -500,7 +516,43 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
     if r.ring:
         rep.dirty_ring = ring_evidence(rep.dirty_timeline, stats.pages_resent)
         rep.evidence_missing += ring_problems(rep.dirty_ring)
+    await _trace_kernel(run, src)
     return dst
+
+
+def _trace_failed_migration(run: Run) -> Callable[..., Awaitable[bool]]:
+    """What the kernel did matters most when QEMU gave up (its abort on a
+    ring whose counts disagree, README): read after the QEMUs are gone,
+    before the instance goes; not when interrupted."""
+    async def on_exit(exc_type: type[BaseException] | None, *_: object) -> bool:
+        src = run.machines[0] if run.machines else None
+        if (src is not None and run.migration_started and exc_type is not None
+                and not issubclass(exc_type, asyncio.CancelledError | KeyboardInterrupt)):
+            await _trace_kernel(run, src)
+        return False
+    return on_exit
+
+
+async def _trace_kernel(run: Run, src: QemuMachine) -> None:
+    """--trace-kernel, first migration: the kernel's ring events (the source
+    QEMU's only) against QEMU's harvests, in a worker thread (large files)."""
+    trace = run.ktrace
+    if trace is None or run.hop != 1 or run.ktrace_read:
+        return
+    run.ktrace_read = True
+
+    def analysed() -> KernelRing:
+        lines, lost = trace.read()
+        fetched, slots = parse_qemu(src.log_path.read_text(errors="replace"))
+        return analyse(parse_kernel(lines, run.r.ring, src.pid), fetched, slots, run.r.ring,
+                       run.r.kernel_trace[1], lost)
+
+    try:
+        run.report.kernel_ring = await asyncio.to_thread(analysed)
+    except OSError as exc:  # extra evidence missing: said so, the run itself stands
+        log.warning("--trace-kernel: could not read the traces: %s", exc)
+        run.report.kernel_ring = KernelRing(
+            engaged=True, reason=f"{run.r.kernel_trace[1]}; could not read the traces: {exc}")
 
 
 def _recovery_uri(run: Run) -> str:
@@ -593,6 +645,13 @@ async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
     if r.ring and rep.memory.classes is not None and rep.dirty_timeline is not None:
         # When: relate the pages to the ring's harvests (ring runs only).
         rep.memory.explanation = relate(rep.dirty_timeline, rep.memory.classes)
+    if rep.kernel_ring is not None and rep.memory.pages_differing and run.hop == 1:
+        # The kernel's part: differing pages among those it overwrote on a full ring.
+        gpas = layout.gpas(rep.memory.differing.astype("int64") * PAGE_SIZE)
+        kernel = explain(rep.kernel_ring, (int(g) for g in gpas))
+        if kernel is not None:
+            rep.memory.explanation = "; ".join(filter(None, [rep.memory.explanation,
+                                                             f"kernel: {kernel}"]))
     if table_map is not None:
         rep.its_tables = table_verdicts(table_map.tables, rep.memory, layout)
     rep.ramblocks = await ramblock_verdicts(src, dst, RAM_BLOCK,
@@ -847,6 +906,15 @@ async def _run(run: Run) -> None:
         if run.r.options.topology == "netns":  # made before and deleted after both QEMUs
             run.topology = run.injector.link = stack.enter_context(netns_pair(run))
         await _open_destination_host(run, stack)
+        engaged, why = run.r.kernel_trace
+        run.report.kernel_ring = KernelRing(engaged=engaged, reason=why)  # figures: later
+        if engaged:
+            try:
+                run.ktrace = stack.enter_context(TraceInstance(KERNEL_EVENTS))
+            except OSError as exc:
+                raise HostError(f"--trace-kernel: cannot record the kernel's ring "
+                                f"tracepoints: {exc}") from exc
+            stack.push_async_exit(_trace_failed_migration(run))
         # The supervisor stops before the machines are shut down (the stack).
         async with task_group() as group:
             watcher = group.create_task(run.supervisor.watch())

@@ -1,0 +1,136 @@
+"""A private tracefs instance for the kernel's KVM dirty-ring tracepoints.
+
+Its own instance (`instances/qmpctl-<pid>-<n>`), so the global trace buffer
+and anyone else's tracing are untouched; tracefs is mounted only if it was
+not, and unmounted after. The instance goes whatever happens (`close`, also
+on failure and interrupt); one left by a qmpctl that was killed is swept by
+the next (`sweep_stale`). Root only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import re
+import subprocess
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+TRACEFS = Path("/sys/kernel/tracing")
+PREFIX = "qmpctl-"
+BUFFER_KB = 65536  # per CPU: a 64 MiB run pushes about 1M entries of ~100 bytes
+_counter = itertools.count()
+
+
+def unavailable(events: tuple[str, ...], root: Path = TRACEFS) -> str | None:
+    """Why the kernel's `kvm:` events cannot be recorded here, or None."""
+    if os.geteuid() != 0:
+        return "not root (tracefs needs it)"
+    if not root.is_dir():
+        return f"no {root}"
+    if not (root / "instances").is_dir():
+        mounted = _mount(root)
+        if mounted is not None:
+            return mounted
+        try:
+            return _missing(events, root)
+        finally:
+            _umount(root)
+    return _missing(events, root)
+
+
+def _missing(events: tuple[str, ...], root: Path) -> str | None:
+    gone = [e for e in events if not (root / "events" / "kvm" / e).is_dir()]
+    return f"the kernel has no kvm:{', kvm:'.join(gone)} tracepoint" if gone else None
+
+
+def _mount(root: Path) -> str | None:
+    run = subprocess.run(["mount", "-t", "tracefs", "nodev", str(root)],
+                         capture_output=True, text=True, check=False)
+    return None if run.returncode == 0 else f"cannot mount tracefs: {run.stderr.strip()}"
+
+
+def _umount(root: Path) -> None:
+    run = subprocess.run(["umount", str(root)], capture_output=True, text=True, check=False)
+    if run.returncode:
+        log.warning("could not unmount tracefs at %s: %s", root, run.stderr.strip())
+
+
+def sweep_stale(root: Path = TRACEFS) -> list[Path]:
+    """Remove instances of qmpctls that are no longer running."""
+    removed = []
+    for inst in sorted((root / "instances").glob(f"{PREFIX}*")):
+        pid = re.match(rf"{PREFIX}(\d+)-", inst.name)
+        if pid is not None and not Path(f"/proc/{pid[1]}").exists():
+            with contextlib.suppress(OSError):
+                inst.rmdir()
+                removed.append(inst)
+    return removed
+
+
+class TraceInstance:
+    """Record `events` of the `kvm` system in an instance of our own."""
+
+    def __init__(self, events: tuple[str, ...], root: Path = TRACEFS) -> None:
+        self.root, self.events = root, events
+        self.path = root / "instances" / f"{PREFIX}{os.getpid()}-{next(_counter)}"
+        self.mounted = False
+
+    def open(self) -> None:
+        """Mount tracefs if needed, make the instance, enable the events."""
+        if not (self.root / "instances").is_dir():
+            if (problem := _mount(self.root)) is not None:
+                raise OSError(problem)
+            self.mounted = True
+        try:
+            for stale in sweep_stale(self.root):
+                log.warning("removed tracefs instance %s, left by a qmpctl that died", stale)
+            self.path.mkdir()
+            (self.path / "tracing_on").write_text("0\n")
+            (self.path / "buffer_size_kb").write_text(f"{BUFFER_KB}\n")
+            (self.path / "options" / "record-tgid").write_text("1\n")
+            for event in self.events:
+                (self.path / "events" / "kvm" / event / "enable").write_text("1\n")
+        except BaseException:
+            self.close()
+            raise
+
+    def start(self) -> None:
+        (self.path / "tracing_on").write_text("1\n")
+
+    def stop(self) -> None:
+        (self.path / "tracing_on").write_text("0\n")
+
+    def read(self) -> tuple[list[str], int]:
+        """The recorded lines (tracing stopped first) and how many events the
+        buffer overran. Blocking: call it in a worker thread."""
+        self.stop()
+        lines = (self.path / "trace").read_text(errors="replace").splitlines()
+        lost = 0
+        for stats in (self.path / "per_cpu").glob("cpu*/stats"):
+            m = re.search(r"^overrun: (\d+)", stats.read_text(), re.M)
+            lost += int(m[1]) if m else 0
+        return lines, lost
+
+    def close(self) -> None:
+        """Remove the instance (its events go with it) and any mount of ours; never raises."""
+        try:
+            if self.path.is_dir():
+                with contextlib.suppress(OSError):
+                    (self.path / "tracing_on").write_text("0\n")
+                self.path.rmdir()
+        except OSError as exc:
+            log.warning("could not remove tracefs instance %s: %s", self.path, exc)
+        if self.mounted:
+            self.mounted = False
+            _umount(self.root)
+
+    def __enter__(self) -> TraceInstance:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
