@@ -15,8 +15,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests", "examples", "smoke", "package",
-                        "lab_x86"]
+nox.options.sessions = ["lint", "typecheck", "tests", "examples", "smoke", "package"]
 SOURCES = ["qmpctl", "tests", "noxfile.py", "benchmarks", "examples", "tools/ring-trace"]
 ROOT = Path(__file__).resolve().parent
 
@@ -79,8 +78,9 @@ def lab_x86(session: nox.Session) -> None:
     """The x86 KVM tests (ring, bitmap, dirty limits, two writers) against the
     x86_64 lab's working KVM: this host's kvm_pvm loses ring pages, so here
     they can only show a loss is located; there they must verify. One lab
-    boot, about 90 s; JUnit XML in reports/lab-x86_64-junit.xml. Like the
-    other CI sessions but `tests`, it takes no pytest arguments."""
+    boot, about 90 s; JUnit XML in reports/lab-x86_64-junit.xml. Not in CI
+    yet: in 1 of its 4 runs so far the first guest of the lab boot printed
+    nothing in 60 s (README). It takes no pytest arguments."""
     session.run(str(Path(sys.executable).with_name("qmpctl")), "lab", "run", "--arch", "x86_64",
                 "--", "python3", "-m", "pytest", "-m", "qmpctl_kvm and not its",
                 "tests/e2e/test_migrate_x86.py", "tests/e2e/test_smp.py",

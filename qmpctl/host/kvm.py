@@ -132,6 +132,15 @@ def probe_kvm(device: str = "/dev/kvm") -> KvmInfo:
     return KvmInfo(device=device, accessible=True, flavour=flavour, api_version=api, caps=caps)
 
 
+LAB_ENV = "QMPCTL_LAB"  # set inside a qmpctl lab (its architecture): a KVM host under TCG
+
+
+def inside_lab() -> str | None:
+    """The architecture of the qmpctl lab this process runs in, or None: its
+    KVM is nested under TCG, 20-50x slower than a real host's."""
+    return os.environ.get(LAB_ENV) or None
+
+
 def host_arch() -> str:
     return platform.machine()
 

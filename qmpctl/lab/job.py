@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from ..core.errors import HostError
+from ..host.kvm import LAB_ENV
 
 LAB_SITE = "/opt/qmpctl-lab/site"  # the lab image's Python dependencies (build.sh)
 ENV_PASSED = ("CI", "QMPCTL_IMAGES", "NO_COLOR", "COLUMNS")
@@ -90,7 +91,7 @@ def plan_job(argv: Sequence[str], cwd: Path, checkout: Path,
 def job_script(plan: JobPlan, arch: str) -> str:
     """/lab/job.sh: the command in its directory, with the checkout's qmpctl
     first on the path; its own running time on the console (pure)."""
-    env = [("PYTHONPATH", f"{plan.checkout}:{LAB_SITE}"), ("QMPCTL_LAB", arch),
+    env = [("PYTHONPATH", f"{plan.checkout}:{LAB_SITE}"), (LAB_ENV, arch),
            ("HOME", "/root"), ("TERM", "dumb"), ("PYTHONDONTWRITEBYTECODE", "1"),
            *plan.env]
     exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env)

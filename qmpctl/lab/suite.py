@@ -16,12 +16,12 @@ from typing import Literal
 
 from ..core.errors import QmpctlError
 from ..guests.images import checkout_root, images_dir
-from ..host.kvm import Arch, host_arch, probe_kvm
+from ..host.kvm import LAB_ENV, Arch, host_arch, probe_kvm
 from .image import find_image
 from .job import plan_job
 from .machine import LabResult, LabSpec, choose_accel, nested_enabled, run_lab
 
-IN_LAB = "QMPCTL_LAB"  # set inside a lab: never delegate again from there
+IN_LAB = LAB_ENV  # set inside a lab: never delegate again from there
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from ..guests.linux import LinuxGuest, LinuxWorkload
 from ..guests.protocol import Guest
 from ..guests.wave import SMALL_RAM_MIB, WaveGuest, big_stride, default_wave, with_hole
 from ..host import ktrace
-from ..host.kvm import ARCHES, Arch, KvmInfo, kvm_can_run, probe_kvm
+from ..host.kvm import ARCHES, Arch, KvmInfo, inside_lab, kvm_can_run, probe_kvm
 from ..host.memory import mem_total
 from ..host.netns import check_host as check_netns_host
 from ..host.qemu import MachineType, QemuBinary, cpu_models, find_qemu, machine_types
@@ -441,14 +441,17 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
     _ = guest.kernel, guest.initrd  # raise HostError when an image was not built
     return Resolved(opts, arch, accel, reason, ring, guest, forced, src, dst, kvm,
                     exclusions, settings, faults, machine_type, machine_reason, cpu, features,
-                    kernel_trace(opts.trace_kernel, accel, ring))
+                    kernel_trace(opts.trace_kernel, accel, ring, lab=inside_lab()))
 
 
 def kernel_trace(choice: str, accel: Accel, ring: int,
-                 unavailable: Callable[[], str | None] | None = None) -> tuple[bool, str]:
+                 unavailable: Callable[[], str | None] | None = None,
+                 lab: str | None = None) -> tuple[bool, str]:
     """--trace-kernel: (engaged, why). `on` where it cannot be fails before
     anything starts: a usage error without the ring, a host error without
-    root, tracefs or the tracepoints."""
+    root, tracefs or the tracepoints. `auto` is on where its cost is small:
+    not inside a lab (`lab`: its architecture), whose nested KVM under TCG
+    took twice as long to run the x86 KVM tests with tracing (README)."""
     if choice == "off":
         return False, "--trace-kernel off"
     if accel != "kvm" or not ring:
@@ -456,6 +459,9 @@ def kernel_trace(choice: str, accel: Accel, ring: int,
             raise UsageError("--trace-kernel on: the run does not use KVM's dirty ring "
                              "(--accel kvm with --dirty-ring N > 0)")
         return False, "--trace-kernel auto: the run does not use KVM's dirty ring"
+    if choice == "auto" and lab is not None:
+        return False, (f"--trace-kernel auto: inside the {lab} lab, where tracing doubles a "
+                       "nested run's time; --trace-kernel on records it")
     why_not = (unavailable or (lambda: ktrace.unavailable(KERNEL_EVENTS)))()
     if why_not is None:
         return True, f"--trace-kernel {choice}: root, tracefs and KVM's ring tracepoints"

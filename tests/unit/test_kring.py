@@ -100,6 +100,11 @@ def test_trace_kernel_option() -> None:
     with pytest.raises(HostError, match="--trace-kernel on: not root"):
         kernel_trace("on", "kvm", 4096, lambda: "not root")
     assert kernel_trace("on", "kvm", 4096, lambda: None)[0]
+    # Inside a lab auto stays off (nested KVM under TCG: twice the time); on still records.
+    assert kernel_trace("auto", "kvm", 4096, never, lab="aarch64") == (
+        False, "--trace-kernel auto: inside the aarch64 lab, where tracing doubles a nested "
+               "run's time; --trace-kernel on records it")
+    assert kernel_trace("on", "kvm", 4096, lambda: None, lab="aarch64")[0]
     with pytest.raises(UsageError, match="--trace-kernel"):
         MigrateOptions.from_kwargs(trace_kernel="maybe")
 

@@ -24,6 +24,22 @@ from qmpctl.scenario.runner import new_report
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.parametrize("answer", [None, metadata.PackageNotFoundError("qmpctl")])
+def test_a_checkout_never_installed_reads_its_version_from_pyproject(
+        monkeypatch: pytest.MonkeyPatch, answer: object) -> None:
+    """In a lab the checkout rides on PYTHONPATH beside a host's stray
+    qmpctl.egg-info, whose metadata answers None: the version is then
+    pyproject.toml's, never None (the image cache path is built from it)."""
+    def version(_name: str) -> str | None:
+        if isinstance(answer, Exception):
+            raise answer
+        return answer  # type: ignore[return-value]
+
+    monkeypatch.setattr(qmpctl, "version", version)
+    project = (ROOT / "pyproject.toml").read_text()
+    assert f'version = "{qmpctl._version()}"' in project
+
+
 def test_version_is_the_package_metadatas_everywhere() -> None:
     installed = metadata.version("qmpctl")
     assert qmpctl.__version__ == installed
