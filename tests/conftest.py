@@ -8,19 +8,44 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
+import uuid
 from collections.abc import Iterator
 
+import psutil
 import pytest
 
 pytest_plugins = ["pytester"]
 
 OUR_QEMU = "qmpctl-"  # every QEMU we launch is named qmpctl-src / qmpctl-dst / qmpctl-probe
 
+# This session's mark: every process it starts inherits it, so the leak checks
+# below see this session's QEMUs only, never those of another qmpctl or test
+# run on the same machine.
+SESSION_VAR = "QMPCTL_TEST_SESSION"
+os.environ[SESSION_VAR] = uuid.uuid4().hex
+
+
+def _ours(proc: psutil.Process, descendants: set[int]) -> bool:
+    """Started by this session: it carries the session's mark (local and
+    namespaced launches inherit the environment) or descends from this process
+    (QEMU started over ssh by a test's own sshd, which drops the environment)."""
+    if proc.pid in descendants:
+        return True
+    try:
+        return proc.environ().get(SESSION_VAR) == os.environ[SESSION_VAR]
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
 
 def our_qemu_processes() -> list[str]:
-    out = subprocess.run(["pgrep", "-a", "-f", "qemu-system-"], capture_output=True, text=True)
-    return [line for line in out.stdout.splitlines() if f"-name {OUR_QEMU}" in line]
+    """Command lines of the live QEMU processes this test session launched."""
+    descendants = {p.pid for p in psutil.Process().children(recursive=True)}
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        line = " ".join(proc.info["cmdline"] or ())
+        if "qemu-system-" in line and f"-name {OUR_QEMU}" in line and _ours(proc, descendants):
+            found.append(f"{proc.pid} {line}")
+    return found
 
 
 @pytest.fixture(scope="session", autouse=True)

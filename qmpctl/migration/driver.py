@@ -222,6 +222,7 @@ class _Driver:
                     self._moved_at = time.monotonic()  # a new status is a new start
                     s.status = str(event["data"]["status"])
                     s.statuses.append(s.status)
+                    log.info("migration %s at +%.2f s", s.status, self.elapsed())
                     if s.status == "postcopy-active":
                         s.mode = "postcopy"
                     if self.watch.on_status is not None:
