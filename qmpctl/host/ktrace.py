@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -25,25 +26,38 @@ BUFFER_KB = 65536  # per CPU: a 64 MiB run pushes about 1M entries of ~100 bytes
 _counter = itertools.count()
 
 
-def unavailable(events: tuple[str, ...], root: Path = TRACEFS) -> str | None:
-    """Why the kernel's `kvm:` events cannot be recorded here, or None."""
+def unavailable(events: tuple[str, ...], root: Path = TRACEFS,
+                kallsyms: Path = Path("/proc/kallsyms")) -> str | None:
+    """Why the kernel's `kvm:` events cannot be recorded here, or None.
+
+    With tracefs unmounted, the kernel's symbol table answers (each tracepoint
+    has a `__traceiter_` or `__tracepoint_` symbol): checking must not mount
+    tracefs; the run mounts it when it records."""
     if os.geteuid() != 0:
         return "not root (tracefs needs it)"
     if not root.is_dir():
         return f"no {root}"
-    if not (root / "instances").is_dir():
-        mounted = _mount(root)
-        if mounted is not None:
-            return mounted
-        try:
-            return _missing(events, root)
-        finally:
-            _umount(root)
-    return _missing(events, root)
+    if (root / "instances").is_dir():
+        return _missing(events, lambda e: (root / "events" / "kvm" / e).is_dir())
+    symbols = tracepoint_symbols(kallsyms.read_text(errors="replace"))
+    return _missing(events, symbols.__contains__)
 
 
-def _missing(events: tuple[str, ...], root: Path) -> str | None:
-    gone = [e for e in events if not (root / "events" / "kvm" / e).is_dir()]
+def tracepoint_symbols(kallsyms: str) -> set[str]:
+    """The tracepoints a /proc/kallsyms text names (`kvm_dirty_ring_push` for
+    `__traceiter_kvm_dirty_ring_push` or `__tracepoint_kvm_dirty_ring_push`)."""
+    found = set()
+    for line in kallsyms.splitlines():
+        fields = line.split()  # address, type, name, and [module] for a module's
+        name = fields[2] if len(fields) > 2 else ""
+        for prefix in ("__traceiter_", "__tracepoint_"):
+            if name.startswith(prefix):
+                found.add(name.removeprefix(prefix))
+    return found
+
+
+def _missing(events: tuple[str, ...], present: Callable[[str], bool]) -> str | None:
+    gone = [e for e in events if not present(e)]
     return f"the kernel has no kvm:{', kvm:'.join(gone)} tracepoint" if gone else None
 
 

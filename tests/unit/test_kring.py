@@ -125,3 +125,44 @@ def test_soft_limit_is_size_less_the_reserved_entries() -> None:
     # Ring of 128: the soft limit is 64 in use; the push onto 64 is past it.
     ring = parse_kernel([push(0, 64, 0, 0x1), push(0, 65, 0, 0x2)], 128)[0]
     assert (ring.soft, ring.over_full) == (1, 0)
+
+
+KALLSYMS = """ffffffff812785a0 T __traceiter_kvm_dirty_ring_push
+ffffffff81278630 T __traceiter_kvm_dirty_ring_reset
+ffffffff81278680 T __probestub_kvm_dirty_ring_reset
+ffffffffc0a01000 d __tracepoint_kvm_dirty_ring_exit\t[kvm]
+"""
+
+
+def test_tracepoints_are_read_from_kallsyms_without_mounting_tracefs(tmp_path: Path) -> None:
+    """tracefs unmounted (no instances/): the symbol table answers; nothing is mounted."""
+    from qmpctl.host import ktrace
+
+    assert ktrace.tracepoint_symbols(KALLSYMS) == {
+        "kvm_dirty_ring_push", "kvm_dirty_ring_reset", "kvm_dirty_ring_exit"}
+    if os.geteuid() != 0:
+        return  # unavailable() says "not root" first; the parsing above is the pure part
+    root = tmp_path / "tracing"
+    root.mkdir()
+    syms = tmp_path / "kallsyms"
+    syms.write_text(KALLSYMS)
+    assert ktrace.unavailable(("kvm_dirty_ring_push", "kvm_dirty_ring_exit"), root,
+                              syms) is None
+    assert ktrace.unavailable(("kvm_dirty_ring_push", "kvm_dirty_ring_full"), root, syms) == (
+        "the kernel has no kvm:kvm_dirty_ring_full tracepoint")
+    assert list(root.iterdir()) == []  # nothing mounted, nothing made
+
+
+def test_a_mounted_tracefs_answers_from_its_events(tmp_path: Path) -> None:
+    from qmpctl.host import ktrace
+
+    if os.geteuid() != 0:
+        return
+    root = tmp_path / "tracing"
+    (root / "instances").mkdir(parents=True)
+    (root / "events" / "kvm" / "kvm_dirty_ring_push").mkdir(parents=True)
+    empty = tmp_path / "kallsyms"
+    empty.write_text("")
+    assert ktrace.unavailable(("kvm_dirty_ring_push",), root, empty) is None
+    assert ktrace.unavailable(("kvm_dirty_ring_push", "kvm_dirty_ring_reset"), root,
+                              empty) == "the kernel has no kvm:kvm_dirty_ring_reset tracepoint"
