@@ -9,6 +9,7 @@ itself (`qmpctl images build`). Editable installs skip this: a checkout uses
 its own images/out.
 """
 
+import importlib.util
 import shutil
 import subprocess
 import tempfile
@@ -21,9 +22,20 @@ ROOT = Path(__file__).resolve().parent
 RECIPES = ("images/Makefile", "images/*.mk", "images/lab/*.sh", "images/linux/*.sh",
            "guestload/**/*", "tools/install-host.sh", "tools/install-bookworm-qemu.sh")
 BAREMETAL = ("x86_64/wave.elf", "x86_64/probe64.elf", "aarch64/its.elf")
-# Tool -> the Debian package that has it (also in qmpctl/guests/build.py).
-TOOLS = {"make": "make", "gcc": "gcc", "ld": "binutils",
-         "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu"}
+
+
+def _baremetal_needs() -> dict[str, str]:
+    """Tool -> Debian package, from qmpctl/guests/needs.py (loaded by path: the
+    build environment has none of qmpctl's dependencies)."""
+    spec = importlib.util.spec_from_file_location("_qmpctl_needs",
+                                                  ROOT / "qmpctl" / "guests" / "needs.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return dict(module.BAREMETAL_NEEDS)
+
+
+TOOLS = _baremetal_needs()
 
 
 class BuildPyWithImages(build_py):

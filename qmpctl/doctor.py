@@ -10,8 +10,9 @@ from pydantic import BaseModel, Field
 
 from . import __version__
 from .core.errors import QmpctlError
-from .guests.build import ALL_NEEDS, missing_message, missing_tools
+from .guests.build import missing_message, missing_tools
 from .guests.images import DATA, KNOWN_IMAGES, build_hint, find_root, image_path, image_roots
+from .guests.needs import ALL_NEEDS
 from .host.kvm import ARCHES, Arch, KvmInfo, host_arch, probe_kvm
 from .host.qemu import candidate_paths, default_qemu_name, find_qemu, machine_types, probe_binary
 from .qemu.cmdline import DEFAULT_MACHINE, MachineSpec

@@ -23,17 +23,7 @@ from pathlib import Path
 from ..core.errors import HostError, UsageError
 from ..host.kvm import ARCHES
 from .images import DATA, cache_dir, checkout_root, image_roots
-
-# What each part needs: a command (or a file) -> the Debian package that has it.
-BAREMETAL_NEEDS = {"make": "make", "gcc": "gcc", "ld": "binutils",
-                   "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu"}
-LINUX_NEEDS = {"apt-get": "apt", "apt-cache": "apt", "dpkg-deb": "dpkg", "cpio": "cpio",
-               "gzip": "gzip", "/usr/lib/x86_64-linux-gnu/libc.a": "libc6-dev",
-               "/usr/aarch64-linux-gnu/lib/libc.a": "libc6-dev-arm64-cross"}
-LAB_NEEDS = {"mmdebstrap": "mmdebstrap", "depmod": "kmod", "cpio": "cpio",
-             "python3": "python3", "apt-cache": "apt"}
-# Everything building every image needs (the README and `qmpctl doctor` list it).
-ALL_NEEDS = {**BAREMETAL_NEEDS, **LINUX_NEEDS, **LAB_NEEDS}
+from .needs import BAREMETAL_NEEDS, LAB_NEEDS, LINUX_NEEDS
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from qmpctl.cli import app
 from qmpctl.core.errors import HostError, UsageError
 from qmpctl.doctor import image_statuses
 from qmpctl.guests import build, images
+from qmpctl.guests.needs import BAREMETAL_NEEDS
 from qmpctl.lab import suite as lab_suite
 from qmpctl.report.text import summary_lines
 from qmpctl.scenario.runner import new_report
@@ -158,11 +159,11 @@ def test_missing_tools_are_named_with_their_debian_packages(
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing on it
     (tmp_path / "make").write_text("#!/bin/sh\n")
     (tmp_path / "make").chmod(0o755)
-    missing = build.missing_tools(build.BAREMETAL_NEEDS)
+    missing = build.missing_tools(BAREMETAL_NEEDS)
     assert missing == ["gcc", "ld", "aarch64-linux-gnu-gcc"]
-    text = build.missing_message(build.BAREMETAL_NEEDS, missing)
+    text = build.missing_message(BAREMETAL_NEEDS, missing)
     assert text.endswith("`apt-get install binutils gcc gcc-aarch64-linux-gnu` (as root)")
-    plan = build.BuildPlan(tmp_path, tmp_path / "out", ("baremetal",), build.BAREMETAL_NEEDS)
+    plan = build.BuildPlan(tmp_path, tmp_path / "out", ("baremetal",), BAREMETAL_NEEDS)
     with pytest.raises(HostError, match="missing gcc, ld, aarch64-linux-gnu-gcc"):
         build.run_build(plan)
     assert not (tmp_path / "out").exists()  # refused before anything ran
