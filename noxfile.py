@@ -34,7 +34,10 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def tests(session: nox.Session) -> None:
-    session.run(sys.executable, "-m", "pytest", *session.posargs)
+    """The suite; JUnit XML (per-test times) in reports/, and the 25 slowest
+    tests in the log: CI must stay well under 30 minutes."""
+    session.run(sys.executable, "-m", "pytest", "--durations=25",
+                "--junitxml=reports/tests-junit.xml", *session.posargs)
 
 
 @nox.session(venv_backend="none")
