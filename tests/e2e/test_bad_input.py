@@ -1,4 +1,7 @@
-"""Bad input fails before any QEMU starts, with one specific line."""
+"""Bad input fails before any guest starts, with one specific line (checks
+against the QEMU schema run a short-lived probe QEMU first). Expectations
+hold on any host; the checks against this host's KVM facts are unit tests
+with the facts injected (tests/unit/test_inputs.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from typer.testing import CliRunner
 from qmpctl.cli import app
 from qmpctl.core.units import MiB
 from qmpctl.guests.images import image_path
+from qmpctl.host.kvm import host_arch
 from qmpctl.host.memory import mem_total
 from tests.conftest import our_qemu_processes
 
@@ -20,13 +24,11 @@ runner = CliRunner()
 @pytest.mark.parametrize(("args", "message"), [
     (["--dirty-ring", "3000", "--accel", "kvm"],
      "--dirty-ring 3000: must be a power of two (or 0 for bitmap)"),
-    (["--dirty-ring", "131072", "--accel", "kvm"],
-     "--dirty-ring 131072: above this host's maximum of 65536 entries"),
     (["--arch", "riscv64"], "unknown arch 'riscv64'; choose one of x86_64, aarch64"),
     (["--qemu", "/nonexistent/qemu-system-x86_64"],
      "QEMU binary not found: /nonexistent/qemu-system-x86_64"),
     (["--qemu-src", "8.2"],
-     "no QEMU 8.2 for x86_64 is known; known: 10.0 (/usr/bin/qemu-system-x86_64)"),
+     "no QEMU 8.2 for x86_64 is known; known: 10.0 ("),
     (["--report", "/nonexistent-dir/r.json"],
      "--report /nonexistent-dir/r.json: directory /nonexistent-dir does not exist"),
     (["--transport", "rdma"], "--transport 'rdma': choose unix, tcp or file"),
@@ -37,8 +39,6 @@ runner = CliRunner()
                             "(below it: firmware, the guest and its tables); RAM is "
                             "0x0-0xa000000"),
     (["--ram", "4096", "--wave-end", "3100"], "RAM is 0x0-0xc0000000, 0x100000000-0x140000000"),
-    (["--ram", "8192", "--accel", "kvm"],
-     "--accel kvm: this host's KVM (pvm) resets a 32-bit guest that turns on PAE paging"),
     (["--arch", "aarch64", "--smp", "1"], "needs at least 2 vCPUs"),
     (["--guest", "linux", "--ram", "128"], "--ram 128: Linux guests need at least 256 MiB"),
     (["--exclude", "0x1000"], "--exclude '0x1000': expected START-END[:REASON]"),
@@ -144,10 +144,11 @@ def test_every_usage_error_writes_the_report(args: list[str], tmp_path: Path) ->
     assert written["error"] in result.output
 
 
-def test_kvm_requested_without_kvm_for_foreign_arch() -> None:
-    result = runner.invoke(app, ["migrate", "--arch", "aarch64", "--accel", "kvm"])
+def test_kvm_requested_for_a_foreign_arch() -> None:
+    foreign = "aarch64" if host_arch() == "x86_64" else "x86_64"
+    result = runner.invoke(app, ["migrate", "--arch", foreign, "--accel", "kvm"])
     assert result.exit_code == 2
-    assert "--accel kvm: KVM cannot run aarch64 guests on this host" in result.output
+    assert f"--accel kvm: KVM cannot run {foreign} guests on this host" in result.output
 
 
 @pytest.mark.parametrize(("args", "message"), [

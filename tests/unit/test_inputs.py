@@ -9,13 +9,14 @@ import pytest
 from qmpctl.core.errors import UsageError
 from qmpctl.core.units import MiB
 from qmpctl.guests.kimage import image_problem
-from qmpctl.host.kvm import cap_text, ring_size_text
+from qmpctl.host.kvm import KvmInfo, cap_text, ring_size_text
 from qmpctl.migration.settings import MigrationSettings
 from qmpctl.qemu.schema import QemuSchema
 from qmpctl.scenario.options import (
     MigrateOptions,
     parse_exclusion,
     ram_size_problem,
+    resolve,
     timeout_problems,
 )
 
@@ -81,3 +82,33 @@ def test_doctor_gives_ring_sizes_their_units() -> None:
     assert ring_size_text(65536) == "65536 entries per vCPU (1024 KiB, 16 bytes an entry)"
     assert cap_text("dirty-log-ring", 1048576) == "1048576 bytes a ring at most (65536 entries)"
     assert cap_text("manual-dirty-log-protect2", 3) == "3"
+
+
+def _kvm(flavour: str, ring_bytes: int, bitmap: int = 0) -> KvmInfo:
+    return KvmInfo(device="/dev/kvm", accessible=True, flavour=flavour,  # type: ignore[arg-type]
+                   api_version=12, caps={"dirty-log-ring": ring_bytes,
+                                         "dirty-log-ring-acq-rel": ring_bytes,
+                                         "dirty-log-ring-with-bitmap": bitmap})
+
+
+@pytest.mark.parametrize(("kvm", "ring", "message"), [
+    (_kvm("pvm", 1 << 20), 131072, "--dirty-ring 131072: above this host's maximum of 65536 "
+                                   "entries"),
+    (_kvm("vmx", 1 << 16), 8192, "--dirty-ring 8192: above this host's maximum of 4096 entries"),
+    (_kvm("vmx", 0), 4096, "--dirty-ring 4096: this host's KVM has no dirty ring"),
+])
+def test_the_ring_is_checked_against_the_hosts_own_maximum(kvm: KvmInfo, ring: int,
+                                                           message: str) -> None:
+    """The host's facts are injected: the message names what this KVM offers."""
+    with pytest.raises(UsageError) as err:
+        resolve(MigrateOptions(accel="kvm", dirty_ring=ring), kvm)
+    assert message in err.value.message
+
+
+def test_a_pae_guest_is_refused_only_by_a_kvm_that_resets_it() -> None:
+    opts = MigrateOptions(accel="kvm", ram=8192)
+    with pytest.raises(UsageError, match=r"--accel kvm: this host's KVM \(pvm\) resets a 32-bit "
+                                         "guest that turns on PAE paging"):
+        resolve(opts, _kvm("pvm", 1 << 20))
+    # the same options on a KVM that pages 32-bit guests (SVM) pass this check
+    assert resolve(opts, _kvm("svm", 1 << 20)).accel == "kvm"
