@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -336,6 +337,27 @@ def convergence_detail(stats: MigrationStats, info: dict[str, Any]) -> str:
     return why
 
 
+class CancelStep(enum.Enum):
+    """What cancelling does, given the source's migration status (`cancel_step`)."""
+
+    KEEP_PAUSED = "postcopy paused: only a recovery can continue it; not resumed"
+    BEHIND = "completed and the destination's guest ran: the source is behind it"
+    RESUME_COMPLETED = "completed, but the destination failed: resume the only copy"
+    CANCEL = "migrating: cancel, wait for it to end, then resume"
+    RESUME = "no migration running: resume if paused"
+
+
+def cancel_step(status: str | None, resume_completed: bool) -> CancelStep:
+    """The decision `cancel` acts on (pure; the table is unit-tested)."""
+    if status in POSTCOPY_PAUSED:
+        return CancelStep.KEEP_PAUSED
+    if status == "completed":
+        return CancelStep.RESUME_COMPLETED if resume_completed else CancelStep.BEHIND
+    if status in (None, "none", "failed", "cancelled"):
+        return CancelStep.RESUME
+    return CancelStep.CANCEL
+
+
 async def cancel(src: QemuMachine, timeout: float = 15.0, resume_completed: bool = True) -> str:
     """Cancel an active migration and make sure the source runs again.
 
@@ -346,16 +368,18 @@ async def cancel(src: QemuMachine, timeout: float = 15.0, resume_completed: bool
     """
     try:
         info = await src.execute("query-migrate", timeout=5)
-        if str(info.get("status")) in POSTCOPY_PAUSED:
+        status = info.get("status")
+        step = cancel_step(None if status is None else str(status), resume_completed)
+        if step is CancelStep.KEEP_PAUSED:
             state = await src.status()
-            return (f"{state} (migration {info.get('status')}: after the postcopy switchover "
+            return (f"{state} (migration {status}: after the postcopy switchover "
                     "the source is not resumed; only a postcopy recovery can continue it)")
-        if info.get("status") == "completed":  # the destination failed after switchover
-            if not resume_completed:
-                return (f"{await src.status()} (migration completed and the destination's "
-                        "guest ran: the source is behind it and is not resumed)")
+        if step is CancelStep.BEHIND:
+            return (f"{await src.status()} (migration completed and the destination's "
+                    "guest ran: the source is behind it and is not resumed)")
+        if step is CancelStep.RESUME_COMPLETED:
             return await ensure_running(src, after_completion=True)
-        if info.get("status") not in (None, "none", "failed", "cancelled"):
+        if step is CancelStep.CANCEL:
             await src.execute("migrate_cancel", timeout=5)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:

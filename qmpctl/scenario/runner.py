@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import enum
 import logging
 import os
 import socket
@@ -347,27 +348,59 @@ class Run:
 
     async def settle_source(self) -> None:
         """Cleanup's first step; never raises. A source whose migration did
-        not complete is cancelled and resumed."""
+        not complete is cancelled and resumed (`settle_plan` decides)."""
         src, rep = self.src, self.report
-        if src is None or not src.is_running():
+        plan = settle_plan(
+            running=src is not None and src.is_running(),
+            unresponsive=src is not None and src.unresponsive,
+            started=self.migration_started, completed=self.migration_completed,
+            took_over=self.dst_resumed or (rep.migration is not None
+                                           and rep.migration.mode == "postcopy"),
+            state_known=rep.source_state_after is not None)
+        if src is None or plan is Settle.NOTHING:
             return
-        if src.unresponsive:  # the supervisor saw it stopped or hung: asking would time out
+        if plan is Settle.NOT_ASKED:
             rep.source_state_after = ("unresponsive (stopped or hung): not asked; its cleanup "
                                       "ends it with signals")
-            return
-        # Once the destination's guest ran (resumed, or postcopy), the source's
-        # memory is behind it: resuming the source would run the guest from the
-        # past. Until then the source is the guest's only live copy.
-        took_over = self.dst_resumed or (rep.migration is not None
-                                         and rep.migration.mode == "postcopy")
-        if self.migration_started and not self.migration_completed:
-            rep.source_state_after = await driver.cancel(src, resume_completed=not took_over)
-        elif self.migration_completed and not took_over:
+        elif plan in (Settle.CANCEL_AND_RESUME, Settle.CANCEL_KEEP_BEHIND):
+            rep.source_state_after = await driver.cancel(
+                src, resume_completed=plan is Settle.CANCEL_AND_RESUME)
+        elif plan is Settle.RESUME_AFTER_COMPLETION:
             with contextlib.suppress(QmpctlError):
                 rep.source_state_after = await driver.ensure_running(src, after_completion=True)
-        elif rep.source_state_after is None:
+        else:  # Settle.RECORD_STATE
             with contextlib.suppress(QmpctlError):
                 rep.source_state_after = await src.status()
+
+
+class Settle(enum.Enum):
+    """What cleanup does to the source (`settle_plan`)."""
+
+    NOTHING = "nothing: the source is gone, or its state is already recorded"
+    NOT_ASKED = "the supervisor saw it stopped or hung: asking would time out"
+    CANCEL_AND_RESUME = "migrating and the guest never ran elsewhere: cancel and resume"
+    CANCEL_KEEP_BEHIND = ("migrating after the destination's guest ran: cancel; one that "
+                          "completed meanwhile leaves the source behind, not resumed")
+    RESUME_AFTER_COMPLETION = "completed but the destination's guest never ran: resume"
+    RECORD_STATE = "no migration to undo: record the source's state"
+
+
+def settle_plan(*, running: bool, unresponsive: bool, started: bool, completed: bool,
+                took_over: bool, state_known: bool) -> Settle:
+    """The decision `settle_source` acts on (pure; the table is unit-tested).
+
+    Once the destination's guest ran (resumed, or postcopy), the source's
+    memory is behind it: resuming the source would run the guest from the
+    past. Until then the source is the guest's only live copy."""
+    if not running:
+        return Settle.NOTHING
+    if unresponsive:
+        return Settle.NOT_ASKED
+    if started and not completed:
+        return Settle.CANCEL_KEEP_BEHIND if took_over else Settle.CANCEL_AND_RESUME
+    if completed and not took_over:
+        return Settle.RESUME_AFTER_COMPLETION
+    return Settle.NOTHING if state_known else Settle.RECORD_STATE
 
 
 async def _check_settings(run: Run, settings: MigrationSettings) -> None:
