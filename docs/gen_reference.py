@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import typing
 from collections.abc import Iterator
 from typing import Any
 
@@ -165,14 +166,18 @@ def trace_events(cls: type[Any]) -> tuple[str, ...]:
     """The trace events a feature reads, from an instance built with each
     required field given a placeholder of its type (the events do not depend
     on them, except where a field turns a mode on: those show the default)."""
-    placeholders: dict[str, Any] = {"int": 1, "str": "x", "float": 1.0, "bool": False}
+    placeholders: dict[Any, Any] = {int: 1, str: "x", float: 1.0, bool: False}
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            kind = str(f.type).split(" ")[0]
-            if kind not in placeholders:
-                raise SystemExit(f"{cls.__name__}.{f.name}: no placeholder for type {f.type}")
-            kwargs[f.name] = placeholders[kind]
+            hint = hints[f.name]
+            if typing.get_origin(hint) is typing.Literal:
+                kwargs[f.name] = typing.get_args(hint)[0]
+            elif hint in placeholders:
+                kwargs[f.name] = placeholders[hint]
+            else:
+                raise SystemExit(f"{cls.__name__}.{f.name}: no placeholder for type {hint}")
     return tuple(cls(**kwargs).trace_events())
 
 
