@@ -94,7 +94,7 @@ def lab_x86(session: nox.Session) -> None:
     they can only show a loss is located; there they must verify. One lab
     boot, about 90 s; JUnit XML in reports/lab-x86_64-junit.xml. Not in CI
     yet: in 1 of its 4 runs so far the first guest of the lab boot printed
-    nothing in 60 s (README). It takes no pytest arguments."""
+    nothing in 60 s (docs/testing.md). It takes no pytest arguments."""
     session.run(str(Path(sys.executable).with_name("qmpctl")), "lab", "run", "--arch", "x86_64",
                 "--", "python3", "-m", "pytest", "-m", "qmpctl_kvm and not its",
                 "tests/e2e/test_migrate_x86.py", "tests/e2e/test_smp.py",
