@@ -237,10 +237,22 @@ def plugin_page(root: Any) -> str:
     return "".join(out)
 
 
-root = typer.main.get_command(app)
-assert is_group(root), "qmpctl's typer app is no longer a group of commands"
-for page, text in (("reference/cli.md", cli_page(root)),
-                   ("reference/features.md", features_page(root)),
-                   ("reference/plugin.md", plugin_page(root))):
-    with mkdocs_gen_files.open(page, "w") as f:
-        f.write(text)
+def pages() -> dict[str, str]:
+    """Every generated page: path under docs/ -> Markdown."""
+    root = typer.main.get_command(app)
+    assert is_group(root), "qmpctl's typer app is no longer a group of commands"
+    return {"reference/cli.md": cli_page(root),
+            "reference/features.md": features_page(root),
+            "reference/plugin.md": plugin_page(root)}
+
+
+def main() -> None:
+    for page, text in pages().items():
+        with mkdocs_gen_files.open(page, "w") as f:
+            f.write(text)
+
+
+# mkdocs-gen-files runs this file with runpy.run_path (run name "<run_path>");
+# tests/unit/test_docs_reference.py imports it.
+if __name__ in {"__main__", "<run_path>"}:
+    main()
