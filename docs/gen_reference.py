@@ -9,7 +9,9 @@ so they cannot drift and nothing generated is checked in:
   migration features with their evidence (`qmpctl.migration.features`);
 * `reference/plugin.md`: the pytest plugin's command-line options (read from
   its own `pytest_addoption`) and `qmpctl_migrate`'s keyword arguments (the
-  fields of `MigrateOptions`).
+  fields of `MigrateOptions`);
+* `reference/modules.md`: every module of `qmpctl/`, by layer of the
+  import-linter contract in `pyproject.toml`, with its docstring's summary.
 
 Anything these tables name that the code does not have (a feature keyword
 with no CLI option) fails the build rather than printing a wrong row.
@@ -17,10 +19,13 @@ with no CLI option) fails the build rather than printing a wrong row.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import inspect
+import tomllib
 import typing
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import mkdocs_gen_files
@@ -237,13 +242,52 @@ def plugin_page(root: Any) -> str:
     return "".join(out)
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def summary(path: Path) -> str:
+    """A module's docstring up to its first blank line, read without importing it."""
+    doc = ast.get_docstring(ast.parse(path.read_text(), str(path))) or ""
+    return " ".join(doc.split("\n\n", 1)[0].split())
+
+
+def modules_page() -> str:
+    """Every module of qmpctl/ under its layer (pyproject.toml's contract, top
+    first); a module no layer names is listed apart, never left out."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    [contract] = [c for c in config["contracts"] if c["type"] == "layers"]
+    files = sorted((ROOT / "qmpctl").rglob("*.py"))
+    dotted = {f: ".".join(f.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+              for f in files}
+    out = [GENERATED, "# Modules by layer\n\n",
+           "Every module of `qmpctl/` with the first paragraph of its docstring, under "
+           "its layer of the import contract in `pyproject.toml`, top first: a module "
+           "imports only from the layers below its own ([Architecture](../architecture.md)"
+           ").\n"]
+    placed: set[Path] = set()
+    for layer in contract["layers"]:
+        names = [n.strip() for n in layer.replace(":", "|").split("|")]
+        out.append(f"\n## {' · '.join(f'`{n}`' for n in names)}\n\n"
+                   "| module | what it is |\n| --- | --- |\n")
+        for f in files:
+            if any(dotted[f] == n or dotted[f].startswith(n + ".") for n in names):
+                placed.add(f)
+                out.append(f"| `{dotted[f]}` | {cell(summary(f))} |\n")
+    rest = [f for f in files if f not in placed]
+    if rest:
+        out.append("\n## Outside the layers\n\n| module | what it is |\n| --- | --- |\n")
+        out += [f"| `{dotted[f]}` | {cell(summary(f))} |\n" for f in rest]
+    return "".join(out)
+
+
 def pages() -> dict[str, str]:
     """Every generated page: path under docs/ -> Markdown."""
     root = typer.main.get_command(app)
     assert is_group(root), "qmpctl's typer app is no longer a group of commands"
     return {"reference/cli.md": cli_page(root),
             "reference/features.md": features_page(root),
-            "reference/plugin.md": plugin_page(root)}
+            "reference/plugin.md": plugin_page(root),
+            "reference/modules.md": modules_page()}
 
 
 def main() -> None:

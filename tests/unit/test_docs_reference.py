@@ -83,3 +83,14 @@ def test_the_plugin_page_has_every_keyword_and_plugin_option(pages: dict[str, st
         assert f"| `{name}` |" in page
     for option in ("--qmpctl-require-kvm", "--qmpctl-lab", "--qmpctl-timeout"):
         assert f"`{option}`" in page
+
+
+def test_the_modules_page_has_every_module_of_the_package(pages: dict[str, str]) -> None:
+    root = GEN.parents[1]
+    page = pages["reference/modules.md"]
+    files = sorted((root / "qmpctl").rglob("*.py"))
+    assert len(files) > 50
+    for f in files:
+        name = ".".join(f.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+        assert f"| `{name}` |" in page, f"{name} is not on the modules page"
+    assert page.index("## `qmpctl.cli`") < page.index("## `qmpctl.core`")  # top layer first
