@@ -297,7 +297,7 @@ def migrate(
              "--dst-host path, on one machine)")] = "exec",
     dst_host: Annotated[str | None, typer.Option(
         help="[USER@]HOST: run the destination QEMU and qmpctl agent on that host through "
-             "ssh (key authentication; see README, Destination on another host)")] = None,
+             "ssh (key authentication; see docs/remote.md)")] = None,
     dst_addr: Annotated[str | None, typer.Option(
         help="--dst-host: the destination's address for the migration stream, port 4444 "
              "[default: HOST]")] = None,
@@ -367,10 +367,11 @@ def migrate(
     trace_kernel: Annotated[str, typer.Option(
         help="on|off|auto: record KVM's dirty-ring tracepoints in a tracefs instance of "
              "qmpctl's own and report per vCPU what the kernel pushed and QEMU harvested "
-             "(root, KVM dirty ring). auto: where possible (see README for the cost)")] = "auto",
+             "(root, KVM dirty ring). auto: where possible (its cost: docs/kernel-ring.md)")]
+    = "auto",
     dirty_rate_probe: Annotated[bool, typer.Option(
         help="Run calc-dirty-rate on the source before migrating (on kvm_pvm this "
-             "disturbs the migration that follows; see README)")] = False,
+             "disturbs the migration that follows; docs/findings.md)")] = False,
     postcopy: Annotated[bool, typer.Option(
         help="Switch to postcopy (migrate-start-postcopy) once memory was re-dirtied")] = False,
     postcopy_preempt: Annotated[bool, typer.Option(
@@ -590,12 +591,12 @@ async def _matrix(state: MatrixState, live: bool, lab_fn: LabFn | None) -> None:
 def matrix(
     preset: Annotated[str | None, typer.Option(
         help="smoke (CI: x86_64 bare metal, under a minute here), full (every feature, x86_64 and "
-             "arm64 bare metal, the README's table, about 20 minutes), storm (KVM dirty ring, a "
+             "arm64 bare metal, docs/results.md, about 20 minutes), storm (KVM dirty ring, a "
              "writer on each of 1-8 vCPUs), kvm-control (the same KVM cells on this host and in "
              "the x86_64 and arm64 labs: the host axis) or exhaustive (every axis value, 5 "
              "runs each, hours)")] = None,
     axes: Annotated[Path | None, typer.Option(
-        help="TOML file of the same shape: repeat, options and axes tables (README)")]
+        help="TOML file of the same shape: repeat, options and axes tables (docs/matrix.md)")]
     = None,
     repeat: Annotated[int | None, typer.Option(
         help="Runs per cell, each a fresh migration [default: the preset's or file's]")] = None,

@@ -20,7 +20,7 @@ from .qemu.machine import QemuMachine
 from .qemu.rundir import RunDir
 from .qemu.schema import QemuSchema, probe_schema
 
-# What a host needs, for people who installed the package (README: "Host requirements").
+# What a host needs, for people who installed the package (docs/install.md: "Host requirements").
 REQUIREMENTS = (
     "Debian 12 (bookworm) or similar; QEMU 10 from bookworm-backports (qemu-system-x86, "
     "qemu-system-arm, qemu-utils, ipxe-qemu, seabios; QEMU >= 7.2 works); Debian's own "
@@ -77,7 +77,8 @@ def host_notes(kvm: KvmInfo) -> list[str]:
         notes.append("kvm_pvm: 16/32-bit and purpose-built 64-bit guests run under KVM; "
                      "ordinary 64-bit Linux kernels do not, so Linux guests use TCG")
         notes.append("kvm_pvm: qmpctl observed dirty-ring migrations losing the pages "
-                     "dirtied after the last ring reap (bitmap mode verified); see README")
+                     "dirtied after the last ring reap (bitmap mode verified); "
+                     "see docs/findings.md")
     if kvm.accessible and not kvm.has_ring_with_bitmap:
         notes.append("no KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP: fine on x86; on arm64 an "
                      "in-kernel ITS would lose its table writes with the dirty ring")

@@ -61,8 +61,8 @@ from .testing import LostPages, MigrateFn, RunReport
 
 KNOWN_LOSSES = (
     "known host bug: on kvm_pvm, dirty-ring migrations intermittently lose the pages "
-    "dirtied after the last ring reap (qmpctl README, 'What qmpctl found on the build "
-    "machines'); allowed by --qmpctl-xfail-known-losses")
+    "dirtied after the last ring reap (qmpctl's docs/findings.md, 'What qmpctl found on "
+    "the build machines'); allowed by --qmpctl-xfail-known-losses")
 DEFAULT_TIMEOUT_S = 900.0
 QMP_LOGGER = "qemu.qmp"
 

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 
 class ExitCode(IntEnum):
-    """Process exit codes of the `qmpctl` CLI (documented in the README)."""
+    """Process exit codes of the `qmpctl` CLI (the table in README.md and docs/verdicts.md)."""
 
     VERIFIED = 0
     MISMATCH = 1  # memory, guest invariant or ITS check found a difference

@@ -10,5 +10,5 @@ LINUX_NEEDS = {"apt-get": "apt", "apt-cache": "apt", "dpkg-deb": "dpkg", "cpio":
                "/usr/aarch64-linux-gnu/lib/libc.a": "libc6-dev-arm64-cross"}
 LAB_NEEDS = {"mmdebstrap": "mmdebstrap", "depmod": "kmod", "cpio": "cpio",
              "python3": "python3", "apt-cache": "apt"}
-# Everything building every image needs (the README and `qmpctl doctor` list it).
+# Everything building every image needs (docs/install.md and `qmpctl doctor` list it).
 ALL_NEEDS = {**BAREMETAL_NEEDS, **LINUX_NEEDS, **LAB_NEEDS}

@@ -37,7 +37,7 @@ SMALL_RAM_MIB = 2048  # up to here the defaults are what they always were
 # POST heap dirty: a wave that goes on above 4 GiB skips this much of it.
 FIRMWARE_TOP = 32 * MiB
 # A big guest's default wave: at most this many blocks per pass (the stride
-# grows in powers of two instead), so a TCG pass stays short: see README.
+# grows in powers of two instead), so a TCG pass stays short: see docs/big-guests.md.
 BIG_WAVE_BLOCKS = 1 << 18
 
 

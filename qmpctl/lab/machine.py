@@ -90,7 +90,7 @@ def tcg_threads(arch: Arch) -> Literal["single", "multi"]:
     """TCG's threading for a lab of this architecture (pure).
 
     x86_64 labs run single-threaded: under multi-threaded TCG, QEMU 10.0's
-    SVM emulation corrupted the state of the lab KVM's guests (README, "KVM
+    SVM emulation corrupted the state of the lab KVM's guests (docs/labs.md, "KVM
     labs"): a migrated vCPU whose VMCB held the lab kernel's own registers
     (CS 0x10 with L=1 while EFER.LMA=0, so the destination's KVM_SET_SREGS2
     fails with EINVAL), source guests that restarted at their

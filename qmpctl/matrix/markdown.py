@@ -1,7 +1,7 @@
 """A matrix's results as one Markdown table: a row per feature, a column per
 configuration (the other axes), each entry the cell's verdicts.
 
-This is how the README's results table is made, from the `--json` file a
+This is how the results tables in docs/results.md are made, from the `--json` file a
 run wrote (`qmpctl matrix --markdown PATH`, or `python -m
 qmpctl.matrix.markdown RESULTS.json` for a file written earlier), so the
 table cannot drift from the run it quotes. With more than one host, the

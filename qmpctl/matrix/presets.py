@@ -6,7 +6,7 @@ thing and a preset can be copied into a file to be edited.
 of each kind under TCG), once each, small guests (64 MiB RAM, an 18 MiB wave),
 within about 3 minutes on a 2-core machine. `full` is every feature on both
 bare-metal guests, every tracking, two ring sizes and the cross-version pairs,
-3 runs each: the README's results table, about 20 minutes here. `storm` is
+3 runs each: the results table in docs/results.md, about 20 minutes here. `storm` is
 ring-full storms, a writer on each of 1..8 vCPUs under KVM. `kvm-control`
 puts the same x86_64 KVM cells on this host and in the x86_64 lab, and the
 arm64 ones in the arm64 lab (the host axis: a real KVM as control beside

@@ -1,5 +1,5 @@
 """`calc-dirty-rate` on a running guest: in dirty-ring mode its success proves
-the ring is on (off by default: see the README's kvm_pvm findings)."""
+the ring is on (off by default: see docs/findings.md)."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ def inconclusive_reasons(m: MigrationStats, timeline: DirtyTimeline | None = Non
         why = f"the workload made no progress ({m.workload_progress_unit}) during the migration"
         if timeline is not None and (stall := stall_detail(timeline.summary)) is not None:
             why += (f": {stall}: a stalled dirty ring kept the guest from running (on "
-                    "kvm_pvm, the ring overflow in the README's findings)")
+                    "kvm_pvm, the ring overflow in docs/findings.md)")
         out.append(why)
     if m.pages_resent == 0:
         out.append("no page was sent twice: no dirty page was ever re-sent")

@@ -451,7 +451,7 @@ def kernel_trace(choice: str, accel: Accel, ring: int,
     anything starts: a usage error without the ring, a host error without
     root, tracefs or the tracepoints. `auto` is on where its cost is small:
     not inside a lab (`lab`: its architecture), whose nested KVM under TCG
-    took twice as long to run the x86 KVM tests with tracing (README)."""
+    took twice as long to run the x86 KVM tests with tracing (docs/kernel-ring.md)."""
     if choice == "off":
         return False, "--trace-kernel off"
     if accel != "kvm" or not ring:

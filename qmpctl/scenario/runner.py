@@ -437,7 +437,7 @@ async def _start_source(run: Run, stack: contextlib.AsyncExitStack) -> QemuMachi
     rep.boot_s = round(time.monotonic() - t0, 3)
     if o.dirty_rate_probe:
         # Off by default: on kvm_pvm a dirty-ring calc-dirty-rate before the
-        # migration stalls the vCPU during it and once lost pages (see README).
+        # migration stalls the vCPU during it and once lost pages (docs/findings.md).
         mode = "dirty-ring" if r.ring else ("dirty-bitmap" if r.accel == "kvm" else "page-sampling")
         try:
             rep.dirty_rate = await probe_dirty_rate(src, mode)
@@ -555,7 +555,7 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
 
 def _trace_failed_migration(run: Run) -> Callable[..., Awaitable[bool]]:
     """What the kernel did matters most when QEMU gave up (its abort on a
-    ring whose counts disagree, README): read after the QEMUs are gone,
+    ring whose counts disagree, docs/findings.md): read after the QEMUs are gone,
     before the instance goes; not when interrupted."""
     async def on_exit(exc_type: type[BaseException] | None, *_: object) -> bool:
         src = run.machines[0] if run.machines else None

@@ -108,7 +108,7 @@ async def test_migration_to_a_mapped_ram_file(qmpctl_migrate: MigrateFn,
 @pytest.mark.qmpctl_kvm(ring=True)
 async def test_vcpu_dirty_limit_slows_the_running_guest(qmpctl_migrate: MigrateFn) -> None:
     """QEMU's vcpu_dirty_limit case. On kvm_pvm the guest never recovers after
-    cancel-vcpu-dirty-limit (README, findings): the run must then not verify.
+    cancel-vcpu-dirty-limit (docs/findings.md): the run must then not verify.
     On a working KVM (the x86_64 lab: `nox -s lab_x86`) it must."""
     rep = await migrate(qmpctl_migrate, accel="kvm", vcpu_dirty_limit=50)
     assert rep.migration is not None

@@ -48,7 +48,7 @@ def assert_sound(rep: RunReport) -> None:
     assert rep.source_state_after == "postmigrate"
 
 
-# What the ring's stall on kvm_pvm does to a run (README, findings): the
+# What the ring's stall on kvm_pvm does to a run (docs/findings.md): the
 # guest sits in ring-full exits, so the migration may converge before any
 # page is sent twice. qmpctl must then say inconclusive, never verified.
 RING_STALL_REASONS = ("the workload made no progress", "no page was sent twice",

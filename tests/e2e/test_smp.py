@@ -48,7 +48,7 @@ async def test_tcg_four_writers_verified(qmpctl_migrate: MigrateFn) -> None:
 # Seen on kvm_pvm with 2 and 4 vCPUs, rings of 1024 and 4096 entries (about
 # half the runs; never with one vCPU, nor with the bitmap): QEMU 10.0.2
 # aborts reaping the rings as the migration starts, KVM_RESET_DIRTY_RINGS
-# having reset another number of entries than QEMU harvested (README).
+# having reset another number of entries than QEMU harvested (docs/findings.md).
 RESET_ABORT = "kvm_dirty_ring_reap_locked: Assertion `ret == total' failed"
 ATTEMPTS = 3  # runs before the abort is all this test can show
 

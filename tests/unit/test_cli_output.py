@@ -121,9 +121,11 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def readme_exit_table() -> dict[str, int]:
-    """The README's "Verdicts and exit codes" table: verdict -> exit code."""
-    text = README.read_text().split("### Verdicts and exit codes", 1)[1]
-    rows = re.findall(r"^\| (\d+) \| `([a-z-]+)` \|", text.split("\n\n", 2)[1], re.MULTILINE)
+    """The README's "Verdicts and exit codes" table (between its snippet markers,
+    which docs/verdicts.md includes): verdict -> exit code."""
+    text = README.read_text().split("--8<-- [start:verdicts]", 1)[1]
+    text = text.split("--8<-- [end:verdicts]", 1)[0]
+    rows = re.findall(r"^\| (\d+) \| `([a-z-]+)` \|", text, re.MULTILINE)
     return {verdict: int(code) for code, verdict in rows}
 
 

@@ -190,7 +190,7 @@ def test_lab_argv_is_nested_virt_with_the_its_and_a_results_port(tmp_path: Path)
 
 def test_x86_lab_tcg_is_single_threaded_and_svm_capable(tmp_path: Path) -> None:
     # Multi-threaded TCG corrupted the nested KVM guests' state in x86 labs
-    # (README, "KVM labs"); arm64 labs keep one thread per vCPU.
+    # (docs/labs.md); arm64 labs keep one thread per vCPU.
     argv = lab_argv(LabSpec("x86_64", cpus=2, memory_mib=4096), _image(tmp_path),
                     AccelChoice("tcg", "x"), tmp_path / "i.cpio", tmp_path / "r.tar")
     assert argv[0] == "qemu-system-x86_64"

@@ -20,7 +20,7 @@ CONTROL = RESULTS / "kvm-control-x86.json"  # kvm_pvm against the x86_64 lab, 10
 
 @pytest.mark.parametrize(("a", "b", "p"), [
     ((3, 4), (1, 4), 0.4857142857),  # Fisher's tea-tasting table, two-sided
-    ((12, 34), (0, 40), 2.4988715e-05),  # the README's pooled ring cells
+    ((12, 34), (0, 40), 2.4988715e-05),  # docs/kvm-control.md's pooled ring cells
     ((0, 10), (0, 10), 1.0),
     ((1, 10), (0, 10), 1.0),
     ((10, 10), (0, 10), 1.0825088e-05),
