@@ -16,7 +16,7 @@ from pathlib import Path
 import nox
 
 nox.options.sessions = ["lint", "typecheck", "docs", "tests", "examples", "smoke", "package"]
-SOURCES = ["qmpctl", "tests", "noxfile.py", "benchmarks", "examples", "tools/ring-trace", "docs"]
+SOURCES = ["qmpctl", "tests", "noxfile.py", "benchmarks", "examples", "docs"]
 ROOT = Path(__file__).resolve().parent
 
 

@@ -8,7 +8,7 @@ free-running fetch index). Both index the same ring position, so for every
 position QEMU harvested, the GFN the kernel pushed there first must be the one
 QEMU read. A push with more than the ring's size in use wrote over an entry
 QEMU had not harvested yet; where QEMU then read the newer GFN, the older dirty
-page was never reported (docs/findings.md, and `tools/ring-trace`).
+page was never reported (docs/findings.md, docs/kernel-ring.md).
 """
 
 from __future__ import annotations
