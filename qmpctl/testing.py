@@ -20,12 +20,12 @@ from typing import Any, Protocol
 
 from .core.errors import ExitCode
 from .host.kvm import Arch
-from .qemu.memmap import ram_segments
+from .qemu.memmap import VIRT_RAM_BASE, ram_segments
 from .report.models import RunReport
 from .scenario.runner import Hooks
 from .verify.digest import DIGEST_ONLY
 from .verify.ramblocks import parse_ramblocks
-from .verify.ramimage import RamLayout
+from .verify.ramimage import RamLayout, flip_byte
 from .verify.ranges import describe_ranges
 
 __all__ = [
@@ -46,7 +46,7 @@ __all__ = [
 
 # Guest-physical address of the first byte of RAM: the RAM file's offset 0.
 # x86 `pc` maps RAM from 0; arm64 `virt` from 1 GiB.
-RAM_BASE: dict[str, int] = {"x86_64": 0, "aarch64": 0x4000_0000}
+RAM_BASE: dict[str, int] = {"x86_64": 0, "aarch64": VIRT_RAM_BASE}
 MAX_PAGES_SHOWN = 3
 
 
@@ -163,12 +163,7 @@ def _flip_ram_byte(ram: Path, arch: Arch, gpa: int, xor: int) -> None:
     layout = RamLayout(ram_segments(arch, ram.stat().st_size))
     if not layout.contains(gpa):
         raise ValueError(f"gpa 0x{gpa:x} is not in the destination's RAM ({layout.describe()})")
-    offset = layout.offset(gpa)
-    with ram.open("r+b") as f:
-        f.seek(offset)
-        old = f.read(1)
-        f.seek(offset)
-        f.write(bytes([old[0] ^ xor]))
+    flip_byte(ram, layout.offset(gpa), xor)
 
 
 def corrupt_destination_ramblock(block: str, offset: int = 0, xor: int = 0x5A) -> Hooks:

@@ -18,6 +18,7 @@ from typing import Protocol
 from pydantic import BaseModel, Field
 
 from ..qemu.machine import QemuMachine
+from ..verify.ramimage import flip_byte
 from .spec import FaultSpec
 
 log = logging.getLogger(__name__)
@@ -139,10 +140,5 @@ class FaultInjector:
 
     def _corrupt(self, gpa: int, dst: QemuMachine) -> str:
         assert self.ram_offset is not None
-        offset = self.ram_offset(gpa)
-        with dst.spec.ram_path.open("r+b") as f:
-            f.seek(offset)
-            old = f.read(1)[0]
-            f.seek(offset)
-            f.write(bytes([old ^ 0x5A]))
-        return f"destination byte at gpa 0x{gpa:x} flipped 0x{old:02x} -> 0x{old ^ 0x5A:02x}"
+        old, new = flip_byte(dst.spec.ram_path, self.ram_offset(gpa))
+        return f"destination byte at gpa 0x{gpa:x} flipped 0x{old:02x} -> 0x{new:02x}"

@@ -10,7 +10,7 @@ after:SECONDS (since `migrate` was issued). corrupt-dst takes no WHEN.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
@@ -21,8 +21,7 @@ FaultKind = Literal["kill-src", "kill-dst", "stop-src", "stop-dst", "drop-qmp-sr
 TriggerKind = Literal["pass", "status", "after", "completed"]
 _WITH_VALUE = {"link-down-for": "SECONDS", "rate": "MBIT", "corrupt-dst": "GPA"}
 NEEDS_NETNS = ("link-down", "link-down-for", "rate")
-KINDS: tuple[str, ...] = ("kill-src", "kill-dst", "stop-src", "stop-dst", "drop-qmp-src",
-                          "link-down", "link-down-for", "rate", "corrupt-dst")
+KINDS: tuple[str, ...] = get_args(FaultKind)
 
 
 class Trigger(BaseModel):

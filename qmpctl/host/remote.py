@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import re
@@ -44,12 +43,6 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY_S = 2.0  # the controller's heartbeat to each tether (which waits 15 s)
 SSH_ALIVE_S = 2  # ServerAliveInterval; with ServerAliveCountMax 5: a silent link ends ssh in ~10 s
-
-
-def die_with_parent() -> None:
-    """preexec_fn: SIGKILL this child when qmpctl dies (PR_SET_PDEATHSIG)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL, 0, 0, 0)
 
 
 @dataclass(frozen=True)

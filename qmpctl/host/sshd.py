@@ -23,7 +23,7 @@ from pathlib import Path
 from ..core.aio import terminate
 from ..core.errors import HostError
 from .netns import connect_in
-from .remote import die_with_parent
+from .proc import die_with_parent
 
 SSHD = Path("/usr/sbin/sshd")
 SSH_PORT = 22

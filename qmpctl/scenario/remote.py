@@ -20,8 +20,9 @@ from pathlib import Path
 from ..core.aio import terminate
 from ..core.errors import HostError
 from ..host.netns import NetnsPair
+from ..host.proc import die_with_parent
 from ..host.qemu import QemuBinary
-from ..host.remote import Endpoint, NetnsHost, RemoteHost, SshHost, die_with_parent
+from ..host.remote import Endpoint, NetnsHost, RemoteHost, SshHost
 from ..host.sshd import NamespaceSshd
 from ..report.models import DestinationHostConfig
 from ..verify.agent import AGENT_PORT, AgentClient

@@ -20,6 +20,17 @@ from ..core.units import PAGE_SIZE
 from ..qemu.memmap import RamSegment
 
 
+def flip_byte(ram: Path, offset: int, xor: int = 0x5A) -> tuple[int, int]:
+    """XOR the byte at `offset` of a RAM file in place; (old, new). What a
+    corruption fault or a test hook does to prove a difference is found."""
+    with ram.open("r+b") as f:
+        f.seek(offset)
+        old = f.read(1)[0]
+        f.seek(offset)
+        f.write(bytes([old ^ xor]))
+    return old, old ^ xor
+
+
 class Region(BaseModel):
     """A named guest-physical range [start, end): labels pages, names exclusions."""
 
