@@ -113,29 +113,22 @@ def not_verified_message(report: RunReport) -> str:
             lines.append(f"  what: {memory.classes.headline()}")
         if memory.explanation:
             lines.append(f"  when: {memory.explanation}")
-    for block in report.ramblocks:
-        if block.pages_differing:
-            lines.append(f"  RAMBlock {block.name}: {block.pages_differing} pages differ, "
-                         f"first at offset 0x{block.first_differing_offsets[0]:x}")
-    for table in report.its_tables:
-        if table.pages_differing:
-            lines.append(f"  ITS table {table.name} at 0x{table.base:x}: "
-                         f"{table.pages_differing} of {table.pages} pages differ")
+    lines += [f"  {loss.text()}" for loss in report.losses() if loss.where != "guest RAM"]
     return "\n".join(lines)
 
 
 def assert_verified(report: RunReport) -> None:
     """Pass only when the run's verdict is `verified`.
 
-    Raises `LostPages` when source and destination RAM differ, `NotVerified`
-    (an AssertionError) for any other verdict.
+    Raises `LostPages` when the source and destination differ where the
+    platform does not explain it (guest RAM, another RAMBlock, an ITS table,
+    in any of the run's migrations: `RunReport.losses()`), `NotVerified` (an
+    AssertionError) for any other verdict.
     """
     __tracebackhide__ = True
     if report.verdict == "verified":
         return
-    if report.verdict == "mismatch" and (
-            (report.memory is not None and report.memory.pages_differing > 0)
-            or any(block.pages_differing for block in report.ramblocks)):
+    if report.verdict == "mismatch" and report.losses():
         raise LostPages(report)
     raise NotVerified(report)
 

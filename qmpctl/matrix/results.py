@@ -116,23 +116,18 @@ class MatrixReport(BaseModel):
 
 
 def loss_summary(report: RunReport) -> str:
-    """One line saying what a mismatch lost: pages differing and the first
-    locations, as the run's own summary does."""
+    """One line saying what a mismatch lost (`RunReport.losses()`, as
+    `assert_verified` decides it), with where and what the guest RAM's
+    differing pages are, and the failed guest checks."""
     parts = []
-    if (v := report.memory) is not None and v.pages_differing:
-        first = ", ".join(f"gpa 0x{p.gpa:x} ({p.region})" for p in v.mismatches[:FIRST_PAGES])
-        parts.append(f"{v.pages_differing} of {v.pages_compared} pages differ, first at {first}")
-        if v.location is not None:
-            parts.append(f"where: {describe_ranges(v.location, limit=FIRST_PAGES)}")
-        if v.classes is not None:
-            parts.append(f"what: {v.classes.headline()}")
-    parts += [f"RAMBlock {b.name}: {b.pages_differing} pages differ"
-              for b in report.ramblocks if b.pages_differing]
-    parts += [f"ITS table {t.name}: {t.pages_differing} of {t.pages} pages differ"
-              for t in report.its_tables if t.pages_differing]
+    for loss in report.losses():
+        parts.append(loss.text())
+        if loss.where.endswith("guest RAM") and (v := report.memory) is not None:
+            if v.location is not None:
+                parts.append(f"where: {describe_ranges(v.location, limit=FIRST_PAGES)}")
+            if v.classes is not None:
+                parts.append(f"what: {v.classes.headline()}")
     parts += [f"guest check {c.name} failed: {c.detail}" for c in report.failed_checks]
-    if any(h.found_difference for h in report.hops):
-        parts.append("an earlier migration (hop) found a difference too")
     return "; ".join(parts) or "the run's verdict is mismatch"
 
 

@@ -94,6 +94,44 @@ class RunConfig(BaseModel):
                                                   "or /dev/shm)")
 
 
+FIRST_SHOWN = 3  # differing pages named where a loss is said in one line
+
+
+class Loss(BaseModel):
+    """One place where the destination differs from the source and the
+    platform does not explain it: the one decision of "lost" that the
+    verdict, `testing.assert_verified` and the matrix's summary all use."""
+
+    where: str = Field(description="guest RAM, RAMBlock NAME or ITS table NAME at 0xADDR, "
+                                   "prefixed with the migration when there were several")
+    pages: int
+    of: int | None = None
+    first: list[str] = Field(default_factory=list, description="the first differing pages")
+
+    def text(self) -> str:
+        """One line: '3 of 16384 pages of guest RAM differ, first at ...'."""
+        of = f" of {self.of}" if self.of is not None else ""
+        first = f", first at {', '.join(self.first)}" if self.first else ""
+        return f"{self.pages}{of} pages of {self.where} differ{first}"
+
+
+def evidence_losses(memory: MemoryVerdict | None, ramblocks: list[RamBlockVerdict],
+                    its_tables: list[ItsTableVerdict], prefix: str = "") -> list[Loss]:
+    """The losses one migration's compared evidence shows (pure)."""
+    out = []
+    if memory is not None and memory.pages_differing:
+        out.append(Loss(where=f"{prefix}guest RAM", pages=memory.pages_differing,
+                        of=memory.pages_compared,
+                        first=[f"gpa 0x{p.gpa:x} ({p.region})"
+                               for p in memory.mismatches[:FIRST_SHOWN]]))
+    out += [Loss(where=f"{prefix}RAMBlock {b.name}", pages=b.pages_differing,
+                 first=[f"offset 0x{o:x}" for o in b.first_differing_offsets[:FIRST_SHOWN]])
+            for b in ramblocks if b.pages_differing]
+    out += [Loss(where=f"{prefix}ITS table {t.name} at 0x{t.base:x}", pages=t.pages_differing,
+                 of=t.pages) for t in its_tables if t.pages_differing]
+    return out
+
+
 class Hop(BaseModel):
     """One migration of a guest that asked to be migrated more than once, with
     the same evidence the report's top level carries for the last one."""
@@ -112,11 +150,12 @@ class Hop(BaseModel):
     sweep: SweepEvidence | None = None
     its_pending_unexplained: list[str] = Field(default_factory=list)
 
+    def losses(self, prefix: str = "") -> list[Loss]:
+        return evidence_losses(self.memory, self.ramblocks, self.its_tables, prefix)
+
     @property
     def found_difference(self) -> bool:
-        return ((self.memory is not None and not self.memory.identical)
-                or any(t.pages_differing for t in self.its_tables)
-                or any(b.pages_differing for b in self.ramblocks))
+        return bool(self.losses())
 
 
 class RunReport(BaseModel):
@@ -191,13 +230,19 @@ class RunReport(BaseModel):
     def failed_checks(self) -> list[GuestCheck]:
         return [c for c in self.guest_checks if not c.ok]
 
+    def losses(self) -> list[Loss]:
+        """Every unexplained difference, of every migration (named by number
+        when there were several)."""
+        several = bool(self.hops)
+        out = [loss for h in self.hops
+               for loss in h.losses(f"migration {h.number}: " if several else "")]
+        last = f"migration {len(self.hops) + 1}: " if several else ""
+        return out + evidence_losses(self.memory, self.ramblocks, self.its_tables, last)
+
     @property
     def found_difference(self) -> bool:
         """Memory, an ITS table or a guest check says something was lost."""
-        return ((self.memory is not None and not self.memory.identical)
-                or any(t.pages_differing for t in self.its_tables)
-                or any(b.pages_differing for b in self.ramblocks) or bool(self.failed_checks)
-                or any(h.found_difference for h in self.hops))
+        return bool(self.losses()) or bool(self.failed_checks)
 
     def archive_hop(self, number: int, source: str, destination: str) -> None:
         """Move the top level's migration evidence into `hops`, for the next one."""

@@ -51,7 +51,7 @@ async def test_a_differing_ramblock_fails_the_run(qmpctl_migrate: MigrateFn) -> 
     assert [(b.name, b.pages_differing, b.first_differing_offsets) for b in bad] == [
         ("pc.rom", 1, [0x1000])]
     with pytest.raises(LostPages,
-                       match=r"RAMBlock pc\.rom: 1 pages differ, first at offset 0x1000"):
+                       match=r"1 pages of RAMBlock pc\.rom differ, first at offset 0x1000"):
         assert_verified(rep)
 
 

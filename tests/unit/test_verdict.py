@@ -6,11 +6,14 @@ import pytest
 
 from qmpctl.core.errors import ExitCode, UsageError
 from qmpctl.guests.base import GuestCheck
+from qmpctl.guests.its import ItsTableVerdict
 from qmpctl.host.kvm import KvmInfo
+from qmpctl.matrix.results import loss_summary
 from qmpctl.migration.models import MigrationStats
-from qmpctl.report.models import RunReport
+from qmpctl.report.models import Hop, RunReport
 from qmpctl.report.verdict import before_migration_failure, conclude
 from qmpctl.scenario.options import POSTCOPY_SKIPS_BACKUP_BITMAP, ring_safety
+from qmpctl.testing import LostPages, NotVerified, assert_verified
 from qmpctl.verify.ring import DirtyRingEvidence, ring_problems, stall_detail
 from qmpctl.verify.timeline import DirtyTimeline, TimelineSummary
 
@@ -156,3 +159,42 @@ def test_a_guest_held_by_its_ring_is_inconclusive_and_says_how() -> None:
     conclude(plain)  # no ring-full exits: nothing to blame on the ring
     assert plain.inconclusive[0] == ("the workload made no progress (wave passes) during "
                                      "the migration")
+
+
+def _its(pages_differing: int) -> ItsTableVerdict:
+    return ItsTableVerdict(name="device", base=0x4008_0000, size=0x10000, pages=16,
+                           pages_differing=pages_differing, identical=not pages_differing)
+
+
+def test_one_decision_of_lost_for_the_verdict_assert_verified_and_the_matrix() -> None:
+    """A differing ITS table, or a difference in an earlier migration, is a
+    loss everywhere: the verdict, assert_verified (LostPages, not merely
+    NotVerified) and the matrix's summary say the same thing."""
+    for build in (lambda r: setattr(r, "its_tables", [_its(2)]),
+                  lambda r: r.hops.append(Hop(number=1, source="src", destination="dst1",
+                                              its_tables=[_its(1)]))):
+        rep = report()
+        build(rep)
+        conclude(rep)
+        assert (rep.verdict, rep.exit_code) == ("mismatch", ExitCode.MISMATCH)
+        losses = rep.losses()
+        assert len(losses) == 1 and "ITS table device at 0x40080000" in losses[0].where
+        with pytest.raises(LostPages) as err:
+            assert_verified(rep)
+        assert losses[0].text() in str(err.value)
+        assert loss_summary(rep) == losses[0].text()
+    rep = report()
+    rep.its_tables = [_its(0)]
+    conclude(rep)
+    assert rep.losses() == [] and rep.verdict == "verified"
+
+
+def test_a_failed_guest_check_is_a_mismatch_but_not_lost_pages() -> None:
+    rep = report()
+    rep.guest_checks = [GuestCheck(name="wave-invariant", stage="dst", ok=False, detail="x")]
+    conclude(rep)
+    assert rep.verdict == "mismatch" and rep.losses() == []
+    with pytest.raises(NotVerified) as err:
+        assert_verified(rep)
+    assert not isinstance(err.value, LostPages)
+    assert loss_summary(rep) == "guest check wave-invariant failed: x"
