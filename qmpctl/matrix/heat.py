@@ -126,8 +126,9 @@ def column_label(cell: CellResult, varying: tuple[str, ...]) -> str:
     parts = []
     for axis in varying:
         value = cell.axes.get(axis, "")
-        if axis == "tracking":
-            value = {"tcg": "", "ring": f"ring {cell.axes.get('ring', '')}"}.get(value, value)
+        if axis == "tracking":  # TCG's own tracking is named by accel, when that varies
+            value = {"tcg": "" if "accel" in varying else "tcg",
+                     "ring": f"ring {cell.axes.get('ring', '')}"}.get(value, value)
         elif axis == "smp":
             value = f"{value} vCPU" + ("s" if value != "1" else "")
         if value:

@@ -12,6 +12,7 @@ lab host, each host's pooled runs are one line under the map. matplotlib
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from .heat import KNOWN_MARK, grid, shade
@@ -80,3 +81,17 @@ def plot_matrix(report: MatrixReport, path: Path) -> None:
     fig.text(0.01, 0.01, "\n".join(lines), fontsize=6.5, color="#444444", va="bottom")
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m qmpctl.matrix.plot RESULTS.json OUT.png`: the heat map of a
+    `--json` file written earlier (as `python -m qmpctl.matrix.markdown`)."""
+    if len(argv) != 2:
+        print("usage: python -m qmpctl.matrix.plot RESULTS.json OUT.png", file=sys.stderr)
+        return 2
+    plot_matrix(MatrixReport.model_validate_json(Path(argv[0]).read_text()), Path(argv[1]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

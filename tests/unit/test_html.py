@@ -318,3 +318,11 @@ def test_the_old_full_results_render_page_and_heat_map(tmp_path: Path) -> None:
     png = tmp_path / "full.png"
     plot_matrix(r, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tcg_beside_its_folded_ring_cells_is_named() -> None:
+    """accel constant (tcg): TCG's own tracking is the column's name, not blank."""
+    cells = expand(parse_spec({"axes": {"accel": ["tcg"], "tracking": ["ring"],
+                                        "feature": ["precopy", "postcopy"]}}, "t"))
+    g = grid(MatrixState(cells, 1, ()).report(["qmpctl"], "t", HOST))
+    assert g.columns == ["tcg", "ring 4096"]
