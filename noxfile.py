@@ -184,10 +184,14 @@ def package(session: nox.Session) -> None:
             if sources["x86_64/wave.elf"] != "package":
                 session.error(f"doctor: the wave guest is not the package's: {sources}")
             session.run(qmpctl, "migrate", "--accel", "tcg", "--ram", "64", "--wave-end", "18",
-                        "--report", str(work / "report.json"), env=env)
+                        "--report", str(work / "report.json"), "--html",
+                        str(work / "report.html"), env=env)
             report = json.loads((work / "report.json").read_text())
             if report["qmpctl_version"] != wanted:
                 session.error(f"the report says qmpctl {report['qmpctl_version']}")
+            page = (work / "report.html").read_text()  # the wheel ships the page's template
+            if f'data-verdict="{report["verdict"]}"' not in page:
+                session.error("the --html page does not show the run's verdict")
             session.run(qmpctl, "images", "build", env=env)
             suite = work / "ci-suite"
             shutil.copytree(ROOT / "examples" / "ci-suite", suite)

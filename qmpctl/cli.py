@@ -32,6 +32,7 @@ from .lab.commands import checkout as lab_checkout
 from .matrix.bisect import bisect_outcome
 from .matrix.cells import expand, select
 from .matrix.execute import MatrixState, run_matrix
+from .matrix.html import write_html
 from .matrix.junit import write_junit
 from .matrix.knownloss import parse_known_loss
 from .matrix.labs import LabFn, job_cells, lab_check, lab_runner, load_lab_job
@@ -39,6 +40,7 @@ from .matrix.markdown import feature_table
 from .matrix.plan import check_options, describe_host, host_check, plan
 from .matrix.plot import plot_matrix
 from .matrix.presets import PRESETS
+from .matrix.repeat import load_results, repeat_report
 from .matrix.spec import LOCAL, MatrixSpec, load_preset, load_toml
 from .matrix.stats import cell_stats, interval_within, rate_text
 from .matrix.table import matrix_table
@@ -250,6 +252,7 @@ def _emit(reports: list[RunReport], as_json: bool, report_path: Path | None,
 
 @app.command()
 def migrate(
+    ctx: typer.Context,
     arch: Annotated[str, typer.Option(help="Guest architecture: x86_64 or aarch64")] = "x86_64",
     guest: Annotated[str, typer.Option(
         help="baremetal (x86 wave / arm64 ITS guest), linux (Debian kernel + guestload) or "
@@ -364,6 +367,9 @@ def migrate(
              "speed [default: the run directory on /dev/shm]")] = None,
     plot: Annotated[Path | None, typer.Option(
         help="Write a PNG: passes, guest throughput, the dirty-tracking timeline")] = None,
+    html: Annotated[Path | None, typer.Option(
+        help="Write one self-contained HTML page: the run(s) as a heat-map tile with the "
+             "loss rate, each run's verdict, first differing pages and timeline")] = None,
     trace_kernel: Annotated[str, typer.Option(
         help="on|off|auto: record KVM's dirty-ring tracepoints in a tracefs instance of "
              "qmpctl's own and report per vCPU what the kernel pushed and QEMU harvested "
@@ -449,12 +455,15 @@ def migrate(
 ) -> None:
     """Migrate a guest live while it dirties memory, then verify every page."""
     writable: Path | None = None  # --report once probed: written whatever the verdict
+    t_start = time.monotonic()
     try:
         if report is not None:
             check_writable(report, "--report")
             writable = report
         if artifacts is not None:
             check_writable_dir(artifacts, "--artifacts")
+        if html is not None:
+            check_writable(html, "--html")
         if plot is not None:
             require_matplotlib()
             check_writable(plot, "--plot")
@@ -534,7 +543,32 @@ def migrate(
     if plot is not None and results[0].config is not None:
         plot_report(results[0], plot)
     code = _emit(results, json_out, writable)
+    if html is not None:
+        try:
+            write_html(repeat_report(results, _command_line(ctx),
+                                     describe_host(probe_kvm()),
+                                     time.monotonic() - t_start, repeat),
+                       html, f"qmpctl migrate: {len(results)} run(s)")
+        except ReportUnwritten as exc:
+            print(f"qmpctl: {exc.message}; the verdict above stands", file=sys.stderr)
+            code = code or int(exc.exit_code)
     raise typer.Exit(_bisected(results, bisect) if bisect else code)
+
+
+def _command_line(ctx: typer.Context) -> list[str]:
+    """The running command as given: every option whose value is not its
+    default (typer parsed them; sys.argv is someone else's under CliRunner)."""
+    line = ["qmpctl", ctx.info_name or ctx.command.name or "?"]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if param.param_type_name != "option" or value == param.default or value in (None, []):
+            continue
+        if getattr(param, "is_flag", False):
+            line.append(param.opts[0] if value else (param.secondary_opts or param.opts)[0])
+            continue
+        for v in value if isinstance(value, list | tuple) else [value]:
+            line += [param.opts[0], str(v)]
+    return line
 
 
 def _bisected(results: list[RunReport], runs: int) -> int:
@@ -615,6 +649,9 @@ def matrix(
         help="Write a PNG: loss rate per cell with its 95 % Wilson interval")] = None,
     markdown: Annotated[Path | None, typer.Option(
         help="Write a Markdown table: a row per feature, a column per configuration")] = None,
+    html: Annotated[Path | None, typer.Option(
+        help="Write one self-contained HTML page: the heat map, each cell opening its runs "
+             "(verdicts, first differing pages, timelines)")] = None,
     lab_job: Annotated[Path | None, typer.Option(
         "--lab-job", hidden=True,
         help="Inside a lab qmpctl booted: run the job's cells (a lab host's) here")] = None,
@@ -634,7 +671,7 @@ def matrix(
         if repeat is not None and repeat < 1:
             raise UsageError(f"--repeat {repeat}: must be at least 1")
         outputs = (("--json", json_path), ("--junit", junit), ("--plot", plot),
-                   ("--markdown", markdown))
+                   ("--markdown", markdown), ("--html", html))
         for what, path in outputs:
             if path is not None:
                 check_writable(path, what)
@@ -687,6 +724,8 @@ def matrix(
             plot_matrix(result, plot)
         if markdown is not None:
             write_report(markdown, feature_table(result), "--markdown")
+        if html is not None:
+            write_html(result, html, f"qmpctl matrix: {source}")
     except ReportUnwritten as exc:
         print(f"qmpctl: {exc.message}", file=sys.stderr)
         code = code or int(exc.exit_code)
@@ -806,6 +845,25 @@ def compare_results(
         raise typer.Exit(int(exc.exit_code)) from None
     sys.stdout.write(table)
     raise typer.Exit(result.exit_code)
+
+
+@app.command(name="html")
+def html_page(
+    results: Annotated[Path, typer.Argument(
+        help="A `qmpctl matrix --json` file, or a `qmpctl migrate --report` file")],
+    out: Annotated[Path, typer.Argument(help="The HTML page to write")],
+) -> None:
+    """Render a results file written earlier as the self-contained HTML page
+    `--html` writes, without running anything again."""
+    try:
+        check_writable(out, "OUT")
+        report, title = load_results(results)
+        write_html(report, out, title)
+    except QmpctlError as exc:
+        print(f"qmpctl: {exc.message}", file=sys.stderr)
+        raise typer.Exit(int(exc.exit_code)) from None
+    err.print(f"{out}: {len(report.cells)} cell(s), "
+              f"{sum(len(c.runs) for c in report.cells)} run(s)", highlight=False, markup=False)
 
 
 @app.command()

@@ -26,7 +26,10 @@ BASE_PKGS=(
     python3 python3-venv python3-pip
     procps iproute2 file
     openssh-client openssh-server
+    chromium chromium-driver fonts-liberation
 )
+# chromium, chromium-driver: the HTML report's browser test (tests/e2e/test_html_browser.py,
+# headless through Selenium); fonts-liberation: text in its screenshots.
 # QEMU 10 comes only from backports.
 QEMU_PKGS=(qemu-system-x86 qemu-system-arm qemu-utils)
 QEMU_MIN_MAJOR=10

@@ -15,24 +15,9 @@ import sys
 from pathlib import Path
 
 from .features import FEATURES
+from .heat import column_label, varying_axes
 from .results import CellResult, MatrixReport, host_results
 from .table import lab_text, loss_text
-
-# Column axes in the order they are named; a constant axis is left out.
-COLUMN_AXES = ("arch", "accel", "tracking", "smp", "guest", "qemu", "host")
-
-
-def _column(cell: CellResult, varying: tuple[str, ...]) -> str:
-    parts = []
-    for axis in varying:
-        value = cell.axes.get(axis, "")
-        if axis == "tracking":
-            value = {"tcg": "", "ring": f"ring {cell.axes.get('ring', '')}"}.get(value, value)
-        elif axis == "smp":
-            value = f"{value} vCPU" + ("s" if value != "1" else "")
-        if value:
-            parts.append(value)
-    return " ".join(parts)
 
 
 def entry(cell: CellResult) -> str:
@@ -53,12 +38,10 @@ def feature_table(report: MatrixReport) -> str:
     """Rows: features in FEATURES order; columns: configurations in the
     order the matrix ran them; a cell the matrix did not have is blank.
     With a single feature, a row per configuration instead (pure)."""
-    varying = tuple(a for a in COLUMN_AXES
-                    if len({c.axes.get(a) for c in report.cells}) > 1
-                    or (a == "tracking" and len({c.axes.get("ring") for c in report.cells}) > 1))
+    varying = varying_axes(report.cells)
     columns: dict[str, dict[str, str]] = {}
     for cell in report.cells:
-        columns.setdefault(_column(cell, varying), {})[cell.axes["feature"]] = entry(cell)
+        columns.setdefault(column_label(cell, varying), {})[cell.axes["feature"]] = entry(cell)
     features = [f for f in FEATURES if any(f in col for col in columns.values())]
     if len(features) == 1:  # one feature: a row per configuration reads better
         lines = [f"| configuration | {features[0]} |", "| --- | --- |"]

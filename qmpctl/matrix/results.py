@@ -22,18 +22,37 @@ from pydantic import BaseModel, Field
 
 from .. import __version__
 from ..core.errors import ExitCode, Verdict
+from ..migration.models import PassSample
 from ..report.models import RunReport
+from ..verify.compare import PageMismatch
 from ..verify.ranges import describe_ranges
+from ..verify.timeline import TimelineSummary
 from .plan import MatrixHost
 from .spec import HOSTS, LOCAL
 from .stats import LOSS_RATE_DEFINITION, CellStats, cell_stats
 
-SCHEMA_VERSION = 2  # 2: the host axis (cells' axes.host, hosts)
+SCHEMA_VERSION = 3  # 3: each run's first_pages and timeline (the HTML report shows them)
+# 2: the host axis (cells' axes.host, hosts)
 FIRST_PAGES = 3  # differing pages named in a mismatch summary
 
 EXIT_PRIORITY: tuple[ExitCode, ...] = (
     ExitCode.INTERRUPTED, ExitCode.MISMATCH, ExitCode.ERROR, ExitCode.MIGRATION_FAILED,
     ExitCode.GUEST_FAILED, ExitCode.ENVIRONMENT, ExitCode.INCONCLUSIVE, ExitCode.USAGE)
+
+
+class RunTimeline(BaseModel):
+    """A run's migration in time, small enough to keep for every run of a
+    matrix: the source's samples pass by pass, where postcopy began, and the
+    dirty-tracking events that place a loss (the full trace stays in the run
+    report)."""
+
+    passes: list[PassSample] = Field(description="query-migrate at each pass, in order")
+    postcopy_at_pass: int | None = None
+    total_time_ms: int | None = None
+    downtime_ms: int | None = None
+    ring: TimelineSummary | None = Field(
+        None, description="the source's dirty-tracking trace, summarised: last reap, final "
+                          "flush, VM stop, ring-full exits (seconds after the migration start)")
 
 
 class RunRecord(BaseModel):
@@ -51,6 +70,13 @@ class RunRecord(BaseModel):
     seconds: float | None = None
     known_loss: str | None = Field(None, description="the --known-loss EXPR covering this "
                                                      "lost run: counted, not failing the exit")
+    first_pages: list[PageMismatch] = Field(
+        default_factory=list, description="the first differing pages (schema 3), up to "
+                                          f"{FIRST_PAGES}: where, and the bytes either side")
+    when: str | None = Field(None, description="when the differing pages were lost, set "
+                                               "against the ring timeline (schema 3)")
+    timeline: RunTimeline | None = Field(None, description="the migration pass by pass "
+                                                           "(schema 3)")
 
 
 class CellResult(BaseModel):
@@ -131,6 +157,17 @@ def loss_summary(report: RunReport) -> str:
     return "; ".join(parts) or "the run's verdict is mismatch"
 
 
+def timeline(report: RunReport) -> RunTimeline | None:
+    """The run's migration in time (the last migration's), or None when none ran (pure)."""
+    m = report.migration
+    if m is None:
+        return None
+    return RunTimeline(passes=m.samples, postcopy_at_pass=m.postcopy_at_pass,
+                       total_time_ms=m.total_time_ms, downtime_ms=m.downtime_ms,
+                       ring=None if report.dirty_timeline is None
+                       else report.dirty_timeline.summary)
+
+
 def record(report: RunReport, repeat: int, known: str | None = None) -> RunRecord:
     v = report.memory
     lost = report.verdict == "mismatch"
@@ -140,7 +177,9 @@ def record(report: RunReport, repeat: int, known: str | None = None) -> RunRecor
         pages_differing=None if v is None else v.pages_differing,
         mismatch=loss_summary(report) if lost else None,
         inconclusive=list(report.inconclusive), seconds=report.timings_s.get("total"),
-        known_loss=known if lost else None)
+        known_loss=known if lost else None,
+        first_pages=[] if v is None else v.mismatches[:FIRST_PAGES],
+        when=None if v is None else v.explanation, timeline=timeline(report))
 
 
 def cell_result(cell_id: str, axes: dict[str, str], options: dict[str, Any],

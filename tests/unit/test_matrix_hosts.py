@@ -454,7 +454,7 @@ def test_junit_groups_lab_runs_and_names_a_failed_lab(side_report: MatrixReport)
 
 def test_json_and_plot_carry_the_hosts(side_report: MatrixReport, tmp_path: Path) -> None:
     data = json.loads(side_report.model_dump_json())
-    assert data["schema_version"] == 2
+    assert data["schema_version"] == 3
     assert [h["host"] for h in data["hosts"]] == ["local", "lab-aarch64", "lab-x86_64"]
     assert data["hosts"][2]["lab"]["boot_s"] == 8.0
     assert data["cells"][1]["axes"]["host"] == "lab-x86_64"
