@@ -191,9 +191,9 @@ def test_repeat_page_in_chromium(browser: Any, pages: dict[str, tuple[Path, Any]
 
 
 def test_full_preset_page_in_chromium(browser: Any) -> None:
-    """docs/results/full.html, the page of the schema-1 full.json (which kept
+    """docs/results/full-report.html, the page of the schema-1 full.json (which kept
     no timelines): 99 tiles with the JSON's figures, no JavaScript error."""
     data = json.loads((ROOT / "docs" / "results" / "full.json").read_text())
     assert len(data["cells"]) == 99
-    check_page(browser, ROOT / "docs" / "results" / "full.html", data["cells"],
+    check_page(browser, ROOT / "docs" / "results" / "full-report.html", data["cells"],
                "html-report-full", timelines=False)

@@ -329,7 +329,7 @@ def test_tcg_beside_its_folded_ring_cells_is_named() -> None:
 
 
 def test_docs_full_html_is_the_page_of_full_json() -> None:
-    """docs/results/full.html is rendered from full.json by this renderer;
-    regenerate with `qmpctl html docs/results/full.json docs/results/full.html`."""
+    """docs/results/full-report.html is rendered from full.json by this renderer;
+    regenerate with `qmpctl html docs/results/full.json docs/results/full-report.html`."""
     r, title = load_results(ROOT / "docs" / "results" / "full.json")
-    assert (ROOT / "docs" / "results" / "full.html").read_text() == render_html(r, title)
+    assert (ROOT / "docs" / "results" / "full-report.html").read_text() == render_html(r, title)

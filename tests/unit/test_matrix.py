@@ -445,13 +445,14 @@ def test_junit_has_a_testcase_per_run_and_says_why(matrix_report: MatrixReport) 
     assert list(cases[f"{FIVE_IDS[0]} #1"]) == [cases[f"{FIVE_IDS[0]} #1"][0]]  # properties
     lost = cases[f"{FIVE_IDS[0]} #2"].find("failure")
     assert lost is not None and lost.get("type") == "mismatch"
-    assert lost.get("message") == ("mismatch: 844 of 16384 pages of guest RAM differ, first at gpa 0x3a0000 "
-                                   "(wave workload), gpa 0x3a1000 (wave workload), gpa 0x3a2000 "
-                                   "(wave workload)")
+    assert lost.get("message") == ("mismatch: 844 of 16384 pages of guest RAM differ, first at "
+                                   "gpa 0x3a0000 (wave workload), gpa 0x3a1000 (wave workload), "
+                                   "gpa 0x3a2000 (wave workload)")
     known = cases[f"{FIVE_IDS[3]} #1"].find("failure")
     assert known is not None
-    assert (known.get("message") or "").startswith("mismatch: known loss (--known-loss "
-                                                   "tracking=ring): 844 of 16384 pages of guest RAM differ")
+    assert (known.get("message") or "").startswith(
+        "mismatch: known loss (--known-loss tracking=ring): 844 of 16384 pages of guest RAM "
+        "differ")
     failed = cases[f"{FIVE_IDS[1]} #1"].find("failure")
     assert failed is not None and failed.get("message") == (
         "migration-failed: QEMU: migration failed: Unable to write")
