@@ -188,7 +188,8 @@ def _timeline(r: RunReport) -> list[str]:
     for e in t.events[:TIMELINE_EVENTS]:
         what = " ".join(str(x) for x in (
             f"vcpu {e.vcpu}" if e.vcpu is not None else None,
-            f"{e.pages} pages" if e.pages is not None else None, e.by, e.detail) if x)
+            f"{e.pages} pages" if e.pages is not None else None,
+            f"by {e.by}" if e.by is not None else None, e.detail) if x)
         out.append(f"{e.t_s:+9.3f} {e.kind} {what}".rstrip())
     if len(t.events) > TIMELINE_EVENTS:
         out.append(f"... {len(t.events) - TIMELINE_EVENTS} more events in the report")
