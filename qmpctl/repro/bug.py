@@ -212,6 +212,16 @@ def _kernel(r: RunReport) -> list[str]:
     return out
 
 
+def _ram_dir(r: RunReport) -> list[str]:
+    """A run whose RAM was on a --ram-dir: the reproducer puts it where --dir says."""
+    c = r.config
+    if c is None or c.run_ram_dir is None:
+        return []
+    return [f"qmpctl kept this run's guest RAM under `{c.ram_dir}` (`--ram-dir`); "
+            f"`python3 repro.py --dir {c.ram_dir}` does the same (its default is /dev/shm).",
+            ""]
+
+
 def bug_report(chosen: RunReport, reports: Sequence[RunReport], sources: Sequence[str],
                plan: ReproPlan, image: GuestImage) -> str:
     """BUG.md for `chosen` (the run reproduced), with the rate over `reports` (pure)."""
@@ -230,7 +240,7 @@ def bug_report(chosen: RunReport, reports: Sequence[RunReport], sources: Sequenc
              "run other binaries. qmpctl also traced the run (QEMU trace events in the "
              "command lines; the kernel's tracepoints when root): the reproducer keeps "
              "QEMU's but records no kernel trace.", "",
-             *_versions(chosen), "", *_guest(chosen, image), "",
+             *_ram_dir(chosen), *_versions(chosen), "", *_guest(chosen, image), "",
              *_migration(chosen, plan), "", *_rate(reports, sources), "",
              *_pages(chosen), "", *_timeline(chosen), "", *_kernel(chosen), "",
              "## QEMU command lines", "", "Source:", "", "```sh",
