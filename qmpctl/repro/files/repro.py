@@ -18,9 +18,11 @@ QEMU_DST to run other QEMU binaries.
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -83,7 +85,8 @@ class Qemu:
         out = os.open(self.run / f"{self.side}.log", os.O_WRONLY | os.O_CREAT, 0o644)
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                *self.argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+                *self.argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_us)
         finally:
             os.close(out)
         await asyncio.wait_for(self.qmp.accept(), 30)
@@ -190,11 +193,19 @@ async def one_run(root: str) -> bool:
                                   dst.files["ram_file"], str(HERE / "plan.json")]) == 1)
     finally:
         for q in (src, dst):
-            await q.stop()
+            try:
+                await q.stop()
+            except Exception as exc:  # the other one must stop too
+                log(f"{q.side}: stopping it: {exc!r}")
         if KEEP:
             log(f"kept {run}")
         else:
             shutil.rmtree(run, ignore_errors=True)
+
+
+def die_with_us() -> None:
+    """In the QEMU child: SIGKILL when this script dies (PR_SET_PDEATHSIG)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
 
 
 def corrupt(ram_file: str, offset: int) -> None:
