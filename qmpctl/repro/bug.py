@@ -61,7 +61,8 @@ def _versions(r: RunReport) -> list[str]:
     if h is not None:
         out += [f"- host kernel: {h.kernel_release} ({h.machine}); `{h.kernel_version}`",
                 f"- host CPU: {h.cpu_model or 'unknown model'}, {h.cpus} logical CPUs; "
-                f"virtualisation flags: {', '.join(h.virt_flags) or 'none of ' + 'vmx/svm'}"]
+                f"virtualisation flags: {', '.join(h.virt_flags) or 'none'}"
+                + ("" if {"vmx", "svm"} & set(h.cpu_flags) else " (neither vmx nor svm)")]
     else:
         out.append("- host kernel and CPU: not recorded (a report from an older qmpctl)")
     if k is not None:

@@ -141,6 +141,7 @@ def test_bug_md_carries_what_a_maintainer_asks_for() -> None:
             f"host kernel: {rep.host_facts.kernel_release}",
             "dirty-log-ring = 1048576 bytes a ring at most (65536 entries)",
             "machine type: pc", "CPU model: `qemu64,-kvmclock`",
+            "virtualisation flags: hypervisor, pdpe1gb (neither vmx nor svm)",
             "loss rate **1/1 100.0% [20.7%, 100.0%]**",
             "122 stale (1 pass behind)", "sha256 `" + "ab" * 32 + "`",
             "| 0 | 12333 | 8237 | 237 | 4253 | 237 | 4096 |",  # the kernel's own counts
