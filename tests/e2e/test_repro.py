@@ -144,6 +144,7 @@ def test_a_kvm_ring_loss_reproduces_without_qmpctl(tmp_path: Path) -> None:
     lost, compared = reproduce(qmp_only_site(tmp_path), out, REPRO_RUNS, tmp_path)
     assert lost >= 1, f"the reproducer lost no page in {compared} compared runs"
     p = fisher_exact(ours.lost, ours.n, lost, compared)
+    print(f"qmpctl {rate_text(ours)}; reproducer {lost}/{compared}; Fisher p = {p:.3g}")
     assert p > 0.01, (f"qmpctl {ours.lost}/{ours.n} against the reproducer {lost}/{compared}: "
                       f"Fisher p = {p:.3g}")
 
