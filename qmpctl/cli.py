@@ -868,10 +868,11 @@ def repro(
     runs: Annotated[list[Path], typer.Argument(
         help="RUN_DIR (an --artifacts directory, or one with run-N/ per run) or REPORT "
              "(--report FILE, one run or a --repeat array); several: the loss rate is "
-             "over all their runs, the first lost run is reproduced", show_default=False)],
+             "over all their runs, the first lost run is reproduced", show_default=False,
+        metavar="RUN_DIR|REPORT...")],
     out: Annotated[Path | None, typer.Option(
-        "-o", "--out", help="The reproducer's directory (new or empty) [default: "
-                            "./repro-<the run's start time>]")] = None,
+        "-o", "--out", help="The reproducer's directory, new or empty (default: "
+                            "./repro-YYYYMMDDTHHMMSS, the run's start)")] = None,
 ) -> None:
     """Write a stand-alone reproducer of a run that lost pages: QEMU command
     lines, a qemu.qmp-only script, the guest image, a compare script, BUG.md."""

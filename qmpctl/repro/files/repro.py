@@ -78,9 +78,11 @@ class Qemu:
         self.files = {k: sub(v) for k, v in PLAN["files"][side].items()}
         self.qmp, self.events = QMPClient(side), EventListener()
         self.proc: asyncio.subprocess.Process | None = None
+        self.server: asyncio.Server | None = None
 
     async def start(self) -> None:
-        await asyncio.start_unix_server(self.serial.accept, path=self.files["serial_socket"])
+        self.server = await asyncio.start_unix_server(self.serial.accept,
+                                                      path=self.files["serial_socket"])
         await self.qmp.start_server(self.files["qmp_socket"])
         out = os.open(self.run / f"{self.side}.log", os.O_WRONLY | os.O_CREAT, 0o644)
         try:
@@ -107,6 +109,8 @@ class Qemu:
             await self.proc.wait()
         with contextlib.suppress(Exception):  # QEMU closed the monitor as it quit
             await self.qmp.disconnect()
+        if self.server is not None:
+            self.server.close()
 
     async def until_final(self, timeout: float) -> str:
         """This side's migration status once final (completed, failed, cancelled)."""
