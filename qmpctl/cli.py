@@ -869,7 +869,7 @@ def repro(
         help="RUN_DIR (an --artifacts directory, or one with run-N/ per run) or REPORT "
              "(--report FILE, one run or a --repeat array); several: the loss rate is "
              "over all their runs, the first lost run is reproduced", show_default=False,
-        metavar="RUN_DIR|REPORT...")],
+        metavar="RUN_DIR|REPORT")],
     out: Annotated[Path | None, typer.Option(
         "-o", "--out", help="The reproducer's directory, new or empty (default: "
                             "./repro-YYYYMMDDTHHMMSS, the run's start)")] = None,
