@@ -27,7 +27,7 @@ from qmpctl.report.models import Hop, RunReport
 from qmpctl.repro.bug import GuestImage, bug_report, command_text
 from qmpctl.repro.inputs import choose, load_path, load_runs
 from qmpctl.repro.plan import ReproPlan, make_plan, refusal, stuck_bound
-from qmpctl.repro.write import make_repro
+from qmpctl.repro.write import default_out, make_repro
 
 DATA = Path(__file__).parent / "data" / "repro-ring-loss.json"
 FILES = Path(__file__).resolve().parents[2] / "qmpctl" / "repro" / "files"
@@ -86,6 +86,23 @@ def test_a_tcp_run_gets_a_free_port_and_a_fault_is_replayed() -> None:
     plan = make_plan(rep, STUCK)
     assert plan.uri == "tcp:127.0.0.1:{port}"
     assert [(f.gpa, f.offset) for f in plan.corrupt_dst] == [(0x500000, 0x500000)]
+
+
+def test_a_ram_dir_run_puts_its_ram_in_the_reproducers_run_too() -> None:
+    rep = lost()
+    c = rep.config
+    assert c is not None and c.run_dir is not None
+    c.run_ram_dir = "/mnt/huge/qmpctl-x"
+    for argv in (c.qemu_argv_src, c.qemu_argv_dst):
+        argv[:] = [a.replace(f"mem-path={c.run_dir}/", "mem-path=/mnt/huge/qmpctl-x/")
+                   for a in argv]
+    plan = make_plan(rep, STUCK)
+    assert plan.files["src"].ram_file == "{run}/src.ram"
+    assert not any("/mnt/huge" in a for a in plan.argv["src"] + plan.argv["dst"])
+
+
+def test_the_default_directory_is_named_after_the_run() -> None:
+    assert default_out("2026-12-02T22:31:41+00:00") == Path("repro-20261202T223141")
 
 
 def test_big_guest_offsets_follow_the_pci_hole() -> None:
