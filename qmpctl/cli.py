@@ -57,7 +57,8 @@ from .report.models import RunReport
 from .report.plots import plot_report, require_matplotlib
 from .report.schema import report_schema
 from .report.text import one_line, summary_lines
-from .report.write import write_report
+from .report.write import ARTIFACTS_REPORT, write_report
+from .repro.write import make_repro
 from .scenario.options import MigrateOptions, resolve
 from .scenario.runner import Hooks, new_report, run_migrate
 from .verify.agent import DEFAULT_ROOT as AGENT_ROOT
@@ -189,6 +190,8 @@ async def _run(opts: MigrateOptions, live: bool, repeat: int,
         else:
             rep = await run_migrate(r, Hooks())
         reports.append(rep)
+        if r.options.artifacts is not None:
+            _keep_report(rep, r.options.artifacts)
         if repeat > 1:
             err.print(f"run {i}/{repeat}: {one_line(rep)}", highlight=False, markup=False,
                       soft_wrap=True)
@@ -212,6 +215,17 @@ async def _run(opts: MigrateOptions, live: bool, repeat: int,
                       highlight=False, markup=False, soft_wrap=True)
             break
     return reports
+
+
+def _keep_report(rep: RunReport, artifacts: Path) -> None:
+    """The run's report beside its logs, so the directory can be reproduced
+    (`qmpctl repro DIR`); a failure to write it is said, the verdict stands."""
+    try:
+        artifacts.mkdir(parents=True, exist_ok=True)
+        write_report(artifacts / ARTIFACTS_REPORT, rep.model_dump_json(indent=2) + "\n",
+                     "--artifacts")
+    except (OSError, ReportUnwritten) as exc:
+        err.print(f"qmpctl: {exc}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _emit(reports: list[RunReport], as_json: bool, report_path: Path | None,
@@ -906,6 +920,30 @@ def tether(ctx: typer.Context) -> None:
 def relay(ctx: typer.Context) -> None:
     """On the destination host: join stdin/stdout to a unix socket (PATH [--wait S])."""
     raise typer.Exit(tether_main(["relay", *ctx.args]))
+
+
+@app.command()
+def repro(
+    runs: Annotated[list[Path], typer.Argument(
+        help="RUN_DIR (an --artifacts directory, or one with run-N/ per run) or REPORT "
+             "(--report FILE, one run or a --repeat array); several: the loss rate is "
+             "over all their runs, the first lost run is reproduced", show_default=False,
+        metavar="RUN_DIR|REPORT")],
+    out: Annotated[Path | None, typer.Option(
+        "-o", "--out", help="The reproducer's directory, new or empty (default: "
+                            "./repro-YYYYMMDDTHHMMSS, the run's start)")] = None,
+) -> None:
+    """Write a stand-alone reproducer of a run that lost pages: QEMU command
+    lines, a qemu.qmp-only script, the guest image, a compare script, BUG.md."""
+    try:
+        chosen, out, written = make_repro(runs, out)
+    except QmpctlError as exc:
+        print(f"qmpctl: {exc.message}", file=sys.stderr)
+        raise typer.Exit(int(exc.exit_code)) from None
+    memory = chosen.report.memory
+    lost = memory.pages_differing if memory is not None else 0
+    print(f"qmpctl repro: {out}: {len(written)} files reproducing {chosen.source} ({lost} "
+          f"pages lost); read {out / 'BUG.md'}, run `python3 {out / 'repro.py'}`")
 
 
 @app.command()

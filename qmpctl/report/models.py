@@ -13,6 +13,7 @@ from ..faults.injector import FaultRecord
 from ..guests.base import GuestCheck, GuestResult
 from ..guests.its import ItsSaveEvidence, ItsTableVerdict
 from ..guests.linux import GuestThroughput
+from ..host.facts import HostFacts
 from ..host.kvm import KvmInfo
 from ..migration.dirtyrate import DirtyRateProbe
 from ..migration.models import MigrationStats
@@ -92,6 +93,20 @@ class RunConfig(BaseModel):
     ram_dir: str | None = Field(None, description="the tmpfs directory under which this "
                                                   "host's guest RAM files lived (--ram-dir, "
                                                   "or /dev/shm)")
+    hold_timeout_s: float | None = Field(
+        None, description="--hold-timeout: how long convergence waited for the guest to "
+                          "rewrite sent memory")
+    run_dir: str | None = Field(None, description="the run's directory (removed at the end): "
+                                                  "the sockets, logs and RAM files the "
+                                                  "command lines name")
+    run_ram_dir: str | None = Field(None, description="--ram-dir: the run's directory for "
+                                                      "the RAM files, when not run_dir")
+    migration_uri: str | None = Field(None, description="where the first migration went")
+    qemu_argv_src: list[str] = Field(default_factory=list,
+                                     description="the source QEMU's command line, as launched")
+    qemu_argv_dst: list[str] = Field(
+        default_factory=list, description="the first destination QEMU's command line, as "
+                                          "launched (`qmpctl repro` makes both runnable)")
 
 
 FIRST_SHOWN = 3  # differing pages named where a loss is said in one line
@@ -167,6 +182,8 @@ class RunReport(BaseModel):
     error: str | None = None
     config: RunConfig | None = None
     host: KvmInfo | None = None
+    host_facts: HostFacts | None = Field(
+        None, description="the host's kernel and CPU (model, flags), as a bug report needs")
     boot_s: float | None = Field(None, description="launch to workload running, source")
     dirty_rate: DirtyRateProbe | None = None
     dirty_ring: DirtyRingEvidence | None = None

@@ -9,6 +9,10 @@ from pathlib import Path
 
 from ..core.errors import ReportUnwritten
 
+# Each run's report in its --artifacts directory, beside the logs: what makes
+# the directory a qmpctl run (`qmpctl repro DIR`).
+ARTIFACTS_REPORT = "report.json"
+
 
 def _umask() -> int:
     mask = os.umask(0o022)

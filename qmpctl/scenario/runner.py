@@ -50,6 +50,7 @@ from ..guests.its import (
     table_verdicts,
 )
 from ..guests.kernel import KEY, exit_status_line
+from ..host.facts import probe_host_facts
 from ..host.gate import ConnectGate
 from ..host.ktrace import TraceInstance
 from ..host.memory import mem_available, memory_problem
@@ -233,6 +234,7 @@ def run_config(r: Resolved, settings: MigrationSettings) -> RunConfig:
         workload=r.guest.workload_summary(), min_passes=o.min_passes,
         throttle_bandwidth=o.throttle * MiB, converge_downtime_ms=o.downtime_limit,
         migration_settings=settings, forced=list(r.forced), verify=effective_verify(o),
+        hold_timeout_s=o.hold_timeout,
     )
 
 
@@ -316,6 +318,14 @@ class Run:
     async def launch(self, stack: contextlib.AsyncExitStack, side: str,
                      binary: QemuBinary) -> QemuMachine:
         machine = await stack.enter_async_context(self.machine(side, binary))
+        if (config := self.report.config) is not None and side in ("src", "dst"):
+            # What `qmpctl repro` turns into a stand-alone reproducer.
+            if side == "src":
+                config.qemu_argv_src = list(machine.argv)
+            else:
+                config.qemu_argv_dst = list(machine.argv)
+            config.run_dir = str(self.dir.path)
+            config.run_ram_dir = None if self.dir.ram is None else str(self.dir.ram)
         self.supervisor.add(side, machine)
         self.machines.append(machine)
         return machine
@@ -466,6 +476,8 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
                "file": f"file:{run.dir.side('mig', 'file')}",
                "tcp": f"tcp:127.0.0.1:{_free_port()}"}[o.transport]
     to_file = effective_transport(o) == "file"
+    if run.hop == 1 and rep.config is not None:
+        rep.config.migration_uri = uri
     await driver.prepare(src, dst, uri, settings, listen=not to_file)
     recovery = (Recovery(dst, lambda: _recovery_uri(run), run.dir.path,
                          fail_first=o.postcopy_recover_fail)
@@ -978,6 +990,7 @@ async def run_migrate(r: Resolved, hooks: Hooks | None = None,
     """Run a resolved migration end to end; always returns a report."""
     report = new_report()
     report.host = r.kvm
+    report.host_facts = probe_host_facts()
     t0 = time.monotonic()
     ram_root = r.options.ram_dir  # checked by resolve(); None: in the run directory
     for stale in sweep_stale() + (sweep_stale(ram_root) if ram_root is not None else []):
