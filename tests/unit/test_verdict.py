@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from qmpctl.core.errors import ExitCode, UsageError
-from qmpctl.guests.base import GuestCheck
-from qmpctl.guests.its import ItsTableVerdict
+from qmpctl.guests.base import GuestCheck, GuestResult
+from qmpctl.guests.its import ItsSaveEvidence, ItsTableVerdict
 from qmpctl.host.kvm import KvmInfo
 from qmpctl.matrix.results import loss_summary
 from qmpctl.migration.models import MigrationStats
@@ -198,3 +198,108 @@ def test_a_failed_guest_check_is_a_mismatch_but_not_lost_pages() -> None:
         assert_verified(rep)
     assert not isinstance(err.value, LostPages)
     assert loss_summary(rep) == "guest check wave-invariant failed: x"
+
+
+def test_two_dirty_syncs_are_enough_and_one_is_not() -> None:
+    """MIN_SYNCS is inclusive: the bulk pass plus one pass that re-sent."""
+    rep = report(passes=2)
+    conclude(rep)
+    assert rep.verdict == "verified"
+    rep = report(passes=1)
+    conclude(rep)
+    assert rep.inconclusive == ["only 1 dirty sync(s); at least 2 are needed"]
+
+
+def test_the_reasons_are_said_exactly() -> None:
+    rep = report(workload_stalled=True, pages_resent=0)
+    conclude(rep)
+    assert rep.inconclusive == [
+        "the workload rewrote no memory while convergence was held back",
+        "no page was sent twice: no dirty page was ever re-sent"]
+
+
+def _save(**figures: object) -> ItsSaveEvidence:
+    return ItsSaveEvidence(**{"snapshot": "+0.5 s", "pages_changed": 3,  # type: ignore[arg-type]
+                              "by_table": {"device": 3}, "pages_arrived": 3, **figures})
+
+
+def test_an_unproven_its_save_makes_the_run_inconclusive_naming_its_migration() -> None:
+    rep = report()
+    rep.its_save = _save()
+    conclude(rep)
+    assert rep.verdict == "verified"  # a save that wrote pages which all arrived
+    rep = report()
+    rep.its_save = _save(pages_changed=0, by_table={}, pages_arrived=0)
+    conclude(rep)
+    assert rep.inconclusive == [
+        "ITS save: the save changed no table page since +0.5 s: nothing proves the save's "
+        "writes travel (inconclusive for this check)"]
+    rep = report()
+    rep.hops.append(Hop(number=1, source="src", destination="dst1",
+                        migration=report().migration, its_save=_save(snapshot=None)))
+    rep.its_save = _save()
+    conclude(rep)
+    assert rep.inconclusive == [
+        "migration 1: ITS save: no before-image of the tables was read while the source "
+        "still ran: what the save at the stop wrote cannot be shown (inconclusive for this "
+        "check)"]
+
+
+def test_its_tables_not_located_are_compared_only_as_ram() -> None:
+    rep = report()
+    rep.its_tables_source = "not located: the guest announced none"
+    conclude(rep)
+    assert rep.inconclusive == [
+        "the ITS tables were not located: the guest announced none; their pages were "
+        "compared only as RAM, with no verdict per table"]
+    rep = report()
+    rep.its_tables_source = "announced by the guest"
+    conclude(rep)
+    assert rep.verdict == "verified"
+
+
+@pytest.mark.parametrize(("status", "verdict"), [
+    ("FAIL", "guest-failed"), ("NO-RESULT", "guest-failed"), ("PASS", "verified"),
+    ("SKIP", "verified"), ("NONE", "verified")])
+def test_a_guest_that_failed_or_gave_no_promised_result_is_guest_failed(
+        status: str, verdict: str) -> None:
+    rep = report()
+    rep.guest_result = GuestResult(status=status, detail="3 tests",  # type: ignore[arg-type]
+                                   failures=["FAIL a", "FAIL b", "FAIL c", "FAIL d"])
+    conclude(rep)
+    assert rep.verdict == verdict
+    if verdict == "guest-failed":
+        assert rep.error == (f"the guest reported {status} (3 tests): FAIL a; FAIL b; FAIL c")
+    rep = report()
+    rep.guest_result = GuestResult(status="FAIL", detail="d")
+    conclude(rep)
+    assert rep.error == "the guest reported FAIL (d)"
+
+
+def test_missing_evidence_is_joined_into_the_error() -> None:
+    rep = report()
+    rep.evidence_missing = ["no ring trace", "no sweep"]
+    conclude(rep)
+    assert (rep.verdict, rep.error) == ("environment-error", "no ring trace; no sweep")
+
+
+def test_a_guest_that_never_migrated_says_so_with_its_own_result() -> None:
+    rep = report()
+    rep.skipped_migration = "the guest asked for no migration"
+    rep.guest_result = GuestResult(status="PASS")
+    conclude(rep)
+    assert rep.inconclusive == ["the guest asked for no migration: nothing was migrated; "
+                                "the guest's own result: PASS"]
+    rep = report()
+    rep.skipped_migration = "the guest asked for no migration"
+    conclude(rep)
+    assert rep.inconclusive[-1].endswith("the guest's own result: none")
+
+
+def test_checks_failed_before_migration_are_named_in_one_line() -> None:
+    err = before_migration_failure([
+        GuestCheck(name="lpi", stage="src", ok=False, detail="no LPI"),
+        GuestCheck(name="nic", stage="src", ok=True, detail="ok"),
+        GuestCheck(name="wave", stage="src", ok=False, detail="stuck")])
+    assert err is not None and err.message == (
+        "the guest failed its checks before migration: lpi: no LPI; wave: stuck")
