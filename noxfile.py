@@ -79,6 +79,18 @@ def its(session: nox.Session) -> None:
 
 
 @nox.session(venv_backend="none")
+def mutation(session: nox.Session) -> None:
+    """Mutation testing of the verdict logic ([tool.mutmut] in pyproject.toml:
+    report/verdict.py and the verify/ modules that classify, locate and judge
+    differences) against the unit tests; prints the killed and surviving
+    mutants. Minutes of CPU: not in CI."""
+    shutil.rmtree(ROOT / "mutants", ignore_errors=True)
+    mutmut = str(Path(sys.executable).with_name("mutmut"))
+    session.run(mutmut, "run", "--max-children", str(os.cpu_count() or 1))
+    session.run(mutmut, "results")
+
+
+@nox.session(venv_backend="none")
 def lab(session: nox.Session) -> None:
     """The arm64 KVM ITS tests, the lab's own tests and the matrix's lab host,
     run in the aarch64 lab, then `lab_x86` (qmpctl lab; both labs built by
