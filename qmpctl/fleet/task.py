@@ -1,0 +1,140 @@
+"""The one function a qmpctl worker runs: one repeat of one cell.
+
+The task's only argument is a JSON string (`CellTask`): the cell's id, the
+repeat, and its `qmpctl migrate` keywords, validated here into
+`MigrateOptions` exactly as the CLI would (a bad option is the run's
+usage-error, not code). It runs the ordinary runner on a fresh event loop in
+the worker's thread and returns a JSON string (`TaskOutcome`): the run's
+record and which host ran it. Nothing but strings crosses the wire as data.
+
+A running migration is registered (`RUNNING`) so a worker that is told to
+stop cancels it and the runner cleans up (QEMU, sockets, RAM files) before
+the process exits; a worker that is SIGKILLed cannot, and its QEMUs die with
+it (PR_SET_PDEATHSIG on the thread that started them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import platform
+import threading
+import time
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from ..core.errors import UsageError
+from ..host.kvm import probe_kvm
+from ..matrix.plan import MatrixHost, describe_host
+from ..matrix.results import RunRecord, record
+from ..report.models import RunReport
+from ..scenario import runner
+from ..scenario.options import MigrateOptions, option_problems
+
+EVENT_TOPIC = "qmpctl-task"  # a worker logs each start here; the controller follows it
+FACTS_TOPIC = "qmpctl-worker"  # each worker's FleetHost, as JSON, when it joins
+
+
+class CellTask(BaseModel):
+    """One repeat of one cell, as the controller sends it."""
+
+    cell: str
+    repeat: int = Field(ge=1)
+    options: dict[str, Any] = Field(description="the cell's MigrateOptions keywords")
+
+
+class TaskOutcome(BaseModel):
+    """One repeat's record, and where it ran."""
+
+    cell: str
+    repeat: int
+    worker: str
+    machine: MatrixHost
+    record: RunRecord
+    wall_s: float
+
+
+@functools.cache
+def this_host() -> MatrixHost:
+    return describe_host(probe_kvm())
+
+
+class Running:
+    """The migrations running in this process, to cancel them at shutdown."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tasks: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Task[RunReport]]] = {}
+
+    def add(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[RunReport]) -> int:
+        with self._lock:
+            self._tasks[id(task)] = (loop, task)
+        return id(task)
+
+    def remove(self, key: int) -> None:
+        with self._lock:
+            self._tasks.pop(key, None)
+
+    def cancel_all(self) -> int:
+        with self._lock:
+            tasks = list(self._tasks.values())
+        for loop, task in tasks:
+            loop.call_soon_threadsafe(task.cancel)
+        return len(tasks)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._tasks)
+
+
+RUNNING = Running()
+
+
+def options_of(task: CellTask) -> MigrateOptions:
+    """The task's options, validated as `qmpctl migrate` validates them."""
+    opts = MigrateOptions.from_kwargs(**task.options)
+    if problems := option_problems(opts):
+        raise UsageError("; ".join(problems))
+    return opts
+
+
+async def _run(options: MigrateOptions) -> RunReport:
+    task = asyncio.ensure_future(runner.run(options))
+    key = RUNNING.add(asyncio.get_running_loop(), task)
+    try:
+        return await task
+    finally:
+        RUNNING.remove(key)
+
+
+def _started(task: CellTask) -> str:
+    """This worker's name, having told the controller (the scheduler's event
+    log) that this attempt started here: a second start of the same repeat
+    means the first attempt's worker died or was cut off."""
+    try:
+        from distributed import get_worker
+        worker = get_worker()
+    except (ImportError, ValueError):  # called outside a worker (tests, a benchmark)
+        return platform.node()
+    worker.log_event(EVENT_TOPIC, {"action": "start", "worker": str(worker.name),
+                                   "cell": task.cell, "repeat": task.repeat})
+    return str(worker.name)
+
+
+def run_cell(payload: str) -> str:
+    """Run one repeat of one cell; the only function a qmpctl worker runs."""
+    t0 = time.monotonic()
+    try:
+        task = CellTask.model_validate_json(payload)
+    except ValidationError as exc:
+        raise UsageError(f"not a qmpctl cell task: {exc.errors()[0]['msg']}") from exc
+    name = _started(task)
+    try:
+        report = asyncio.run(_run(options_of(task)))
+    except UsageError as exc:
+        report = runner.new_report(exc)
+    return TaskOutcome(cell=task.cell, repeat=task.repeat, worker=name, machine=this_host(),
+                       record=record(report, task.repeat).model_copy(update={"worker": name}),
+                       wall_s=round(time.monotonic() - t0, 3)).model_dump_json()
+
