@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -33,6 +34,12 @@ from .security import Tls
 from .task import EVENT_TOPIC, FACTS_TOPIC, RUNNING, CellTask, TaskOutcome, run_cell
 
 POLL_S = 1.0  # how often the controller looks at the workers connected
+
+
+def quiet_dask() -> None:
+    """Dask logs every connection at INFO; the controller's output is the
+    matrix's (its infrastructure events say what happened to the fleet)."""
+    logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
 class Cluster(Protocol):
@@ -59,6 +66,7 @@ class RemoteCluster:
     @contextlib.asynccontextmanager
     async def client(self) -> AsyncIterator[Any]:
         from distributed import Client
+        quiet_dask()
         try:
             client = await Client(self.address, asynchronous=True,
                                   timeout=self.connect_timeout,
@@ -88,6 +96,7 @@ class ThrowawayCluster:
         from distributed import Client, Scheduler, SpecCluster
 
         from .daskworker import QmpctlWorker
+        quiet_dask()
         spec = {"scheduler": {"cls": Scheduler, "options": {
                     "host": "127.0.0.1", "port": 0, "dashboard": False,
                     "dashboard_address": None}},
