@@ -66,7 +66,10 @@ async def serve_worker(scheduler: str, listen: str, host: FleetHost, tls: Tls | 
                        death_timeout: float, ready: Callable[[str], None]) -> None:
     from .daskworker import QmpctlWorker
 
-    worker = QmpctlWorker(scheduler, fleet_host=host, listen_address=listen,
+    scheme, _, rest = listen.partition("://")
+    ip, _, port = rest.rpartition(":")
+    worker = QmpctlWorker(scheduler, fleet_host=host, host=ip.strip("[]"), port=int(port),
+                          protocol=scheme,
                           security=None if tls is None else tls.security(),
                           death_timeout=death_timeout, dashboard=False)
     stop = asyncio.Event()

@@ -276,7 +276,8 @@ class NetnsStar:
         cmds = [["ip", "netns", "add", n] for n in self.names]
         cmds += [[*hub, "link", "add", "br0", "type", "bridge"],
                  [*hub, "addr", "add", f"{self.hub_addr}/{self.prefix_len}", "dev", "br0"],
-                 [*hub, "link", "set", "dev", "br0", "up"], [*hub, "link", "set", "dev", "lo", "up"]]
+                 [*hub, "link", "set", "dev", "br0", "up"],
+                 [*hub, "link", "set", "dev", "lo", "up"]]
         for i in range(1, self.hosts + 1):
             ns = ["ip", "-n", self.host(i)]
             cmds += [[*hub, "link", "add", f"to-h{i}", "type", "veth", "peer", "name", "eth0",
