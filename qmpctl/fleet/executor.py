@@ -155,6 +155,8 @@ class FleetExecutor:
         finally:
             state.current = None
             self._publish(state)
+            if self.journal is not None:
+                self.journal.close()
             changed()
         return state
 
