@@ -643,8 +643,8 @@ def matrix(
         help="Wait for this many workers before planning [default: 1]",
         rich_help_panel="Fleet")] = None,
     workers_timeout: Annotated[float | None, typer.Option(
-        help="Seconds to wait for them, and how long a task may find no connected worker "
-             "able to run it before it is given up [default: 60]",
+        help="Seconds to wait for the scheduler and the workers, and how long a task may find "
+             "no connected worker able to run it before it is given up [default: 60]",
         rich_help_panel="Fleet")] = None,
 ) -> None:
     """Run migrations over a matrix of axes, repeated; loss rate per cell."""

@@ -15,6 +15,7 @@ from .serve import this_fleet_host
 
 CLUSTERS = ("local",)
 SCHEDULER_PORT = 8786  # Dask's own
+WORKERS_TIMEOUT_S = 60.0  # --workers-timeout's default
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ def executor(opts: FleetOptions, cells: list[Cell], source: str, repeat: int,
     tls = tls_of(opts.tls_ca, opts.tls_cert, opts.tls_key)
     cluster: RemoteCluster | ThrowawayCluster
     if opts.scheduler is not None:
-        cluster = RemoteCluster(address(opts.scheduler, "--scheduler", tls, SCHEDULER_PORT), tls)
+        cluster = RemoteCluster(address(opts.scheduler, "--scheduler", tls, SCHEDULER_PORT), tls,
+                                connect_timeout=opts.workers_timeout or WORKERS_TIMEOUT_S)
     else:
         cluster = ThrowawayCluster(this_fleet_host(None, 1, ()))
     journal = None
@@ -76,4 +78,4 @@ def executor(opts: FleetOptions, cells: list[Cell], source: str, repeat: int,
         header = JournalHeader(source=source, repeat=repeat, cells=[c.id for c in cells])
         journal = Journal(journal_path(json_path), header, opts.resume)
     return FleetExecutor(cluster, min_workers=opts.workers or 1,
-                         workers_timeout=opts.workers_timeout or 60.0, journal=journal)
+                         workers_timeout=opts.workers_timeout or WORKERS_TIMEOUT_S, journal=journal)

@@ -295,3 +295,78 @@ def test_cluster_local_gives_the_same_table_as_a_local_run(tmp_path: Path) -> No
     with contextlib.suppress(KeyError):
         assert runs["local"]["fleet"] is None
     assert runs["cluster"]["fleet"]["hosts"][0]["stats"]["runs"] == 2
+
+
+GUARD_CLIENT = """
+import asyncio, json, os, sys
+from distributed import Client
+from distributed.security import Security
+from qmpctl.fleet.task import CellTask, run_cell
+
+async def main(address, ca, cert, key):
+    sec = Security(tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key,
+                   require_encryption=True)
+    async with Client(address, asynchronous=True, security=sec, timeout=30) as c:
+        await c.wait_for_workers(1, timeout=30)
+        out = json.loads(await c.submit(run_cell, CellTask(
+            cell="c", repeat=1, options={"ram": 1}).model_dump_json(), pure=False))
+        print("cell", out["worker"], out["record"]["verdict"])
+        for what, call in (("task", lambda: c.submit(os.getpid, pure=False)),
+                           ("run", lambda: c.run(os.getpid)),
+                           ("run_on_scheduler", lambda: c.run_on_scheduler(os.getpid))):
+            try:
+                print(what, "ran", await call())
+            except Exception as exc:
+                print(what, "refused", type(exc).__name__, str(exc)[:120])
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+def test_tls_and_the_guard(tmp_path: Path) -> None:
+    """Mutual TLS with the user's certificates; a client without one is not
+    let in; a certified client's other code is refused by worker and scheduler."""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+            "/CN=test-ca", "-keyout", "ca.key", "-out", "ca.pem")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=fleet", "-keyout",
+            "fleet.key", "-out", "fleet.csr")
+    openssl("x509", "-req", "-in", "fleet.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "1", "-out", "fleet.pem")
+    tls = ["--tls-ca", str(tmp_path / "ca.pem"), "--tls-cert", str(tmp_path / "fleet.pem"),
+           "--tls-key", str(tmp_path / "fleet.key")]
+    with RunDir.create() as run_dir:
+        star = NetnsStar(run_dir.path.name, hosts=1)
+        fl = Fleet(star, tmp_path)
+        address = f"tls://{star.hub_addr}:{PORT}"
+        try:
+            star.create()
+            fl.scheduler = subprocess.Popen(
+                qmpctl(star.hub, "scheduler", "--listen", f"{star.hub_addr}:{PORT}", *tls),
+                stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+            started(fl.scheduler, "qmpctl scheduler")
+            fl.workers[1] = subprocess.Popen(
+                qmpctl(star.host(1), "worker", "--scheduler", address, "--listen",
+                       star.address(1), "--name", "h1", *tls),
+                stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+            started(fl.workers[1], "qmpctl worker")
+            done = subprocess.run(
+                ["ip", "netns", "exec", star.hub, sys.executable, "-c", GUARD_CLIENT, address,
+                 *tls[1::2]], capture_output=True, text=True, timeout=120)
+            lines = done.stdout.splitlines()
+            assert "cell h1 usage-error" in lines, done.stdout + done.stderr
+            assert any(line.startswith("task refused Refused") and "run_cell, not" in line
+                       for line in lines), lines
+            assert any(line.startswith("run refused") for line in lines), lines
+            assert any(line.startswith("run_on_scheduler refused") for line in lines), lines
+            # no certificate: no connection (matrix: exit 3, naming the scheduler)
+            plain = subprocess.run(
+                qmpctl(star.hub, "matrix", "--preset", "smoke", "--cell", "tcg.*precopy-10",
+                       "--scheduler", f"tcp://{star.hub_addr}:{PORT}", "--workers-timeout",
+                       "5"), capture_output=True, text=True, timeout=120)
+            assert plain.returncode == 3, plain.stderr
+            assert f"tcp://{star.hub_addr}:{PORT}" in plain.stderr
+        finally:
+            fl.stop()
+            star.delete()
