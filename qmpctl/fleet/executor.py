@@ -39,7 +39,10 @@ POLL_S = 1.0  # how often the controller looks at the workers connected
 def quiet_dask() -> None:
     """Dask logs every connection at INFO; the controller's output is the
     matrix's (its infrastructure events say what happened to the fleet)."""
-    logging.getLogger("distributed").setLevel(logging.WARNING)
+    import distributed  # noqa: F401  (it configures its loggers on import)
+    for name in ["distributed", *logging.root.manager.loggerDict]:
+        if name.startswith("distributed"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class Cluster(Protocol):
@@ -236,7 +239,7 @@ class FleetExecutor:
         def started(event: tuple[float, Mapping[str, Any]]) -> None:
             msg = event[1]
             where = (str(msg["cell"]), int(msg["repeat"]))
-            worker = str(msg["worker"])
+            worker = str(msg["name"])  # (Dask sets msg["worker"] to its address)
             if (before := attempts.get(where)) is not None:
                 self._event(state, console, "attempt-lost",
                             f"{where[0]} #{where[1]}: its attempt on {before} was lost with "

@@ -117,7 +117,7 @@ def _started(task: CellTask) -> str:
         worker = get_worker()
     except (ImportError, ValueError):  # called outside a worker (tests, a benchmark)
         return platform.node()
-    worker.log_event(EVENT_TOPIC, {"action": "start", "worker": str(worker.name),
+    worker.log_event(EVENT_TOPIC, {"action": "start", "name": str(worker.name),
                                    "cell": task.cell, "repeat": task.repeat})
     return str(worker.name)
 
