@@ -50,19 +50,20 @@ def qmpctl(ns: str, *args: str) -> list[str]:
     return ["ip", "netns", "exec", ns, sys.executable, "-m", "qmpctl", *args]
 
 
-def started(proc: subprocess.Popen[str], what: str) -> None:
-    """Wait for a server's `listening at` line (its stderr)."""
-    assert proc.stderr is not None
+def server(argv: list[str], log: Path) -> subprocess.Popen[str]:
+    """A server whose output goes to `log` (a pipe nobody reads would fill)."""
+    with log.open("w") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, text=True)
+
+
+def started(proc: subprocess.Popen[str], log: Path, what: str) -> None:
+    """Wait for a server's `listening at` line."""
     deadline = time.monotonic() + START_S
-    lines = []
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "listening at" in line:
+    while time.monotonic() < deadline and proc.poll() is None:
+        if "listening at" in log.read_text():
             return
-    raise AssertionError(f"{what} did not start: {''.join(lines[-10:])}")
+        time.sleep(0.1)
+    raise AssertionError(f"{what} did not start: {log.read_text()[-2000:]}")
 
 
 def qemus_under(pid: int) -> list[psutil.Process]:
@@ -85,19 +86,18 @@ class Fleet:
         return f"tcp://{self.star.hub_addr}:{PORT}"
 
     def start(self) -> None:
-        self.scheduler = subprocess.Popen(
+        self.scheduler = server(
             qmpctl(self.star.hub, "scheduler", "--listen", f"{self.star.hub_addr}:{PORT}",
-                   "--worker-ttl", str(WORKER_TTL_S)),
-            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+                   "--worker-ttl", str(WORKER_TTL_S)), self.tmp / "scheduler.log")
         for i, without in WITHOUT.items():  # they retry until the scheduler listens
-            self.workers[i] = subprocess.Popen(
+            self.workers[i] = server(
                 qmpctl(self.star.host(i), "worker", "--scheduler", self.address,
                        "--listen", self.star.address(i), "--name", f"h{i}",
                        "--death-timeout", "15", *[a for w in without for a in ("--without", w)]),
-                stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-        started(self.scheduler, "qmpctl scheduler")
+                self.tmp / f"h{i}.log")
+        started(self.scheduler, self.tmp / "scheduler.log", "qmpctl scheduler")
         for i, proc in self.workers.items():
-            started(proc, f"qmpctl worker h{i}")
+            started(proc, self.tmp / f"h{i}.log", f"qmpctl worker h{i}")
 
     def matrix(self, axes: str, *args: str, json_name: str = "m.json",
                ) -> subprocess.Popen[str]:
@@ -341,15 +341,14 @@ def test_tls_and_the_guard(tmp_path: Path) -> None:
         address = f"tls://{star.hub_addr}:{PORT}"
         try:
             star.create()
-            fl.scheduler = subprocess.Popen(
+            fl.scheduler = server(
                 qmpctl(star.hub, "scheduler", "--listen", f"{star.hub_addr}:{PORT}", *tls),
-                stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-            started(fl.scheduler, "qmpctl scheduler")
-            fl.workers[1] = subprocess.Popen(
+                tmp_path / "scheduler.log")
+            fl.workers[1] = server(
                 qmpctl(star.host(1), "worker", "--scheduler", address, "--listen",
-                       star.address(1), "--name", "h1", *tls),
-                stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-            started(fl.workers[1], "qmpctl worker")
+                       star.address(1), "--name", "h1", *tls), tmp_path / "h1.log")
+            started(fl.scheduler, tmp_path / "scheduler.log", "qmpctl scheduler")
+            started(fl.workers[1], tmp_path / "h1.log", "qmpctl worker")
             done = subprocess.run(
                 ["ip", "netns", "exec", star.hub, sys.executable, "-c", GUARD_CLIENT, address,
                  *tls[1::2]], capture_output=True, text=True, timeout=120)
