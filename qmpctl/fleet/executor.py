@@ -128,6 +128,7 @@ class FleetExecutor:
     journal: Journal | None = None
     events: list[InfraEvent] = field(default_factory=list)
     workers: dict[str, FleetHost] = field(default_factory=dict)
+    cancelled: set[str] = field(default_factory=set)  # task keys we cancelled ourselves
 
     def _event(self, state: MatrixState, console: Callable[[str, str], None],
                kind: Any, detail: str, **where: Any) -> None:
@@ -259,19 +260,18 @@ class FleetExecutor:
                 t = tasks[fut.key]
                 state.running.pop(f"{t.cell.id} #{t.repeat}", None)
                 if fut.cancelled():
+                    self._lost(state, console, t, fut)
                     continue
                 try:
                     outcome = TaskOutcome.model_validate_json(await fut)
                 except KilledWorker as exc:
-                    why = (f"#{t.repeat}: every attempt died with its worker (Dask's "
-                           f"allowed-failures): {exc}")
-                    state.gave_up[t.cell.id] = "; ".join(
-                        p for p in (state.gave_up.get(t.cell.id), why) if p)
-                    self._event(state, console, "gave-up", why, cell=t.cell.id,
-                                repeat=t.repeat)
+                    self._give_up(state, console, t, f"#{t.repeat}: every attempt died with "
+                                                        f"its worker (Dask's allowed-failures): "
+                                                        f"{exc}")
                     continue
                 except asyncio.CancelledError:
                     if fut.cancelled():
+                        self._lost(state, console, t, fut)
                         continue
                     raise
                 except Exception as exc:  # the task raised on its worker: qmpctl's own error
@@ -283,6 +283,7 @@ class FleetExecutor:
                                          error=f"the task failed on its worker: {exc!r}"),
                         wall_s=0.0)
                 if stale := self._outcome(state, tasks, futures, outcome):
+                    self.cancelled.update(f.key for f in stale)
                     await client.cancel(stale)
                 changed()
         except asyncio.CancelledError:
@@ -292,6 +293,32 @@ class FleetExecutor:
         finally:
             watch.cancel()
             client.unsubscribe_topic(EVENT_TOPIC)
+        self._unaccounted(state, console)
+
+    def _give_up(self, state: MatrixState, console: Callable[[str, str], None], t: _Task,
+                 why: str) -> None:
+        state.gave_up[t.cell.id] = "; ".join(p for p in (state.gave_up.get(t.cell.id), why)
+                                             if p)
+        self._event(state, console, "gave-up", why, cell=t.cell.id, repeat=t.repeat)
+
+    def _lost(self, state: MatrixState, console: Callable[[str, str], None], t: _Task,
+              fut: Any) -> None:
+        """A future that ended cancelled: by us (refused, given up), or by the
+        cluster (its scheduler went away): never a silent missing run."""
+        if fut.key in self.cancelled or t.cell.id in state.refused:
+            return
+        self._give_up(state, console, t, f"#{t.repeat}: the cluster cancelled its task "
+                                          "(the scheduler or its connection was lost)")
+
+    def _unaccounted(self, state: MatrixState, console: Callable[[str, str], None]) -> None:
+        """Whatever repeat has neither a run nor a reason is given up, saying so."""
+        for cell in state.cells:
+            if state.not_run(cell) is not None or cell.id in state.gave_up:
+                continue
+            have = {r.repeat for r in state.runs.get(cell.id, [])}
+            if missing := [r for r in range(1, state.repeat + 1) if r not in have]:
+                self._give_up(state, console, _Task(cell, missing[0], {}),
+                              f"#{', #'.join(map(str, missing))}: no result came back")
 
     def _outcome(self, state: MatrixState, tasks: Mapping[str, _Task], futures: list[Any],
                  outcome: TaskOutcome) -> list[Any]:
@@ -349,13 +376,11 @@ class FleetExecutor:
                 t.stuck_since = t.stuck_since or time.monotonic()
                 if time.monotonic() - t.stuck_since >= self.workers_timeout:
                     stuck.append(fut)
-                    reason = (f"#{t.repeat}: no connected worker could run it for "
-                              f"{self.workers_timeout:.0f} s ({why})")
-                    state.gave_up[t.cell.id] = "; ".join(
-                        p for p in (state.gave_up.get(t.cell.id), reason) if p)
-                    self._event(state, console, "gave-up", reason, cell=t.cell.id,
-                                repeat=t.repeat)
+                    self._give_up(state, console, t, f"#{t.repeat}: no connected worker "
+                                                        f"could run it for "
+                                                        f"{self.workers_timeout:.0f} s ({why})")
             if stuck:
+                self.cancelled.update(f.key for f in stuck)
                 await client.cancel(stuck)
                 changed()
 

@@ -156,3 +156,26 @@ def test_the_star_is_one_lan_of_test_net_addresses() -> None:
     assert stale_namespaces(star.names, lambda base: False) == star.names
     with pytest.raises(ValueError):
         NetnsStar("mine", hosts=1)
+
+
+def test_a_repeat_without_a_result_is_never_a_silent_pass() -> None:
+    """A cluster that loses tasks (its scheduler gone) leaves repeats without
+    runs: they are given up, the cell says so, and the exit code is 3."""
+    from qmpctl.fleet.executor import FleetExecutor, RemoteCluster
+    from qmpctl.matrix.execute import MatrixState
+
+    found = cells({"accel": ["tcg"], "feature": ["precopy", "postcopy"]})
+    state = MatrixState(list(found.values()), 2)  # type: ignore[arg-type]
+    first = next(iter(found))
+    state.runs[first] = [RunRecord(repeat=1, verdict="verified", exit_code=0, worker="w"),
+                         RunRecord(repeat=2, verdict="verified", exit_code=0, worker="w")]
+    second = list(found)[1]
+    state.runs[second] = [RunRecord(repeat=1, verdict="verified", exit_code=0, worker="w")]
+    executor = FleetExecutor(RemoteCluster("tcp://192.0.2.1:8786"))
+    executor._unaccounted(state, lambda host, line: None)
+    assert list(state.gave_up) == [second] and "#2: no result came back" in state.gave_up[second]
+    report = state.report([], "test", machine())
+    assert report.exit_code == 3 and second in report.exit_reason
+    assert [c.status for c in report.cells] == ["run", "infrastructure"]
+    assert report.fleet is not None and report.fleet.events[-1].kind == "gave-up"
+    assert report.fleet.hosts[0].host == "w" and report.fleet.hosts[0].stats.runs == 3
