@@ -80,6 +80,7 @@ class Fleet:
     tmp: Path
     scheduler: subprocess.Popen[str] | None = None
     workers: dict[int, subprocess.Popen[str]] = field(default_factory=dict)
+    allowed_failures: int = 3
 
     @property
     def address(self) -> str:
@@ -88,7 +89,8 @@ class Fleet:
     def start(self) -> None:
         self.scheduler = server(
             qmpctl(self.star.hub, "scheduler", "--listen", f"{self.star.hub_addr}:{PORT}",
-                   "--worker-ttl", str(WORKER_TTL_S)), self.tmp / "scheduler.log")
+                   "--worker-ttl", str(WORKER_TTL_S), "--allowed-failures",
+                   str(self.allowed_failures)), self.tmp / "scheduler.log")
         for i, without in WITHOUT.items():  # they retry until the scheduler listens
             self.workers[i] = server(
                 qmpctl(self.star.host(i), "worker", "--scheduler", self.address,
@@ -136,11 +138,11 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
+def fleet(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Fleet]:
     # Named after a real run directory, so a concurrent qmpctl does not sweep it.
     with RunDir.create() as run_dir:
         star = NetnsStar(run_dir.path.name, hosts=3)
-        fl = Fleet(star, tmp_path)
+        fl = Fleet(star, tmp_path, allowed_failures=getattr(request, "param", 3))
         try:
             star.create()
             fl.start()
@@ -227,6 +229,23 @@ def test_a_killed_worker_s_cell_reruns_elsewhere_counted_once(fleet: Fleet) -> N
     # the lost repeat ran again on another worker, and its run is the only one counted
     rerun = cell["runs"][lost[0]["repeat"] - 1]
     assert rerun["worker"] != f"h{victim}", (rerun, events)
+
+
+@pytest.mark.parametrize("fleet", [0], indirect=True)  # the scheduler allows no failure
+def test_a_repeat_whose_attempts_all_die_is_reported_as_such(fleet: Fleet) -> None:
+    proc = fleet.matrix(TCG + 'feature = ["precopy"]\n')
+    victim, qemus = fleet.worker_with_qemu()
+    fleet.workers[victim].send_signal(signal.SIGKILL)
+    fleet.workers[victim].wait()
+    code, out = finish(proc)
+    assert code == 3, out  # an environment error, never a verdict
+    cell = cells_of(fleet.result())["x86_64-tcg-smp1-baremetal-precopy-system"]
+    assert cell["status"] == "infrastructure" and cell["runs"] == [], cell
+    assert "every attempt died with its worker" in cell["infrastructure"]
+    events = fleet.result()["fleet"]["events"]
+    assert [e["repeat"] for e in events if e["kind"] == "gave-up"] == [1], events
+    _, alive = psutil.wait_procs(qemus, timeout=10)
+    assert not alive
 
 
 def test_a_cut_link_finishes_on_the_others_within_the_bound(fleet: Fleet) -> None:
