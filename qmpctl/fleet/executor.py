@@ -110,6 +110,13 @@ class ThrowawayCluster:
             yield client
 
 
+async def _nothing() -> AsyncIterator[Any]:
+    """No task to wait for (--resume of a finished matrix): as_completed([])
+    would look for a default client."""
+    return
+    yield
+
+
 @dataclass
 class _Task:
     cell: Cell
@@ -256,7 +263,7 @@ class FleetExecutor:
         watch = asyncio.ensure_future(self._watch(client, state, tasks, futures, connected,
                                                   console, changed))
         try:
-            async for fut in as_completed(futures):
+            async for fut in as_completed(futures) if futures else _nothing():
                 t = tasks[fut.key]
                 state.running.pop(f"{t.cell.id} #{t.repeat}", None)
                 if fut.cancelled():

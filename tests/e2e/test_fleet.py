@@ -288,6 +288,12 @@ def test_resume_after_killing_the_controller_runs_only_unfinished_tasks(fleet: F
     assert sorted(d["repeat"] for d in done) == [1, 2, 3]  # none twice: only the rest ran
     cell = cells_of(fleet.result())["x86_64-tcg-smp1-baremetal-precopy-system"]
     assert [r["repeat"] for r in cell["runs"]] == [1, 2, 3]
+    # resuming a finished matrix runs nothing and reports the same
+    code, out = finish(fleet.matrix(axes, "--repeat", "3", "--resume"), timeout=60)
+    assert code == 0, out
+    assert journal.read_text().splitlines() == after
+    assert [r["repeat"] for r in cells_of(fleet.result())[
+        "x86_64-tcg-smp1-baremetal-precopy-system"]["runs"]] == [1, 2, 3]
     # a different matrix cannot resume this journal
     code, out = finish(fleet.matrix(axes, "--repeat", "2", "--resume"), timeout=60)
     assert code == 2 and "journal of another matrix" in out, out
