@@ -812,7 +812,11 @@ def worker(
         print(host.model_dump_json(indent=2))
         return
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(serve_worker(sched, here, host, tls, death_timeout, _ready("worker")))
+    try:
+        asyncio.run(serve_worker(sched, here, host, tls, death_timeout, _ready("worker")))
+    except QmpctlError as exc:
+        print(f"qmpctl: {exc.message}", file=sys.stderr)
+        raise typer.Exit(int(exc.exit_code)) from None
 
 
 @app.command(rich_help_panel="Fleet")
@@ -845,7 +849,11 @@ def scheduler(
     logging.basicConfig(level=logging.WARNING)
     with dask.config.set({"distributed.scheduler.worker-ttl": f"{worker_ttl}s",
                           "distributed.scheduler.allowed-failures": allowed_failures}):
-        asyncio.run(serve_scheduler(here, tls, _ready("scheduler")))
+        try:
+            asyncio.run(serve_scheduler(here, tls, _ready("scheduler")))
+        except QmpctlError as exc:
+            print(f"qmpctl: {exc.message}", file=sys.stderr)
+            raise typer.Exit(int(exc.exit_code)) from None
 
 
 @app.command()

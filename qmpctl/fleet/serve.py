@@ -16,6 +16,7 @@ import signal
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..core.errors import HostError
 from ..host.kvm import ARCHES, host_arch, probe_kvm
 from ..lab.suite import lab_available
 from ..matrix.plan import describe_host
@@ -64,17 +65,24 @@ async def _drain(grace: float) -> None:
 
 async def serve_worker(scheduler: str, listen: str, host: FleetHost, tls: Tls | None,
                        death_timeout: float, ready: Callable[[str], None]) -> None:
+    import dask
+
     from .daskworker import QmpctlWorker
 
     scheme, _, rest = listen.partition("://")
     ip, _, port = rest.rpartition(":")
-    worker = QmpctlWorker(scheduler, fleet_host=host, host=ip.strip("[]"), port=int(port),
-                          protocol=scheme,
-                          security=None if tls is None else tls.security(),
-                          death_timeout=death_timeout, dashboard=False)
+    with dask.config.set(HTTP_ROUTES):
+        worker = QmpctlWorker(scheduler, fleet_host=host, host=ip.strip("[]"), port=int(port),
+                              protocol=scheme,
+                              security=None if tls is None else tls.security(),
+                              death_timeout=death_timeout, dashboard=False)
     stop = asyncio.Event()
     try:
-        await worker
+        try:
+            await worker
+        except (OSError, TimeoutError) as exc:
+            raise HostError(f"qmpctl worker: cannot join the scheduler {scheduler} or listen "
+                            f"at {listen} ({exc})") from exc
         ready(worker.address)
         await _until_stopped(worker, stop)
     finally:
@@ -82,18 +90,33 @@ async def serve_worker(scheduler: str, listen: str, host: FleetHost, tls: Tls | 
         await worker.close(reason="qmpctl worker stopping")
 
 
+# Dask's servers also serve HTTP on their own address (the scheduler on port
+# 8787, a worker on any free port): only its health check, no dashboard, no
+# cluster state (docs/fleet.md).
+HTTP_ROUTES = {"distributed.scheduler.http.routes": ["distributed.http.health"],
+               "distributed.worker.http.routes": ["distributed.http.health"]}
+
+
 async def serve_scheduler(listen: str, tls: Tls | None, ready: Callable[[str], None]) -> None:
+    import dask
     from distributed import Scheduler
 
     scheme, _, rest = listen.partition("://")
     host, _, port = rest.rpartition(":")
-    scheduler = Scheduler(host=host.strip("[]"), port=int(port), protocol=scheme,
-                          dashboard=False, dashboard_address=None,
-                          security=None if tls is None else tls.security())
+    try:
+        with dask.config.set(HTTP_ROUTES):
+            scheduler = Scheduler(host=host.strip("[]"), port=int(port), protocol=scheme,
+                                  dashboard=False, dashboard_address=None,
+                                  security=None if tls is None else tls.security())
+    except OSError as exc:  # its HTTP server binds in the constructor
+        raise HostError(f"qmpctl scheduler: cannot listen at {host} ({exc})") from exc
     guard_scheduler(scheduler)
     stop = asyncio.Event()
     try:
-        await scheduler
+        try:
+            await scheduler
+        except (OSError, TimeoutError) as exc:
+            raise HostError(f"qmpctl scheduler: cannot listen at {listen} ({exc})") from exc
         ready(scheduler.address)
         await _until_stopped(scheduler, stop)
     finally:
