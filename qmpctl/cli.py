@@ -787,8 +787,7 @@ def worker(
     show: Annotated[bool, typer.Option(
         help="Print the resources this host would offer, as JSON, and exit")] = False,
 ) -> None:
-    """Serve a fleet: a Dask worker offering what this host can run, running only
-    qmpctl's cells (docs/fleet.md)."""
+    """Serve a fleet: a Dask worker offering what this host can run, running only qmpctl's cells (docs/fleet.md)."""  # noqa: E501
     from .fleet.security import address, tls_of
     from .fleet.serve import serve_worker, this_fleet_host
 
