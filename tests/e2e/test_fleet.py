@@ -91,7 +91,8 @@ class Fleet:
             qmpctl(self.star.hub, "scheduler", "--listen", f"{self.star.hub_addr}:{PORT}",
                    "--worker-ttl", str(WORKER_TTL_S), "--allowed-failures",
                    str(self.allowed_failures)), self.tmp / "scheduler.log")
-        for i, without in WITHOUT.items():  # they retry until the scheduler listens
+        for i in range(1, self.star.hosts + 1):  # they retry until the scheduler listens
+            without = WITHOUT[i]
             self.workers[i] = server(
                 qmpctl(self.star.host(i), "worker", "--scheduler", self.address,
                        "--listen", self.star.address(i), "--name", f"h{i}",
@@ -107,7 +108,7 @@ class Fleet:
         spec.write_text(axes)
         return subprocess.Popen(
             qmpctl(self.star.hub, "matrix", "--scheduler", self.address, "--axes", str(spec),
-                   "--json", str(self.tmp / json_name), "--workers", "3",
+                   "--json", str(self.tmp / json_name), "--workers", str(self.star.hosts),
                    "--workers-timeout", "30", *args),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -141,8 +142,9 @@ class Fleet:
 def fleet(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Fleet]:
     # Named after a real run directory, so a concurrent qmpctl does not sweep it.
     with RunDir.create() as run_dir:
-        star = NetnsStar(run_dir.path.name, hosts=3)
-        fl = Fleet(star, tmp_path, allowed_failures=getattr(request, "param", 3))
+        allowed_failures, hosts = getattr(request, "param", (3, 3))
+        star = NetnsStar(run_dir.path.name, hosts=hosts)
+        fl = Fleet(star, tmp_path, allowed_failures=allowed_failures)
         try:
             star.create()
             fl.start()
@@ -231,7 +233,8 @@ def test_a_killed_worker_s_cell_reruns_elsewhere_counted_once(fleet: Fleet) -> N
     assert rerun["worker"] != f"h{victim}", (rerun, events)
 
 
-@pytest.mark.parametrize("fleet", [0], indirect=True)  # the scheduler allows no failure
+# the scheduler allows no failure; one host is enough
+@pytest.mark.parametrize("fleet", [(0, 1)], indirect=True)
 def test_a_repeat_whose_attempts_all_die_is_reported_as_such(fleet: Fleet) -> None:
     proc = fleet.matrix(TCG + 'feature = ["precopy"]\n')
     victim, qemus = fleet.worker_with_qemu()
