@@ -27,7 +27,8 @@ import statistics
 import time
 from typing import Any
 
-from qmpctl.fleet.executor import FleetExecutor, ThrowawayCluster, quiet_dask
+from qmpctl.fleet.clusters import ThrowawayCluster, quiet_dask
+from qmpctl.fleet.executor import FleetExecutor
 from qmpctl.fleet.serve import this_fleet_host
 from qmpctl.fleet.task import CellTask, run_cell
 from qmpctl.matrix.cells import Cell, expand

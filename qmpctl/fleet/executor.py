@@ -16,98 +16,22 @@ can run when the matrix starts is not run, at once, naming what it needs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from ..core.errors import HostError
 from ..matrix.cells import Cell
 from ..matrix.execute import MatrixState
 from ..matrix.results import FleetHost, FleetRun, InfraEvent, RunRecord
+from .clusters import Cluster
 from .journal import Journal, JournalEntry
 from .resources import cell_needs, unschedulable
-from .security import Tls
 from .task import EVENT_TOPIC, FACTS_TOPIC, RUNNING, CellTask, TaskOutcome, run_cell
 
 POLL_S = 1.0  # how often the controller looks at the workers connected
-
-
-def quiet_dask() -> None:
-    """Dask logs every connection at INFO; the controller's output is the
-    matrix's (its infrastructure events say what happened to the fleet)."""
-    import distributed  # noqa: F401  (it configures its loggers on import)
-    for name in ["distributed", *logging.root.manager.loggerDict]:
-        if name.startswith("distributed"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-
-
-class Cluster(Protocol):
-    """Where the tasks go: a client connected to some Dask scheduler."""
-
-    @property
-    def name(self) -> str: ...
-
-    def client(self) -> contextlib.AbstractAsyncContextManager[Any]: ...
-
-
-@dataclass
-class RemoteCluster:
-    """A scheduler someone started (`qmpctl scheduler`, `dask scheduler`)."""
-
-    address: str
-    tls: Tls | None = None
-    connect_timeout: float = 30.0
-
-    @property
-    def name(self) -> str:
-        return self.address
-
-    @contextlib.asynccontextmanager
-    async def client(self) -> AsyncIterator[Any]:
-        from distributed import Client
-        quiet_dask()
-        try:
-            client = await Client(self.address, asynchronous=True,
-                                  timeout=self.connect_timeout,
-                                  security=None if self.tls is None else self.tls.security())
-        except (OSError, TimeoutError) as exc:
-            raise HostError(f"--scheduler {self.address}: cannot connect ({exc})") from exc
-        try:
-            yield client
-        finally:
-            await client.close()
-
-
-@dataclass
-class ThrowawayCluster:
-    """`--cluster local`: a scheduler on 127.0.0.1 and one qmpctl worker of
-    this host, in this process, for as long as the matrix runs."""
-
-    host: FleetHost
-    label: str = "local cluster"
-
-    @property
-    def name(self) -> str:
-        return self.label
-
-    @contextlib.asynccontextmanager
-    async def client(self) -> AsyncIterator[Any]:
-        from distributed import Client, Scheduler, SpecCluster
-
-        from .daskworker import QmpctlWorker
-        quiet_dask()
-        spec = {"scheduler": {"cls": Scheduler, "options": {
-                    "host": "127.0.0.1", "port": 0, "dashboard": False,
-                    "dashboard_address": None}},
-                "workers": {self.host.name: {"cls": QmpctlWorker, "options": {
-                    "fleet_host": self.host, "host": "127.0.0.1", "dashboard": False}}}}
-        async with SpecCluster(**spec, asynchronous=True) as cluster, \
-                Client(cluster, asynchronous=True) as client:
-            yield client
 
 
 async def _nothing() -> AsyncIterator[Any]:

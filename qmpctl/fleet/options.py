@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..core.errors import UsageError
 from ..matrix.cells import Cell
-from .executor import FleetExecutor, RemoteCluster, ThrowawayCluster
+from .clusters import RemoteCluster, ThrowawayCluster
+from .executor import FleetExecutor
 from .journal import Journal, JournalHeader, journal_path
 from .security import address, tls_of
 from .serve import this_fleet_host

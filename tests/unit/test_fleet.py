@@ -161,7 +161,8 @@ def test_the_star_is_one_lan_of_test_net_addresses() -> None:
 def test_a_repeat_without_a_result_is_never_a_silent_pass() -> None:
     """A cluster that loses tasks (its scheduler gone) leaves repeats without
     runs: they are given up, the cell says so, and the exit code is 3."""
-    from qmpctl.fleet.executor import FleetExecutor, RemoteCluster
+    from qmpctl.fleet.clusters import RemoteCluster
+    from qmpctl.fleet.executor import FleetExecutor
     from qmpctl.matrix.execute import MatrixState
 
     found = cells({"accel": ["tcg"], "feature": ["precopy", "postcopy"]})
