@@ -2,12 +2,12 @@
 
 A plain Dask worker runs whatever function a client sends it. A qmpctl worker
 replaces its `compute-task` handler with one that lets a task through only
-if its function is `task.run_cell` and its one argument a string (which
-run_cell validates as a cell task); any other task is swapped for one that
-fails, naming what was refused. The worker's handlers for running code
-outside tasks (`run`, `run_coroutine`, `upload_file`, `plugin-add`, actors)
-are removed, and `qmpctl scheduler` removes its own `run_function` and
-plugin registration.
+if its function is `task.run_cell` or `task.run_migration` and its one
+argument a string (which they validate as a cell or migration task); any
+other task is swapped for one that fails, naming what was refused. The
+worker's handlers for running code outside tasks (`run`, `run_coroutine`,
+`upload_file`, `plugin-add`, actors) are removed, and `qmpctl scheduler`
+removes its own `run_function` and plugin registration.
 
 Limits (docs/fleet.md says them too): this is a guard, not a sandbox. Dask
 sends tasks as pickles and a worker unpickles a task before it can look at
@@ -22,7 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .task import run_cell
+from .task import run_cell, run_migration
+
+ALLOWED = (run_cell, run_migration)  # a matrix's cell; a test's migration (pytest plugin)
 
 WORKER_HANDLERS_REMOVED = ("run", "run_coroutine", "upload_file", "plugin-add",
                            "plugin-remove", "actor_execute", "actor_attribute")
@@ -39,12 +41,14 @@ def refusal(spec: object) -> str | None:
     func = getattr(spec, "func", None)
     args = getattr(spec, "args", None)
     kwargs = getattr(spec, "kwargs", None)
-    if func is not run_cell:
+    if not any(func is f for f in ALLOWED):
         name = getattr(func, "__qualname__", type(spec).__name__)
         module = getattr(func, "__module__", "?")
-        return f"a qmpctl worker runs only qmpctl.fleet.task.run_cell, not {module}.{name}"
+        return ("a qmpctl worker runs only qmpctl.fleet.task.run_cell and run_migration, "
+                f"not {module}.{name}")
     if not (isinstance(args, tuple) and len(args) == 1 and isinstance(args[0], str)) or kwargs:
-        return "qmpctl.fleet.task.run_cell takes one JSON string, and nothing else"
+        return (f"qmpctl.fleet.task.{getattr(func, '__name__', '?')} takes one JSON string, "
+                "and nothing else")
     return None
 
 

@@ -22,8 +22,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from ..host.kvm import ARCHES, KvmInfo
+from ..host.qemu import is_version
 from ..matrix.cells import Cell
 from ..matrix.plan import MatrixHost
+from ..scenario.options import MigrateOptions
 
 SLOT = "slot"
 MIN_RING = 64  # smallest ring declared; QEMU and KVM refuse what they cannot take
@@ -100,3 +102,28 @@ def unschedulable(needs: Mapping[str, float], workers: Mapping[str, Mapping[str,
     name, have = min(workers.items(), key=lambda w: (len(missing(needs, w[1])), w[0]))
     return (f"unschedulable: no worker has all of {asked} (the closest, {name}, lacks "
             f"{', '.join(missing(needs, have))})")
+
+
+def options_needs(opts: MigrateOptions, kvm_arch: str | None = None,
+                  ring_with_bitmap: bool = False, guest64: bool = False) -> dict[str, float]:
+    """The resources one `qmpctl_migrate` call takes (pure): its options' arch,
+    accelerator (auto: any host with the QEMU; the worker's KVM decides, as
+    it would here), tracking and QEMU versions, and what the test's
+    `qmpctl_kvm` marker asks for (`kvm_arch` set: KVM of that arch)."""
+    arch = opts.arch
+    needs = [SLOT, f"{arch}-tcg"]
+    if opts.accel == "kvm" or kvm_arch is not None:
+        arch = kvm_arch or arch
+        needs = [SLOT, f"{arch}-kvm"]
+        if opts.dirty_ring == 0:
+            needs.append(f"{arch}-kvm-bitmap")
+        elif opts.dirty_ring is not None:
+            needs.append(f"{arch}-kvm-ring{opts.dirty_ring}")
+        if ring_with_bitmap:
+            needs.append(f"{arch}-kvm-ring-with-bitmap")
+        if guest64 or (opts.guest != "baremetal" and arch == "x86_64"):
+            needs.append(f"{arch}-kvm-64bit")
+    for version in (opts.qemu_src, opts.qemu_dst, opts.qemu):
+        if version is not None and is_version(version):
+            needs.append(f"qemu-{opts.arch}-{version}")
+    return dict.fromkeys(needs, 1.0)

@@ -16,10 +16,15 @@ it (PR_SET_PDEATHSIG on the thread that started them).
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
+import io
 import platform
+import tarfile
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
@@ -106,6 +111,74 @@ async def _run(options: MigrateOptions) -> RunReport:
         return await task
     finally:
         RUNNING.remove(key)
+
+
+class MigrationTask(BaseModel):
+    """One `qmpctl_migrate` call of a test (the pytest plugin's
+    `--qmpctl-scheduler`): its options, and whether its artifacts come back."""
+
+    test: str = Field(description="the test's node id, for the worker's log")
+    options: dict[str, Any]
+    artifacts: bool = False
+
+
+class MigrationOutcome(BaseModel):
+    """The run's whole report, where it ran, and its artifacts (a .tar.gz)."""
+
+    worker: str
+    machine: MatrixHost
+    report: RunReport
+    artifacts_tgz: str | None = Field(None, description="base64 of a .tar.gz of the run's "
+                                                        "artifacts directory")
+
+
+def _tgz(folder: Path) -> str:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(folder, arcname=".")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def unpack(tgz: str, dest: Path) -> None:
+    """A MigrationOutcome's artifacts into `dest` (only plain files and folders)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(tgz)), mode="r:gz") as tar:
+        members = [m for m in tar.getmembers() if (m.isfile() or m.isdir())
+                   and (root / m.name).resolve().is_relative_to(root)]
+        tar.extractall(dest, members=members)  # (3.11.2 has no extraction filter)
+
+
+def run_migration(payload: str) -> str:
+    """Run one test's migration; the other function a qmpctl worker runs."""
+    try:
+        task = MigrationTask.model_validate_json(payload)
+    except ValidationError as exc:
+        raise UsageError(f"not a qmpctl migration task: {exc.errors()[0]['msg']}") from exc
+    name = _started_test(task.test)
+    with tempfile.TemporaryDirectory(prefix="qmpctl-fleet-artifacts-") as tmp:
+        options = dict(task.options)
+        if task.artifacts:
+            options["artifacts"] = str(Path(tmp) / "run")
+        try:
+            report = asyncio.run(_run(MigrateOptions.from_kwargs(**options)))
+        except UsageError as exc:
+            report = runner.new_report(exc)
+        folder = Path(tmp) / "run"
+        tgz = _tgz(folder) if task.artifacts and folder.is_dir() else None
+    return MigrationOutcome(worker=name, machine=this_host(), report=report,
+                            artifacts_tgz=tgz).model_dump_json()
+
+
+def _started_test(test: str) -> str:
+    try:
+        from distributed import get_worker
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return platform.node()
+    worker.log_event(EVENT_TOPIC, {"action": "start-test", "name": str(worker.name),
+                                   "test": test})
+    return str(worker.name)
 
 
 def _started(task: CellTask) -> str:

@@ -202,6 +202,8 @@ def test_a_matrix_spreads_and_each_cell_runs_where_its_resources_are(fleet: Flee
     assert machine["kernel"] and machine["kvm"]["flavour"] and machine["qemu"]["x86_64"]
     assert sum(h["stats"]["runs"] for h in fleet_part["hosts"]) == 4
     assert time.monotonic() - t0 < MATRIX_S
+    # the pytest plugin on the same fleet (--qmpctl-scheduler)
+    plugin_on_the_fleet(fleet)
     # a matrix of nothing but that cell: exit 3 at once, no hang
     t0 = time.monotonic()
     only = SMALL + '[[axes]]\narch = ["aarch64"]\naccel = ["kvm"]\ntracking = ["bitmap"]\n'
@@ -209,6 +211,51 @@ def test_a_matrix_spreads_and_each_cell_runs_where_its_resources_are(fleet: Flee
     assert code == 3, out
     assert "unschedulable: no worker has all of aarch64-kvm" in out
     assert time.monotonic() - t0 < 60
+
+
+INNER_TESTS = """
+import pytest
+from qmpctl.scenario.runner import Hooks
+
+async def test_on_a_worker(qmpctl_migrate):
+    report = await qmpctl_migrate(accel="tcg", ram=64, wave_end=18, timeout=120.0,
+                                  qemu_src="7.2", qemu_dst="10.0")
+    assert report.verdict == "verified"
+    assert False, "failed on purpose: its artifacts come back"
+
+async def test_hooks_stay_here(qmpctl_migrate):
+    await qmpctl_migrate(accel="tcg", hooks=Hooks())
+
+@pytest.mark.qmpctl_kvm(arch="aarch64")
+async def test_nobody_has_it(qmpctl_migrate):
+    await qmpctl_migrate(arch="aarch64", accel="kvm")
+"""
+
+
+def plugin_on_the_fleet(fleet: Fleet) -> None:
+    """`--qmpctl-scheduler`: each qmpctl_migrate call on a worker that has what
+    it needs (QEMU 7.2 and 10.0: h1 only), a failed test's artifacts back here,
+    hooks and a run nobody can take refused by name."""
+    inner = fleet.tmp / "inner"
+    inner.mkdir()
+    (inner / "test_inner.py").write_text(INNER_TESTS)
+    junit, art = inner / "junit.xml", inner / "artifacts"
+    done = subprocess.run(
+        ["ip", "netns", "exec", fleet.star.hub, sys.executable, "-m", "pytest",
+         "test_inner.py", "-p", "no:cacheprovider", "-o", "asyncio_mode=auto",
+         "--qmpctl-scheduler", fleet.address, "--qmpctl-artifacts", str(art),
+         f"--junitxml={junit}", "-o", "junit_family=xunit1"],
+        cwd=inner, capture_output=True, text=True, timeout=MATRIX_S)
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
+    assert "failed on purpose: its artifacts come back" in out
+    assert "hooks= run in the test's process" in out
+    assert "unschedulable: no worker has all of aarch64-kvm" in out
+    assert 'name="qmpctl_worker" value="h1"' in junit.read_text()
+    assert 'name="qmpctl_verdict" value="verified"' in junit.read_text()
+    run1 = next(art.glob("*test_on_a_worker*")) / "run-1"
+    kept = {p.name for p in run1.iterdir()}
+    assert "report.json" in kept and len(kept) > 1, kept  # the worker's logs came back
 
 
 def test_a_killed_worker_s_cell_reruns_elsewhere_counted_once(fleet: Fleet) -> None:
@@ -382,7 +429,7 @@ def test_tls_and_the_guard(tmp_path: Path) -> None:
                  *tls[1::2]], capture_output=True, text=True, timeout=120)
             lines = done.stdout.splitlines()
             assert "cell h1 usage-error" in lines, done.stdout + done.stderr
-            assert any(line.startswith("task refused Refused") and "run_cell, not" in line
+            assert any(line.startswith("task refused Refused") and "run_migration, not" in line
                        for line in lines), lines
             assert any(line.startswith("run refused") for line in lines), lines
             assert any(line.startswith("run_on_scheduler refused") for line in lines), lines

@@ -14,7 +14,7 @@ from qmpctl.fleet.journal import Journal, JournalEntry, JournalHeader, load
 from qmpctl.fleet.options import FleetOptions, check
 from qmpctl.fleet.resources import cell_needs, host_resources, ring_sizes, unschedulable
 from qmpctl.fleet.security import address, tls_of
-from qmpctl.fleet.task import CellTask, TaskOutcome, options_of, run_cell
+from qmpctl.fleet.task import CellTask, TaskOutcome, options_of, run_cell, run_migration
 from qmpctl.host.kvm import KvmInfo
 from qmpctl.host.netns import NetnsStar, stale_namespaces
 from qmpctl.matrix.cells import expand
@@ -100,6 +100,7 @@ def test_the_guard_lets_only_run_cell_with_one_string_through() -> None:
 
     assert refusal(Spec(run_cell, "{}")) is None
     assert "not builtins.print" in (refusal(Spec(print, "x")) or "")
+    assert refusal(Spec(run_migration, "{}")) is None
     assert "one JSON string" in (refusal(Spec(run_cell, b"x")) or "")
     assert "one JSON string" in (refusal(Spec(run_cell, "x", "y")) or "")
     assert "one JSON string" in (refusal(Spec(run_cell, "x", evil=1)) or "")
@@ -180,3 +181,19 @@ def test_a_repeat_without_a_result_is_never_a_silent_pass() -> None:
     assert [c.status for c in report.cells] == ["run", "infrastructure"]
     assert report.fleet is not None and report.fleet.events[-1].kind == "gave-up"
     assert report.fleet.hosts[0].host == "w" and report.fleet.hosts[0].stats.runs == 3
+
+
+def test_a_test_s_migration_needs_what_its_options_and_marker_name() -> None:
+    from qmpctl.fleet.resources import options_needs
+    from qmpctl.scenario.options import MigrateOptions
+
+    tcg = MigrateOptions.from_kwargs(accel="tcg", qemu_src="7.2", qemu_dst="10.0")
+    assert set(options_needs(tcg)) == {"slot", "x86_64-tcg", "qemu-x86_64-7.2",
+                                       "qemu-x86_64-10.0"}
+    ring = MigrateOptions.from_kwargs(accel="kvm", dirty_ring=4096, guest="linux")
+    assert set(options_needs(ring)) == {"slot", "x86_64-kvm", "x86_64-kvm-ring4096",
+                                        "x86_64-kvm-64bit"}
+    auto = MigrateOptions.from_kwargs(arch="aarch64", dirty_ring=0)
+    assert set(options_needs(auto, "aarch64", ring_with_bitmap=True)) == {
+        "slot", "aarch64-kvm", "aarch64-kvm-bitmap", "aarch64-kvm-ring-with-bitmap"}
+    assert set(options_needs(auto)) == {"slot", "aarch64-tcg"}  # auto: the worker decides
