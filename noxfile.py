@@ -66,6 +66,14 @@ def bench_scale(session: nox.Session) -> None:
 
 
 @nox.session(venv_backend="none")
+def bench_fleet(session: nox.Session) -> None:
+    """The fleet: scheduling overhead per task against a local run of the same
+    cells, and the tasks per second the scheduler sustains (ratios, one run).
+    It starts QEMU: run it as `flock /tmp/qmpctl-cpu.lock nox -s bench_fleet`."""
+    session.run(sys.executable, "benchmarks/bench_fleet.py", *session.posargs)
+
+
+@nox.session(venv_backend="none")
 def bench_linux(session: nox.Session) -> None:
     """Linux guests: boot-to-workload, throughput around migration, ring vs bitmap."""
     session.run(sys.executable, "benchmarks/bench_linux.py", *session.posargs)

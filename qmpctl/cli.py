@@ -24,6 +24,8 @@ from rich.table import Table
 
 from . import __version__
 from .core.errors import ExitCode, QmpctlError, ReportUnwritten, UsageError
+from .fleet import options as fleet_options
+from .fleet.executor import refuse_labs
 from .host.kvm import cap_text, probe_kvm, ring_size_text
 from .host.netns import sweep_stale_namespaces
 from .host.tether import main as tether_main
@@ -31,7 +33,7 @@ from .lab.commands import app as lab_app
 from .lab.commands import checkout as lab_checkout
 from .matrix.bisect import bisect_outcome
 from .matrix.cells import expand, select
-from .matrix.execute import MatrixState, run_matrix
+from .matrix.execute import Executor, LocalExecutor, MatrixState
 from .matrix.html import write_html
 from .matrix.junit import write_junit
 from .matrix.knownloss import parse_known_loss
@@ -41,9 +43,10 @@ from .matrix.plan import check_options, describe_host, host_check, plan
 from .matrix.plot import plot_matrix
 from .matrix.presets import PRESETS
 from .matrix.repeat import load_results, repeat_report
+from .matrix.results import FleetRun
 from .matrix.spec import LOCAL, MatrixSpec, load_preset, load_toml
 from .matrix.stats import cell_stats, interval_within, rate_text
-from .matrix.table import matrix_table
+from .matrix.table import host_lines, matrix_table
 from .matrix.versus import (
     compare_rates,
     hosts_of,
@@ -602,9 +605,10 @@ def _matrix_spec(preset: str | None, axes: Path | None) -> tuple[MatrixSpec, str
     return load_toml(axes), str(axes)
 
 
-async def _matrix(state: MatrixState, live: bool, lab_fn: LabFn | None) -> None:
+async def _matrix(state: MatrixState, live: bool, executor: Executor) -> None:
     """Run the matrix under a live table (terminal) or one line per run (a lab
-    host's runs as its console prints them, each line prefixed with the host)."""
+    host's runs as its console prints them, each line prefixed with the host;
+    a fleet's infrastructure events prefixed with `[fleet]`)."""
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
@@ -615,24 +619,26 @@ async def _matrix(state: MatrixState, live: bool, lab_fn: LabFn | None) -> None:
             return matrix_table(state.results(), state.repeat, state.current, state.activity,
                                 labs=state.labs)
         with Live(console=err, get_renderable=view, transient=True, refresh_per_second=2):
-            await run_matrix(state, lab_fn=lab_fn)
+            await executor.run(state, lambda: None, lambda host, line: None)
         return
     here = {c.id for c in state.cells if c.host == state.here}
-    printed = 0
+    printed: set[tuple[str, int]] = set()
 
     def changed() -> None:
-        nonlocal printed
-        done = [(cell, r) for cell, runs in state.runs.items() if cell in here for r in runs]
-        for cell, r in done[printed:]:
-            err.print(f"{cell} #{r.repeat}: {r.verdict.upper()}"
-                      + (f" ({r.mismatch or r.error})" if r.mismatch or r.error else ""),
-                      highlight=False, markup=False, soft_wrap=True)
-        printed = len(done)
+        for cell, runs in state.runs.items():
+            for r in runs:
+                if cell not in here or (cell, r.repeat) in printed:
+                    continue
+                printed.add((cell, r.repeat))
+                err.print(f"{cell} #{r.repeat}: {r.verdict.upper()}"
+                          + (f" ({r.mismatch or r.error})" if r.mismatch or r.error else "")
+                          + (f" [on {r.worker}]" if r.worker else ""),
+                          highlight=False, markup=False, soft_wrap=True)
 
     def console(host: str, line: str) -> None:
         err.print(f"[{host}] {line}", highlight=False, markup=False, soft_wrap=True)
 
-    await run_matrix(state, changed=changed, lab_fn=lab_fn, console=console)
+    await executor.run(state, changed, console)
 
 
 @app.command()
@@ -669,12 +675,39 @@ def matrix(
     lab_job: Annotated[Path | None, typer.Option(
         "--lab-job", hidden=True,
         help="Inside a lab qmpctl booted: run the job's cells (a lab host's) here")] = None,
+    scheduler: Annotated[str | None, typer.Option(
+        help="Run on a fleet: the Dask scheduler's ADDRESS (tcp://HOST:PORT, tls:// with "
+             "--tls-*); each cell x repeat one task on a worker that has what it needs "
+             "(docs/fleet.md)", rich_help_panel="Fleet")] = None,
+    cluster: Annotated[str | None, typer.Option(
+        help="local: a throwaway Dask cluster of this host (one worker, one run at a time)",
+        rich_help_panel="Fleet")] = None,
+    tls_ca: Annotated[Path | None, typer.Option(
+        help="CA that signed the fleet's certificates", rich_help_panel="Fleet")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(
+        help="This controller's certificate (PEM)", rich_help_panel="Fleet")] = None,
+    tls_key: Annotated[Path | None, typer.Option(
+        help="Its private key (PEM)", rich_help_panel="Fleet")] = None,
+    resume: Annotated[bool, typer.Option(
+        help="Skip the tasks --json PATH's journal (PATH.journal) says finished",
+        rich_help_panel="Fleet")] = False,
+    workers: Annotated[int | None, typer.Option(
+        help="Wait for this many workers before planning [default: 1]",
+        rich_help_panel="Fleet")] = None,
+    workers_timeout: Annotated[float | None, typer.Option(
+        help="Seconds to wait for the scheduler and the workers, and how long a task may find "
+             "no connected worker able to run it before it is given up [default: 60]",
+        rich_help_panel="Fleet")] = None,
 ) -> None:
     """Run migrations over a matrix of axes, repeated; loss rate per cell."""
     t_start = time.monotonic()
     here: str = LOCAL
     lab_fn: LabFn | None = None
+    fleet = fleet_options.FleetOptions(scheduler, cluster, tls_ca, tls_cert, tls_key, resume,
+                                       workers, workers_timeout)
+    executor: Executor
     try:
+        fleet_options.check(fleet, json_path, lab_job is not None)
         if lab_job is not None:
             if preset is not None or axes is not None or cell is not None or known_loss:
                 raise UsageError("--lab-job takes its spec, cells and repeat from the job")
@@ -696,35 +729,52 @@ def matrix(
         cells = job_cells(job, cells) if lab_job is not None else select(cells, cell)
         kvm = probe_kvm()
         check_options(cells, spec.options, kvm)
-        cells = plan(cells, host_check(kvm), lab_check(), here=here)
         host = describe_host(kvm)
-        if any(c.host != here and c.not_run is None for c in cells):
-            lab_fn = lab_runner(spec, source, lab_checkout())
+        if fleet.fleet:  # the workers' resources and own checks decide, not this host's
+            cells = plan(cells, lambda opts: None, refuse_labs)
+            executor = fleet_options.executor(fleet, cells, source, repeat or spec.repeat,
+                                              json_path)
+        else:
+            cells = plan(cells, host_check(kvm), lab_check(), here=here)
+            if any(c.host != here and c.not_run is None for c in cells):
+                lab_fn = lab_runner(spec, source, lab_checkout())
+            executor = LocalExecutor(lab_fn)
     except QmpctlError as exc:
         print(f"qmpctl: {exc.message}", file=sys.stderr)
         raise typer.Exit(int(exc.exit_code)) from None
     state = MatrixState(cells, repeat or spec.repeat, known, t0=t_start, here=here)
     runnable = sum(1 for c in cells if c.not_run is None)
     in_labs = Counter(c.host for c in cells if c.not_run is None and c.host != here)
+    where = f"on {scheduler or 'a local cluster'}" if fleet.fleet else "here"
     err.print(f"qmpctl matrix: {source}: {len(cells)} cells, {runnable} to run"
               + "".join(f" ({n} in one boot of the {h} lab)" for h, n in in_labs.items())
-              + f", {state.repeat} run(s) each, {len(cells) - runnable} not run here",
+              + f", {state.repeat} run(s) each, {len(cells) - runnable} not run {where}",
               highlight=False, markup=False, soft_wrap=True)
     # In a lab job, one line per run even on the lab's console (a terminal): the
     # matrix that booted the lab reads them as its progress.
-    asyncio.run(_matrix(state, live=err.is_terminal and lab_job is None, lab_fn=lab_fn))
+    try:
+        asyncio.run(_matrix(state, live=err.is_terminal and lab_job is None,
+                            executor=executor))
+    except QmpctlError as exc:  # the fleet could not be reached or had no workers
+        print(f"qmpctl: {exc.message}", file=sys.stderr)
+        raise typer.Exit(int(exc.exit_code)) from None
     command = ["qmpctl", "matrix", *(["--preset", preset] if preset else []),
                *(["--axes", str(axes)] if axes else []),
                *(["--repeat", str(repeat)] if repeat else []),
                *(["--cell", cell] if cell else []),
                *[a for k in known_loss or () for a in ("--known-loss", k)],
                *(["--lab-job", str(lab_job)] if lab_job else []),
+               *(["--scheduler", scheduler] if scheduler else []),
+               *(["--cluster", cluster] if cluster else []),
+               *(["--resume"] if resume else []),
                *[a for opt, p in outputs if p is not None for a in (opt, str(p))]]
     result = state.report(command, source, host, cell)
     # Not a terminal (a CI log): wide enough for full cell ids on one line.
     (out if out.is_terminal and lab_job is None else Console(width=200)).print(
         matrix_table(result.cells, result.repeat,
                      labs={h.host: h.lab for h in result.hosts if h.lab is not None}))
+    if result.fleet is not None:
+        _print_fleet(result.fleet)
     (out if result.exit_code == 0 else err).print(
         f"exit {result.exit_code}: {result.exit_reason}; wall time {result.wall_s:.0f} s",
         highlight=False, markup=False, soft_wrap=True)
@@ -744,6 +794,119 @@ def matrix(
         print(f"qmpctl: {exc.message}", file=sys.stderr)
         code = code or int(exc.exit_code)
     raise typer.Exit(code)
+
+
+def _print_fleet(fleet: FleetRun) -> None:
+    """Per worker: its host and its runs pooled; every infrastructure event."""
+    machines = {w.name: w.machine for w in fleet.workers}
+    for line in host_lines(fleet.hosts):
+        m = machines.get(line.plain.strip().partition(":")[0])
+        out.print(line.plain + (f" ({m.hostname}, Linux {m.kernel}, KVM {m.kvm.flavour}, "
+                                f"QEMU {m.qemu.get(m.machine, ['?'])[0].split()[0]})"
+                                if m is not None and m.qemu.get(m.machine) else ""),
+                  highlight=False, markup=False, soft_wrap=True)
+    if fleet.events:
+        out.print(f"infrastructure ({fleet.scheduler}): {len(fleet.events)} event(s)",
+                  highlight=False, markup=False)
+        for ev in fleet.events:
+            out.print(f"  {ev.at_s:7.1f} s {ev.kind}: {ev.detail}", highlight=False,
+                      markup=False, soft_wrap=True)
+
+
+def _ready(what: str) -> Callable[[str], None]:
+    def say(address: str) -> None:
+        print(f"qmpctl {what}: listening at {address}", file=sys.stderr, flush=True)
+    return say
+
+
+@app.command(rich_help_panel="Fleet")
+def worker(
+    scheduler: Annotated[str, typer.Option(
+        help="The scheduler's address: tcp://HOST:PORT (tls:// with --tls-*)")],
+    listen: Annotated[str, typer.Option(
+        help="This worker's own address, HOST[:PORT] (an interface's address, never a "
+             "wildcard; port 0 or none: any free port)")],
+    slots: Annotated[int, typer.Option(help="Migrations at a time on this host")] = 1,
+    name: Annotated[str | None, typer.Option(
+        help="How results name this host [default: its hostname]")] = None,
+    without: Annotated[list[str] | None, typer.Option(
+        help="A resource this host has but must not offer (repeatable; `qmpctl worker "
+             "--show` lists them), e.g. x86_64-kvm-ring4096")] = None,
+    tls_ca: Annotated[Path | None, typer.Option(help="CA of the fleet's certificates")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="This worker's certificate")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="Its private key")] = None,
+    death_timeout: Annotated[float, typer.Option(
+        help="Seconds without the scheduler before this worker stops (its runs cancelled "
+             "and cleaned up)")] = 60.0,
+    show: Annotated[bool, typer.Option(
+        help="Print the resources this host would offer, as JSON, and exit")] = False,
+) -> None:
+    """Serve a fleet: a Dask worker offering what this host can run, running only qmpctl's cells (docs/fleet.md)."""  # noqa: E501
+    from .fleet.security import address, tls_of
+    from .fleet.serve import serve_worker, this_fleet_host
+
+    try:
+        if slots < 1:
+            raise UsageError(f"--slots {slots}: must be at least 1")
+        tls = tls_of(tls_ca, tls_cert, tls_key)
+        sched = address(scheduler, "--scheduler", tls, fleet_options.SCHEDULER_PORT)
+        here = address(listen, "--listen", tls, 0)
+        host = this_fleet_host(name, slots, ())
+        if unknown := sorted(set(without or ()) - set(host.resources)):
+            raise UsageError(f"--without {', '.join(unknown)}: this host does not offer it "
+                             f"(it offers {', '.join(sorted(host.resources))})")
+        if "slot" in (without or ()):
+            raise UsageError("--without slot: a worker without slots runs nothing")
+        host = this_fleet_host(name, slots, without or ())
+    except QmpctlError as exc:
+        print(f"qmpctl: {exc.message}", file=sys.stderr)
+        raise typer.Exit(int(exc.exit_code)) from None
+    if show:
+        print(host.model_dump_json(indent=2))
+        return
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        asyncio.run(serve_worker(sched, here, host, tls, death_timeout, _ready("worker")))
+    except QmpctlError as exc:
+        print(f"qmpctl: {exc.message}", file=sys.stderr)
+        raise typer.Exit(int(exc.exit_code)) from None
+
+
+@app.command(rich_help_panel="Fleet")
+def scheduler(
+    listen: Annotated[str, typer.Option(
+        help="Where to listen: HOST[:PORT] of one interface (never a wildcard) [port: 8786]")],
+    tls_ca: Annotated[Path | None, typer.Option(help="CA of the fleet's certificates")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="The scheduler's certificate")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="Its private key")] = None,
+    worker_ttl: Annotated[float, typer.Option(
+        help="Seconds without a worker's heartbeat before it is removed and its task re-run "
+             "elsewhere (a link cut is noticed after this)")] = 30.0,
+    allowed_failures: Annotated[int, typer.Option(
+        help="Workers a task may lose before it is given up")] = 3,
+) -> None:
+    """Serve a fleet's Dask scheduler, refusing to run code of its own (docs/fleet.md)."""
+    import dask
+
+    from .fleet.security import address, tls_of
+    from .fleet.serve import serve_scheduler
+
+    try:
+        if worker_ttl <= 0 or allowed_failures < 0:
+            raise UsageError("--worker-ttl must be positive and --allowed-failures at least 0")
+        tls = tls_of(tls_ca, tls_cert, tls_key)
+        here = address(listen, "--listen", tls, fleet_options.SCHEDULER_PORT)
+    except QmpctlError as exc:
+        print(f"qmpctl: {exc.message}", file=sys.stderr)
+        raise typer.Exit(int(exc.exit_code)) from None
+    logging.basicConfig(level=logging.WARNING)
+    with dask.config.set({"distributed.scheduler.worker-ttl": f"{worker_ttl}s",
+                          "distributed.scheduler.allowed-failures": allowed_failures}):
+        try:
+            asyncio.run(serve_scheduler(here, tls, _ready("scheduler")))
+        except QmpctlError as exc:
+            print(f"qmpctl: {exc.message}", file=sys.stderr)
+            raise typer.Exit(int(exc.exit_code)) from None
 
 
 @app.command()

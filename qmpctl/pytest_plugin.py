@@ -48,7 +48,12 @@ from typing import Any, cast
 import pytest
 
 from . import __version__
-from .core.errors import UsageError
+from .core.errors import QmpctlError, UsageError
+from .fleet.clusters import RemoteCluster
+from .fleet.options import SCHEDULER_PORT
+from .fleet.remote import migrate_on
+from .fleet.resources import options_needs
+from .fleet.security import address, tls_of
 from .host.kvm import Arch, KvmInfo, kvm_can_run, probe_kvm
 from .lab.commands import checkout as qmpctl_checkout
 from .lab.suite import LabOutcome, lab_available, run_in_lab
@@ -71,6 +76,7 @@ _problem_key = pytest.StashKey[str]()
 _phase_reports_key = pytest.StashKey[dict[str, pytest.TestReport]]()
 _lab_key = pytest.StashKey[Arch]()  # a test delegated to a lab of this arch
 _lab_runs_key = pytest.StashKey[dict[str, tuple[str, dict[str, LabOutcome]]]]()
+_fleet_key = pytest.StashKey[RemoteCluster | None]()
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,9 @@ class KvmRequirement:
     arch: str = "x86_64"
     ring_with_bitmap: bool = False
     guest64: bool = False
+
+
+_fleet_req_key = pytest.StashKey[KvmRequirement]()  # a fleet test's qmpctl_kvm marker
 
 
 def kvm_problems(req: KvmRequirement, kvm: KvmInfo,
@@ -139,6 +148,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     default="auto",
                     help="run qmpctl_kvm tests this host cannot run inside a lab of that "
                          "arch (auto: the test's own; off: skip them)")
+    group.addoption("--qmpctl-scheduler", metavar="ADDRESS",
+                    help="run each qmpctl_migrate call on a fleet's worker that has what its "
+                         "options and qmpctl_kvm marker need (qmpctl scheduler; docs/fleet.md)")
+    for name, what in (("ca", "CA of the fleet's certificates"),
+                       ("cert", "this controller's certificate"), ("key", "its private key")):
+        group.addoption(f"--qmpctl-tls-{name}", metavar="PEM", type=Path,
+                        help=f"--qmpctl-scheduler over TLS: {what}")
     group.addoption("--qmpctl-timeout", metavar="SECONDS", type=float,
                     default=DEFAULT_TIMEOUT_S,
                     help="a test's migrations must end within this many seconds of its "
@@ -152,6 +168,25 @@ def pytest_configure(config: pytest.Config) -> None:
         "qmpctl_kvm(ring=False, arch='x86_64', ring_with_bitmap=False, guest64=False): "
         "needs KVM able to run that guest (with the dirty ring, ring + backup bitmap, "
         "64-bit guests); skipped naming what is missing, failed with --qmpctl-require-kvm")
+
+
+def fleet_of(config: pytest.Config) -> RemoteCluster | None:
+    """--qmpctl-scheduler's cluster (checked once per session), or None."""
+    if _fleet_key not in config.stash:
+        address_text = config.getoption("qmpctl_scheduler")
+        tls_paths = [config.getoption(f"qmpctl_tls_{n}") for n in ("ca", "cert", "key")]
+        if address_text is None:
+            if any(p is not None for p in tls_paths):
+                raise pytest.UsageError("--qmpctl-tls-* apply only with --qmpctl-scheduler")
+            config.stash[_fleet_key] = None
+        else:
+            try:
+                tls = tls_of(*tls_paths)
+                config.stash[_fleet_key] = RemoteCluster(
+                    address(address_text, "--qmpctl-scheduler", tls, SCHEDULER_PORT), tls)
+            except UsageError as exc:
+                raise pytest.UsageError(exc.message) from None
+    return config.stash[_fleet_key]
 
 
 def host_kvm(config: pytest.Config) -> KvmInfo:
@@ -170,6 +205,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             req = KvmRequirement(*marker.args, **marker.kwargs)
         except TypeError as exc:
             item.stash[_problem_key] = f"bad qmpctl_kvm marker: {exc}"
+            continue
+        if fleet_of(config) is not None:  # the fleet's workers decide, not this host
+            item.stash[_fleet_req_key] = req
             continue
         kvm = host_kvm(config)
         if problems := kvm_problems(req, kvm):
@@ -289,6 +327,7 @@ class _TestRuns:
     qemu_src: str | None
     qemu_dst: str | None
     artifacts: Path | None
+    fleet: RemoteCluster | None = None
     staging: Path | None = None
     reports: list[RunReport] = field(default_factory=list)
     started: int = 0  # runs started: numbers them (run-N/, qmpctl_runN_*)
@@ -330,6 +369,10 @@ class _TestRuns:
             pytest.fail(f"qmpctl_migrate: {exc.message}", pytrace=False)
 
     async def migrate(self, *, hooks: Hooks | None = None, **kwargs: Any) -> RunReport:
+        if self.fleet is not None and hooks is not None:
+            pytest.fail("qmpctl_migrate: hooks= run in the test's process; with "
+                        "--qmpctl-scheduler the run is on a worker (drop one of them)",
+                        pytrace=False)
         self.started += 1
         n = self.started
         opts = self.options(kwargs, n)
@@ -342,8 +385,11 @@ class _TestRuns:
         self.active += 1
         try:
             async with timeout:
-                with transcript:
-                    report = await run(opts, hooks)
+                if self.fleet is not None:
+                    report = await self._on_fleet(self.fleet, opts)
+                else:
+                    with transcript:
+                        report = await run(opts, hooks)
         except TimeoutError:
             if not timeout.expired():
                 raise
@@ -360,6 +406,21 @@ class _TestRuns:
                         f"{report.verdict}: {report.error})", pytrace=False)
         if report.verdict == "usage-error":
             pytest.fail(f"qmpctl_migrate: {report.error}", pytrace=False)
+        return report
+
+    async def _on_fleet(self, fleet: RemoteCluster, opts: MigrateOptions) -> RunReport:
+        """The run on a worker with what it needs; its artifacts back into staging."""
+        req = self.item.stash.get(_fleet_req_key, None)
+        needs = options_needs(opts, None if req is None else req.arch,
+                              req is not None and req.ring_with_bitmap,
+                              req is not None and req.guest64)
+        try:
+            report, worker = await migrate_on(fleet, self.item.nodeid, opts, needs,
+                                              opts.artifacts)
+        except QmpctlError as exc:
+            pytest.fail(f"qmpctl_migrate: {exc.message}", pytrace=False)
+        self.record_property("qmpctl_worker" if self.started == 1
+                             else f"qmpctl_run{self.started}_worker", worker)
         return report
 
     def _record(self, report: RunReport, opts: MigrateOptions, n: int) -> None:
@@ -461,7 +522,7 @@ def qmpctl_migrate(request: pytest.FixtureRequest,
         deadline=time.monotonic() + timeout_s if timeout_s > 0 else None,
         qemu_src=config.getoption("qmpctl_qemu_src"),
         qemu_dst=config.getoption("qmpctl_qemu_dst"),
-        artifacts=_artifacts_dir(config))
+        artifacts=_artifacts_dir(config), fleet=fleet_of(config))
     record_property("qmpctl_version", __version__)  # which qmpctl judged, in the JUnit file
     runs.start()
     try:

@@ -35,7 +35,7 @@ Side = Literal["src", "dst"]
 LinkSide = Literal["src", "dst", "both"]
 SIDES: tuple[Side, ...] = ("src", "dst")
 NETNS_PREFIX = "qmpctl-"  # the run directory's prefix (qmpctl.qemu.rundir.PREFIX)
-_OURS = re.compile(rf"^({re.escape(NETNS_PREFIX)}.+)-(src|dst)$")
+_OURS = re.compile(rf"^({re.escape(NETNS_PREFIX)}.+)-(src|dst|hub|h\d+)$")
 TBF_LATENCY = "100ms"  # how long a packet may wait in the tbf queue before it is dropped
 _TIMEOUT = 15.0
 
@@ -235,6 +235,86 @@ class NetnsPair:
                 raise
             # Do not hide why the run ended; the next run sweeps what is left.
             log.error("%s", problem.message)
+
+
+@dataclass
+class NetnsStar:
+    """One LAN of hosts: `base`-hub holds a bridge (192.0.2.1/24), and each of
+    `base`-h1 .. -hN a veth to it (192.0.2.11, .12, ...) and its own
+    loopback; a fleet's scheduler in the hub, a worker in each host. A host's
+    link is cut on the hub's side. Named after a run directory, as NetnsPair."""
+
+    base: str
+    hosts: int
+    hub_addr: str = "192.0.2.1"
+    prefix_len: int = 24
+
+    def __post_init__(self) -> None:
+        if not self.base.startswith(NETNS_PREFIX):
+            raise ValueError(f"namespace base {self.base!r} must start with {NETNS_PREFIX!r}")
+        if not 1 <= self.hosts <= 200:
+            raise ValueError(f"{self.hosts} hosts: 1 to 200 fit in 192.0.2.0/24")
+
+    @property
+    def hub(self) -> str:
+        return namespace_name(self.base, "hub")
+
+    def host(self, i: int) -> str:
+        return namespace_name(self.base, f"h{i}")
+
+    @staticmethod
+    def address(i: int) -> str:
+        return f"192.0.2.{10 + i}"
+
+    @property
+    def names(self) -> list[str]:
+        return [self.hub, *(self.host(i) for i in range(1, self.hosts + 1))]
+
+    def create_commands(self) -> list[list[str]]:
+        """The hub's bridge, each host's veth to it, addresses, links up (pure)."""
+        hub = ["ip", "-n", self.hub]
+        cmds = [["ip", "netns", "add", n] for n in self.names]
+        cmds += [[*hub, "link", "add", "br0", "type", "bridge"],
+                 [*hub, "addr", "add", f"{self.hub_addr}/{self.prefix_len}", "dev", "br0"],
+                 [*hub, "link", "set", "dev", "br0", "up"],
+                 [*hub, "link", "set", "dev", "lo", "up"]]
+        for i in range(1, self.hosts + 1):
+            ns = ["ip", "-n", self.host(i)]
+            cmds += [[*hub, "link", "add", f"to-h{i}", "type", "veth", "peer", "name", "eth0",
+                      "netns", self.host(i)],
+                     [*hub, "link", "set", "dev", f"to-h{i}", "master", "br0"],
+                     [*hub, "link", "set", "dev", f"to-h{i}", "up"],
+                     [*ns, "addr", "add", f"{self.address(i)}/{self.prefix_len}", "dev", "eth0"],
+                     [*ns, "link", "set", "dev", "eth0", "up"],
+                     [*ns, "link", "set", "dev", "lo", "up"]]
+        return cmds
+
+    def link_commands(self, i: int, up: bool) -> list[list[str]]:
+        """Host i's link to the hub, down or up (pure)."""
+        return [["ip", "-n", self.hub, "link", "set", "dev", f"to-h{i}", "up" if up else "down"]]
+
+    def create(self) -> None:
+        """Make every namespace and link; on failure remove what was made."""
+        check_host()
+        try:
+            for cmd in self.create_commands():
+                _run(cmd)
+        except BaseException:
+            self.delete()
+            raise
+
+    def delete(self) -> None:
+        """Remove whichever of the namespaces exist (their veths go with them)."""
+        if host_problem() is not None:
+            return
+        existing = list_namespaces()
+        for name in self.names:
+            if name in existing:
+                _run(["ip", "netns", "delete", name])
+
+    def link(self, i: int, up: bool) -> None:
+        for cmd in self.link_commands(i, up):
+            _run(cmd)
 
 
 def stale_namespaces(names: list[str], run_dir_exists: Callable[[str], bool]) -> list[str]:

@@ -22,7 +22,7 @@ import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from ..core.errors import VERDICTS, Verdict
 from ..migration.driver import ProgressFn
@@ -35,6 +35,7 @@ from .labs import LabFn, merge_lab, progress
 from .plan import MatrixHost
 from .results import (
     CellResult,
+    FleetRun,
     LabRun,
     MatrixReport,
     RunRecord,
@@ -42,6 +43,7 @@ from .results import (
     exit_code,
     host_results,
     record,
+    worker_results,
 )
 from .spec import LOCAL
 
@@ -72,6 +74,10 @@ class MatrixState:
     labs: dict[str, LabRun] = field(default_factory=dict)  # each lab host's boot
     # verdicts a lab's console announced, shown until its results come back
     lab_seen: dict[str, list[Verdict]] = field(default_factory=dict)
+    # a fleet: repeats left without a run by the infrastructure, by cell; the cluster
+    gave_up: dict[str, str] = field(default_factory=dict)
+    fleet: FleetRun | None = None
+    running: dict[str, str] = field(default_factory=dict)  # a fleet: cell #repeat -> worker
 
     def not_run(self, cell: Cell) -> str | None:
         return cell.not_run or self.refused.get(cell.id)
@@ -90,19 +96,22 @@ class MatrixState:
         return [cell_result(c.id, dict(c.axes),
                             c.options.model_dump(mode="json", exclude_unset=True),
                             self._runs(c), self.repeat, self.not_run(c),
-                            self.known_loss(c)) for c in self.cells]
+                            self.known_loss(c), self.gave_up.get(c.id)) for c in self.cells]
 
     def report(self, command: list[str], source: str, host: MatrixHost,
                cell_filter: str | None = None) -> MatrixReport:
         cells = self.results()
         code, why = exit_code(cells, self.interrupted,
-                              [h for h, lab in self.labs.items() if lab.error])
+                              [h for h, lab in self.labs.items() if lab.error],
+                              [f"{cell}: {why}" for cell, why in self.gave_up.items()])
+        fleet = None if self.fleet is None else self.fleet.model_copy(
+            update={"hosts": worker_results(cells)})
         return MatrixReport(command=command, source=source, started_at=self.started_at,
                             wall_s=round(time.monotonic() - self.t0, 1), host=host,
                             repeat=self.repeat, cell_filter=cell_filter,
                             known_loss=[k.text for k in self.known],
                             interrupted=self.interrupted, exit_code=code, exit_reason=why,
-                            cells=cells, hosts=host_results(cells, self.labs))
+                            cells=cells, hosts=host_results(cells, self.labs), fleet=fleet)
 
 
 def _progress(state: MatrixState, changed: Callable[[], None]) -> ProgressFn:
@@ -202,3 +211,23 @@ async def run_matrix(state: MatrixState, run_fn: RunFn = real_run,
         state.current = None
         changed()
     return state
+
+
+class Executor(Protocol):
+    """How a planned matrix's runs are made: here one after another
+    (`LocalExecutor`), or spread over a Dask cluster (`qmpctl.fleet`)."""
+
+    async def run(self, state: MatrixState, changed: Callable[[], None],
+                  console: Callable[[str, str], None]) -> MatrixState: ...
+
+
+@dataclass
+class LocalExecutor:
+    """This host's cells one at a time, then each lab's in one boot (`run_matrix`)."""
+
+    lab_fn: LabFn | None = None
+    run_fn: RunFn = real_run
+
+    async def run(self, state: MatrixState, changed: Callable[[], None],
+                  console: Callable[[str, str], None]) -> MatrixState:
+        return await run_matrix(state, self.run_fn, changed, self.lab_fn, console)

@@ -69,6 +69,10 @@ def junit_tree(report: MatrixReport) -> ET.ElementTree:
             ET.SubElement(suite_props, "property", name=f"host {h.host}",
                           value=f"{h.stats.runs} runs, {h.stats.verified} verified, "
                                 f"{h.stats.lost} lost; loss rate {loss_text(h.stats)}")
+    for h in report.fleet.hosts if report.fleet is not None else ():
+        ET.SubElement(suite_props, "property", name=f"worker {h.host}",
+                      value=f"{h.stats.runs} runs, {h.stats.verified} verified, "
+                            f"{h.stats.lost} lost; loss rate {loss_text(h.stats)}")
     for h in hosts:
         if h.lab is not None and h.lab.error is not None:
             case = ET.SubElement(suite, "testcase", classname=f"{CLASSNAME}.{h.host}",
@@ -88,7 +92,7 @@ def junit_tree(report: MatrixReport) -> ET.ElementTree:
             case = _case(suite, f"{cell.id} #{run.repeat}", cell, run.seconds)
             props = case.find("properties")
             assert props is not None
-            for key in ("verdict", "exit_code", "pages_compared", "pages_differing"):
+            for key in ("verdict", "exit_code", "pages_compared", "pages_differing", "worker"):
                 if (value := getattr(run, key)) is not None:
                     ET.SubElement(props, "property", name=key, value=str(value))
             counts["tests"] += 1
@@ -99,8 +103,13 @@ def junit_tree(report: MatrixReport) -> ET.ElementTree:
             counts["failures" if tag == "failure" else "errors"] += 1
         for missing in range(len(cell.runs) + 1, report.repeat + 1):
             case = _case(suite, f"{cell.id} #{missing}", cell)
-            ET.SubElement(case, "skipped", message="not run: the matrix was interrupted")
             counts["tests"] += 1
+            if cell.infrastructure is not None:  # a fleet's workers died under it
+                ET.SubElement(case, "error", message=f"infrastructure: {cell.infrastructure}",
+                              type="infrastructure")
+                counts["errors"] += 1
+                continue
+            ET.SubElement(case, "skipped", message="not run: the matrix was interrupted")
             counts["skipped"] += 1
     for key, value in counts.items():
         suite.set(key, str(value))

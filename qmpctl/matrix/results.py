@@ -7,7 +7,8 @@ Exit code, highest priority first (one code for the whole matrix):
       1  a run lost pages (verdict mismatch) in a cell no --known-loss covers
       7  a run ended in qmpctl's own error
       4  a migration failed            5  a guest failed
-      3  an environment error, a lab that failed, or no cell can run on this host
+      3  an environment error, a lab that failed, a fleet cell whose workers all died
+         or that no worker can run, or no cell can run on this host
       6  a run was inconclusive
       2  a cell qmpctl refused mid-matrix after it had run (bad input)
       0  every run verified, or lost pages only where --known-loss covers them
@@ -16,7 +17,7 @@ Exit code, highest priority first (one code for the whole matrix):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -31,7 +32,8 @@ from .plan import MatrixHost
 from .spec import HOSTS, LOCAL
 from .stats import LOSS_RATE_DEFINITION, CellStats, cell_stats
 
-SCHEMA_VERSION = 3  # 3: each run's first_pages and timeline (the HTML report shows them)
+SCHEMA_VERSION = 3  # 3: each run's first_pages and timeline (the HTML report shows them), and
+# the fleet's worker that ran it (None: this host)
 # 2: the host axis (cells' axes.host, hosts)
 FIRST_PAGES = 3  # differing pages named in a mismatch summary
 
@@ -77,6 +79,8 @@ class RunRecord(BaseModel):
                                                "against the ring timeline (schema 3)")
     timeline: RunTimeline | None = Field(None, description="the migration pass by pass "
                                                            "(schema 3)")
+    worker: str | None = Field(None, description="a fleet's worker that ran it (fleet.workers "
+                                                 "has its host's facts); None: this host")
 
 
 class CellResult(BaseModel):
@@ -86,8 +90,12 @@ class CellResult(BaseModel):
                                                 "(axes, feature, [options]); the rest are "
                                                 "qmpctl migrate's defaults")
     status: str = Field(description="run; not-run (see not_run); interrupted (the matrix "
-                                    "stopped before all its repeats)")
+                                    "stopped before all its repeats); infrastructure (a fleet: "
+                                    "every attempt of a repeat died with its worker, see "
+                                    "infrastructure)")
     not_run: str | None = None
+    infrastructure: str | None = Field(None, description="a fleet: why repeats have no run "
+                                                         "(their workers died, or none is left)")
     known_loss: str | None = Field(None, description="the --known-loss EXPR covering the cell")
     runs: list[RunRecord] = Field(default_factory=list)
     stats: CellStats
@@ -109,6 +117,30 @@ class LabRun(BaseModel):
     error: str | None = Field(None, description="the lab failed: its cells have no runs")
 
 
+class InfraEvent(BaseModel):
+    """Something that happened to the fleet, not to a migration: a worker that
+    left with a run in progress (the run is re-run elsewhere and counted once),
+    a repeat whose every attempt died, a cell no worker is left to run."""
+
+    at_s: float = Field(description="seconds since the matrix started")
+    kind: Literal["worker-joined", "worker-left", "attempt-lost", "gave-up", "unschedulable"]
+    worker: str | None = None
+    cell: str | None = None
+    repeat: int | None = None
+    detail: str
+
+
+class FleetHost(BaseModel):
+    """One worker: its name, the facts its resources come from, the resources."""
+
+    name: str = Field(description="the worker's --name (default: its hostname)")
+    address: str | None = Field(None, description="its Dask address")
+    machine: MatrixHost = Field(description="hostname, kernel, KVM facts, QEMU versions")
+    labs: list[str] = Field(default_factory=list, description="lab images built there")
+    slots: int = Field(ge=1)
+    resources: dict[str, float]
+
+
 class HostResult(BaseModel):
     """One value of the host axis: its cells' runs pooled."""
 
@@ -118,6 +150,17 @@ class HostResult(BaseModel):
     stats: CellStats = Field(description="every run of the host's cells pooled: loss rate = "
                                          "lost / n over all of them, with its Wilson interval")
     lab: LabRun | None = None
+
+
+class FleetRun(BaseModel):
+    """A matrix run on a Dask cluster (`--scheduler`, `--cluster local`)."""
+
+    scheduler: str
+    workers: list[FleetHost] = Field(description="every worker seen, with its host's facts")
+    events: list[InfraEvent] = Field(default_factory=list)
+    hosts: list[HostResult] = Field(default_factory=list,
+                                    description="per worker: its runs pooled (a cell can lose "
+                                                "on one kernel and not another)")
 
 
 class MatrixReport(BaseModel):
@@ -139,6 +182,8 @@ class MatrixReport(BaseModel):
     hosts: list[HostResult] = Field(default_factory=list,
                                     description="per host axis value: pooled loss rate, and "
                                                 "for a lab its boot (schema 2)")
+    fleet: FleetRun | None = Field(None, description="run on a Dask cluster: its workers, "
+                                                     "infrastructure events, per-worker rates")
 
 
 def loss_summary(report: RunReport) -> str:
@@ -184,11 +229,12 @@ def record(report: RunReport, repeat: int, known: str | None = None) -> RunRecor
 
 def cell_result(cell_id: str, axes: dict[str, str], options: dict[str, Any],
                 runs: list[RunRecord], repeat: int, not_run: str | None = None,
-                known_loss: str | None = None) -> CellResult:
-    status = "not-run" if not_run is not None else "run" if len(runs) >= repeat \
-        else "interrupted"
+                known_loss: str | None = None, infrastructure: str | None = None,
+                ) -> CellResult:
+    status = ("not-run" if not_run is not None else "run" if len(runs) >= repeat
+              else "infrastructure" if infrastructure is not None else "interrupted")
     return CellResult(id=cell_id, axes=axes, options=options, status=status, not_run=not_run,
-                      known_loss=known_loss, runs=runs,
+                      infrastructure=infrastructure, known_loss=known_loss, runs=runs,
                       stats=cell_stats(r.verdict for r in runs))
 
 
@@ -205,13 +251,26 @@ def host_results(cells: Iterable[CellResult], labs: Mapping[str, LabRun] | None 
                        lab=(labs or {}).get(h)) for h in order]
 
 
+def worker_results(cells: Iterable[CellResult]) -> list[HostResult]:
+    """Each fleet worker that ran something, its runs pooled (pure)."""
+    by_worker: dict[str, list[tuple[str, RunRecord]]] = {}
+    for cell in cells:
+        for run in cell.runs:
+            if run.worker is not None:
+                by_worker.setdefault(run.worker, []).append((cell.id, run))
+    return [HostResult(host=w, cells=len({c for c, _ in runs}), not_run=0,
+                       stats=cell_stats(r.verdict for _, r in runs))
+            for w, runs in sorted(by_worker.items())]
+
+
 def exit_code(cells: Iterable[CellResult], interrupted: bool,
-              lab_errors: Iterable[str] = ()) -> tuple[int, str]:
+              lab_errors: Iterable[str] = (), infra: Iterable[str] = ()) -> tuple[int, str]:
     """The matrix's exit code and why (pure; see the module docstring).
-    `lab_errors`: the lab hosts whose lab failed (an environment error)."""
+    `lab_errors`: the lab hosts whose lab failed, `infra`: a fleet's cells
+    left without runs (both environment errors)."""
     cells = list(cells)
     failing: dict[int, list[str]] = {}
-    labs = [f"the {host} lab failed" for host in lab_errors]
+    labs = [f"the {host} lab failed" for host in lab_errors] + list(infra)
     if labs:
         failing[int(ExitCode.ENVIRONMENT)] = []
     for cell in cells:

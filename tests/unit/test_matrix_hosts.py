@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from qmpctl.cli import app
 from qmpctl.core.errors import UsageError
 from qmpctl.matrix.cells import Cell, expand
-from qmpctl.matrix.execute import MatrixState, run_matrix
+from qmpctl.matrix.execute import LocalExecutor, MatrixState, run_matrix
 from qmpctl.matrix.junit import junit_tree
 from qmpctl.matrix.knownloss import parse_known_loss
 from qmpctl.matrix.labs import (
@@ -491,8 +491,7 @@ async def test_cli_shows_a_lab_hosts_progress(monkeypatch: pytest.MonkeyPatch,
     async def run_fn(opts: MigrateOptions, prog: Any) -> RunReport:
         return VERIFIED
 
-    monkeypatch.setattr("qmpctl.cli.run_matrix", lambda st, **kw: run_matrix(st, run_fn, **kw))
-    await cli._matrix(state, live=live, lab_fn=lab_fn)
+    await cli._matrix(state, live=live, executor=LocalExecutor(lab_fn, run_fn))
     text = stream.getvalue()
     assert [h for h, _, _ in calls] == ["lab-x86_64", "lab-aarch64"]
     assert all(len(state.runs[c.id]) == 2 for c in cells)
