@@ -9,6 +9,7 @@ the next (`sweep_stale`). Root only.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
@@ -92,6 +93,10 @@ class TraceInstance:
         self.root, self.events = root, events
         self.path = root / "instances" / f"{PREFIX}{os.getpid()}-{next(_counter)}"
         self.mounted = False
+        self._pipe: int | None = None  # trace_pipe, while `follow()` drains it
+        self._follower: asyncio.Task[None] | None = None
+        self._followed = False
+        self._drained: list[bytes] = []
 
     def open(self) -> None:
         """Mount tracefs if needed, make the instance, enable the events."""
@@ -118,11 +123,63 @@ class TraceInstance:
     def stop(self) -> None:
         (self.path / "tracing_on").write_text("0\n")
 
+    def follow(self, every_s: float = 0.25) -> None:
+        """Consume the instance's `trace_pipe` while the run goes on, so the
+        buffer holds only what came since the last drain and a long run's
+        events are not overrun. Non-blocking reads on the event loop (data the
+        kernel already has), every `every_s`: a bounded wake-up rate rather
+        than one per event. `read()` then returns what was drained."""
+        try:
+            self._pipe = os.open(self.path / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as exc:  # the buffer is still read whole at the end
+            log.warning("--trace-kernel: cannot follow %s/trace_pipe (%s); reading its buffer "
+                        "at the end instead", self.path, exc)
+            return
+        self._followed = True
+        self._follower = asyncio.get_running_loop().create_task(self._drain_every(every_s))
+
+    async def _drain_every(self, every_s: float) -> None:
+        while True:
+            self._drain()
+            await asyncio.sleep(every_s)
+
+    def _drain(self) -> None:
+        if self._pipe is None:
+            return
+        while True:
+            try:
+                data = os.read(self._pipe, 1 << 20)
+            except BlockingIOError:
+                return
+            if not data:
+                return
+            self._drained.append(data)
+
+    def unfollow(self) -> None:
+        """Stop tracing and take the pipe's last events; on the event loop,
+        before `read()` runs in a worker thread."""
+        self.stop()
+        self._drain()
+        self._unfollow()
+
+    def _unfollow(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            self._follower = None
+        if self._pipe is not None:
+            os.close(self._pipe)
+            self._pipe = None
+
     def read(self) -> tuple[list[str], int]:
         """The recorded lines (tracing stopped first) and how many events the
-        buffer overran. Blocking: call it in a worker thread."""
+        buffer overran. Blocking: call it in a worker thread (after `follow()`,
+        `unfollow()` first: the lines are those drained from the pipe)."""
         self.stop()
-        lines = (self.path / "trace").read_text(errors="replace").splitlines()
+        if self._followed:
+            text = b"".join(self._drained).decode(errors="replace")
+        else:
+            text = (self.path / "trace").read_text(errors="replace")
+        lines = text.splitlines()
         lost = 0
         for stats in (self.path / "per_cpu").glob("cpu*/stats"):
             m = re.search(r"^overrun: (\d+)", stats.read_text(), re.M)
@@ -131,6 +188,7 @@ class TraceInstance:
 
     def close(self) -> None:
         """Remove the instance (its events go with it) and any mount of ours; never raises."""
+        self._unfollow()
         try:
             if self.path.is_dir():
                 with contextlib.suppress(OSError):

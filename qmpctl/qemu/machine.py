@@ -30,6 +30,7 @@ from ..host.proc import die_with_parent, process_state
 from ..host.remote import Endpoint, RemoteHost
 from .cmdline import QMP_PORT, SERIAL_PORT, MachineSpec, build_argv
 from .console import SerialConsole
+from .logfollow import LogFollower
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,9 @@ class QemuMachine:
         self.console = SerialConsole(spec.serial_socket, spec.name)
         self._proc: asyncio.subprocess.Process | None = None
         self._log: IO[bytes] | None = None
+        # QEMU's log as it grows (logfollow): its trace lines are read during
+        # the run, off the event loop; `log_text()` has them all.
+        self.log = LogFollower(log_path)
         self._shut_down = False
         # The supervisor saw its monitor stop answering (stopped or hung,
         # possibly on another host where its state cannot be read): no `quit`.
@@ -59,6 +63,7 @@ class QemuMachine:
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         self._log = self.log_path.open("wb")
+        self.log.start()
         # A tethered QEMU (ssh) lives while its stdin does: held open, with heartbeats.
         held = self.host is not None and self.host.tethers
         self._proc = proc = await asyncio.create_subprocess_exec(
@@ -134,6 +139,10 @@ class QemuMachine:
 
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
+
+    async def log_text(self) -> str:
+        """QEMU's whole log so far (stderr and its trace lines)."""
+        return await self.log.text()
 
     def stderr_tail(self, nbytes: int = 2000) -> str:
         try:
@@ -339,6 +348,7 @@ class QemuMachine:
                 async with asyncio.timeout(5):
                     await self.qmp.disconnect()
             await self.console.close()
+            await self.log.stop()
             if self._log is not None:
                 self._log.close()
             with contextlib.suppress(Exception):

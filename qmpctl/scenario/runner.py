@@ -532,6 +532,7 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
     run.injector.begin(src, dst)
     if run.ktrace is not None and run.hop == 1:
         run.ktrace.start()
+        run.ktrace.follow()
     try:
         await driver.migrate(src, dst, uri, policy, stats, o.timeout, watch, recovery,
                              restore_uri=uri if to_file else None,
@@ -553,7 +554,7 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
         if r.guest.measures_progress:
             stats.workload_progress_during = r.guest.work_done(src.console.view()) - work_before
     run.migration_completed = True
-    log = src.log_path.read_text(errors="replace")
+    log = await src.log_text()
     rep.dirty_timeline = build_timeline(log, *run.wall_migrate)
     if in_kernel_its(r):
         rep.sweep = sweep_evidence(log, run.wall_migrate[0],
@@ -586,14 +587,15 @@ async def _trace_kernel(run: Run, src: QemuMachine) -> None:
         return
     run.ktrace_read = True
 
-    def analysed() -> KernelRing:
+    def analysed(qemu_log: str) -> KernelRing:
         lines, lost = trace.read()
-        fetched, slots = parse_qemu(src.log_path.read_text(errors="replace"))
+        fetched, slots = parse_qemu(qemu_log)
         return analyse(parse_kernel(lines, run.r.ring, src.pid), fetched, slots, run.r.ring,
                        run.r.kernel_trace[1], lost)
 
     try:
-        run.report.kernel_ring = await asyncio.to_thread(analysed)
+        trace.unfollow()
+        run.report.kernel_ring = await asyncio.to_thread(analysed, await src.log_text())
     except OSError as exc:  # extra evidence missing: said so, the run itself stands
         log.warning("--trace-kernel: could not read the traces: %s", exc)
         run.report.kernel_ring = KernelRing(
@@ -704,8 +706,7 @@ async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
                                             ram=rep.memory)
     if rep.migration is not None:  # read now: multifd threads log their end after completion
         rep.migration.features = run.before_evidence + feature_evidence(r.features, Observed(
-            rep.migration, src.log_path.read_text(errors="replace"),
-            dst.log_path.read_text(errors="replace")))
+            rep.migration, await src.log_text(), await dst.log_text()))
     run.timings["compare"] = round(time.monotonic() - t0, 3)
     rep.guest_checks += await dst_image_checks(run, dst, "destination image, before resume")
 
