@@ -94,7 +94,10 @@ def mutation(session: nox.Session) -> None:
     mutants. Minutes of CPU: not in CI."""
     shutil.rmtree(ROOT / "mutants", ignore_errors=True)
     mutmut = str(Path(sys.executable).with_name("mutmut"))
-    session.run(mutmut, "run", "--max-children", str(os.cpu_count() or 1))
+    # mutants/ holds the sources, not the built guest images: point it at ours
+    images = os.environ.get("QMPCTL_IMAGES", str(ROOT / "images" / "out"))
+    session.run(mutmut, "run", "--max-children", str(os.cpu_count() or 1),
+                env={"QMPCTL_IMAGES": images})
     session.run(mutmut, "results")
 
 
