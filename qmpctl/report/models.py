@@ -250,10 +250,8 @@ class RunReport(BaseModel):
     def losses(self) -> list[Loss]:
         """Every unexplained difference, of every migration (named by number
         when there were several)."""
-        several = bool(self.hops)
-        out = [loss for h in self.hops
-               for loss in h.losses(f"migration {h.number}: " if several else "")]
-        last = f"migration {len(self.hops) + 1}: " if several else ""
+        out = [loss for h in self.hops for loss in h.losses(f"migration {h.number}: ")]
+        last = f"migration {len(self.hops) + 1}: " if self.hops else ""
         return out + evidence_losses(self.memory, self.ramblocks, self.its_tables, last)
 
     @property
