@@ -105,10 +105,11 @@ def mutation(session: nox.Session) -> None:
 def lab(session: nox.Session) -> None:
     """The arm64 KVM ITS tests, the lab's own tests and the matrix's lab host,
     run in the aarch64 lab, then `lab_x86` (qmpctl lab; both labs built by
-    set-up). JUnit XML in reports/."""
+    set-up). `--long`: the ring sizes CI leaves out run here. JUnit XML in
+    reports/."""
     session.run(sys.executable, "-m", "pytest", "--qmpctl-lab=aarch64",
                 "tests/e2e/test_lab.py", "tests/e2e/test_its_aarch64.py",
-                "tests/e2e/test_matrix.py", "-k", "kvm or lab",
+                "tests/e2e/test_matrix.py", "-k", "kvm or lab", "--long",
                 "--junitxml=reports/lab-junit.xml", *session.posargs)
     lab_x86(session)
 

@@ -213,7 +213,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if problems := kvm_problems(req, kvm):
             item.stash[_problem_key] = "qmpctl_kvm: " + "; ".join(problems)
             lab = config.getoption("qmpctl_lab")
-            if req.arch in ("aarch64", "x86_64") and lab in ("auto", req.arch):
+            # a test skipped outright never boots a lab
+            skipped = item.get_closest_marker("skip") is not None
+            if req.arch in ("aarch64", "x86_64") and lab in ("auto", req.arch) and not skipped:
                 if (why_not := lab_available(cast(Arch, req.arch))) is None:
                     item.stash[_lab_key] = cast(Arch, req.arch)
                 else:
@@ -226,7 +228,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     problem = item.stash.get(_problem_key, None)
+    # a test skipped outright is skipped for its own reason (pytest says it)
     if (problem is not None and _lab_key not in item.stash
+            and item.get_closest_marker("skip") is None
             and not item.config.getoption("qmpctl_require_kvm")):
         pytest.skip(problem)
 

@@ -71,5 +71,27 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         os.environ["XDG_CACHE_HOME"] = saved
 
 
+LONG_WHY = ("long (minutes): not in CI, to keep it short; `pytest --long` or "
+            "QMPCTL_LONG_TESTS=1 runs it (`nox -s lab` does, for the lab's)")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true",
+                     help="also run the tests marked `long` (CI leaves them to `nox -s lab`)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`long` tests are skipped, saying so, unless asked for. Inside a lab the
+    outer session already chose (it delegates only what it runs), and first:
+    a skipped test never boots a lab."""
+    if config.getoption("long") or os.environ.get("QMPCTL_LONG_TESTS") \
+            or os.environ.get("QMPCTL_LAB"):
+        return
+    for item in items:
+        if item.get_closest_marker("long") is not None:
+            item.add_marker(pytest.mark.skip(reason=LONG_WHY))
+
+
 def have_qemu(arch: str) -> bool:
     return shutil.which(f"qemu-system-{arch}") is not None

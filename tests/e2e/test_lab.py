@@ -5,6 +5,7 @@ in test_its_aarch64.py."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -49,7 +50,16 @@ def test_plugin_runs_a_test_this_host_cannot_run_in_the_lab(pytester: pytest.Pyt
         @pytest.mark.qmpctl_kvm(arch="aarch64")
         def test_fails_in_lab():
             assert 1 == 2, "the lab's own failure"
+
+        @pytest.mark.skip(reason="skipped here")
+        @pytest.mark.qmpctl_kvm(arch="aarch64")
+        def test_skipped_is_never_carried():
+            pass
     """))
     result = pytester.runpytest_subprocess("-rA", timeout=600)
-    result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*[in the aarch64 lab]*the lab's own failure*"])
+    result.assert_outcomes(passed=1, failed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*[in the aarch64 lab]*the lab's own failure*",
+                                 "*skipped here*"])
+    # the lab's own pytest (its console, in the failure's message) ran two tests, not three
+    console = result.stdout.str().partition("--- lab console ---")[2]
+    assert re.search(r"\b1 failed, 1 passed in ", console), console
