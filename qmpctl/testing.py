@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from .core.errors import ExitCode
 from .host.kvm import Arch
 from .qemu.memmap import VIRT_RAM_BASE, ram_segments
-from .report.models import RunReport
+from .report.models import FIRST_SHOWN, RunReport
 from .scenario.runner import Hooks
 from .verify.digest import DIGEST_ONLY
 from .verify.ramblocks import parse_ramblocks
@@ -47,7 +47,6 @@ __all__ = [
 # Guest-physical address of the first byte of RAM: the RAM file's offset 0.
 # x86 `pc` maps RAM from 0; arm64 `virt` from 1 GiB.
 RAM_BASE: dict[str, int] = {"x86_64": 0, "aarch64": VIRT_RAM_BASE}
-MAX_PAGES_SHOWN = 3
 
 
 class Machine(Protocol):
@@ -100,12 +99,12 @@ def not_verified_message(report: RunReport) -> str:
         lines.append(f"  QEMU: {report.migration.error_desc}")
     if (memory := report.memory) is not None and memory.pages_differing:
         lines.append(f"  {memory.pages_differing} of {memory.pages_compared} pages differ:")
-        for page in memory.mismatches[:MAX_PAGES_SHOWN]:
+        for page in memory.mismatches[:FIRST_SHOWN]:
             where = ("" if page.src_hex.startswith(DIGEST_ONLY) else
                      f", first differing byte +0x{page.first_diff:x}")
             lines.append(f"  page gpa 0x{page.gpa:x} ({page.region}){where}: "
                          f"src {page.src_hex} | dst {page.dst_hex}")
-        if (more := memory.pages_differing - min(len(memory.mismatches), MAX_PAGES_SHOWN)) > 0:
+        if (more := memory.pages_differing - min(len(memory.mismatches), FIRST_SHOWN)) > 0:
             lines.append(f"  ... and {more} more")
         if memory.location is not None:
             lines.append(f"  where: {describe_ranges(memory.location, limit=3)}")
@@ -113,7 +112,9 @@ def not_verified_message(report: RunReport) -> str:
             lines.append(f"  what: {memory.classes.headline()}")
         if memory.explanation:
             lines.append(f"  when: {memory.explanation}")
-    lines += [f"  {loss.text()}" for loss in report.losses() if loss.where != "guest RAM"]
+    # the last migration's guest RAM is detailed above
+    lines += [f"  {loss.text()}" for loss in report.losses()
+              if not (loss.last and loss.in_guest_ram)]
     return "\n".join(lines)
 
 

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from .. import __version__
 from ..core.errors import ExitCode, Verdict
 from ..migration.models import PassSample
-from ..report.models import RunReport
+from ..report.models import FIRST_SHOWN, RunReport
 from ..verify.compare import PageMismatch
 from ..verify.ranges import describe_ranges
 from ..verify.timeline import TimelineSummary
@@ -35,7 +35,6 @@ from .stats import LOSS_RATE_DEFINITION, CellStats, cell_stats
 SCHEMA_VERSION = 3  # 3: each run's first_pages and timeline (the HTML report shows them), and
 # the fleet's worker that ran it (None: this host)
 # 2: the host axis (cells' axes.host, hosts)
-FIRST_PAGES = 3  # differing pages named in a mismatch summary
 
 EXIT_PRIORITY: tuple[ExitCode, ...] = (
     ExitCode.INTERRUPTED, ExitCode.MISMATCH, ExitCode.ERROR, ExitCode.MIGRATION_FAILED,
@@ -74,7 +73,7 @@ class RunRecord(BaseModel):
                                                      "lost run: counted, not failing the exit")
     first_pages: list[PageMismatch] = Field(
         default_factory=list, description="the first differing pages (schema 3), up to "
-                                          f"{FIRST_PAGES}: where, and the bytes either side")
+                                          f"{FIRST_SHOWN}: where, and the bytes either side")
     when: str | None = Field(None, description="when the differing pages were lost, set "
                                                "against the ring timeline (schema 3)")
     timeline: RunTimeline | None = Field(None, description="the migration pass by pass "
@@ -193,9 +192,9 @@ def loss_summary(report: RunReport) -> str:
     parts = []
     for loss in report.losses():
         parts.append(loss.text())
-        if loss.where.endswith("guest RAM") and (v := report.memory) is not None:
+        if loss.last and loss.in_guest_ram and (v := report.memory) is not None:
             if v.location is not None:
-                parts.append(f"where: {describe_ranges(v.location, limit=FIRST_PAGES)}")
+                parts.append(f"where: {describe_ranges(v.location, limit=FIRST_SHOWN)}")
             if v.classes is not None:
                 parts.append(f"what: {v.classes.headline()}")
     parts += [f"guest check {c.name} failed: {c.detail}" for c in report.failed_checks]
@@ -223,7 +222,7 @@ def record(report: RunReport, repeat: int, known: str | None = None) -> RunRecor
         mismatch=loss_summary(report) if lost else None,
         inconclusive=list(report.inconclusive), seconds=report.timings_s.get("total"),
         known_loss=known if lost else None,
-        first_pages=[] if v is None else v.mismatches[:FIRST_PAGES],
+        first_pages=[] if v is None else v.mismatches[:FIRST_SHOWN],
         when=None if v is None else v.explanation, timeline=timeline(report))
 
 

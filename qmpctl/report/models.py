@@ -109,7 +109,7 @@ class RunConfig(BaseModel):
                                           "launched (`qmpctl repro` makes both runnable)")
 
 
-FIRST_SHOWN = 3  # differing pages named where a loss is said in one line
+FIRST_SHOWN = 3  # differing pages named where a loss is summed up (one line, assert, matrix)
 
 
 class Loss(BaseModel):
@@ -117,33 +117,42 @@ class Loss(BaseModel):
     platform does not explain it: the one decision of "lost" that the
     verdict, `testing.assert_verified` and the matrix's summary all use."""
 
-    where: str = Field(description="guest RAM, RAMBlock NAME or ITS table NAME at 0xADDR, "
-                                   "prefixed with the migration when there were several")
+    where: str = Field(description="guest RAM, RAMBlock NAME or ITS table NAME at 0xADDR")
+    migration: int | None = Field(None, description="which migration, when there were several")
+    last: bool = Field(description="the last migration's: the report's top-level evidence")
     pages: int
     of: int | None = None
     first: list[str] = Field(default_factory=list, description="the first differing pages")
 
+    @property
+    def in_guest_ram(self) -> bool:
+        return self.where == "guest RAM"
+
     def text(self) -> str:
         """One line: '3 of 16384 pages of guest RAM differ, first at ...'."""
+        hop = f"migration {self.migration}: " if self.migration is not None else ""
         of = f" of {self.of}" if self.of is not None else ""
         first = f", first at {', '.join(self.first)}" if self.first else ""
-        return f"{self.pages}{of} pages of {self.where} differ{first}"
+        return f"{hop}{self.pages}{of} pages of {self.where} differ{first}"
 
 
 def evidence_losses(memory: MemoryVerdict | None, ramblocks: list[RamBlockVerdict],
-                    its_tables: list[ItsTableVerdict], prefix: str = "") -> list[Loss]:
+                    its_tables: list[ItsTableVerdict], migration: int | None = None,
+                    last: bool = True) -> list[Loss]:
     """The losses one migration's compared evidence shows (pure)."""
     out = []
     if memory is not None and memory.pages_differing:
-        out.append(Loss(where=f"{prefix}guest RAM", pages=memory.pages_differing,
-                        of=memory.pages_compared,
+        out.append(Loss(where="guest RAM", pages=memory.pages_differing,
+                        of=memory.pages_compared, migration=migration, last=last,
                         first=[f"gpa 0x{p.gpa:x} ({p.region})"
                                for p in memory.mismatches[:FIRST_SHOWN]]))
-    out += [Loss(where=f"{prefix}RAMBlock {b.name}", pages=b.pages_differing,
+    out += [Loss(where=f"RAMBlock {b.name}", pages=b.pages_differing, migration=migration,
+                 last=last,
                  first=[f"offset 0x{o:x}" for o in b.first_differing_offsets[:FIRST_SHOWN]])
             for b in ramblocks if b.pages_differing]
-    out += [Loss(where=f"{prefix}ITS table {t.name} at 0x{t.base:x}", pages=t.pages_differing,
-                 of=t.pages) for t in its_tables if t.pages_differing]
+    out += [Loss(where=f"ITS table {t.name} at 0x{t.base:x}", pages=t.pages_differing,
+                 of=t.pages, migration=migration, last=last)
+            for t in its_tables if t.pages_differing]
     return out
 
 
@@ -165,8 +174,9 @@ class Hop(BaseModel):
     sweep: SweepEvidence | None = None
     its_pending_unexplained: list[str] = Field(default_factory=list)
 
-    def losses(self, prefix: str = "") -> list[Loss]:
-        return evidence_losses(self.memory, self.ramblocks, self.its_tables, prefix)
+    def losses(self) -> list[Loss]:
+        return evidence_losses(self.memory, self.ramblocks, self.its_tables, self.number,
+                               last=False)
 
     @property
     def found_difference(self) -> bool:
@@ -250,8 +260,8 @@ class RunReport(BaseModel):
     def losses(self) -> list[Loss]:
         """Every unexplained difference, of every migration (named by number
         when there were several)."""
-        out = [loss for h in self.hops for loss in h.losses(f"migration {h.number}: ")]
-        last = f"migration {len(self.hops) + 1}: " if self.hops else ""
+        out = [loss for h in self.hops for loss in h.losses()]
+        last = len(self.hops) + 1 if self.hops else None
         return out + evidence_losses(self.memory, self.ramblocks, self.its_tables, last)
 
     @property

@@ -13,7 +13,8 @@ from qmpctl.migration.models import MigrationStats
 from qmpctl.report.models import Hop, RunReport
 from qmpctl.report.verdict import before_migration_failure, conclude
 from qmpctl.scenario.options import POSTCOPY_SKIPS_BACKUP_BITMAP, ring_safety
-from qmpctl.testing import LostPages, NotVerified, assert_verified
+from qmpctl.testing import LostPages, NotVerified, assert_verified, not_verified_message
+from qmpctl.verify.compare import MemoryVerdict, PageMismatch
 from qmpctl.verify.ring import DirtyRingEvidence, ring_problems, stall_detail
 from qmpctl.verify.timeline import DirtyTimeline, TimelineSummary
 
@@ -303,3 +304,30 @@ def test_checks_failed_before_migration_are_named_in_one_line() -> None:
         GuestCheck(name="wave", stage="src", ok=False, detail="stuck")])
     assert err is not None and err.message == (
         "the guest failed its checks before migration: lpi: no LPI; wave: stuck")
+
+
+def _memory(gpa: int) -> MemoryVerdict:
+    page = PageMismatch(page=gpa // 4096, offset=gpa, gpa=gpa, region="wave",
+                        differing_bytes=1, first_diff=0, src_hex="01", dst_hex="00")
+    return MemoryVerdict(bytes_compared=1 << 20, pages_total=256, pages_compared=256,
+                         pages_excluded=0, pages_differing=1, exclusions=[],
+                         mismatches=[page], seconds=0.1, gib_per_s=1.0)
+
+
+def test_each_migration_s_guest_ram_loss_is_said_once_and_named_by_its_migration() -> None:
+    """Two migrations that both lost guest RAM: the message details the last
+    one's pages and sums up the first one's in a line of its own (never the
+    last one's twice); the matrix names both, each by its migration."""
+    rep = report()
+    rep.hops.append(Hop(number=1, source="src", destination="dst1", memory=_memory(0x1000)))
+    rep.memory = _memory(0x2000)
+    conclude(rep)
+    assert [(loss.migration, loss.last, loss.in_guest_ram) for loss in rep.losses()] == [
+        (1, False, True), (2, True, True)]
+    message = not_verified_message(rep)
+    assert "page gpa 0x2000 (wave)" in message
+    assert "migration 1: 1 of 256 pages of guest RAM differ, first at gpa 0x1000" in message
+    assert "migration 2:" not in message  # detailed above, not repeated
+    assert loss_summary(rep) == ("migration 1: 1 of 256 pages of guest RAM differ, first at "
+                                 "gpa 0x1000 (wave); migration 2: 1 of 256 pages of guest RAM "
+                                 "differ, first at gpa 0x2000 (wave)")
