@@ -62,8 +62,9 @@ from .report.schema import report_schema
 from .report.text import one_line, summary_lines
 from .report.write import ARTIFACTS_REPORT, write_report
 from .repro.write import make_repro
+from .scenario.hooks import Hooks
 from .scenario.options import MigrateOptions, resolve
-from .scenario.runner import Hooks, new_report, run_migrate
+from .scenario.runner import new_report, run_migrate
 from .verify.agent import DEFAULT_ROOT as AGENT_ROOT
 from .verify.agent import serve as serve_agent
 

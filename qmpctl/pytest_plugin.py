@@ -2,9 +2,10 @@
 
 * fixture `qmpctl_migrate`: `report = await qmpctl_migrate(accel="tcg", ...)`
   runs one real migration with `qmpctl migrate`'s options as keyword
-  arguments (plus `hooks=`) and returns its `RunReport`; bad options fail the
-  test with qmpctl's message. Each run's key figures and qmpctl's version go
-  to JUnit through `record_property`.
+  arguments (plus `hooks=`, and `expect=Expect(...)`: the outcome the
+  scenario expects, checked before the report is returned) and returns its
+  `RunReport`; bad options fail the test with qmpctl's message. Each run's
+  key figures and qmpctl's version go to JUnit through `record_property`.
 * marker `qmpctl_kvm(ring=False, arch="x86_64", ring_with_bitmap=False,
   guest64=False)`: skip, naming what is missing, unless this host's KVM can
   run the test; `--qmpctl-require-kvm` makes that a failure instead.
@@ -60,9 +61,10 @@ from .lab.suite import LabOutcome, lab_available, run_in_lab
 from .matrix.cells import expand, select
 from .matrix.plan import check_options, host_check, plan
 from .matrix.spec import load
+from .scenario.hooks import Hooks
 from .scenario.options import MigrateOptions
-from .scenario.runner import Hooks, run
-from .testing import LostPages, MigrateFn, RunReport
+from .scenario.runner import run
+from .testing import Expect, LostPages, MigrateFn, RunReport, assert_expected
 
 KNOWN_LOSSES = (
     "known host bug: on kvm_pvm, dirty-ring migrations intermittently lose the pages "
@@ -372,7 +374,8 @@ class _TestRuns:
         except UsageError as exc:
             pytest.fail(f"qmpctl_migrate: {exc.message}", pytrace=False)
 
-    async def migrate(self, *, hooks: Hooks | None = None, **kwargs: Any) -> RunReport:
+    async def migrate(self, *, hooks: Hooks | None = None, expect: Expect | None = None,
+                      **kwargs: Any) -> RunReport:
         if self.fleet is not None and hooks is not None:
             pytest.fail("qmpctl_migrate: hooks= run in the test's process; with "
                         "--qmpctl-scheduler the run is on a worker (drop one of them)",
@@ -410,6 +413,8 @@ class _TestRuns:
                         f"{report.verdict}: {report.error})", pytrace=False)
         if report.verdict == "usage-error":
             pytest.fail(f"qmpctl_migrate: {report.error}", pytrace=False)
+        if expect is not None:
+            assert_expected(report, expect)
         return report
 
     async def _on_fleet(self, fleet: RemoteCluster, opts: MigrateOptions) -> RunReport:
@@ -518,7 +523,8 @@ def _artifacts_dir(config: pytest.Config) -> Path | None:
 @pytest.fixture
 def qmpctl_migrate(request: pytest.FixtureRequest,
                    record_property: Callable[[str, object], None]) -> Iterator[MigrateFn]:
-    """`report = await qmpctl_migrate(**migrate_options, hooks=None)`: one real migration."""
+    """`report = await qmpctl_migrate(**migrate_options, hooks=None, expect=None)`:
+    one real migration (`expect`: the outcome it must end in)."""
     config = request.config
     timeout_s = float(config.getoption("qmpctl_timeout"))
     runs = _TestRuns(

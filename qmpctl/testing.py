@@ -8,45 +8,51 @@
 
 `assert_verified` fails with a short readable message: the verdict, the
 error, the failed guest checks and the first differing pages (guest-physical
-address, region, source and destination bytes). The hook factories build
+address, region, source and destination bytes). The hook factories (from
+`qmpctl.scenario.hooks`, where the `--fault` injector's are made too) build
 `Hooks` for the usual fault injections; write your own `Hooks` for anything
-else (`on_pass(pass_no, src, dst)` and `before_verify(src_ram, dst_ram)`).
+else (`on_pass(pass_no, src, dst)` and `before_verify(src_ram, dst_ram)`),
+and join several with `chain`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Protocol
 
 from .core.errors import ExitCode
-from .host.kvm import Arch
-from .qemu.memmap import VIRT_RAM_BASE, ram_segments
+from .report.expect import VERIFIED, Expect
 from .report.models import FIRST_SHOWN, RunReport
-from .scenario.runner import Hooks
+from .scenario.hooks import (
+    RAM_BASE,
+    Hooks,
+    chain,
+    corrupt_destination,
+    corrupt_destination_ramblock,
+    kill_destination_at_pass,
+)
 from .verify.digest import DIGEST_ONLY
-from .verify.ramblocks import parse_ramblocks
-from .verify.ramimage import RamLayout, flip_byte
 from .verify.ranges import describe_ranges
 
 __all__ = [
     "RAM_BASE",
     "ExitCode",
+    "Expect",
     "Hooks",
     "LostPages",
     "Machine",
     "MigrateFn",
     "NotVerified",
     "RunReport",
+    "UnexpectedVerdict",
+    "assert_expected",
     "assert_verified",
+    "chain",
     "corrupt_destination",
     "corrupt_destination_ramblock",
     "kill_destination_at_pass",
     "not_verified_message",
 ]
 
-# Guest-physical address of the first byte of RAM: the RAM file's offset 0.
-# x86 `pc` maps RAM from 0; arm64 `virt` from 1 GiB.
-RAM_BASE: dict[str, int] = {"x86_64": 0, "aarch64": VIRT_RAM_BASE}
 
 
 class Machine(Protocol):
@@ -70,7 +76,8 @@ class Machine(Protocol):
 class MigrateFn(Protocol):
     """The `qmpctl_migrate` fixture: `qmpctl migrate` options as keyword arguments."""
 
-    async def __call__(self, *, hooks: Hooks | None = None, **options: Any) -> RunReport: ...
+    async def __call__(self, *, hooks: Hooks | None = None, expect: Expect | None = None,
+                       **options: Any) -> RunReport: ...
 
 
 class NotVerified(AssertionError):
@@ -83,6 +90,15 @@ class NotVerified(AssertionError):
 
 class LostPages(NotVerified):
     """The destination's RAM differs from the source's: pages were lost."""
+
+
+class UnexpectedVerdict(AssertionError):
+    """`assert_expected` failed on a run expected to end otherwise than verified."""
+
+    def __init__(self, report: RunReport, problem: str) -> None:
+        super().__init__(problem if report.verdict == "verified"
+                         else f"{problem}\n{not_verified_message(report)}")
+        self.report = report
 
 
 def not_verified_message(report: RunReport) -> str:
@@ -134,54 +150,12 @@ def assert_verified(report: RunReport) -> None:
     raise NotVerified(report)
 
 
-def corrupt_destination(gpa: int, xor: int = 0x5A, arch: str = "x86_64") -> Hooks:
-    """Flip bits of the destination's byte at guest-physical `gpa` after the
-    migration completed and before the RAM images are compared: the run must
-    then report exactly that page. The byte is found through the machine's
-    memory map for the RAM file's size (x86 RAM above 3 GiB sits from 4 GiB)."""
-    if not 1 <= xor <= 0xFF:
-        raise ValueError(f"xor 0x{xor:x}: must change the byte (1..0xff)")
-    if arch not in RAM_BASE:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(RAM_BASE)}")
-    if gpa < RAM_BASE[arch]:
-        raise ValueError(f"gpa 0x{gpa:x} is below {arch} RAM (0x{RAM_BASE[arch]:x})")
-    machine: Arch = "aarch64" if arch == "aarch64" else "x86_64"
-
-    async def corrupt(_src: Path, dst: Path) -> None:
-        _flip_ram_byte(dst, machine, gpa, xor)
-
-    return Hooks(before_verify=corrupt)
-
-
-def _flip_ram_byte(ram: Path, arch: Arch, gpa: int, xor: int) -> None:
-    layout = RamLayout(ram_segments(arch, ram.stat().st_size))
-    if not layout.contains(gpa):
-        raise ValueError(f"gpa 0x{gpa:x} is not in the destination's RAM ({layout.describe()})")
-    flip_byte(ram, layout.offset(gpa), xor)
-
-
-def corrupt_destination_ramblock(block: str, offset: int = 0, xor: int = 0x5A) -> Hooks:
-    """Flip bits of one byte of a RAMBlock other than guest RAM (e.g. `pc.rom`)
-    in the destination QEMU after the migration: the run must name that block."""
-    async def corrupt(_src: Machine, dst: Machine) -> None:
-        blocks = {b.name: b for b in parse_ramblocks(await dst.hmp("info ramblock"))}
-        if block not in blocks or not 0 <= offset < blocks[block].used:
-            raise ValueError(f"no byte {offset} in RAMBlock {block!r} of the destination")
-        if (hva := blocks[block].hva) is None:
-            raise ValueError(f"the destination's `info ramblock` gives no address for {block!r}")
-        address = hva + offset
-        old = dst.read_host_memory(address, 1)
-        dst.write_host_memory(address, bytes([old[0] ^ xor]))
-
-    return Hooks(after_migration=corrupt)
-
-
-def kill_destination_at_pass(n: int) -> Hooks:
-    """SIGKILL the destination QEMU when the migration reaches pass `n`: the
-    run must report the migration failed and leave the source running."""
-
-    async def kill(pass_no: int, _src: Machine, dst: Machine) -> None:
-        if pass_no == n:
-            dst.kill()
-
-    return Hooks(on_pass=kill)
+def assert_expected(report: RunReport, expect: Expect = VERIFIED) -> None:
+    """Pass when the run ended as the scenario expects (`Expect`). Expecting
+    `verified` is `assert_verified` (`LostPages`, `NotVerified`); any other
+    expectation unmet raises `UnexpectedVerdict`."""
+    __tracebackhide__ = True
+    if expect == VERIFIED:
+        assert_verified(report)
+    elif (problem := expect.problem(report)) is not None:
+        raise UnexpectedVerdict(report, problem)

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from .. import __version__
 from ..core.errors import ExitCode, Verdict
 from ..migration.models import PassSample
+from ..report.expect import Expect
 from ..report.models import FIRST_SHOWN, RunReport
 from ..verify.compare import PageMismatch
 from ..verify.ranges import describe_ranges
@@ -274,7 +275,7 @@ def exit_code(cells: Iterable[CellResult], interrupted: bool,
         failing[int(ExitCode.ENVIRONMENT)] = []
     for cell in cells:
         for run in cell.runs:
-            if run.verdict == "verified" or (run.verdict == "mismatch" and run.known_loss):
+            if Expect(known_loss=run.known_loss).accepts(run.verdict):
                 continue
             failing.setdefault(run.exit_code, []).append(f"{cell.id} #{run.repeat}")
     if interrupted:

@@ -216,24 +216,42 @@ class HoldBack:
             "before the switch"))]
 
 
-@dataclass
-class BreakPostcopy:
-    """`inner`, plus one `migrate-pause` once postcopy is active, so the run
-    must recover (the driver's `Recovery`) before it can complete.
+# Postcopy has its own bandwidth (`max-postcopy-bandwidth`, unlimited by
+# default): a small guest's postcopy phase then lasts milliseconds, and what
+# must happen during it (a break, a fault) would land after completion.
+POSTCOPY_CAP = 8 << 20
 
-    Postcopy has its own bandwidth (`max-postcopy-bandwidth`, unlimited by
-    default): a small guest's postcopy phase then lasts milliseconds and the
-    pause would land after completion. It is capped until the recovery
-    (which lifts it), so the break falls inside postcopy."""
+
+@dataclass
+class CapPostcopy:
+    """`inner`, with postcopy's bandwidth capped so that something meant to
+    happen during postcopy (a `--fault ...@postcopy`) falls inside it."""
 
     inner: Policy
-    postcopy_bandwidth: int = 8 << 20
-    broken: bool = field(default=False, init=False)
+    postcopy_bandwidth: int = POSTCOPY_CAP
 
     def settings(self) -> MigrationSettings:
         capped = MigrationSettings(parameters={"max-postcopy-bandwidth":
                                                self.postcopy_bandwidth})
         return self.inner.settings().merged(capped)
+
+    def decide(self, state: MigrationState) -> list[Action]:
+        return self.inner.decide(state)
+
+
+@dataclass
+class BreakPostcopy:
+    """`inner`, plus one `migrate-pause` once postcopy is active, so the run
+    must recover (the driver's `Recovery`) before it can complete. Postcopy's
+    bandwidth is capped (`CapPostcopy`) until the recovery lifts it, so the
+    break falls inside postcopy."""
+
+    inner: Policy
+    postcopy_bandwidth: int = POSTCOPY_CAP
+    broken: bool = field(default=False, init=False)
+
+    def settings(self) -> MigrationSettings:
+        return CapPostcopy(self.inner, self.postcopy_bandwidth).settings()
 
     def decide(self, state: MigrationState) -> list[Action]:
         actions = self.inner.decide(state)

@@ -70,7 +70,15 @@ from ..migration.features import (
 )
 from ..migration.features import evidence as feature_evidence
 from ..migration.models import FeatureEvidence, MigrationStats
-from ..migration.policy import BreakPostcopy, CancelAt, Converge, HoldBack, Policy, Postcopy
+from ..migration.policy import (
+    BreakPostcopy,
+    CancelAt,
+    CapPostcopy,
+    Converge,
+    HoldBack,
+    Policy,
+    Postcopy,
+)
 from ..migration.recovery import Recovery
 from ..migration.settings import MigrationSettings
 from ..qemu.cmdline import RAM_BLOCK, MachineSpec
@@ -102,6 +110,7 @@ from ..verify.ring import ring_evidence, ring_problems
 from ..verify.sweep import SWEEP_TRACE_EVENTS, sweep_evidence
 from ..verify.timeline import TIMELINE_TRACE_EVENTS, build_timeline, relate
 from .compat import probe_pair
+from .hooks import Hooks, chain, fault_hooks
 from .options import (
     MigrateOptions,
     Resolved,
@@ -114,20 +123,6 @@ from .options import (
 from .remote import MIGRATION_PORT, check_destination_host, open_destination_host, start_agent
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Hooks:
-    """Test seams, called at fixed points of a real run (see `qmpctl.testing`)."""
-
-    # both QEMUs launched and set up, just before `migrate`
-    before_migration: Callable[[QemuMachine, QemuMachine], Awaitable[None]] | None = None
-    on_pass: Callable[[int, QemuMachine, QemuMachine], Awaitable[None]] | None = None
-    # each source MIGRATION status event (setup, active, postcopy-active, ...)
-    on_status: Callable[[str, QemuMachine, QemuMachine], Awaitable[None]] | None = None
-    before_verify: Callable[[Path, Path], Awaitable[None]] | None = None
-    # after completion, before anything is compared: both QEMUs, stopped
-    after_migration: Callable[[QemuMachine, QemuMachine], Awaitable[None]] | None = None
 
 
 def _free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
@@ -174,12 +169,17 @@ def in_kernel_its(r: Resolved) -> bool:
 
 def migration_policy(r: Resolved) -> Policy:
     """migration-test's hold-back, ending in precopy convergence or postcopy
-    (broken once after the switchover with --postcopy-recover)."""
+    (broken once after the switchover with --postcopy-recover; slowed down
+    when a fault must land during it)."""
     o = r.options
     held = HoldBack(ending=Postcopy() if o.postcopy else Converge(downtime_ms=o.downtime_limit),
                     min_passes=o.min_passes, throttle_bandwidth=o.throttle * MiB,
                     hold_timeout_s=o.hold_timeout)
-    return BreakPostcopy(held) if o.postcopy_recover else held
+    if o.postcopy_recover:
+        return BreakPostcopy(held)
+    in_postcopy = [f for f in r.faults if f.when.kind == "status"
+                   and f.when.value.startswith("postcopy")]
+    return CapPostcopy(held) if o.postcopy and in_postcopy else held
 
 
 def stuck_bound(r: Resolved, settings: MigrationSettings,
@@ -272,7 +272,7 @@ class Run:
     r: Resolved
     report: RunReport
     dir: RunDir
-    hooks: Hooks
+    hooks: Hooks  # the caller's; `points` is what the run calls
     progress: driver.ProgressFn | None
     src: QemuMachine | None = None
     dst: QemuMachine | None = None
@@ -286,6 +286,7 @@ class Run:
     supervisor: Supervisor = field(init=False)
     topology: NetnsPair | None = None  # --topology netns: link()/rate() act on the veth
     injector: FaultInjector = field(init=False)
+    points: Hooks = field(init=False)  # the --fault injector's hooks, then the caller's
     anon: AnonPeak = field(default_factory=AnonPeak)
     timings: dict[str, float] = field(default_factory=dict)
     recoveries: int = 0  # postcopy recovery addresses handed out
@@ -307,6 +308,7 @@ class Run:
                                      migrating=lambda: self.migration_started)
         self.injector = FaultInjector(list(self.r.faults), link=None,
                                       ram_offset=self.r.guest.layout().offset)
+        self.points = chain(fault_hooks(self.injector), self.hooks)
 
     def machine(self, side: str, binary: QemuBinary) -> QemuMachine:
         # Each side's NIC loops back through its own UDP port on 127.0.0.1.
@@ -482,8 +484,8 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
     recovery = (Recovery(dst, lambda: _recovery_uri(run), run.dir.path,
                          fail_first=o.postcopy_recover_fail)
                 if o.postcopy_recover else None)
-    if run.hooks.before_migration is not None:
-        await run.hooks.before_migration(src, dst)
+    if run.points.before_migration is not None:
+        await run.points.before_migration(src, dst)
 
     run.its_save = None
     if in_kernel_its(r) and run.agent is None:
@@ -495,14 +497,12 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
         if run.its_save is not None:  # before the policy may let the migration converge
             await run.its_save.observe(src, r.guest.layout(src.console.view()),
                                        f"pass {n} (+{time.monotonic() - run.t_migrate:.2f} s)")
-        await run.injector.on_pass(n)
-        if run.hooks.on_pass is not None:
-            await run.hooks.on_pass(n, src, dst)
+        if run.points.on_pass is not None:
+            await run.points.on_pass(n, src, dst)
 
     async def on_status(status: str) -> None:
-        await run.injector.on_status(status)
-        if run.hooks.on_status is not None:
-            await run.hooks.on_status(status, src, dst)
+        if run.points.on_status is not None:
+            await run.points.on_status(status, src, dst)
 
     stats = rep.migration = MigrationStats(status="setup",
                                            workload_progress_unit=r.guest.progress_unit)
@@ -529,7 +529,8 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
     run.migration_started, run.migration_completed = True, False
     run.dst_resumed = False
     run.t_migrate, wall = time.monotonic(), time.time()
-    run.injector.begin(src, dst)
+    if run.points.at_migrate is not None:
+        await run.points.at_migrate(src, dst)
     if run.ktrace is not None and run.hop == 1:
         run.ktrace.start()
         run.ktrace.follow()
@@ -543,7 +544,8 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
             raise lost from exc
         raise
     finally:
-        run.injector.end()
+        if run.points.migration_ended is not None:
+            await run.points.migration_ended()
         rep.faults = run.injector.records
 
         run.timings["migrate"] = round(time.monotonic() - run.t_migrate, 3)
@@ -630,12 +632,11 @@ async def _locate_its_tables(run: Run, src: QemuMachine, dst: QemuMachine, layou
 async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
     """Both RAM images page by page (source postmigrate, destination paused)."""
     r, rep = run.r, run.report
-    await run.injector.after_migration()
+    if run.points.after_migration is not None:
+        await run.points.after_migration(src, dst)
     rep.faults = run.injector.records
-    if run.hooks.after_migration is not None:
-        await run.hooks.after_migration(src, dst)
-    if run.hooks.before_verify is not None:
-        await run.hooks.before_verify(src.spec.ram_path, dst.spec.ram_path)
+    if run.points.before_verify is not None:
+        await run.points.before_verify(src.spec.ram_path, dst.spec.ram_path)
     t0 = time.monotonic()
     view = src.console.view()
     layout = r.guest.layout(view)

@@ -215,7 +215,7 @@ def test_a_matrix_spreads_and_each_cell_runs_where_its_resources_are(fleet: Flee
 
 INNER_TESTS = """
 import pytest
-from qmpctl.scenario.runner import Hooks
+from qmpctl.scenario.hooks import Hooks
 
 async def test_on_a_worker(qmpctl_migrate):
     report = await qmpctl_migrate(accel="tcg", ram=64, wave_end=18, timeout=120.0,

@@ -169,3 +169,22 @@ def test_cancel_at_cancels_once_in_its_status() -> None:
     assert [type(a) for a in policy.decide(State("pre-switchover", (), 1.0, True))] == [Cancel]
     assert policy.decide(State("pre-switchover", (), 1.0, True)) == []
     assert CancelAt(HoldBack(ending=Converge()), "setup").settings().capabilities == {}
+
+
+def test_a_fault_during_postcopy_caps_postcopy_so_that_it_lands_inside() -> None:
+    """A small guest's postcopy lasts milliseconds at full speed: a fault
+    meant for it (here the link cut that once verified instead, the fault
+    landing after completion) would test nothing."""
+    from qmpctl.scenario.options import MigrateOptions, resolve
+    from qmpctl.scenario.runner import migration_policy
+
+    def cap(**kw: object) -> object:
+        opts = MigrateOptions.from_kwargs(accel="tcg", **kw)
+        return migration_policy(resolve(opts)).settings().parameters.get(
+            "max-postcopy-bandwidth")
+
+    assert cap(postcopy=True, fault=("kill-dst@postcopy",)) == 8 << 20
+    assert cap(postcopy=True, fault=("kill-dst@status:postcopy-paused",)) == 8 << 20
+    assert cap(postcopy=True, fault=("kill-dst@pass:2",)) is None
+    assert cap(postcopy=True) is None
+    assert cap(fault=("kill-dst@pass:2",)) is None
