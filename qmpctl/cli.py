@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import logging
 import os
 import shutil
@@ -11,6 +13,8 @@ import signal
 import sys
 import tempfile
 import time
+import types
+import typing
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, TextIO, cast
 
 import typer
+from pydantic.fields import FieldInfo
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -55,6 +60,7 @@ from .matrix.versus import (
     pairs_by_id,
     render_markdown,
 )
+from .migration.features import PANEL, option_fields
 from .qemu.rundir import default_root, sweep_stale
 from .report.models import RunReport
 from .report.plots import plot_report, require_matplotlib
@@ -267,7 +273,42 @@ def _emit(reports: list[RunReport], as_json: bool, report_path: Path | None,
     return code
 
 
+def cli_type(annotation: Any) -> Any:
+    """The type typer parses a model field as: `X | None` is X, a Literal is
+    its values' type (pydantic then names the choices), a tuple a list."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        [annotation] = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Literal:
+        return type(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) is tuple:
+        return list[typing.get_args(annotation)[0]]  # type: ignore[misc]
+    return annotation
+
+
+def with_options(fields: dict[str, FieldInfo], panel: str,
+                 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Add `fields` (pydantic fields: type, default, description as help) to
+    a command as options of `panel`; the command takes them as `**kwargs`."""
+    def wrap(command: Callable[..., None]) -> Callable[..., None]:
+        sig = inspect.signature(command, eval_str=True)
+        params = [p for p in sig.parameters.values() if p.kind != p.VAR_KEYWORD]
+        params += [inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=info.default,
+            annotation=Annotated[cli_type(info.annotation),
+                                 typer.Option(help=info.description, rich_help_panel=panel)])
+            for name, info in fields.items()]
+
+        @functools.wraps(command)
+        def run(*args: Any, **kwargs: Any) -> None:
+            command(*args, **kwargs)
+
+        run.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        return run
+    return wrap
+
+
 @app.command()
+@with_options(option_fields(), PANEL)
 def migrate(
     ctx: typer.Context,
     arch: Annotated[str, typer.Option(help="Guest architecture: x86_64 or aarch64")] = "x86_64",
@@ -397,9 +438,6 @@ def migrate(
              "disturbs the migration that follows; docs/findings.md)")] = False,
     postcopy: Annotated[bool, typer.Option(
         help="Switch to postcopy (migrate-start-postcopy) once memory was re-dirtied")] = False,
-    postcopy_preempt: Annotated[bool, typer.Option(
-        help="With --postcopy: faulted pages on a channel of their own (postcopy-preempt)")]
-    = False,
     postcopy_recover: Annotated[bool, typer.Option(
         help="With --postcopy: break the channel after the switchover (migrate-pause), then "
              "recover (migrate-recover + migrate resume=true)")] = False,
@@ -410,25 +448,6 @@ def migrate(
         help="Cancel a first migration in setup, active or pre-switchover, check the source "
              "runs on and its workload is sound, then migrate to a fresh destination")]
     = None,
-    auto_converge: Annotated[bool, typer.Option(
-        help="auto-converge: QEMU throttles the vCPUs; the report shows the throttle")]
-    = False,
-    cpu_throttle_initial: Annotated[int | None, typer.Option(
-        help="--auto-converge: first throttle, %")] = None,
-    cpu_throttle_increment: Annotated[int | None, typer.Option(
-        help="--auto-converge: throttle step, %")] = None,
-    xbzrle_cache: Annotated[int | None, typer.Option(
-        help="xbzrle with a cache of MiB; the report shows the pages it encoded")] = None,
-    multifd: Annotated[int | None, typer.Option(
-        help="multifd with N channels; the report shows the channels that sent")] = None,
-    multifd_compression: Annotated[str | None, typer.Option(
-        help="--multifd: none, zlib or zstd")] = None,
-    zero_page_detection: Annotated[str | None, typer.Option(
-        help="none, legacy or multifd (QEMU 9.0+)")] = None,
-    dirty_limit: Annotated[int | None, typer.Option(
-        help="dirty-limit capability, MB/s per vCPU (KVM dirty ring only)")] = None,
-    dirty_limit_period: Annotated[int | None, typer.Option(
-        help="--dirty-limit: x-vcpu-dirty-limit-period, ms")] = None,
     vcpu_dirty_limit: Annotated[int | None, typer.Option(
         help="set-vcpu-dirty-limit MB/s on the running source before migrating (KVM dirty "
              "ring only); the report shows the guest's write rate before and after")] = None,
@@ -469,6 +488,7 @@ def migrate(
     guest_timeout: Annotated[float, typer.Option(
         help="--guest kernel: seconds the guest may take after a resume to ask again or "
              "end with its result")] = 120.0,
+    **features: Any,
 ) -> None:
     """Migrate a guest live while it dirties memory, then verify every page."""
     writable: Path | None = None  # --report once probed: written whatever the verdict
@@ -536,17 +556,12 @@ def migrate(
             artifacts=artifacts, ram_dir=ram_dir,
             force=force,
             postcopy=postcopy, dirty_rate_probe=dirty_rate_probe, trace_kernel=trace_kernel,
-            postcopy_preempt=postcopy_preempt, postcopy_recover=postcopy_recover,
+            postcopy_recover=postcopy_recover,
             **({} if cancel_at is None else {"cancel_at": cancel_at}),
-            postcopy_recover_fail=postcopy_recover_fail, auto_converge=auto_converge,
-            cpu_throttle_initial=cpu_throttle_initial,
-            cpu_throttle_increment=cpu_throttle_increment, xbzrle_cache=xbzrle_cache,
-            multifd=multifd, multifd_compression=multifd_compression,
-            zero_page_detection=zero_page_detection, dirty_limit=dirty_limit,
-            dirty_limit_period=dirty_limit_period, vcpu_dirty_limit=vcpu_dirty_limit,
+            postcopy_recover_fail=postcopy_recover_fail, vcpu_dirty_limit=vcpu_dirty_limit,
             kernel=kernel, initrd=initrd, append=append,
             machine_opt=tuple(machine_opt or ()), handshake=handshake, ready_line=ready_line,
-            migrate_after=migrate_after, guest_timeout=guest_timeout)
+            migrate_after=migrate_after, guest_timeout=guest_timeout, **features)
         results = asyncio.run(_run(opts, live=err.is_terminal and not json_out, repeat=repeat,
                                    until_fail=until_fail is not None or bisect is not None,
                                    until_ci=until_ci,

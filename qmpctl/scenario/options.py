@@ -11,9 +11,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ..core.errors import HostError, UsageError
 from ..core.units import PAGE_SIZE, MiB
@@ -29,20 +29,8 @@ from ..host.kvm import ARCHES, Arch, KvmInfo, inside_lab, kvm_can_run, probe_kvm
 from ..host.memory import mem_total
 from ..host.netns import check_host as check_netns_host
 from ..host.qemu import MachineType, QemuBinary, cpu_models, find_qemu, machine_types
-from ..migration.features import (
-    AutoConverge,
-    Compression,
-    DirtyLimit,
-    Feature,
-    MappedRam,
-    Multifd,
-    PostcopyPreempt,
-    PostcopyRecover,
-    PostcopySwitch,
-    Xbzrle,
-    ZeroPageDetection,
-    ZeroPages,
-)
+from ..migration.features import Feature, RunFacts, option_fields
+from ..migration.features import build_features as build_registry_features
 from ..migration.settings import MigrationSettings, parse_capability, parse_setting
 from ..qemu.cmdline import DEFAULT_MACHINE, Accel
 from ..qemu.rundir import run_root_problem
@@ -68,10 +56,20 @@ DEFAULT_DST_QMPCTL = "python3 -m qmpctl"
 CancelStatus = Literal["setup", "active", "pre-switchover"]
 
 
-class MigrateOptions(BaseModel):
+if TYPE_CHECKING:  # its fields are read through each feature's own model
+    _FeatureFields = BaseModel
+else:
+    _FeatureFields = create_model(
+        "FeatureFields", __config__=ConfigDict(frozen=True, extra="forbid"),
+        **{name: (info.annotation, info) for name, info in option_fields().items()})
+
+
+class MigrateOptions(_FeatureFields):
     """What the user asked for. Field names are the CLI's option names with
     underscores, so `qmpctl migrate --dirty-ring 1024` and the pytest plugin's
-    `qmpctl_migrate(dirty_ring=1024)` are the same thing."""
+    `qmpctl_migrate(dirty_ring=1024)` are the same thing. The migration
+    features' own options (`--multifd`, `--xbzrle-cache`, ...) come first,
+    composed in from their classes in `qmpctl.migration.features`."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -149,21 +147,11 @@ class MigrateOptions(BaseModel):
                             "auto = where possible")
     force: bool = False
     postcopy: bool = False
-    # QEMU migration features (migration.features): each shows in the report
-    # whether it engaged.
-    auto_converge: bool = False
-    cpu_throttle_initial: int | None = Field(None, description="%, with --auto-converge")
-    cpu_throttle_increment: int | None = Field(None, description="%, with --auto-converge")
-    xbzrle_cache: int | None = Field(None, description="MiB: turn on xbzrle with this cache")
-    multifd: int | None = Field(None, description="channels: turn on multifd")
-    multifd_compression: Compression | None = None
-    zero_page_detection: ZeroPageDetection | None = None
-    dirty_limit: int | None = Field(None, description="MB/s per vCPU: the dirty-limit "
-                                                      "capability (KVM dirty ring only)")
-    dirty_limit_period: int | None = Field(None, description="ms, x-vcpu-dirty-limit-period")
+    # Options the scenario itself acts on besides setting QEMU features (the
+    # runner pauses and recovers, sets a vCPU limit, cancels); their rules
+    # and evidence are in their modules of migration.features.
     vcpu_dirty_limit: int | None = Field(None, description="MB/s: set-vcpu-dirty-limit on the "
                                                            "running source before migrating")
-    postcopy_preempt: bool = False
     postcopy_recover: bool = Field(False, description="break the channel once in postcopy "
                                                       "(migrate-pause), then recover")
     postcopy_recover_fail: bool = Field(False, description="the first recovery attempt fails "
@@ -470,81 +458,12 @@ def kernel_trace(choice: str, accel: Accel, ring: int,
     return False, f"--trace-kernel auto: {why_not}"
 
 
-def feature_problems(opts: MigrateOptions, accel: Accel, ring: int) -> list[str]:
-    """Feature options that cannot work together or on this run (pure)."""
-    problems = []
-    if not opts.auto_converge and (opts.cpu_throttle_initial is not None
-                                   or opts.cpu_throttle_increment is not None):
-        problems.append("--cpu-throttle-initial/--cpu-throttle-increment need --auto-converge")
-    if opts.multifd is None and opts.multifd_compression is not None:
-        problems.append("--multifd-compression needs --multifd N")
-    if opts.multifd is None and opts.zero_page_detection == "multifd":
-        problems.append("--zero-page-detection multifd needs --multifd N")
-    if opts.multifd is not None and not 1 <= opts.multifd <= 255:
-        problems.append(f"--multifd {opts.multifd}: channels must be 1..255")
-    if opts.multifd is not None and opts.xbzrle_cache is not None:
-        problems.append("--xbzrle-cache with --multifd: QEMU does not combine xbzrle and "
-                        "multifd")
-    if opts.xbzrle_cache is not None and opts.xbzrle_cache < 1:
-        problems.append(f"--xbzrle-cache {opts.xbzrle_cache}: must be at least 1 MiB")
-    limits = [f"--{n.replace('_', '-')}" for n in ("dirty_limit", "vcpu_dirty_limit")
-              if getattr(opts, n) is not None]
-    if limits and not (accel == "kvm" and ring):
-        problems.append(f"{' and '.join(limits)}: dirty-limit meters the KVM dirty ring, and "
-                        "this run uses " + ("the KVM dirty bitmap" if accel == "kvm" else
-                                            "TCG") + "; use --accel kvm with --dirty-ring N")
-    if any(v is not None and v < 1 for v in (opts.dirty_limit, opts.vcpu_dirty_limit)):
-        problems.append("--dirty-limit and --vcpu-dirty-limit must be at least 1 MB/s")
-    if opts.dirty_limit_period is not None and opts.dirty_limit is None:
-        problems.append("--dirty-limit-period needs --dirty-limit")
-    if opts.dirty_limit is not None and opts.auto_converge:
-        problems.append("--dirty-limit with --auto-converge: QEMU runs one throttle or the "
-                        "other")
-    for name in ("postcopy_preempt", "postcopy_recover"):
-        if getattr(opts, name) and not opts.postcopy:
-            problems.append(f"--{name.replace('_', '-')} needs --postcopy")
-    if opts.transport == "file":
-        conflicts = {
-            "--postcopy": (opts.postcopy, "postcopy needs a live channel to the destination"),
-            "--topology netns": (opts.topology == "netns",
-                                 "the destination reads the source's file on this host"),
-            "--cancel-at": (opts.cancel_at is not None, "cancel a migration to a socket"),
-            "--xbzrle-cache": (opts.xbzrle_cache is not None,
-                               "QEMU does not combine mapped-ram and xbzrle"),
-        }
-        problems += [f"--transport file with {option}: {why}"
-                     for option, (given, why) in conflicts.items() if given]
-    if opts.postcopy_recover_fail and not opts.postcopy_recover:
-        problems.append("--postcopy-recover-fail needs --postcopy-recover")
-    return problems
-
-
 def build_features(opts: MigrateOptions, accel: Accel, ring: int,
                    ram_mib: int = 0) -> tuple[Feature, ...]:
-    """The features the options ask for, or a UsageError naming every conflict."""
-    if problems := feature_problems(opts, accel, ring):
-        raise UsageError("; ".join(problems))
-    features: list[Feature] = []
-    if opts.transport == "file":
-        features.append(MappedRam(ram_mib * MiB))
-    if opts.auto_converge:
-        features.append(AutoConverge(opts.cpu_throttle_initial, opts.cpu_throttle_increment))
-    if opts.xbzrle_cache is not None:
-        features.append(Xbzrle(opts.xbzrle_cache))
-    if opts.multifd is not None:
-        features.append(Multifd(opts.multifd, opts.multifd_compression,
-                                to_file=opts.transport == "file"))
-    if opts.zero_page_detection is not None:
-        features.append(ZeroPages(opts.zero_page_detection))
-    if opts.dirty_limit is not None:
-        features.append(DirtyLimit(opts.dirty_limit, opts.dirty_limit_period))
-    if opts.postcopy:
-        features.append(PostcopySwitch())
-    if opts.postcopy_preempt:
-        features.append(PostcopyPreempt())
-    if opts.postcopy_recover:
-        features.append(PostcopyRecover(opts.postcopy_recover_fail))
-    return tuple(features)
+    """The features the options ask for (`qmpctl.migration.features`: each
+    checks its own options against the run), or a UsageError naming every
+    problem."""
+    return build_registry_features(RunFacts(accel, ring, ram_mib * MiB, opts.model_dump()))
 
 
 # arm64 under TCG runs `-cpu max`, whose features grow with every QEMU

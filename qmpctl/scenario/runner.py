@@ -63,12 +63,12 @@ from ..migration import driver
 from ..migration.dirtyrate import probe_dirty_rate
 from ..migration.features import (
     Observed,
-    cancel_evidence,
     feature_settings,
     feature_trace_events,
-    vcpu_dirty_limit_evidence,
 )
 from ..migration.features import evidence as feature_evidence
+from ..migration.features.cancel import cancel_evidence
+from ..migration.features.vcpu_dirty_limit import vcpu_dirty_limit_evidence
 from ..migration.models import FeatureEvidence, MigrationStats
 from ..migration.policy import BreakPostcopy, CancelAt, Converge, HoldBack, Policy, Postcopy
 from ..migration.recovery import Recovery
