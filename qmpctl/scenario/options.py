@@ -51,6 +51,9 @@ Transport = Literal["unix", "tcp", "file"]
 Topology = Literal["local", "netns"]
 DstVia = Literal["exec", "ssh"]
 DEFAULT_DST_QMPCTL = "python3 -m qmpctl"
+DEFAULT_DST_ROOT = "/dev/shm"
+DEFAULT_THROTTLE = 64  # MiB/s
+Verify = Literal["bytes", "hash"]
 # Where the source can be cancelled from QMP on purpose. `device` lasts the
 # milliseconds between migrate-continue and completion: not reachable on demand.
 CancelStatus = Literal["setup", "active", "pre-switchover"]
@@ -95,10 +98,11 @@ class MigrateOptions(_FeatureFields):
     stride: int | None = Field(None, description="bytes between two written bytes; None: "
                                                  "4096, scaled for guests above 2 GiB")
     delta: int = 1
-    transport: Transport = Field("unix", description="unix socket, TCP, or a file (mapped-ram) "
-                                                     "the destination loads afterwards; "
-                                                     "--topology netns implies (and needs) "
-                                                     "tcp")
+    transport: Transport | None = Field(None, description="unix socket, TCP, or a file "
+                                                          "(mapped-ram) the destination loads "
+                                                          "afterwards; None: unix, tcp with "
+                                                          "--topology netns or --dst-host "
+                                                          "(which need it)")
     topology: Topology = Field("local", description="local: both QEMUs in this network "
                                                     "namespace; netns: each in its own, "
                                                     "joined by a veth pair")
@@ -110,18 +114,19 @@ class MigrateOptions(_FeatureFields):
                                                    "this host, through ssh")
     dst_addr: str | None = Field(None, description="--dst-host: the destination's address "
                                                    "for the migration stream; None: HOST")
-    dst_root: str = Field("/dev/shm", description="--dst-host: where the run's directory "
-                                                  "goes on that host")
-    dst_qmpctl: str = Field(DEFAULT_DST_QMPCTL, description="--dst-host, --dst-via ssh: the "
-                                                            "command that runs qmpctl on that "
-                                                            "host (--dst-via ssh: this qmpctl "
-                                                            "unless given)")
+    dst_root: str | None = Field(None, description="--dst-host: where the run's directory "
+                                                   f"goes on that host; None: {DEFAULT_DST_ROOT}")
+    dst_qmpctl: str | None = Field(None, description="--dst-host, --dst-via ssh: the command "
+                                                     "that runs qmpctl on that host; None: "
+                                                     f"{DEFAULT_DST_QMPCTL} (--dst-via ssh: "
+                                                     "this qmpctl)")
     ssh_option: tuple[str, ...] = Field((), description="--dst-host: ssh -o options "
                                                         "(IdentityFile=..., Port=...)")
     min_passes: int = 3
-    throttle: int = Field(64, description="MiB/s while convergence is held back; left "
-                                          "unset for a guest above 2 GiB: its wave's or Linux "
-                                          "working set's bytes over 2 s (at least 64)")
+    throttle: int | None = Field(None, description="MiB/s while convergence is held back; "
+                                                   f"None: {DEFAULT_THROTTLE}, for a guest above "
+                                                   "2 GiB its wave's or Linux working set's "
+                                                   f"bytes over 2 s (at least {DEFAULT_THROTTLE})")
     downtime_limit: int = Field(1000, description="ms once it may converge")
     timeout: float = Field(300.0, description="seconds the migration may take")
     hold_timeout: float = Field(30.0, description="seconds to wait for the guest to re-dirty "
@@ -133,9 +138,10 @@ class MigrateOptions(_FeatureFields):
     exclude: tuple[str, ...] = Field((), description="START-END[:REASON], guest-physical")
     capability: tuple[str, ...] = Field((), description="NAME or NAME=on|off, both sides")
     parameter: tuple[str, ...] = Field((), description="NAME=VALUE, both sides")
-    verify: Literal["bytes", "hash"] = Field(
-        "bytes", description="bytes: memcmp of both RAM images; hash: xxh3-64 per page on each "
-                             "side, only digests compared (a destination on another host)")
+    verify: Verify | None = Field(
+        None, description="bytes: memcmp of both RAM images; hash: xxh3-64 per page on each "
+                          "side, only digests compared; None: bytes, hash for a destination on "
+                          "another host (--topology netns, --dst-host)")
     compare_method: Literal["auto", "map", "read", "hash"] = Field(
         "auto", description="how a same-host run compares the RAM images: auto probes map, "
                             "read and hash on this host (cached per host, boot, kernel and "
@@ -301,6 +307,10 @@ class Resolved:
     features: tuple[Feature, ...] = ()
     # --trace-kernel: whether the kernel's ring tracepoints are recorded, and why
     kernel_trace: tuple[bool, str] = (False, "--trace-kernel off")
+    # What options left at None (not given) mean for this run
+    throttle: int = DEFAULT_THROTTLE  # MiB/s while convergence is held back
+    transport: Transport = "unix"
+    verify: Verify = "bytes"
 
     @property
     def machine(self) -> str:
@@ -380,7 +390,7 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
         raise HostError(problem)  # before the guest is built: its wave would fail first
     if opts.min_passes < 1:
         raise UsageError("--min-passes must be at least 1")
-    if opts.throttle < 1 or opts.downtime_limit < 1:
+    if (opts.throttle is not None and opts.throttle < 1) or opts.downtime_limit < 1:
         raise UsageError("--throttle and --downtime-limit must be positive")
     if problems := timeout_problems(opts):
         raise UsageError("; ".join(problems))
@@ -394,12 +404,7 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
         raise UsageError(problem)
     guest = build_guest(opts, arch, ram_mib)
     guest.validate()
-    if "throttle" not in opts.model_fields_set and ram_mib > SMALL_RAM_MIB:
-        if isinstance(guest, WaveGuest):
-            opts = opts.model_copy(update={"throttle": big_guest_throttle(guest.wave)})
-        elif isinstance(guest, LinuxGuest):  # guestload rewrites its whole working set
-            opts = opts.model_copy(update={"throttle": max(
-                64, guest.workload.size_mib(ram_mib) // HELD_PASS_S)})
+    throttle = opts.throttle if opts.throttle is not None else default_throttle(guest, ram_mib)
     needs_pae = isinstance(guest, WaveGuest) and arch == "x86_64" and guest.above_4g
     accel, reason = choose_accel(opts.accel, arch, kvm, guest.needs_64bit_kvm, needs_pae)
     if accel == "tcg" and opts.dirty_ring is not None:
@@ -429,7 +434,20 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
     _ = guest.kernel, guest.initrd  # raise HostError when an image was not built
     return Resolved(opts, arch, accel, reason, ring, guest, forced, src, dst, kvm,
                     exclusions, settings, faults, machine_type, machine_reason, cpu, features,
-                    kernel_trace(opts.trace_kernel, accel, ring, lab=inside_lab()))
+                    kernel_trace(opts.trace_kernel, accel, ring, lab=inside_lab()),
+                    throttle=throttle, transport=effective_transport(opts),
+                    verify=effective_verify(opts))
+
+
+def default_throttle(guest: Guest, ram_mib: int) -> int:
+    """--throttle not given: 64 MiB/s; for a guest above 2 GiB, what its
+    wave or working set dirties resent in about HELD_PASS_S seconds (pure)."""
+    if ram_mib > SMALL_RAM_MIB:
+        if isinstance(guest, WaveGuest):
+            return big_guest_throttle(guest.wave)
+        if isinstance(guest, LinuxGuest):  # guestload rewrites its whole working set
+            return max(DEFAULT_THROTTLE, guest.workload.size_mib(ram_mib) // HELD_PASS_S)
+    return DEFAULT_THROTTLE
 
 
 def kernel_trace(choice: str, accel: Accel, ring: int,
@@ -546,12 +564,11 @@ NETNS_NEEDS_TCP = (
 def remote_problems(opts: MigrateOptions) -> list[str]:
     """--dst-host and --dst-via: what does not fit (pure)."""
     problems = []
-    given = opts.model_fields_set
     ssh_only = [f"--{n.replace('_', '-')}" for n in ("dst_addr", "dst_root", "ssh_option")
-                if n in given]
+                if getattr(opts, n)]
     if opts.dst_host is None and ssh_only:
         problems.append(f"{', '.join(ssh_only)}: only with --dst-host")
-    if "dst_qmpctl" in given and not reached_by_ssh(opts):
+    if opts.dst_qmpctl is not None and not reached_by_ssh(opts):
         problems.append("--dst-qmpctl: only with --dst-host or --dst-via ssh")
     if opts.dst_via == "ssh" and opts.topology != "netns":
         problems.append("--dst-via ssh: only with --topology netns (its sshd runs in the "
@@ -564,13 +581,13 @@ def remote_problems(opts: MigrateOptions) -> list[str]:
     if opts.topology == "netns":
         problems.append("--dst-host with --topology netns: the destination is either in the "
                         "run's namespace or on another host (try --dst-via ssh)")
-    if opts.transport != "tcp" and "transport" in given:
+    if opts.transport not in (None, "tcp"):
         problems.append(f"--transport {opts.transport}: --dst-host migrates over TCP to the "
                         "other host (implied)")
-    if opts.verify == "bytes" and "verify" in given:
+    if opts.verify == "bytes":
         problems.append("--verify bytes: the destination's RAM is on another host; qmpctl "
                         "agent hashes it there (--verify hash, implied)")
-    if not opts.dst_root.startswith("/"):
+    if opts.dst_root is not None and not opts.dst_root.startswith("/"):
         problems.append(f"--dst-root {opts.dst_root!r}: must be an absolute path")
     problems += [f"--ssh-option {o!r}: expected NAME=VALUE (an ssh -o option)"
                  for o in opts.ssh_option if "=" not in o or o.startswith("-")]
@@ -595,9 +612,9 @@ def check_topology(opts: MigrateOptions) -> None:
         raise UsageError("; ".join(problems))
     if opts.topology != "netns":
         return
-    if opts.transport == "unix" and "transport" in opts.model_fields_set:
+    if opts.transport == "unix":
         raise UsageError(NETNS_NEEDS_TCP)
-    if opts.verify == "bytes" and "verify" in opts.model_fields_set:
+    if opts.verify == "bytes":
         raise UsageError(NETNS_HASHES)
     check_netns_host()
 
@@ -623,14 +640,14 @@ def requested_method(opts: MigrateOptions) -> Literal["map", "read", "hash"] | N
     return None if opts.compare_method == "auto" else opts.compare_method
 
 
-def effective_verify(opts: MigrateOptions) -> Literal["bytes", "hash"]:
+def effective_verify(opts: MigrateOptions) -> Verify:
     """netns, --dst-host: the destination is remote, so its pages are hashed where they live."""
-    return "hash" if opts.topology == "netns" or opts.dst_host else opts.verify
+    return "hash" if opts.topology == "netns" or opts.dst_host else opts.verify or "bytes"
 
 
 def effective_transport(opts: MigrateOptions) -> Transport:
     """The transport a run uses: netns and --dst-host imply tcp."""
-    return "tcp" if opts.topology == "netns" or opts.dst_host else opts.transport
+    return "tcp" if opts.topology == "netns" or opts.dst_host else opts.transport or "unix"
 
 
 def writers_problem(opts: MigrateOptions, arch: Arch) -> str | None:

@@ -89,7 +89,7 @@ class RunFacts:
 
     @property
     def transport(self) -> str:
-        return str(self.values.get("transport", "unix"))
+        return str(self.values.get("transport") or "unix")
 
     @property
     def postcopy(self) -> bool:
