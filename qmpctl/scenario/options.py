@@ -59,6 +59,17 @@ Verify = Literal["bytes", "hash"]
 CancelStatus = Literal["setup", "active", "pre-switchover"]
 
 
+# The `qmpctl migrate --help` panels the options are grouped in.
+GUEST, KERNEL, TOPOLOGY = "Guest", "Kernel guest", "Topology"
+MIGRATION, TIMEOUTS_PANEL, VERIFY = "Migration", "Timeouts", "Verification and output"
+
+
+def Opt(default: Any, panel: str, help: str) -> Any:
+    """A migrate option: its default (None: not given, resolved by
+    `resolve`), the `--help` panel it is listed in and its help."""
+    return Field(default, description=help, json_schema_extra={"panel": panel})
+
+
 if TYPE_CHECKING:  # its fields are read through each feature's own model
     _FeatureFields = BaseModel
 else:
@@ -76,115 +87,151 @@ class MigrateOptions(_FeatureFields):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    arch: str = "x86_64"
-    guest: Literal["baremetal", "linux", "kernel"] = "baremetal"
-    workload: str = "wave"
-    workload_size: str = "64M"
-    hot: str | None = None
-    rate: int | None = None
-    accel: AccelChoice = "auto"
-    dirty_ring: int | None = Field(None, description="KVM ring entries; 0 = bitmap; None: "
-                                                     f"{DEFAULT_RING} when KVM is used")
-    ram: int | None = Field(None, description="MiB; None: 160 bare-metal, 512 Linux, "
-                                              "256 kernel")
-    smp: int | None = Field(None, description="None: the guest's own default")
-    writers: int | None = Field(None, description="arm64 ITS guest: vCPUs 1..N run the wave, "
-                                                  "each over its own slice (vCPU 0 issues "
-                                                  "LPIs); None: 1; --smp then defaults to "
-                                                  "N + 1. The x86 wave runs one on every "
-                                                  "vCPU (--smp)")
-    wave_start: int | None = Field(None, description="MiB into RAM")
-    wave_end: int | None = Field(None, description="MiB into RAM")
-    stride: int | None = Field(None, description="bytes between two written bytes; None: "
-                                                 "4096, scaled for guests above 2 GiB")
-    delta: int = 1
-    transport: Transport | None = Field(None, description="unix socket, TCP, or a file "
-                                                          "(mapped-ram) the destination loads "
-                                                          "afterwards; None: unix, tcp with "
-                                                          "--topology netns or --dst-host "
-                                                          "(which need it)")
-    topology: Topology = Field("local", description="local: both QEMUs in this network "
-                                                    "namespace; netns: each in its own, "
-                                                    "joined by a veth pair")
-    dst_via: DstVia = Field("exec", description="--topology netns: how the destination's "
-                                                "namespace is driven: exec (`ip netns "
-                                                "exec`) or ssh (an sshd the run starts "
-                                                "there, as on another host)")
-    dst_host: str | None = Field(None, description="[USER@]HOST: run the destination QEMU on "
-                                                   "this host, through ssh")
-    dst_addr: str | None = Field(None, description="--dst-host: the destination's address "
-                                                   "for the migration stream; None: HOST")
-    dst_root: str | None = Field(None, description="--dst-host: where the run's directory "
-                                                   f"goes on that host; None: {DEFAULT_DST_ROOT}")
-    dst_qmpctl: str | None = Field(None, description="--dst-host, --dst-via ssh: the command "
-                                                     "that runs qmpctl on that host; None: "
-                                                     f"{DEFAULT_DST_QMPCTL} (--dst-via ssh: "
-                                                     "this qmpctl)")
-    ssh_option: tuple[str, ...] = Field((), description="--dst-host: ssh -o options "
-                                                        "(IdentityFile=..., Port=...)")
-    min_passes: int = 3
-    throttle: int | None = Field(None, description="MiB/s while convergence is held back; "
-                                                   f"None: {DEFAULT_THROTTLE}, for a guest above "
-                                                   "2 GiB its wave's or Linux working set's "
-                                                   f"bytes over 2 s (at least {DEFAULT_THROTTLE})")
-    downtime_limit: int = Field(1000, description="ms once it may converge")
-    timeout: float = Field(300.0, description="seconds the migration may take")
-    hold_timeout: float = Field(30.0, description="seconds to wait for the guest to re-dirty "
-                                                  "sent memory before releasing the hold-back")
-    boot_timeout: float = 60.0
-    qemu: str | None = None
-    qemu_src: str | None = None
-    qemu_dst: str | None = None
-    exclude: tuple[str, ...] = Field((), description="START-END[:REASON], guest-physical")
-    capability: tuple[str, ...] = Field((), description="NAME or NAME=on|off, both sides")
-    parameter: tuple[str, ...] = Field((), description="NAME=VALUE, both sides")
-    verify: Verify | None = Field(
-        None, description="bytes: memcmp of both RAM images; hash: xxh3-64 per page on each "
-                          "side, only digests compared; None: bytes, hash for a destination on "
-                          "another host (--topology netns, --dst-host)")
-    compare_method: Literal["auto", "map", "read", "hash"] = Field(
-        "auto", description="how a same-host run compares the RAM images: auto probes map, "
-                            "read and hash on this host (cached per host, boot, kernel and "
-                            "RAM file system); the others force one")
-    fault: tuple[str, ...] = Field((), description="WHAT@WHEN faults to inject (see faults.spec)")
-    dirty_rate_probe: bool = False
-    trace_kernel: Literal["on", "off", "auto"] = Field(
-        "auto", description="record KVM's dirty-ring tracepoints in a tracefs instance (root): "
-                            "auto = where possible")
-    force: bool = False
-    postcopy: bool = False
-    # Options the scenario itself acts on besides setting QEMU features (the
-    # runner pauses and recovers, sets a vCPU limit, cancels); their rules
-    # and evidence are in their modules of migration.features.
-    vcpu_dirty_limit: int | None = Field(None, description="MB/s: set-vcpu-dirty-limit on the "
-                                                           "running source before migrating")
-    postcopy_recover: bool = Field(False, description="break the channel once in postcopy "
-                                                      "(migrate-pause), then recover")
-    postcopy_recover_fail: bool = Field(False, description="the first recovery attempt fails "
-                                                           "too (double failure)")
-    cancel_at: CancelStatus | None = Field(
-        None, description="cancel a first migration in this status, check the source runs "
-                          "on, then migrate to a fresh destination")
-    artifacts: Path | None = None
-    ram_dir: Path | None = Field(None, description="a directory on tmpfs for the guest RAM "
-                                                   "files of the QEMUs on this host (not of a "
-                                                   "destination reached over ssh: its own run "
-                                                   "directory); None: the run directory on "
-                                                   "/dev/shm")
-    # --guest kernel: a kernel image of the user's own
-    kernel: Path | None = Field(None, description="kernel image: ELF, flat binary, "
-                                                  "bzImage or Image")
-    initrd: Path | None = None
-    append: str | None = Field(None, description="kernel command line (-append)")
-    machine_opt: tuple[str, ...] = Field((), description="extra -machine KEY=VALUE")
-    handshake: Handshake = Field("kvm-unit-tests", description="when to migrate: "
-                                 "kvm-unit-tests' request, a --ready-line, or none "
-                                 "(--migrate-after)")
-    ready_line: str | None = Field(None, description="regex of the line that means the "
-                                                     "guest's workload runs")
-    migrate_after: float | None = Field(None, description="seconds after launch")
-    guest_timeout: float = Field(120.0, description="seconds a kernel guest may take, after "
-                                                    "a resume, to ask again or end")
+    # The guest and how it runs
+    arch: str = Opt("x86_64", GUEST, "Guest architecture: x86_64 or aarch64")
+    guest: Literal["baremetal", "linux", "kernel"] = Opt("baremetal", GUEST,
+        "baremetal (x86 wave / arm64 ITS guest), linux (Debian kernel + guestload) or kernel "
+        "(your own image: --kernel)")
+    workload: str = Opt("wave", GUEST, "Linux guests: wave, random, hotset, rate or readmostly")
+    workload_size: str = Opt("64M", GUEST, "Linux guests: e.g. 64M, 1G or 25%")
+    hot: str | None = Opt(None, GUEST, "hotset: X,Y = X% of pages take Y% of writes")
+    rate: int | None = Opt(None, GUEST, "rate workload: target MiB/s")
+    accel: AccelChoice = Opt("auto", GUEST, "auto (KVM when it can run the guest), kvm, tcg")
+    dirty_ring: int | None = Opt(None, GUEST,
+        "KVM dirty ring entries per vCPU; 0 = bitmap [default: 4096 with KVM]")
+    ram: int | None = Opt(None, GUEST, "Guest RAM in MiB (160; Linux 512; kernel 256)")
+    smp: int | None = Opt(None, GUEST,
+        "vCPUs (default: x86 wave 1, arm64 ITS 2 or --writers + 1); the x86 wave runs a writer on"
+        " each")
+    writers: int | None = Opt(None, GUEST,
+        "arm64 ITS guest: vCPUs 1..N run the wave, each over its own slice, while vCPU 0 issues "
+        "LPIs (at most --smp - 1) [default: 1]")
+    wave_start: int | None = Opt(None, GUEST,
+        "Wave start, MiB from RAM's first address (x86: guest-physical; RAM above 3 GiB sits from"
+        " 4096)")
+    wave_end: int | None = Opt(None, GUEST,
+        "Wave end, MiB likewise; a wave across x86's PCI hole skips it")
+    stride: int | None = Opt(None, GUEST,
+        "Bytes between two written bytes [default: 4096; above 2 GiB of RAM: a power of two "
+        "keeping a pass within 262144 writes]")
+    delta: int = Opt(1, GUEST, "Increment per pass (1..255)")
+    force: bool = Opt(False, GUEST,
+        "Run a configuration known to lose pages (arm64 KVM ring without ring-with-bitmap); the "
+        "report lists what was forced")
+
+    # --guest kernel: an image of the user's own
+    kernel: Path | None = Opt(None, KERNEL,
+        "--guest kernel: the image to boot (ELF, flat binary, bzImage, Image), e.g. a "
+        "kvm-unit-tests *.flat")
+    initrd: Path | None = Opt(None, KERNEL, "--guest kernel: initrd")
+    append: str | None = Opt(None, KERNEL,
+        "--guest kernel: kernel command line (kvm-unit-tests: the test's arguments)")
+    machine_opt: tuple[str, ...] = Opt((), KERNEL,
+        "--guest kernel: extra -machine KEY=VALUE (repeatable)")
+    handshake: Handshake = Opt("kvm-unit-tests", KERNEL,
+        "--guest kernel: when to migrate: kvm-unit-tests (the guest asks, then waits for a key; "
+        "any number of times), line (--ready-line), none (--migrate-after)")
+    ready_line: str | None = Opt(None, KERNEL,
+        "--handshake line: regex of the line the guest prints once its workload runs")
+    migrate_after: float | None = Opt(None, KERNEL, "--handshake none: seconds after launch")
+    guest_timeout: float = Opt(120.0, KERNEL,
+        "--guest kernel: seconds the guest may take after a resume to ask again or end with its "
+        "result")
+
+    # Where the two QEMUs run and how the stream gets there
+    transport: Transport | None = Opt(None, TOPOLOGY,
+        "unix, tcp (loopback; with --topology netns, across the veth) or file (mapped-ram; the "
+        "destination loads it afterwards) [default: unix; tcp with --topology netns]")
+    topology: Topology = Opt("local", TOPOLOGY,
+        "local (both QEMUs here) or netns (each in its own network namespace, joined by a veth "
+        "pair, 192.0.2.1 -> 192.0.2.2; needs root and iproute2)")
+    dst_via: DstVia = Opt("exec", TOPOLOGY,
+        "--topology netns: drive the destination's namespace with exec (`ip netns exec`) or ssh "
+        "(an sshd the run starts there, with keys of its own: the --dst-host path, on one "
+        "machine)")
+    dst_host: str | None = Opt(None, TOPOLOGY,
+        "[USER@]HOST: run the destination QEMU and qmpctl agent on that host through ssh (key "
+        "authentication; see docs/remote.md)")
+    dst_addr: str | None = Opt(None, TOPOLOGY,
+        "--dst-host: the destination's address for the migration stream, port 4444 [default: "
+        "HOST]")
+    dst_root: str | None = Opt(None, TOPOLOGY,
+        "--dst-host: directory for the run's files on that host [default: /dev/shm]")
+    dst_qmpctl: str | None = Opt(None, TOPOLOGY,
+        "--dst-host, --dst-via ssh: the command that runs qmpctl there [default: python3 -m "
+        "qmpctl; --dst-via ssh: this qmpctl]")
+    ssh_option: tuple[str, ...] = Opt((), TOPOLOGY,
+        "--dst-host: an ssh -o option NAME=VALUE (repeatable), e.g. IdentityFile=~/.ssh/qmpctl, "
+        "Port=2222")
+    qemu: str | None = Opt(None, TOPOLOGY,
+        "QEMU for both sides: a path, or a version `qmpctl doctor` lists (7.2, 10.0)")
+    qemu_src: str | None = Opt(None, TOPOLOGY,
+        "QEMU for the source: path or version; two versions pin the older one's machine type")
+    qemu_dst: str | None = Opt(None, TOPOLOGY, "QEMU for the destination: path or version")
+
+    # How the migration is driven
+    min_passes: int = Opt(3, MIGRATION, "Dirty syncs before convergence is allowed")
+    throttle: int | None = Opt(None, MIGRATION,
+        "MiB/s while convergence is held back [default: 64; wave guests above 2 GiB: what one "
+        "wave pass dirties per 2 s]")
+    downtime_limit: int = Opt(1000, MIGRATION, "ms allowed once it may converge")
+    capability: tuple[str, ...] = Opt((), MIGRATION,
+        "Migration capability NAME or NAME=on|off on both sides (repeatable; checked against each"
+        " QEMU's QMP schema before launch)")
+    parameter: tuple[str, ...] = Opt((), MIGRATION,
+        "Migration parameter NAME=VALUE on both sides (repeatable; checked likewise)")
+    postcopy: bool = Opt(False, MIGRATION,
+        "Switch to postcopy (migrate-start-postcopy) once memory was re-dirtied")
+    postcopy_recover: bool = Opt(False, MIGRATION,
+        "With --postcopy: break the channel after the switchover (migrate-pause), then recover "
+        "(migrate-recover + migrate resume=true)")
+    postcopy_recover_fail: bool = Opt(False, MIGRATION,
+        "With --postcopy-recover: the first recovery attempt fails too (its listener hangs up), "
+        "so the source pauses again and is recovered a second time")
+    cancel_at: CancelStatus | None = Opt(None, MIGRATION,
+        "Cancel a first migration in setup, active or pre-switchover, check the source runs on "
+        "and its workload is sound, then migrate to a fresh destination")
+    vcpu_dirty_limit: int | None = Opt(None, MIGRATION,
+        "set-vcpu-dirty-limit MB/s on the running source before migrating (KVM dirty ring only); "
+        "the report shows the guest's write rate before and after")
+    dirty_rate_probe: bool = Opt(False, MIGRATION,
+        "Run calc-dirty-rate on the source before migrating (on kvm_pvm this disturbs the "
+        "migration that follows; docs/findings.md)")
+    fault: tuple[str, ...] = Opt((), MIGRATION,
+        "Inject WHAT@WHEN (repeatable): kill-src, kill-dst, stop-src, stop-dst, drop-qmp-src, "
+        "link-down, link-down-for=S, rate=MBIT (netns), corrupt-dst=GPA; WHEN = pass:N, "
+        "status:NAME, postcopy, after:S")
+
+    # Timeouts, seconds
+    timeout: float = Opt(300.0, TIMEOUTS_PANEL, "Seconds the migration may take")
+    hold_timeout: float = Opt(30.0, TIMEOUTS_PANEL,
+        "Seconds to wait for the guest to re-dirty sent memory before converging anyway (the "
+        "verdict is then inconclusive)")
+    boot_timeout: float = Opt(60.0, TIMEOUTS_PANEL,
+        "Seconds to wait for the guest's workload (boot, checks, resume)")
+
+    # What is compared and what is kept
+    exclude: tuple[str, ...] = Opt((), VERIFY,
+        "START-END[:REASON] guest-physical range left out of the verdict (repeatable; always "
+        "listed in the report)")
+    verify: Verify | None = Opt(None, VERIFY,
+        "bytes: memcmp of both RAM images; hash: xxh3-64 per page on each side, only digests "
+        "compared (what a destination on another host sends) [default: bytes; hash with "
+        "--topology netns, by qmpctl agent on the destination's side]")
+    compare_method: Literal["auto", "map", "read", "hash"] = Opt("auto", VERIFY,
+        "auto|map|read|hash: how a same-host run compares the RAM images. auto: the fastest on "
+        "this host by a short probe (cached per host, boot, kernel and RAM file system); map: "
+        "memcmp of the mappings; read: preadv + memcmp; hash: xxh3-64 per page, differing pages "
+        "then compared byte by byte")
+    trace_kernel: Literal["on", "off", "auto"] = Opt("auto", VERIFY,
+        "on|off|auto: record KVM's dirty-ring tracepoints in a tracefs instance of qmpctl's own "
+        "and report per vCPU what the kernel pushed and QEMU harvested (root, KVM dirty ring). "
+        "auto: where possible (its cost: docs/kernel-ring.md)")
+    artifacts: Path | None = Opt(None, VERIFY, "Keep QEMU and serial logs here")
+    ram_dir: Path | None = Opt(None, VERIFY,
+        "A directory on tmpfs for the guest RAM files of the QEMUs on this host (a destination "
+        "reached over ssh keeps its own); on a tmpfs mounted huge=always guest RAM is on 2 MiB "
+        "pages, which compare at close to memory speed [default: the run directory on /dev/shm]")
 
     @classmethod
     def from_kwargs(cls, **kwargs: object) -> MigrateOptions:
