@@ -202,8 +202,9 @@ def plugin_page(root: Any) -> str:
                    f"{cell(kw.get('help', ''))} |\n")
     out += ["\n## `qmpctl_migrate` keyword arguments\n\n",
             cell(inspect.getdoc(MigrateOptions) or ""),
-            " Plus `hooks=` (a `Hooks`, see [the API](api.md)). The help is the CLI "
-            "option's; a keyword with no CLI option has its field's description.\n\n",
+            " Plus `hooks=` (a `Hooks`, see [the API](api.md)). Each keyword is the "
+            "`qmpctl migrate` option of the same name (generated from the field), with "
+            "the field's description as its help.\n\n",
             "| keyword | type | default | CLI option | what it does |\n"
             "| --- | --- | --- | --- | --- |\n"]
     for name, field in MigrateOptions.model_fields.items():
