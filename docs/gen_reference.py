@@ -6,7 +6,8 @@ so they cannot drift and nothing generated is checked in:
   option appears with no edit here);
 * `reference/features.md`: the matrix's `feature` axis (`FEATURES`), each value
   with the `qmpctl migrate` options and plugin keywords it sets, and the
-  migration features with their evidence (`qmpctl.migration.features`);
+  migration features with their settings and evidence (each feature class's
+  `doc` row in `qmpctl.migration.features`);
 * `reference/plugin.md`: the pytest plugin's command-line options (read from
   its own `pytest_addoption`) and `qmpctl_migrate`'s keyword arguments (the
   fields of `MigrateOptions`);
@@ -20,10 +21,8 @@ with no CLI option) fails the build rather than printing a wrong row.
 from __future__ import annotations
 
 import ast
-import dataclasses
 import inspect
 import tomllib
-import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -138,52 +137,28 @@ def features_page(root: Any) -> str:
     out += ["\n## Features and the evidence each needs\n\n",
             cell(inspect.getdoc(migration_features) or "").split(". ", 1)[0] + ". ",
             "A feature whose evidence is missing makes the run inconclusive, never "
-            "verified. One row per feature class in `qmpctl/migration/features.py`:\n\n",
-            "| feature | class | what it is | QEMU trace events read |\n"
-            "| --- | --- | --- | --- |\n"]
-    for cls in feature_classes():
-        name = default_of(cls, "name")
+            "verified. One row per feature module of `qmpctl/migration/features/` "
+            "(its `doc`, `matrix` and the trace events its feature reads):\n\n",
+            "| option | QEMU settings | evidence that it engaged | QEMU trace events read "
+            "| matrix values | module |\n| --- | --- | --- | --- | --- | --- |\n"]
+    for cls in migration_features.registry():
         events = ", ".join(f"`{e}`" for e in trace_events(cls)) or "none"
-        out.append(f"| `{name}` | `{cls.__name__}` | {cell(inspect.getdoc(cls) or '')} "
-                   f"| {events} |\n")
+        values = ", ".join(f"`{v}`" for v in cls.matrix) or "none"
+        out.append(f"| {cls.doc.option} | {cls.doc.settings} | {cls.doc.evidence} | {events} "
+                   f"| {values} | `{cls.__module__.rsplit('.', 1)[1]}` |\n")
     return "".join(out)
 
 
-def feature_classes() -> list[type[Any]]:
-    """The classes of `qmpctl.migration.features` that implement its `Feature`
-    protocol (a `name` and `settings`, `trace_events`, `evidence`)."""
-    found = [c for _, c in inspect.getmembers(migration_features, inspect.isclass)
-             if c.__module__ == migration_features.__name__ and dataclasses.is_dataclass(c)
-             and all(callable(getattr(c, m, None))
-                     for m in ("settings", "trace_events", "evidence"))]
-    assert found, "no feature classes found in qmpctl.migration.features"
-    return sorted(found, key=lambda c: inspect.getsourcelines(c)[1])
-
-
-def default_of(cls: type[Any], field: str) -> Any:
-    """A dataclass field's default (the features' `name`)."""
-    f = {f.name: f for f in dataclasses.fields(cls)}[field]
-    assert f.default is not dataclasses.MISSING, f"{cls.__name__}.{field} has no default"
-    return f.default
-
-
 def trace_events(cls: type[Any]) -> tuple[str, ...]:
-    """The trace events a feature reads, from an instance built with each
-    required field given a placeholder of its type (the events do not depend
-    on them, except where a field turns a mode on: those show the default)."""
-    placeholders: dict[Any, Any] = {int: 1, str: "x", float: 1.0, bool: False}
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            hint = hints[f.name]
-            if typing.get_origin(hint) is typing.Literal:
-                kwargs[f.name] = typing.get_args(hint)[0]
-            elif hint in placeholders:
-                kwargs[f.name] = placeholders[hint]
-            else:
-                raise SystemExit(f"{cls.__name__}.{f.name}: no placeholder for type {hint}")
-    return tuple(cls(**kwargs).trace_events())
+    """The trace events a feature reads: those of the feature it builds for
+    each of its matrix values, on a run with KVM's dirty ring."""
+    events: dict[str, None] = {}
+    for kwargs in cls.matrix.values():
+        values = MigrateOptions.from_kwargs(**kwargs).model_dump()
+        run = migration_features.RunFacts("kvm", 4096, 1 << 30, values)
+        if (feature := cls.from_values(values).build(run)) is not None:
+            events |= dict.fromkeys(feature.trace_events())
+    return tuple(events)
 
 
 def type_name(annotation: Any) -> str:
@@ -227,8 +202,9 @@ def plugin_page(root: Any) -> str:
                    f"{cell(kw.get('help', ''))} |\n")
     out += ["\n## `qmpctl_migrate` keyword arguments\n\n",
             cell(inspect.getdoc(MigrateOptions) or ""),
-            " Plus `hooks=` (a `Hooks`, see [the API](api.md)). The help is the CLI "
-            "option's; a keyword with no CLI option has its field's description.\n\n",
+            " Plus `hooks=` (a `Hooks`, see [the API](api.md)). Each keyword is the "
+            "`qmpctl migrate` option of the same name (generated from the field), with "
+            "the field's description as its help.\n\n",
             "| keyword | type | default | CLI option | what it does |\n"
             "| --- | --- | --- | --- | --- |\n"]
     for name, field in MigrateOptions.model_fields.items():

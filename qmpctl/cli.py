@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import logging
 import os
 import shutil
@@ -11,6 +13,8 @@ import signal
 import sys
 import tempfile
 import time
+import types
+import typing
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
@@ -18,9 +22,11 @@ from pathlib import Path
 from typing import Annotated, Any, TextIO, cast
 
 import typer
+from pydantic.fields import FieldInfo
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from typer.models import ParameterInfo
 
 from . import __version__
 from .core.errors import ExitCode, QmpctlError, ReportUnwritten, UsageError
@@ -55,6 +61,7 @@ from .matrix.versus import (
     pairs_by_id,
     render_markdown,
 )
+from .migration.features import PANEL as FEATURES_PANEL
 from .qemu.rundir import default_root, sweep_stale
 from .report.models import RunReport
 from .report.plots import plot_report, require_matplotlib
@@ -63,7 +70,16 @@ from .report.text import one_line, summary_lines
 from .report.write import ARTIFACTS_REPORT, write_report
 from .repro.write import make_repro
 from .scenario.hooks import Hooks
-from .scenario.options import MigrateOptions, resolve
+from .scenario.options import (
+    GUEST,
+    KERNEL,
+    MIGRATION,
+    TIMEOUTS_PANEL,
+    TOPOLOGY,
+    MigrateOptions,
+    resolve,
+)
+from .scenario.options import VERIFY as VERIFY_PANEL
 from .scenario.runner import new_report, run_migrate
 from .verify.agent import DEFAULT_ROOT as AGENT_ROOT
 from .verify.agent import serve as serve_agent
@@ -268,286 +284,102 @@ def _emit(reports: list[RunReport], as_json: bool, report_path: Path | None,
     return code
 
 
+def cli_type(annotation: Any) -> Any:
+    """The type typer parses a model field as: `X | None` is X, a Literal is
+    its values' type (pydantic then names the choices), a tuple a list."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        [annotation] = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Literal:
+        return type(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) is tuple:
+        return list[typing.get_args(annotation)[0]]  # type: ignore[misc]
+    return annotation
+
+
+def field_option(name: str, info: FieldInfo, panel: str) -> inspect.Parameter:
+    """A model field as a typer option: `--name-with-dashes`, its type, its
+    default (a tuple's: none given), its description as help, its panel
+    (the field's own, else `panel`)."""
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    option = typer.Option(help=info.description, rich_help_panel=str(extra.get("panel", panel)))
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
+                             default=None if isinstance(info.default, tuple) else info.default,
+                             annotation=Annotated[cli_type(info.annotation), option])
+
+
+def with_options(fields: dict[str, FieldInfo], panel: str, panels: tuple[str, ...] = (),
+                 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Add `fields` (pydantic fields: type, default, description as help) to
+    a command as options, after its first parameter (the context) and
+    before its own, panel by panel in the order of `panels`; the command
+    takes them as `**kwargs`."""
+    def wrap(command: Callable[..., None]) -> Callable[..., None]:
+        sig = inspect.signature(command, eval_str=True)
+        first, *own = [p for p in sig.parameters.values() if p.kind != p.VAR_KEYWORD]
+        added = sorted((field_option(n, info, panel) for n, info in fields.items()),
+                       key=lambda p: _panel_rank(p, panels))
+        params = [first, *added, *own]
+
+        @functools.wraps(command)
+        def run(*args: Any, **kwargs: Any) -> None:
+            command(*args, **kwargs)
+
+        run.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        return run
+    return wrap
+
+
+def _panel_rank(param: inspect.Parameter, panels: tuple[str, ...]) -> int:
+    [option] = [a for a in typing.get_args(param.annotation) if isinstance(a, ParameterInfo)]
+    return panels.index(option.rich_help_panel) if option.rich_help_panel in panels else len(panels)
+
+
+OUTPUT, REPETITION = VERIFY_PANEL, "Repetition"
+MIGRATE_PANELS = (GUEST, KERNEL, TOPOLOGY, MIGRATION, FEATURES_PANEL, TIMEOUTS_PANEL, OUTPUT)
+
+
 @app.command()
+@with_options(MigrateOptions.model_fields, FEATURES_PANEL, MIGRATE_PANELS)
 def migrate(
     ctx: typer.Context,
-    arch: Annotated[str, typer.Option(help="Guest architecture: x86_64 or aarch64")] = "x86_64",
-    guest: Annotated[str, typer.Option(
-        help="baremetal (x86 wave / arm64 ITS guest), linux (Debian kernel + guestload) or "
-             "kernel (your own image: --kernel)")]
-    = "baremetal",
-    workload: Annotated[str, typer.Option(
-        help="Linux guests: wave, random, hotset, rate or readmostly")] = "wave",
-    workload_size: Annotated[str, typer.Option(help="Linux guests: e.g. 64M, 1G or 25%")]
-    = "64M",
-    hot: Annotated[str | None, typer.Option(help="hotset: X,Y = X% of pages take Y% of writes")]
-    = None,
-    rate: Annotated[int | None, typer.Option(help="rate workload: target MiB/s")] = None,
-    accel: Annotated[str, typer.Option(help="auto (KVM when it can run the guest), kvm, tcg")]
-    = "auto",
-    dirty_ring: Annotated[int | None, typer.Option(
-        help="KVM dirty ring entries per vCPU; 0 = bitmap [default: 4096 with KVM]")] = None,
-    ram: Annotated[int | None, typer.Option(
-        help="Guest RAM in MiB (160; Linux 512; kernel 256)")] = None,
-    smp: Annotated[int | None, typer.Option(
-        help="vCPUs (default: x86 wave 1, arm64 ITS 2 or --writers + 1); the x86 wave runs "
-             "a writer on each")]
-    = None,
-    writers: Annotated[int | None, typer.Option(
-        help="arm64 ITS guest: vCPUs 1..N run the wave, each over its own slice, while "
-             "vCPU 0 issues LPIs (at most --smp - 1) [default: 1]")] = None,
-    wave_start: Annotated[int | None, typer.Option(
-        help="Wave start, MiB from RAM's first address (x86: guest-physical; RAM above "
-             "3 GiB sits from 4096)")] = None,
-    wave_end: Annotated[int | None, typer.Option(
-        help="Wave end, MiB likewise; a wave across x86's PCI hole skips it")] = None,
-    stride: Annotated[int | None, typer.Option(
-        help="Bytes between two written bytes [default: 4096; above 2 GiB of RAM: a power "
-             "of two keeping a pass within 262144 writes]")] = None,
-    delta: Annotated[int, typer.Option(help="Increment per pass (1..255)")] = 1,
-    transport: Annotated[str | None, typer.Option(
-        help="unix, tcp (loopback; with --topology netns, across the veth) or file "
-             "(mapped-ram; the destination loads it afterwards) "
-             "[default: unix; tcp with --topology netns]")] = None,
-    topology: Annotated[str, typer.Option(
-        help="local (both QEMUs here) or netns (each in its own network namespace, joined "
-             "by a veth pair, 192.0.2.1 -> 192.0.2.2; needs root and iproute2)")] = "local",
-    dst_via: Annotated[str, typer.Option(
-        help="--topology netns: drive the destination's namespace with exec (`ip netns "
-             "exec`) or ssh (an sshd the run starts there, with keys of its own: the "
-             "--dst-host path, on one machine)")] = "exec",
-    dst_host: Annotated[str | None, typer.Option(
-        help="[USER@]HOST: run the destination QEMU and qmpctl agent on that host through "
-             "ssh (key authentication; see docs/remote.md)")] = None,
-    dst_addr: Annotated[str | None, typer.Option(
-        help="--dst-host: the destination's address for the migration stream, port 4444 "
-             "[default: HOST]")] = None,
-    dst_root: Annotated[str | None, typer.Option(
-        help="--dst-host: directory for the run's files on that host [default: /dev/shm]")]
-    = None,
-    dst_qmpctl: Annotated[str | None, typer.Option(
-        help="--dst-host, --dst-via ssh: the command that runs qmpctl there [default: "
-             "python3 -m qmpctl; --dst-via ssh: this qmpctl]")]
-    = None,
-    ssh_option: Annotated[list[str] | None, typer.Option(
-        help="--dst-host: an ssh -o option NAME=VALUE (repeatable), e.g. "
-             "IdentityFile=~/.ssh/qmpctl, Port=2222")] = None,
-    min_passes: Annotated[int, typer.Option(help="Dirty syncs before convergence is allowed")]
-    = 3,
-    throttle: Annotated[int | None, typer.Option(
-        help="MiB/s while convergence is held back [default: 64; wave guests above 2 GiB: "
-             "what one wave pass dirties per 2 s]")] = None,
-    downtime_limit: Annotated[int, typer.Option(help="ms allowed once it may converge")] = 1000,
-    timeout: Annotated[float, typer.Option(help="Seconds the migration may take")] = 300.0,
-    hold_timeout: Annotated[float, typer.Option(
-        help="Seconds to wait for the guest to re-dirty sent memory before converging anyway "
-             "(the verdict is then inconclusive)")] = 30.0,
-    boot_timeout: Annotated[float, typer.Option(
-        help="Seconds to wait for the guest's workload (boot, checks, resume)")] = 60.0,
-    qemu: Annotated[str | None, typer.Option(
-        help="QEMU for both sides: a path, or a version `qmpctl doctor` lists (7.2, 10.0)")]
-    = None,
-    qemu_src: Annotated[str | None, typer.Option(
-        help="QEMU for the source: path or version; two versions pin the older one's "
-             "machine type")] = None,
-    qemu_dst: Annotated[str | None, typer.Option(
-        help="QEMU for the destination: path or version")] = None,
-    exclude: Annotated[list[str] | None, typer.Option(
-        help="START-END[:REASON] guest-physical range left out of the verdict (repeatable; "
-             "always listed in the report)")] = None,
-    capability: Annotated[list[str] | None, typer.Option(
-        help="Migration capability NAME or NAME=on|off on both sides (repeatable; checked "
-             "against each QEMU's QMP schema before launch)")] = None,
-    parameter: Annotated[list[str] | None, typer.Option(
-        help="Migration parameter NAME=VALUE on both sides (repeatable; checked likewise)")]
-    = None,
-    verify: Annotated[str | None, typer.Option(
-        help="bytes: memcmp of both RAM images; hash: xxh3-64 per page on each side, only "
-             "digests compared (what a destination on another host sends) [default: bytes; "
-             "hash with --topology netns, by qmpctl agent on the destination's side]")] = None,
-    compare_method: Annotated[str, typer.Option(
-        help="auto|map|read|hash: how a same-host run compares the RAM images. auto: the "
-             "fastest on this host by a short probe (cached per host, boot, kernel and RAM "
-             "file system); map: memcmp of the mappings; read: preadv + memcmp; hash: xxh3-64 "
-             "per page, differing pages then compared byte by byte")] = "auto",
-    fault: Annotated[list[str] | None, typer.Option(
-        help="Inject WHAT@WHEN (repeatable): kill-src, kill-dst, stop-src, stop-dst, "
-             "drop-qmp-src, link-down, link-down-for=S, rate=MBIT (netns), corrupt-dst=GPA; "
-             "WHEN = pass:N, status:NAME, postcopy, after:S")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the JSON report")] = False,
-    report: Annotated[Path | None, typer.Option(help="Write the JSON report here")] = None,
-    artifacts: Annotated[Path | None, typer.Option(help="Keep QEMU and serial logs here")]
-    = None,
-    ram_dir: Annotated[Path | None, typer.Option(
-        help="A directory on tmpfs for the guest RAM files of the QEMUs on this host (a "
-             "destination reached over ssh keeps its own); on a tmpfs mounted "
-             "huge=always guest RAM is on 2 MiB pages, which compare at close to memory "
-             "speed [default: the run directory on /dev/shm]")] = None,
+    *,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="Print the JSON report", rich_help_panel=OUTPUT)] = False,
+    report: Annotated[Path | None, typer.Option(
+        help="Write the JSON report here", rich_help_panel=OUTPUT)] = None,
     plot: Annotated[Path | None, typer.Option(
-        help="Write a PNG: passes, guest throughput, the dirty-tracking timeline")] = None,
+        help="Write a PNG: passes, guest throughput, the dirty-tracking timeline",
+        rich_help_panel=OUTPUT)] = None,
     html: Annotated[Path | None, typer.Option(
         help="Write one self-contained HTML page: the run(s) as a heat-map tile with the "
-             "loss rate, each run's verdict, first differing pages and timeline")] = None,
-    trace_kernel: Annotated[str, typer.Option(
-        help="on|off|auto: record KVM's dirty-ring tracepoints in a tracefs instance of "
-             "qmpctl's own and report per vCPU what the kernel pushed and QEMU harvested "
-             "(root, KVM dirty ring). auto: where possible (its cost: docs/kernel-ring.md)")]
-    = "auto",
-    dirty_rate_probe: Annotated[bool, typer.Option(
-        help="Run calc-dirty-rate on the source before migrating (on kvm_pvm this "
-             "disturbs the migration that follows; docs/findings.md)")] = False,
-    postcopy: Annotated[bool, typer.Option(
-        help="Switch to postcopy (migrate-start-postcopy) once memory was re-dirtied")] = False,
-    postcopy_preempt: Annotated[bool, typer.Option(
-        help="With --postcopy: faulted pages on a channel of their own (postcopy-preempt)")]
-    = False,
-    postcopy_recover: Annotated[bool, typer.Option(
-        help="With --postcopy: break the channel after the switchover (migrate-pause), then "
-             "recover (migrate-recover + migrate resume=true)")] = False,
-    postcopy_recover_fail: Annotated[bool, typer.Option(
-        help="With --postcopy-recover: the first recovery attempt fails too (its listener "
-             "hangs up), so the source pauses again and is recovered a second time")] = False,
-    cancel_at: Annotated[str | None, typer.Option(
-        help="Cancel a first migration in setup, active or pre-switchover, check the source "
-             "runs on and its workload is sound, then migrate to a fresh destination")]
-    = None,
-    auto_converge: Annotated[bool, typer.Option(
-        help="auto-converge: QEMU throttles the vCPUs; the report shows the throttle")]
-    = False,
-    cpu_throttle_initial: Annotated[int | None, typer.Option(
-        help="--auto-converge: first throttle, %")] = None,
-    cpu_throttle_increment: Annotated[int | None, typer.Option(
-        help="--auto-converge: throttle step, %")] = None,
-    xbzrle_cache: Annotated[int | None, typer.Option(
-        help="xbzrle with a cache of MiB; the report shows the pages it encoded")] = None,
-    multifd: Annotated[int | None, typer.Option(
-        help="multifd with N channels; the report shows the channels that sent")] = None,
-    multifd_compression: Annotated[str | None, typer.Option(
-        help="--multifd: none, zlib or zstd")] = None,
-    zero_page_detection: Annotated[str | None, typer.Option(
-        help="none, legacy or multifd (QEMU 9.0+)")] = None,
-    dirty_limit: Annotated[int | None, typer.Option(
-        help="dirty-limit capability, MB/s per vCPU (KVM dirty ring only)")] = None,
-    dirty_limit_period: Annotated[int | None, typer.Option(
-        help="--dirty-limit: x-vcpu-dirty-limit-period, ms")] = None,
-    vcpu_dirty_limit: Annotated[int | None, typer.Option(
-        help="set-vcpu-dirty-limit MB/s on the running source before migrating (KVM dirty "
-             "ring only); the report shows the guest's write rate before and after")] = None,
+             "loss rate, each run's verdict, first differing pages and timeline",
+        rich_help_panel=OUTPUT)] = None,
     repeat: Annotated[int, typer.Option(
         help="Run N migrations in a row and tally the verdicts; the report is then a JSON "
-             "array")] = 1,
+             "array", rich_help_panel=REPETITION)] = 1,
     until_fail: Annotated[int | None, typer.Option(
         help="Repeat up to N times, stop at the first run that does not verify and keep "
-             "its logs (needs --artifacts DIR; passing runs' logs are removed)")] = None,
+             "its logs (needs --artifacts DIR; passing runs' logs are removed)",
+        rich_help_panel=REPETITION)] = None,
     bisect: Annotated[int | None, typer.Option(
         help="For `git bisect run`: up to N runs, stopping at the first that does not "
              "verify; exit 0 good (no loss in N), 1 bad (lost pages), 125 skip (could not "
-             "decide), 128 abort (bad input)")] = None,
+             "decide), 128 abort (bad input)", rich_help_panel=REPETITION)] = None,
     until_ci: Annotated[float | None, typer.Option(
         help="With --repeat N: stop early once the loss rate's 95 % Wilson interval is no "
-             "wider than WIDTH (0-1, e.g. 0.2), over the runs compared to a verdict")] = None,
-    force: Annotated[bool, typer.Option(
-        help="Run a configuration known to lose pages (arm64 KVM ring without "
-             "ring-with-bitmap); the report lists what was forced")] = False,
-    kernel: Annotated[Path | None, typer.Option(
-        help="--guest kernel: the image to boot (ELF, flat binary, bzImage, Image), e.g. a "
-             "kvm-unit-tests *.flat")] = None,
-    initrd: Annotated[Path | None, typer.Option(help="--guest kernel: initrd")] = None,
-    append: Annotated[str | None, typer.Option(
-        help="--guest kernel: kernel command line (kvm-unit-tests: the test's arguments)")]
-    = None,
-    machine_opt: Annotated[list[str] | None, typer.Option(
-        help="--guest kernel: extra -machine KEY=VALUE (repeatable)")] = None,
-    handshake: Annotated[str, typer.Option(
-        help="--guest kernel: when to migrate: kvm-unit-tests (the guest asks, then waits "
-             "for a key; any number of times), line (--ready-line), none (--migrate-after)")]
-    = "kvm-unit-tests",
-    ready_line: Annotated[str | None, typer.Option(
-        help="--handshake line: regex of the line the guest prints once its workload runs")]
-    = None,
-    migrate_after: Annotated[float | None, typer.Option(
-        help="--handshake none: seconds after launch")] = None,
-    guest_timeout: Annotated[float, typer.Option(
-        help="--guest kernel: seconds the guest may take after a resume to ask again or "
-             "end with its result")] = 120.0,
+             "wider than WIDTH (0-1, e.g. 0.2), over the runs compared to a verdict",
+        rich_help_panel=REPETITION)] = None,
+    **options: Any,
 ) -> None:
     """Migrate a guest live while it dirties memory, then verify every page."""
     writable: Path | None = None  # --report once probed: written whatever the verdict
     t_start = time.monotonic()
     try:
-        if report is not None:
-            check_writable(report, "--report")
-            writable = report
-        if artifacts is not None:
-            check_writable_dir(artifacts, "--artifacts")
-        if html is not None:
-            check_writable(html, "--html")
-        if plot is not None:
-            require_matplotlib()
-            check_writable(plot, "--plot")
-            if repeat > 1:
-                raise UsageError("--plot draws one run; it cannot be combined with --repeat")
-        if repeat < 1:
-            raise UsageError(f"--repeat {repeat}: must be at least 1")
-        if until_ci is not None:
-            if not 0 < until_ci < 1:
-                raise UsageError(f"--until-ci {until_ci:g}: a width between 0 and 1 "
-                                 "(e.g. 0.2: the interval spans 20 percentage points)")
-            if repeat < 2:
-                raise UsageError("--until-ci stops a --repeat N early: give --repeat N "
-                                 "(the most runs it may take)")
-        if bisect is not None:
-            if bisect < 1:
-                raise UsageError(f"--bisect {bisect}: must be at least 1")
-            if repeat > 1 or until_fail is not None or until_ci is not None:
-                raise UsageError("--bisect N repeats by itself; leave out --repeat, "
-                                 "--until-fail and --until-ci")
-            if plot is not None:
-                raise UsageError("--plot draws one run; it cannot be combined with --bisect")
-            repeat = bisect
-        if until_fail is not None:
-            if until_fail < 1:
-                raise UsageError(f"--until-fail {until_fail}: must be at least 1")
-            if repeat > 1:
-                raise UsageError("--until-fail N repeats by itself; leave out --repeat")
-            if artifacts is None:
-                raise UsageError("--until-fail keeps the logs of the run that did not verify: "
-                                 "give --artifacts DIR")
-            if plot is not None:
-                raise UsageError("--plot draws one run; it cannot be combined with "
-                                 "--until-fail")
-            repeat = until_fail
-        opts = MigrateOptions.from_kwargs(
-            arch=arch, guest=guest, workload=workload, workload_size=workload_size, hot=hot,
-            rate=rate, accel=accel, dirty_ring=dirty_ring, ram=ram, smp=smp,
-            **({} if writers is None else {"writers": writers}),
-            wave_start=wave_start, wave_end=wave_end, stride=stride, delta=delta,
-            **({} if transport is None else {"transport": transport}), topology=topology,
-            dst_via=dst_via, dst_host=dst_host,
-            **({} if dst_addr is None else {"dst_addr": dst_addr}),
-            **({} if dst_root is None else {"dst_root": dst_root}),
-            **({} if dst_qmpctl is None else {"dst_qmpctl": dst_qmpctl}),
-            **({} if not ssh_option else {"ssh_option": tuple(ssh_option)}),
-            min_passes=min_passes, **({} if throttle is None else {"throttle": throttle}),
-            downtime_limit=downtime_limit, timeout=timeout, hold_timeout=hold_timeout,
-            boot_timeout=boot_timeout, qemu=qemu, qemu_src=qemu_src,
-            qemu_dst=qemu_dst, exclude=tuple(exclude or ()), capability=tuple(capability or ()),
-            parameter=tuple(parameter or ()), fault=tuple(fault or ()),
-            **({} if verify is None else {"verify": verify}), compare_method=compare_method,
-            artifacts=artifacts, ram_dir=ram_dir,
-            force=force,
-            postcopy=postcopy, dirty_rate_probe=dirty_rate_probe, trace_kernel=trace_kernel,
-            postcopy_preempt=postcopy_preempt, postcopy_recover=postcopy_recover,
-            **({} if cancel_at is None else {"cancel_at": cancel_at}),
-            postcopy_recover_fail=postcopy_recover_fail, auto_converge=auto_converge,
-            cpu_throttle_initial=cpu_throttle_initial,
-            cpu_throttle_increment=cpu_throttle_increment, xbzrle_cache=xbzrle_cache,
-            multifd=multifd, multifd_compression=multifd_compression,
-            zero_page_detection=zero_page_detection, dirty_limit=dirty_limit,
-            dirty_limit_period=dirty_limit_period, vcpu_dirty_limit=vcpu_dirty_limit,
-            kernel=kernel, initrd=initrd, append=append,
-            machine_opt=tuple(machine_opt or ()), handshake=handshake, ready_line=ready_line,
-            migrate_after=migrate_after, guest_timeout=guest_timeout)
+        artifacts = options.get("artifacts")
+        writable = _check_outputs(report, artifacts, html, plot, repeat)
+        repeat = _runs(repeat, until_fail, bisect, until_ci, plot, artifacts)
+        # None: not given (the model's default, or resolved by the run)
+        opts = MigrateOptions.from_kwargs(**{k: v for k, v in options.items() if v is not None})
         results = asyncio.run(_run(opts, live=err.is_terminal and not json_out, repeat=repeat,
                                    until_fail=until_fail is not None or bisect is not None,
                                    until_ci=until_ci,
@@ -571,6 +403,60 @@ def migrate(
             print(f"qmpctl: {exc.message}; the verdict above stands", file=sys.stderr)
             code = code or int(exc.exit_code)
     raise typer.Exit(_bisected(results, bisect) if bisect else code)
+
+
+def _check_outputs(report: Path | None, artifacts: Path | None, html: Path | None,
+                   plot: Path | None, repeat: int) -> Path | None:
+    """Probe every file the run will write before it starts; return --report."""
+    if report is not None:
+        check_writable(report, "--report")
+    if artifacts is not None:
+        check_writable_dir(artifacts, "--artifacts")
+    if html is not None:
+        check_writable(html, "--html")
+    if plot is not None:
+        require_matplotlib()
+        check_writable(plot, "--plot")
+        if repeat > 1:
+            raise UsageError("--plot draws one run; it cannot be combined with --repeat")
+    return report
+
+
+def _runs(repeat: int, until_fail: int | None, bisect: int | None, until_ci: float | None,
+          plot: Path | None, artifacts: Path | None) -> int:
+    """How many runs --repeat, --until-fail, --bisect and --until-ci ask for
+    (at most), or a UsageError for what does not combine."""
+    if repeat < 1:
+        raise UsageError(f"--repeat {repeat}: must be at least 1")
+    if until_ci is not None:
+        if not 0 < until_ci < 1:
+            raise UsageError(f"--until-ci {until_ci:g}: a width between 0 and 1 "
+                             "(e.g. 0.2: the interval spans 20 percentage points)")
+        if repeat < 2:
+            raise UsageError("--until-ci stops a --repeat N early: give --repeat N "
+                             "(the most runs it may take)")
+    if bisect is not None:
+        if bisect < 1:
+            raise UsageError(f"--bisect {bisect}: must be at least 1")
+        if repeat > 1 or until_fail is not None or until_ci is not None:
+            raise UsageError("--bisect N repeats by itself; leave out --repeat, "
+                             "--until-fail and --until-ci")
+        if plot is not None:
+            raise UsageError("--plot draws one run; it cannot be combined with --bisect")
+        repeat = bisect
+    if until_fail is not None:
+        if until_fail < 1:
+            raise UsageError(f"--until-fail {until_fail}: must be at least 1")
+        if repeat > 1:
+            raise UsageError("--until-fail N repeats by itself; leave out --repeat")
+        if artifacts is None:
+            raise UsageError("--until-fail keeps the logs of the run that did not verify: "
+                             "give --artifacts DIR")
+        if plot is not None:
+            raise UsageError("--plot draws one run; it cannot be combined with "
+                             "--until-fail")
+        repeat = until_fail
+    return repeat
 
 
 def _command_line(ctx: typer.Context) -> list[str]:

@@ -70,8 +70,8 @@ def default_smp(arch: Arch, guest: str) -> int:
 
 def _tracking_variants(axes: Axes) -> list[tuple[str, int | None]]:
     """(tracking, ring size): ring sizes multiply tracking=ring only."""
-    return [(t, r) for t in axes.tracking
-            for r in ((None,) if t == "bitmap" else axes.ring)]
+    return [(t, r) for t in axes.trackings
+            for r in ((None,) if t == "bitmap" else axes.rings)]
 
 
 def _cell(arch: Arch, accel: str, tracking: str, ring: int | None, smp: int | str, guest: str,

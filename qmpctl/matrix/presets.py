@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from .features import FEATURES
+from .features import FEATURES, RING_FEATURES
 
 SMALL_BAREMETAL = {"ram": 64, "wave_end": 18, "timeout": 120.0}
 SAME_QEMU = ["10.0->10.0"]
 # Every feature TCG can run (dirty-limit needs KVM's dirty ring).
-TCG_FEATURES = [f for f in FEATURES if f not in ("dirty-limit", "vcpu-dirty-limit")]
+TCG_FEATURES = [f for f in FEATURES if f not in RING_FEATURES]
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
@@ -51,7 +51,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             {"arch": ["x86_64", "aarch64"], "accel": ["tcg"], "qemu": SAME_QEMU,
              "feature": TCG_FEATURES},
             {"accel": ["kvm"], "tracking": ["bitmap", "ring"], "ring": [1024, 4096],
-             "qemu": SAME_QEMU, "feature": [*TCG_FEATURES, "dirty-limit", "vcpu-dirty-limit"]},
+             "qemu": SAME_QEMU, "feature": [*TCG_FEATURES, *RING_FEATURES]},
             {"arch": ["x86_64", "aarch64"], "accel": ["tcg"], "feature": ["precopy", "postcopy"],
              "qemu": ["7.2->10.0", "10.0->7.2"]},
         ],

@@ -76,9 +76,10 @@ class Axes(BaseModel):
 
     arch: tuple[Arch, ...] = ("x86_64",)
     accel: tuple[AccelAxis, ...] = ("tcg",)
-    tracking: tuple[Tracking, ...] = Field(
-        ("ring",), description="KVM dirty tracking; ignored (collapsed) under TCG")
-    ring: tuple[int, ...] = Field((DEFAULT_RING,), description="ring entries, tracking=ring only")
+    tracking: tuple[Tracking, ...] | None = Field(
+        None, description="KVM dirty tracking; ignored (collapsed) under TCG; None: ring")
+    ring: tuple[int, ...] | None = Field(None, description="ring entries, tracking=ring only; "
+                                                         f"None: {DEFAULT_RING}")
     smp: tuple[int | Literal["default"], ...] = Field(
         ("default",), description="vCPUs; default: the guest's own (x86 wave 1, arm64 ITS 2, "
                                   "Linux 2)")
@@ -90,7 +91,9 @@ class Axes(BaseModel):
 
     @field_validator("*")
     @classmethod
-    def _non_empty_unique(cls, values: tuple[Any, ...]) -> tuple[Any, ...]:
+    def _non_empty_unique(cls, values: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+        if values is None:  # tracking, ring: not given
+            return values
         if not values:
             raise ValueError("needs at least one value")
         if len(set(values)) != len(values):
@@ -99,8 +102,8 @@ class Axes(BaseModel):
 
     @field_validator("ring")
     @classmethod
-    def _ring_sizes(cls, values: tuple[int, ...]) -> tuple[int, ...]:
-        for n in values:
+    def _ring_sizes(cls, values: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        for n in values or ():
             if n < 1024 or n & (n - 1):
                 raise ValueError(f"ring {n}: a power of two of at least 1024 entries")
         return values
@@ -130,9 +133,9 @@ class Axes(BaseModel):
 
     @model_validator(mode="after")
     def _ring_needs_ring_tracking(self) -> Axes:
-        if "ring" in self.model_fields_set and "ring" not in self.tracking:
+        if self.ring is not None and "ring" not in self.trackings:
             raise ValueError("ring sizes apply only with tracking = \"ring\", which this "
-                             f"product lacks (tracking = {list(self.tracking)})")
+                             f"product lacks (tracking = {list(self.trackings)})")
         return self
 
     @model_validator(mode="after")
@@ -148,10 +151,20 @@ class Axes(BaseModel):
         return self
 
     @property
+    def trackings(self) -> tuple[Tracking, ...]:
+        """The tracking axis: as given, or ring."""
+        return self.tracking if self.tracking is not None else ("ring",)
+
+    @property
+    def rings(self) -> tuple[int, ...]:
+        """The ring sizes: as given, or the default ring."""
+        return self.ring if self.ring is not None else (DEFAULT_RING,)
+
+    @property
     def explicit_tracking(self) -> bool:
         """Whether the file set tracking or ring: only then are the TCG
         combinations they collapse listed as not run."""
-        return bool({"tracking", "ring"} & self.model_fields_set)
+        return self.tracking is not None or self.ring is not None
 
 
 class MatrixSpec(BaseModel):

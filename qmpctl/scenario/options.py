@@ -11,9 +11,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ..core.errors import HostError, UsageError
 from ..core.units import PAGE_SIZE, MiB
@@ -29,20 +29,8 @@ from ..host.kvm import ARCHES, Arch, KvmInfo, inside_lab, kvm_can_run, probe_kvm
 from ..host.memory import mem_total
 from ..host.netns import check_host as check_netns_host
 from ..host.qemu import MachineType, QemuBinary, cpu_models, find_qemu, machine_types
-from ..migration.features import (
-    AutoConverge,
-    Compression,
-    DirtyLimit,
-    Feature,
-    MappedRam,
-    Multifd,
-    PostcopyPreempt,
-    PostcopyRecover,
-    PostcopySwitch,
-    Xbzrle,
-    ZeroPageDetection,
-    ZeroPages,
-)
+from ..migration.features import Feature, RunFacts, option_fields
+from ..migration.features import build_features as build_registry_features
 from ..migration.settings import MigrationSettings, parse_capability, parse_setting
 from ..qemu.cmdline import DEFAULT_MACHINE, Accel
 from ..qemu.rundir import run_root_problem
@@ -63,134 +51,187 @@ Transport = Literal["unix", "tcp", "file"]
 Topology = Literal["local", "netns"]
 DstVia = Literal["exec", "ssh"]
 DEFAULT_DST_QMPCTL = "python3 -m qmpctl"
+DEFAULT_DST_ROOT = "/dev/shm"
+DEFAULT_THROTTLE = 64  # MiB/s
+Verify = Literal["bytes", "hash"]
 # Where the source can be cancelled from QMP on purpose. `device` lasts the
 # milliseconds between migrate-continue and completion: not reachable on demand.
 CancelStatus = Literal["setup", "active", "pre-switchover"]
 
 
-class MigrateOptions(BaseModel):
+# The `qmpctl migrate --help` panels the options are grouped in.
+GUEST, KERNEL, TOPOLOGY = "Guest", "Kernel guest", "Topology"
+MIGRATION, TIMEOUTS_PANEL, VERIFY = "Migration", "Timeouts", "Verification and output"
+
+
+def Opt(default: Any, panel: str, help: str) -> Any:
+    """A migrate option: its default (None: not given, resolved by
+    `resolve`), the `--help` panel it is listed in and its help."""
+    return Field(default, description=help, json_schema_extra={"panel": panel})
+
+
+if TYPE_CHECKING:  # its fields are read through each feature's own model
+    _FeatureFields = BaseModel
+else:
+    _FeatureFields = create_model(
+        "FeatureFields", __config__=ConfigDict(frozen=True, extra="forbid"),
+        **{name: (info.annotation, info) for name, info in option_fields().items()})
+
+
+class MigrateOptions(_FeatureFields):
     """What the user asked for. Field names are the CLI's option names with
     underscores, so `qmpctl migrate --dirty-ring 1024` and the pytest plugin's
-    `qmpctl_migrate(dirty_ring=1024)` are the same thing."""
+    `qmpctl_migrate(dirty_ring=1024)` are the same thing. The migration
+    features' own options (`--multifd`, `--xbzrle-cache`, ...) come first,
+    composed in from their classes in `qmpctl.migration.features`."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    arch: str = "x86_64"
-    guest: Literal["baremetal", "linux", "kernel"] = "baremetal"
-    workload: str = "wave"
-    workload_size: str = "64M"
-    hot: str | None = None
-    rate: int | None = None
-    accel: AccelChoice = "auto"
-    dirty_ring: int | None = Field(None, description="KVM ring entries; 0 = bitmap; None: "
-                                                     f"{DEFAULT_RING} when KVM is used")
-    ram: int | None = Field(None, description="MiB; None: 160 bare-metal, 512 Linux, "
-                                              "256 kernel")
-    smp: int | None = Field(None, description="None: the guest's own default")
-    writers: int | None = Field(None, description="arm64 ITS guest: vCPUs 1..N run the wave, "
-                                                  "each over its own slice (vCPU 0 issues "
-                                                  "LPIs); None: 1; --smp then defaults to "
-                                                  "N + 1. The x86 wave runs one on every "
-                                                  "vCPU (--smp)")
-    wave_start: int | None = Field(None, description="MiB into RAM")
-    wave_end: int | None = Field(None, description="MiB into RAM")
-    stride: int | None = Field(None, description="bytes between two written bytes; None: "
-                                                 "4096, scaled for guests above 2 GiB")
-    delta: int = 1
-    transport: Transport = Field("unix", description="unix socket, TCP, or a file (mapped-ram) "
-                                                     "the destination loads afterwards; "
-                                                     "--topology netns implies (and needs) "
-                                                     "tcp")
-    topology: Topology = Field("local", description="local: both QEMUs in this network "
-                                                    "namespace; netns: each in its own, "
-                                                    "joined by a veth pair")
-    dst_via: DstVia = Field("exec", description="--topology netns: how the destination's "
-                                                "namespace is driven: exec (`ip netns "
-                                                "exec`) or ssh (an sshd the run starts "
-                                                "there, as on another host)")
-    dst_host: str | None = Field(None, description="[USER@]HOST: run the destination QEMU on "
-                                                   "this host, through ssh")
-    dst_addr: str | None = Field(None, description="--dst-host: the destination's address "
-                                                   "for the migration stream; None: HOST")
-    dst_root: str = Field("/dev/shm", description="--dst-host: where the run's directory "
-                                                  "goes on that host")
-    dst_qmpctl: str = Field(DEFAULT_DST_QMPCTL, description="--dst-host, --dst-via ssh: the "
-                                                            "command that runs qmpctl on that "
-                                                            "host (--dst-via ssh: this qmpctl "
-                                                            "unless given)")
-    ssh_option: tuple[str, ...] = Field((), description="--dst-host: ssh -o options "
-                                                        "(IdentityFile=..., Port=...)")
-    min_passes: int = 3
-    throttle: int = Field(64, description="MiB/s while convergence is held back; left "
-                                          "unset for a guest above 2 GiB: its wave's or Linux "
-                                          "working set's bytes over 2 s (at least 64)")
-    downtime_limit: int = Field(1000, description="ms once it may converge")
-    timeout: float = Field(300.0, description="seconds the migration may take")
-    hold_timeout: float = Field(30.0, description="seconds to wait for the guest to re-dirty "
-                                                  "sent memory before releasing the hold-back")
-    boot_timeout: float = 60.0
-    qemu: str | None = None
-    qemu_src: str | None = None
-    qemu_dst: str | None = None
-    exclude: tuple[str, ...] = Field((), description="START-END[:REASON], guest-physical")
-    capability: tuple[str, ...] = Field((), description="NAME or NAME=on|off, both sides")
-    parameter: tuple[str, ...] = Field((), description="NAME=VALUE, both sides")
-    verify: Literal["bytes", "hash"] = Field(
-        "bytes", description="bytes: memcmp of both RAM images; hash: xxh3-64 per page on each "
-                             "side, only digests compared (a destination on another host)")
-    compare_method: Literal["auto", "map", "read", "hash"] = Field(
-        "auto", description="how a same-host run compares the RAM images: auto probes map, "
-                            "read and hash on this host (cached per host, boot, kernel and "
-                            "RAM file system); the others force one")
-    fault: tuple[str, ...] = Field((), description="WHAT@WHEN faults to inject (see faults.spec)")
-    dirty_rate_probe: bool = False
-    trace_kernel: Literal["on", "off", "auto"] = Field(
-        "auto", description="record KVM's dirty-ring tracepoints in a tracefs instance (root): "
-                            "auto = where possible")
-    force: bool = False
-    postcopy: bool = False
-    # QEMU migration features (migration.features): each shows in the report
-    # whether it engaged.
-    auto_converge: bool = False
-    cpu_throttle_initial: int | None = Field(None, description="%, with --auto-converge")
-    cpu_throttle_increment: int | None = Field(None, description="%, with --auto-converge")
-    xbzrle_cache: int | None = Field(None, description="MiB: turn on xbzrle with this cache")
-    multifd: int | None = Field(None, description="channels: turn on multifd")
-    multifd_compression: Compression | None = None
-    zero_page_detection: ZeroPageDetection | None = None
-    dirty_limit: int | None = Field(None, description="MB/s per vCPU: the dirty-limit "
-                                                      "capability (KVM dirty ring only)")
-    dirty_limit_period: int | None = Field(None, description="ms, x-vcpu-dirty-limit-period")
-    vcpu_dirty_limit: int | None = Field(None, description="MB/s: set-vcpu-dirty-limit on the "
-                                                           "running source before migrating")
-    postcopy_preempt: bool = False
-    postcopy_recover: bool = Field(False, description="break the channel once in postcopy "
-                                                      "(migrate-pause), then recover")
-    postcopy_recover_fail: bool = Field(False, description="the first recovery attempt fails "
-                                                           "too (double failure)")
-    cancel_at: CancelStatus | None = Field(
-        None, description="cancel a first migration in this status, check the source runs "
-                          "on, then migrate to a fresh destination")
-    artifacts: Path | None = None
-    ram_dir: Path | None = Field(None, description="a directory on tmpfs for the guest RAM "
-                                                   "files of the QEMUs on this host (not of a "
-                                                   "destination reached over ssh: its own run "
-                                                   "directory); None: the run directory on "
-                                                   "/dev/shm")
-    # --guest kernel: a kernel image of the user's own
-    kernel: Path | None = Field(None, description="kernel image: ELF, flat binary, "
-                                                  "bzImage or Image")
-    initrd: Path | None = None
-    append: str | None = Field(None, description="kernel command line (-append)")
-    machine_opt: tuple[str, ...] = Field((), description="extra -machine KEY=VALUE")
-    handshake: Handshake = Field("kvm-unit-tests", description="when to migrate: "
-                                 "kvm-unit-tests' request, a --ready-line, or none "
-                                 "(--migrate-after)")
-    ready_line: str | None = Field(None, description="regex of the line that means the "
-                                                     "guest's workload runs")
-    migrate_after: float | None = Field(None, description="seconds after launch")
-    guest_timeout: float = Field(120.0, description="seconds a kernel guest may take, after "
-                                                    "a resume, to ask again or end")
+    # The guest and how it runs
+    arch: str = Opt("x86_64", GUEST, "Guest architecture: x86_64 or aarch64")
+    guest: Literal["baremetal", "linux", "kernel"] = Opt("baremetal", GUEST,
+        "baremetal (x86 wave / arm64 ITS guest), linux (Debian kernel + guestload) or kernel "
+        "(your own image: --kernel)")
+    workload: str = Opt("wave", GUEST, "Linux guests: wave, random, hotset, rate or readmostly")
+    workload_size: str = Opt("64M", GUEST, "Linux guests: e.g. 64M, 1G or 25%")
+    hot: str | None = Opt(None, GUEST, "hotset: X,Y = X% of pages take Y% of writes")
+    rate: int | None = Opt(None, GUEST, "rate workload: target MiB/s")
+    accel: AccelChoice = Opt("auto", GUEST, "auto (KVM when it can run the guest), kvm, tcg")
+    dirty_ring: int | None = Opt(None, GUEST,
+        "KVM dirty ring entries per vCPU; 0 = bitmap [default: 4096 with KVM]")
+    ram: int | None = Opt(None, GUEST, "Guest RAM in MiB (160; Linux 512; kernel 256)")
+    smp: int | None = Opt(None, GUEST,
+        "vCPUs (default: x86 wave 1, arm64 ITS 2 or --writers + 1); the x86 wave runs a writer on"
+        " each")
+    writers: int | None = Opt(None, GUEST,
+        "arm64 ITS guest: vCPUs 1..N run the wave, each over its own slice, while vCPU 0 issues "
+        "LPIs (at most --smp - 1) [default: 1]")
+    wave_start: int | None = Opt(None, GUEST,
+        "Wave start, MiB from RAM's first address (x86: guest-physical; RAM above 3 GiB sits from"
+        " 4096)")
+    wave_end: int | None = Opt(None, GUEST,
+        "Wave end, MiB likewise; a wave across x86's PCI hole skips it")
+    stride: int | None = Opt(None, GUEST,
+        "Bytes between two written bytes [default: 4096; above 2 GiB of RAM: a power of two "
+        "keeping a pass within 262144 writes]")
+    delta: int = Opt(1, GUEST, "Increment per pass (1..255)")
+    force: bool = Opt(False, GUEST,
+        "Run a configuration known to lose pages (arm64 KVM ring without ring-with-bitmap); the "
+        "report lists what was forced")
+
+    # --guest kernel: an image of the user's own
+    kernel: Path | None = Opt(None, KERNEL,
+        "--guest kernel: the image to boot (ELF, flat binary, bzImage, Image), e.g. a "
+        "kvm-unit-tests *.flat")
+    initrd: Path | None = Opt(None, KERNEL, "--guest kernel: initrd")
+    append: str | None = Opt(None, KERNEL,
+        "--guest kernel: kernel command line (kvm-unit-tests: the test's arguments)")
+    machine_opt: tuple[str, ...] = Opt((), KERNEL,
+        "--guest kernel: extra -machine KEY=VALUE (repeatable)")
+    handshake: Handshake = Opt("kvm-unit-tests", KERNEL,
+        "--guest kernel: when to migrate: kvm-unit-tests (the guest asks, then waits for a key; "
+        "any number of times), line (--ready-line), none (--migrate-after)")
+    ready_line: str | None = Opt(None, KERNEL,
+        "--handshake line: regex of the line the guest prints once its workload runs")
+    migrate_after: float | None = Opt(None, KERNEL, "--handshake none: seconds after launch")
+    guest_timeout: float = Opt(120.0, KERNEL,
+        "--guest kernel: seconds the guest may take after a resume to ask again or end with its "
+        "result")
+
+    # Where the two QEMUs run and how the stream gets there
+    transport: Transport | None = Opt(None, TOPOLOGY,
+        "unix, tcp (loopback; with --topology netns, across the veth) or file (mapped-ram; the "
+        "destination loads it afterwards) [default: unix; tcp with --topology netns]")
+    topology: Topology = Opt("local", TOPOLOGY,
+        "local (both QEMUs here) or netns (each in its own network namespace, joined by a veth "
+        "pair, 192.0.2.1 -> 192.0.2.2; needs root and iproute2)")
+    dst_via: DstVia = Opt("exec", TOPOLOGY,
+        "--topology netns: drive the destination's namespace with exec (`ip netns exec`) or ssh "
+        "(an sshd the run starts there, with keys of its own: the --dst-host path, on one "
+        "machine)")
+    dst_host: str | None = Opt(None, TOPOLOGY,
+        "[USER@]HOST: run the destination QEMU and qmpctl agent on that host through ssh (key "
+        "authentication; see docs/remote.md)")
+    dst_addr: str | None = Opt(None, TOPOLOGY,
+        "--dst-host: the destination's address for the migration stream, port 4444 [default: "
+        "HOST]")
+    dst_root: str | None = Opt(None, TOPOLOGY,
+        "--dst-host: directory for the run's files on that host [default: /dev/shm]")
+    dst_qmpctl: str | None = Opt(None, TOPOLOGY,
+        "--dst-host, --dst-via ssh: the command that runs qmpctl there [default: python3 -m "
+        "qmpctl; --dst-via ssh: this qmpctl]")
+    ssh_option: tuple[str, ...] = Opt((), TOPOLOGY,
+        "--dst-host: an ssh -o option NAME=VALUE (repeatable), e.g. IdentityFile=~/.ssh/qmpctl, "
+        "Port=2222")
+    qemu: str | None = Opt(None, TOPOLOGY,
+        "QEMU for both sides: a path, or a version `qmpctl doctor` lists (7.2, 10.0)")
+    qemu_src: str | None = Opt(None, TOPOLOGY,
+        "QEMU for the source: path or version; two versions pin the older one's machine type")
+    qemu_dst: str | None = Opt(None, TOPOLOGY, "QEMU for the destination: path or version")
+
+    # How the migration is driven
+    min_passes: int = Opt(3, MIGRATION, "Dirty syncs before convergence is allowed")
+    throttle: int | None = Opt(None, MIGRATION,
+        "MiB/s while convergence is held back [default: 64; wave guests above 2 GiB: what one "
+        "wave pass dirties per 2 s]")
+    downtime_limit: int = Opt(1000, MIGRATION, "ms allowed once it may converge")
+    capability: tuple[str, ...] = Opt((), MIGRATION,
+        "Migration capability NAME or NAME=on|off on both sides (repeatable; checked against each"
+        " QEMU's QMP schema before launch)")
+    parameter: tuple[str, ...] = Opt((), MIGRATION,
+        "Migration parameter NAME=VALUE on both sides (repeatable; checked likewise)")
+    postcopy: bool = Opt(False, MIGRATION,
+        "Switch to postcopy (migrate-start-postcopy) once memory was re-dirtied")
+    postcopy_recover: bool = Opt(False, MIGRATION,
+        "With --postcopy: break the channel after the switchover (migrate-pause), then recover "
+        "(migrate-recover + migrate resume=true)")
+    postcopy_recover_fail: bool = Opt(False, MIGRATION,
+        "With --postcopy-recover: the first recovery attempt fails too (its listener hangs up), "
+        "so the source pauses again and is recovered a second time")
+    cancel_at: CancelStatus | None = Opt(None, MIGRATION,
+        "Cancel a first migration in setup, active or pre-switchover, check the source runs on "
+        "and its workload is sound, then migrate to a fresh destination")
+    vcpu_dirty_limit: int | None = Opt(None, MIGRATION,
+        "set-vcpu-dirty-limit MB/s on the running source before migrating (KVM dirty ring only); "
+        "the report shows the guest's write rate before and after")
+    dirty_rate_probe: bool = Opt(False, MIGRATION,
+        "Run calc-dirty-rate on the source before migrating (on kvm_pvm this disturbs the "
+        "migration that follows; docs/findings.md)")
+    fault: tuple[str, ...] = Opt((), MIGRATION,
+        "Inject WHAT@WHEN (repeatable): kill-src, kill-dst, stop-src, stop-dst, drop-qmp-src, "
+        "link-down, link-down-for=S, rate=MBIT (netns), corrupt-dst=GPA; WHEN = pass:N, "
+        "status:NAME, postcopy, after:S")
+
+    # Timeouts, seconds
+    timeout: float = Opt(300.0, TIMEOUTS_PANEL, "Seconds the migration may take")
+    hold_timeout: float = Opt(30.0, TIMEOUTS_PANEL,
+        "Seconds to wait for the guest to re-dirty sent memory before converging anyway (the "
+        "verdict is then inconclusive)")
+    boot_timeout: float = Opt(60.0, TIMEOUTS_PANEL,
+        "Seconds to wait for the guest's workload (boot, checks, resume)")
+
+    # What is compared and what is kept
+    exclude: tuple[str, ...] = Opt((), VERIFY,
+        "START-END[:REASON] guest-physical range left out of the verdict (repeatable; always "
+        "listed in the report)")
+    verify: Verify | None = Opt(None, VERIFY,
+        "bytes: memcmp of both RAM images; hash: xxh3-64 per page on each side, only digests "
+        "compared (what a destination on another host sends) [default: bytes; hash with "
+        "--topology netns, by qmpctl agent on the destination's side]")
+    compare_method: Literal["auto", "map", "read", "hash"] = Opt("auto", VERIFY,
+        "auto|map|read|hash: how a same-host run compares the RAM images. auto: the fastest on "
+        "this host by a short probe (cached per host, boot, kernel and RAM file system); map: "
+        "memcmp of the mappings; read: preadv + memcmp; hash: xxh3-64 per page, differing pages "
+        "then compared byte by byte")
+    trace_kernel: Literal["on", "off", "auto"] = Opt("auto", VERIFY,
+        "on|off|auto: record KVM's dirty-ring tracepoints in a tracefs instance of qmpctl's own "
+        "and report per vCPU what the kernel pushed and QEMU harvested (root, KVM dirty ring). "
+        "auto: where possible (its cost: docs/kernel-ring.md)")
+    artifacts: Path | None = Opt(None, VERIFY, "Keep QEMU and serial logs here")
+    ram_dir: Path | None = Opt(None, VERIFY,
+        "A directory on tmpfs for the guest RAM files of the QEMUs on this host (a destination "
+        "reached over ssh keeps its own); on a tmpfs mounted huge=always guest RAM is on 2 MiB "
+        "pages, which compare at close to memory speed [default: the run directory on /dev/shm]")
 
     @classmethod
     def from_kwargs(cls, **kwargs: object) -> MigrateOptions:
@@ -313,6 +354,10 @@ class Resolved:
     features: tuple[Feature, ...] = ()
     # --trace-kernel: whether the kernel's ring tracepoints are recorded, and why
     kernel_trace: tuple[bool, str] = (False, "--trace-kernel off")
+    # What options left at None (not given) mean for this run
+    throttle: int = DEFAULT_THROTTLE  # MiB/s while convergence is held back
+    transport: Transport = "unix"
+    verify: Verify = "bytes"
 
     @property
     def machine(self) -> str:
@@ -392,7 +437,7 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
         raise HostError(problem)  # before the guest is built: its wave would fail first
     if opts.min_passes < 1:
         raise UsageError("--min-passes must be at least 1")
-    if opts.throttle < 1 or opts.downtime_limit < 1:
+    if (opts.throttle is not None and opts.throttle < 1) or opts.downtime_limit < 1:
         raise UsageError("--throttle and --downtime-limit must be positive")
     if problems := timeout_problems(opts):
         raise UsageError("; ".join(problems))
@@ -406,12 +451,7 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
         raise UsageError(problem)
     guest = build_guest(opts, arch, ram_mib)
     guest.validate()
-    if "throttle" not in opts.model_fields_set and ram_mib > SMALL_RAM_MIB:
-        if isinstance(guest, WaveGuest):
-            opts = opts.model_copy(update={"throttle": big_guest_throttle(guest.wave)})
-        elif isinstance(guest, LinuxGuest):  # guestload rewrites its whole working set
-            opts = opts.model_copy(update={"throttle": max(
-                64, guest.workload.size_mib(ram_mib) // HELD_PASS_S)})
+    throttle = opts.throttle if opts.throttle is not None else default_throttle(guest, ram_mib)
     needs_pae = isinstance(guest, WaveGuest) and arch == "x86_64" and guest.above_4g
     accel, reason = choose_accel(opts.accel, arch, kvm, guest.needs_64bit_kvm, needs_pae)
     if accel == "tcg" and opts.dirty_ring is not None:
@@ -441,7 +481,20 @@ def resolve(opts: MigrateOptions, kvm: KvmInfo | None = None) -> Resolved:
     _ = guest.kernel, guest.initrd  # raise HostError when an image was not built
     return Resolved(opts, arch, accel, reason, ring, guest, forced, src, dst, kvm,
                     exclusions, settings, faults, machine_type, machine_reason, cpu, features,
-                    kernel_trace(opts.trace_kernel, accel, ring, lab=inside_lab()))
+                    kernel_trace(opts.trace_kernel, accel, ring, lab=inside_lab()),
+                    throttle=throttle, transport=effective_transport(opts),
+                    verify=effective_verify(opts))
+
+
+def default_throttle(guest: Guest, ram_mib: int) -> int:
+    """--throttle not given: 64 MiB/s; for a guest above 2 GiB, what its
+    wave or working set dirties resent in about HELD_PASS_S seconds (pure)."""
+    if ram_mib > SMALL_RAM_MIB:
+        if isinstance(guest, WaveGuest):
+            return big_guest_throttle(guest.wave)
+        if isinstance(guest, LinuxGuest):  # guestload rewrites its whole working set
+            return max(DEFAULT_THROTTLE, guest.workload.size_mib(ram_mib) // HELD_PASS_S)
+    return DEFAULT_THROTTLE
 
 
 def kernel_trace(choice: str, accel: Accel, ring: int,
@@ -470,81 +523,12 @@ def kernel_trace(choice: str, accel: Accel, ring: int,
     return False, f"--trace-kernel auto: {why_not}"
 
 
-def feature_problems(opts: MigrateOptions, accel: Accel, ring: int) -> list[str]:
-    """Feature options that cannot work together or on this run (pure)."""
-    problems = []
-    if not opts.auto_converge and (opts.cpu_throttle_initial is not None
-                                   or opts.cpu_throttle_increment is not None):
-        problems.append("--cpu-throttle-initial/--cpu-throttle-increment need --auto-converge")
-    if opts.multifd is None and opts.multifd_compression is not None:
-        problems.append("--multifd-compression needs --multifd N")
-    if opts.multifd is None and opts.zero_page_detection == "multifd":
-        problems.append("--zero-page-detection multifd needs --multifd N")
-    if opts.multifd is not None and not 1 <= opts.multifd <= 255:
-        problems.append(f"--multifd {opts.multifd}: channels must be 1..255")
-    if opts.multifd is not None and opts.xbzrle_cache is not None:
-        problems.append("--xbzrle-cache with --multifd: QEMU does not combine xbzrle and "
-                        "multifd")
-    if opts.xbzrle_cache is not None and opts.xbzrle_cache < 1:
-        problems.append(f"--xbzrle-cache {opts.xbzrle_cache}: must be at least 1 MiB")
-    limits = [f"--{n.replace('_', '-')}" for n in ("dirty_limit", "vcpu_dirty_limit")
-              if getattr(opts, n) is not None]
-    if limits and not (accel == "kvm" and ring):
-        problems.append(f"{' and '.join(limits)}: dirty-limit meters the KVM dirty ring, and "
-                        "this run uses " + ("the KVM dirty bitmap" if accel == "kvm" else
-                                            "TCG") + "; use --accel kvm with --dirty-ring N")
-    if any(v is not None and v < 1 for v in (opts.dirty_limit, opts.vcpu_dirty_limit)):
-        problems.append("--dirty-limit and --vcpu-dirty-limit must be at least 1 MB/s")
-    if opts.dirty_limit_period is not None and opts.dirty_limit is None:
-        problems.append("--dirty-limit-period needs --dirty-limit")
-    if opts.dirty_limit is not None and opts.auto_converge:
-        problems.append("--dirty-limit with --auto-converge: QEMU runs one throttle or the "
-                        "other")
-    for name in ("postcopy_preempt", "postcopy_recover"):
-        if getattr(opts, name) and not opts.postcopy:
-            problems.append(f"--{name.replace('_', '-')} needs --postcopy")
-    if opts.transport == "file":
-        conflicts = {
-            "--postcopy": (opts.postcopy, "postcopy needs a live channel to the destination"),
-            "--topology netns": (opts.topology == "netns",
-                                 "the destination reads the source's file on this host"),
-            "--cancel-at": (opts.cancel_at is not None, "cancel a migration to a socket"),
-            "--xbzrle-cache": (opts.xbzrle_cache is not None,
-                               "QEMU does not combine mapped-ram and xbzrle"),
-        }
-        problems += [f"--transport file with {option}: {why}"
-                     for option, (given, why) in conflicts.items() if given]
-    if opts.postcopy_recover_fail and not opts.postcopy_recover:
-        problems.append("--postcopy-recover-fail needs --postcopy-recover")
-    return problems
-
-
 def build_features(opts: MigrateOptions, accel: Accel, ring: int,
                    ram_mib: int = 0) -> tuple[Feature, ...]:
-    """The features the options ask for, or a UsageError naming every conflict."""
-    if problems := feature_problems(opts, accel, ring):
-        raise UsageError("; ".join(problems))
-    features: list[Feature] = []
-    if opts.transport == "file":
-        features.append(MappedRam(ram_mib * MiB))
-    if opts.auto_converge:
-        features.append(AutoConverge(opts.cpu_throttle_initial, opts.cpu_throttle_increment))
-    if opts.xbzrle_cache is not None:
-        features.append(Xbzrle(opts.xbzrle_cache))
-    if opts.multifd is not None:
-        features.append(Multifd(opts.multifd, opts.multifd_compression,
-                                to_file=opts.transport == "file"))
-    if opts.zero_page_detection is not None:
-        features.append(ZeroPages(opts.zero_page_detection))
-    if opts.dirty_limit is not None:
-        features.append(DirtyLimit(opts.dirty_limit, opts.dirty_limit_period))
-    if opts.postcopy:
-        features.append(PostcopySwitch())
-    if opts.postcopy_preempt:
-        features.append(PostcopyPreempt())
-    if opts.postcopy_recover:
-        features.append(PostcopyRecover(opts.postcopy_recover_fail))
-    return tuple(features)
+    """The features the options ask for (`qmpctl.migration.features`: each
+    checks its own options against the run), or a UsageError naming every
+    problem."""
+    return build_registry_features(RunFacts(accel, ring, ram_mib * MiB, opts.model_dump()))
 
 
 # arm64 under TCG runs `-cpu max`, whose features grow with every QEMU
@@ -627,12 +611,11 @@ NETNS_NEEDS_TCP = (
 def remote_problems(opts: MigrateOptions) -> list[str]:
     """--dst-host and --dst-via: what does not fit (pure)."""
     problems = []
-    given = opts.model_fields_set
     ssh_only = [f"--{n.replace('_', '-')}" for n in ("dst_addr", "dst_root", "ssh_option")
-                if n in given]
+                if getattr(opts, n)]
     if opts.dst_host is None and ssh_only:
         problems.append(f"{', '.join(ssh_only)}: only with --dst-host")
-    if "dst_qmpctl" in given and not reached_by_ssh(opts):
+    if opts.dst_qmpctl is not None and not reached_by_ssh(opts):
         problems.append("--dst-qmpctl: only with --dst-host or --dst-via ssh")
     if opts.dst_via == "ssh" and opts.topology != "netns":
         problems.append("--dst-via ssh: only with --topology netns (its sshd runs in the "
@@ -645,13 +628,13 @@ def remote_problems(opts: MigrateOptions) -> list[str]:
     if opts.topology == "netns":
         problems.append("--dst-host with --topology netns: the destination is either in the "
                         "run's namespace or on another host (try --dst-via ssh)")
-    if opts.transport != "tcp" and "transport" in given:
+    if opts.transport not in (None, "tcp"):
         problems.append(f"--transport {opts.transport}: --dst-host migrates over TCP to the "
                         "other host (implied)")
-    if opts.verify == "bytes" and "verify" in given:
+    if opts.verify == "bytes":
         problems.append("--verify bytes: the destination's RAM is on another host; qmpctl "
                         "agent hashes it there (--verify hash, implied)")
-    if not opts.dst_root.startswith("/"):
+    if opts.dst_root is not None and not opts.dst_root.startswith("/"):
         problems.append(f"--dst-root {opts.dst_root!r}: must be an absolute path")
     problems += [f"--ssh-option {o!r}: expected NAME=VALUE (an ssh -o option)"
                  for o in opts.ssh_option if "=" not in o or o.startswith("-")]
@@ -676,9 +659,9 @@ def check_topology(opts: MigrateOptions) -> None:
         raise UsageError("; ".join(problems))
     if opts.topology != "netns":
         return
-    if opts.transport == "unix" and "transport" in opts.model_fields_set:
+    if opts.transport == "unix":
         raise UsageError(NETNS_NEEDS_TCP)
-    if opts.verify == "bytes" and "verify" in opts.model_fields_set:
+    if opts.verify == "bytes":
         raise UsageError(NETNS_HASHES)
     check_netns_host()
 
@@ -704,14 +687,14 @@ def requested_method(opts: MigrateOptions) -> Literal["map", "read", "hash"] | N
     return None if opts.compare_method == "auto" else opts.compare_method
 
 
-def effective_verify(opts: MigrateOptions) -> Literal["bytes", "hash"]:
+def effective_verify(opts: MigrateOptions) -> Verify:
     """netns, --dst-host: the destination is remote, so its pages are hashed where they live."""
-    return "hash" if opts.topology == "netns" or opts.dst_host else opts.verify
+    return "hash" if opts.topology == "netns" or opts.dst_host else opts.verify or "bytes"
 
 
 def effective_transport(opts: MigrateOptions) -> Transport:
     """The transport a run uses: netns and --dst-host imply tcp."""
-    return "tcp" if opts.topology == "netns" or opts.dst_host else opts.transport
+    return "tcp" if opts.topology == "netns" or opts.dst_host else opts.transport or "unix"
 
 
 def writers_problem(opts: MigrateOptions, arch: Arch) -> str | None:

@@ -26,7 +26,7 @@ from ..host.remote import Endpoint, NetnsHost, RemoteHost, SshHost
 from ..host.sshd import NamespaceSshd
 from ..report.models import DestinationHostConfig
 from ..verify.agent import AGENT_PORT, AgentClient
-from .options import MigrateOptions
+from .options import DEFAULT_DST_QMPCTL, DEFAULT_DST_ROOT, MigrateOptions
 
 MIGRATION_PORT = 4444  # on the destination host (a new namespace: nothing else listens)
 AGENT_START_S = 30.0
@@ -61,13 +61,13 @@ async def open_destination_host(stack: contextlib.AsyncExitStack, o: MigrateOpti
         ssh = SshHost(sshd.target, local_dir.parent / f"{local_dir.name}-dst",
                       options=sshd.ssh_options(),
                       qmpctl=(tuple(shlex.split(o.dst_qmpctl))
-                              if "dst_qmpctl" in o.model_fields_set else this_qmpctl()),
+                              if o.dst_qmpctl is not None else this_qmpctl()),
                       via=("ip", "netns", "exec", pair.src_ns))
         address = pair.dst_addr
     elif o.dst_host is not None:
-        ssh = SshHost(o.dst_host, Path(o.dst_root) / f"{local_dir.name}-dst",
+        ssh = SshHost(o.dst_host, Path(o.dst_root or DEFAULT_DST_ROOT) / f"{local_dir.name}-dst",
                       options=tuple(a for opt in o.ssh_option for a in ("-o", opt)),
-                      qmpctl=tuple(shlex.split(o.dst_qmpctl)))
+                      qmpctl=tuple(shlex.split(o.dst_qmpctl or DEFAULT_DST_QMPCTL)))
         address = o.dst_addr or ssh_target_host(o.dst_host)
     else:
         return None

@@ -63,12 +63,12 @@ from ..migration import driver
 from ..migration.dirtyrate import probe_dirty_rate
 from ..migration.features import (
     Observed,
-    cancel_evidence,
     feature_settings,
     feature_trace_events,
-    vcpu_dirty_limit_evidence,
 )
 from ..migration.features import evidence as feature_evidence
+from ..migration.features.cancel import cancel_evidence
+from ..migration.features.vcpu_dirty_limit import vcpu_dirty_limit_evidence
 from ..migration.models import FeatureEvidence, MigrationStats
 from ..migration.policy import (
     BreakPostcopy,
@@ -114,8 +114,6 @@ from .hooks import Hooks, chain, fault_hooks
 from .options import (
     MigrateOptions,
     Resolved,
-    effective_transport,
-    effective_verify,
     reached_by_ssh,
     requested_method,
     resolve,
@@ -173,7 +171,7 @@ def migration_policy(r: Resolved) -> Policy:
     when a fault must land during it)."""
     o = r.options
     held = HoldBack(ending=Postcopy() if o.postcopy else Converge(downtime_ms=o.downtime_limit),
-                    min_passes=o.min_passes, throttle_bandwidth=o.throttle * MiB,
+                    min_passes=o.min_passes, throttle_bandwidth=r.throttle * MiB,
                     hold_timeout_s=o.hold_timeout)
     if o.postcopy_recover:
         return BreakPostcopy(held)
@@ -226,14 +224,14 @@ def run_config(r: Resolved, settings: MigrationSettings) -> RunConfig:
         dirty_ring_size=r.ring,
         dirty_tracking="tcg" if r.accel == "tcg" else
         ("kvm-dirty-ring" if r.ring else "kvm-dirty-bitmap"),
-        ram_mib=r.guest.ram_mib, smp=r.guest.smp, transport=effective_transport(o),
+        ram_mib=r.guest.ram_mib, smp=r.guest.smp, transport=r.transport,
         topology=o.topology,
         qemu_src=str(r.qemu_src.path), qemu_dst=str(r.qemu_dst.path),
         qemu_src_version=r.qemu_src.version_str, qemu_dst_version=r.qemu_dst.version_str,
         machine_type=r.machine, machine_type_reason=r.machine_type_reason, cpu=r.cpu,
         workload=r.guest.workload_summary(), min_passes=o.min_passes,
-        throttle_bandwidth=o.throttle * MiB, converge_downtime_ms=o.downtime_limit,
-        migration_settings=settings, forced=list(r.forced), verify=effective_verify(o),
+        throttle_bandwidth=r.throttle * MiB, converge_downtime_ms=o.downtime_limit,
+        migration_settings=settings, forced=list(r.forced), verify=r.verify,
         hold_timeout_s=o.hold_timeout,
     )
 
@@ -476,8 +474,8 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
     else:
         uri = {"unix": f"unix:{run.dir.side('mig', 'sock')}",
                "file": f"file:{run.dir.side('mig', 'file')}",
-               "tcp": f"tcp:127.0.0.1:{_free_port()}"}[o.transport]
-    to_file = effective_transport(o) == "file"
+               "tcp": f"tcp:127.0.0.1:{_free_port()}"}[r.transport]
+    to_file = r.transport == "file"
     if run.hop == 1 and rep.config is not None:
         rep.config.migration_uri = uri
     await driver.prepare(src, dst, uri, settings, listen=not to_file)
@@ -609,7 +607,7 @@ def _recovery_uri(run: Run) -> str:
     run.recoveries += 1
     if run.dst_addr is not None:
         return f"tcp:{run.dst_addr}:{NETNS_MIGRATION_PORT + run.recoveries}"
-    if effective_transport(run.r.options) == "unix":
+    if run.r.transport == "unix":
         return f"unix:{run.dir.side(f'recover{run.recoveries}', 'sock')}"
     return f"tcp:127.0.0.1:{_free_port()}"
 
@@ -769,7 +767,7 @@ async def _cancelled_attempt(run: Run, src: QemuMachine, settings: MigrationSett
     r, rep, o = run.r, run.report, run.r.options
     policy = CancelAt(migration_policy(r), status)
     stats = rep.cancelled_migration = MigrationStats(status="setup")
-    uri = (f"unix:{run.dir.side('mig-cancel', 'sock')}" if effective_transport(o) == "unix"
+    uri = (f"unix:{run.dir.side('mig-cancel', 'sock')}" if r.transport == "unix"
            else f"tcp:{run.dst_addr or '127.0.0.1'}:"
                 f"{NETNS_MIGRATION_PORT - 1 if run.dst_addr else _free_port()}")
     # Not supervised: a destination whose incoming migration is cancelled exits,
@@ -907,7 +905,7 @@ def check_space(run: Run) -> None:
     """Both sides' RAM (and a migration file) must fit where each lives, or
     nothing starts; copies on one file system add up."""
     o = run.r.options
-    file = effective_transport(o) == "file"
+    file = run.r.transport == "file"
     ram = run.dir.side("src", "ram").parent
     # A destination reached over ssh keeps its RAM in its own run directory
     # (on /dev/shm here with --dst-via ssh; counted here too for --dst-host).

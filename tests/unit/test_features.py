@@ -5,17 +5,13 @@ from __future__ import annotations
 import pytest
 
 from qmpctl.core.errors import UsageError
-from qmpctl.migration.features import (
-    AutoConverge,
-    DirtyLimit,
-    Multifd,
-    Observed,
-    PostcopyPreempt,
-    Xbzrle,
-    ZeroPages,
-    feature_settings,
-    trace_args,
-)
+from qmpctl.migration.features import Observed, feature_settings, trace_args
+from qmpctl.migration.features.auto_converge import AutoConverge
+from qmpctl.migration.features.dirty_limit import DirtyLimit
+from qmpctl.migration.features.multifd import Multifd
+from qmpctl.migration.features.postcopy_preempt import PostcopyPreempt
+from qmpctl.migration.features.xbzrle import Xbzrle
+from qmpctl.migration.features.zero_pages import ZeroPages
 from qmpctl.migration.models import MigrationStats, PassSample, XbzrleStats
 from qmpctl.report.verdict import inconclusive_reasons
 from qmpctl.scenario.options import MigrateOptions, build_features
@@ -125,15 +121,15 @@ def test_conflicting_features_are_refused(kwargs: dict[str, object], accel: str,
         build_features(MigrateOptions.from_kwargs(**kwargs), accel, ring)  # type: ignore[arg-type]
 
 
-def test_features_are_built_in_order() -> None:
+def test_features_are_built_in_registry_order() -> None:
     opts = MigrateOptions.from_kwargs(multifd=2, zero_page_detection="legacy", postcopy=True,
                                       postcopy_preempt=True, auto_converge=True)
     assert [f.name for f in build_features(opts, "tcg", 0)] == [
-        "auto-converge", "multifd", "zero-page-detection", "postcopy", "postcopy-preempt"]
+        "postcopy", "postcopy-preempt", "auto-converge", "multifd", "zero-page-detection"]
 
 
 def test_postcopy_recover_needs_pauses_and_a_good_resume() -> None:
-    from qmpctl.migration.features import PostcopyRecover
+    from qmpctl.migration.features.postcopy_recover import PostcopyRecover
     from qmpctl.migration.models import RecoveryAttempt
 
     def attempt(n: int, fail: bool) -> RecoveryAttempt:
@@ -158,7 +154,7 @@ def test_postcopy_recover_needs_pauses_and_a_good_resume() -> None:
 
 
 def test_cancel_evidence_names_where_it_was_cancelled() -> None:
-    from qmpctl.migration.features import cancel_evidence
+    from qmpctl.migration.features.cancel import cancel_evidence
 
     good = cancel_evidence("active", ["setup", "active", "cancelling", "cancelled"], "running",
                            True, "2 more wave passes")
@@ -176,7 +172,7 @@ def test_cancel_evidence_names_where_it_was_cancelled() -> None:
 
 
 def test_mapped_ram_needs_a_full_size_file_the_destination_loaded() -> None:
-    from qmpctl.migration.features import MappedRam
+    from qmpctl.migration.features.mapped_ram import MappedRam
 
     loaded = MigrationStats(status="completed", file_bytes=200, file_allocated_bytes=100,
                             restore_s=0.1)
@@ -198,7 +194,7 @@ def test_file_transport_conflicts(option: dict[str, object]) -> None:
 
 
 def test_postcopy_must_really_switch() -> None:
-    from qmpctl.migration.features import PostcopySwitch
+    from qmpctl.migration.features.postcopy import PostcopySwitch
 
     asked = MigrationStats(status="completed", postcopy_at_pass=4,
                            statuses=["setup", "active", "device", "completed"])

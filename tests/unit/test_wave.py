@@ -223,11 +223,11 @@ def test_big_linux_guests_hold_back_at_their_working_set() -> None:
     assert LinuxWorkload(size="1G").size_mib(8192) == 1024
     kvm = KvmInfo(device="/dev/kvm", accessible=False, flavour="none", error="test")
     big = resolve(MigrateOptions(guest="linux", ram=8192, workload_size="25%"), kvm)
-    assert big.options.throttle == 1024
+    assert big.throttle == 1024 and big.options.throttle is None
     small = resolve(MigrateOptions(guest="linux", ram=1024, workload_size="25%"), kvm)
-    assert small.options.throttle == 64
+    assert small.throttle == 64
     given = resolve(MigrateOptions(guest="linux", ram=8192, throttle=100), kvm)
-    assert given.options.throttle == 100
+    assert given.throttle == 100
 
 
 # ---- several writers: one slice per vCPU -------------------------------------
