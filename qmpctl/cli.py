@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import shutil
@@ -1200,4 +1201,8 @@ class _PipeSafe:
 def main() -> None:
     sys.stdout = cast(TextIO, _PipeSafe(sys.stdout))
     sys.stderr = cast(TextIO, _PipeSafe(sys.stderr))
+    # Everything imported so far lives as long as the process: out of the
+    # collector's way (gc.freeze), no collection walks it again, during the
+    # run or at exit, where that took 0.12 s of a `qmpctl migrate` here.
+    gc.freeze()
     app()
