@@ -7,6 +7,10 @@ N pairs (--pairs, default 5), each the raw script and `qmpctl migrate --accel
 tcg`, both as subprocesses of the same Python, timed wall-clock from spawn
 to exit (interpreter start-up and imports included, for both); the order
 alternates from pair to pair so drift on a shared machine hits both alike.
+Steady state, as a second run on a host finds it: one untimed run of each
+first, and both keep Python's bytecode cache (in a private
+PYTHONPYCACHEPREFIX, even where PYTHONDONTWRITEBYTECODE is set: a pip install
+compiles qmpctl once; `--no-bytecode-cache` measures every start compiling it).
 Printed: each pair, the medians, the ratio qmpctl/raw of the medians, and
 qmpctl's phases from its report's `timings_s` (median of each), with the
 part outside them (start-up, option resolution, report writing).
@@ -34,12 +38,13 @@ PHASES = ("checks", "launch_src", "boot", "launch_dst", "migrate", "compare", "r
           "teardown", "total")
 
 
+ENV = {**os.environ, "PYTHONPATH": str(HERE.parent) + (
+    f":{os.environ['PYTHONPATH']}" if os.environ.get("PYTHONPATH") else "")}
+
+
 def timed(argv: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
     t0 = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False,
-                          env={**os.environ, "PYTHONPATH": str(HERE.parent) + (
-                              f":{os.environ['PYTHONPATH']}" if os.environ.get("PYTHONPATH")
-                              else "")})
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, env=ENV)
     return time.monotonic() - t0, proc
 
 
@@ -71,9 +76,22 @@ def phase_line(name: str, values: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--no-bytecode-cache", action="store_true",
+                        help="keep the environment's PYTHONDONTWRITEBYTECODE")
     parser.add_argument("qmpctl_args", nargs="*", help="extra `qmpctl migrate` options "
                                                        "(after --)")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-verdict-pyc-") as pyc:
+        if not args.no_bytecode_cache:
+            ENV.pop("PYTHONDONTWRITEBYTECODE", None)
+            ENV["PYTHONPYCACHEPREFIX"] = pyc
+        print(f"warm-up (untimed): raw {raw_run()[0]:.2f} s, qmpctl "
+              f"{qmpctl_run(args.qmpctl_args)[0]:.2f} s; bytecode cache "
+              f"{'off' if args.no_bytecode_cache else 'on'}", flush=True)
+        return pairs(args)
+
+
+def pairs(args: argparse.Namespace) -> int:
     raws: list[float] = []
     ours: list[float] = []
     raw_phases: list[dict[str, float]] = []
