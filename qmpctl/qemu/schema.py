@@ -149,7 +149,8 @@ def load_schema_cache(path: Path) -> SchemaCache:
 
 def store_schema(path: Path, key: str, schema: QemuSchema) -> None:
     """Add one binary's schema, in place of that path's older one, dropping
-    entries of binaries that went. Best effort: a cache that cannot be written costs a probe next time."""
+    entries of binaries that went. Best effort: a cache that cannot be
+    written costs a probe next time."""
     cache = load_schema_cache(path)
     cache.entries = {k: v for k, v in cache.entries.items()  # another binary, still there
                      if v.binary not in (None, schema.binary) and Path(v.binary).exists()}

@@ -27,13 +27,15 @@ def raw() -> ModuleType:
 
 def test_the_raw_script_has_qmpctl_defaults() -> None:
     r, o = raw(), MigrateOptions()
-    assert r.RAM_MIB == DEFAULT_RAM["baremetal"]
-    assert r.WAVE == default_wave("x86_64", r.RAM_MIB).fw_cfg_string()
-    assert (r.THROTTLE, r.MIN_PASSES, r.DOWNTIME_MS) == (o.throttle * MiB, o.min_passes,
-                                                         o.downtime_limit)
     held = HoldBack(Converge(downtime_ms=o.downtime_limit)).settings().parameters
-    assert (held["max-bandwidth"], held["downtime-limit"]) == (r.THROTTLE, r.HELD_DOWNTIME_MS)
-    assert r.CONVERGE_BANDWIDTH == Converge().bandwidth
+    theirs = (r.RAM_MIB, r.WAVE, r.THROTTLE, r.MIN_PASSES, r.HELD_DOWNTIME_MS, r.DOWNTIME_MS,
+              r.CONVERGE_BANDWIDTH)
+    ours = (DEFAULT_RAM["baremetal"],
+            default_wave("x86_64", DEFAULT_RAM["baremetal"]).fw_cfg_string(),
+            o.throttle * MiB, o.min_passes, held["downtime-limit"], o.downtime_limit,
+            Converge().bandwidth)
+    assert theirs == ours
+    assert held["max-bandwidth"] == o.throttle * MiB
 
 
 def test_the_raw_script_launches_qemu_as_qmpctl_does(tmp_path: Path) -> None:
