@@ -74,6 +74,15 @@ def bench_fleet(session: nox.Session) -> None:
 
 
 @nox.session(venv_backend="none")
+def bench_verdict(session: nox.Session) -> None:
+    """Time per cell: `qmpctl migrate --accel tcg` against a raw QMP script of
+    the same migration (benchmarks/raw_migrate.py), N interleaved pairs
+    (`-- --pairs N`, default 5), the medians, their ratio and qmpctl's phases.
+    It starts QEMU: run it as `flock /tmp/qmpctl-cpu.lock nox -s bench_verdict`."""
+    session.run(sys.executable, "benchmarks/bench_verdict.py", *session.posargs)
+
+
+@nox.session(venv_backend="none")
 def bench_linux(session: nox.Session) -> None:
     """Linux guests: boot-to-workload, throughput around migration, ring vs bitmap."""
     session.run(sys.executable, "benchmarks/bench_linux.py", *session.posargs)

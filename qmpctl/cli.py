@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import inspect
 import logging
 import os
@@ -19,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, TextIO, cast
+from typing import TYPE_CHECKING, Annotated, Any, TextIO, cast
 
 import typer
 from pydantic.fields import FieldInfo
@@ -30,37 +31,13 @@ from typer.models import ParameterInfo
 
 from . import __version__
 from .core.errors import ExitCode, QmpctlError, ReportUnwritten, UsageError
-from .fleet import options as fleet_options
-from .fleet.executor import refuse_labs
 from .host.kvm import cap_text, probe_kvm, ring_size_text
 from .host.netns import sweep_stale_namespaces
 from .host.tether import main as tether_main
 from .lab.commands import app as lab_app
 from .lab.commands import checkout as lab_checkout
 from .matrix.bisect import bisect_outcome
-from .matrix.cells import expand, select
-from .matrix.execute import Executor, LocalExecutor, MatrixState
-from .matrix.html import write_html
-from .matrix.junit import write_junit
-from .matrix.knownloss import parse_known_loss
-from .matrix.labs import LabFn, job_cells, lab_check, lab_runner, load_lab_job
-from .matrix.markdown import feature_table
-from .matrix.plan import check_options, describe_host, host_check, plan
-from .matrix.plot import plot_matrix
-from .matrix.presets import PRESETS
-from .matrix.repeat import load_results, repeat_report
-from .matrix.results import FleetRun
-from .matrix.spec import LOCAL, MatrixSpec, load_preset, load_toml
 from .matrix.stats import cell_stats, interval_within, rate_text
-from .matrix.table import host_lines, matrix_table
-from .matrix.versus import (
-    compare_rates,
-    hosts_of,
-    load_matrix,
-    pairs_by_host,
-    pairs_by_id,
-    render_markdown,
-)
 from .migration.features import PANEL as FEATURES_PANEL
 from .qemu.rundir import default_root, sweep_stale
 from .report.models import RunReport
@@ -83,6 +60,12 @@ from .scenario.options import VERIFY as VERIFY_PANEL
 from .scenario.runner import new_report, run_migrate
 from .verify.agent import DEFAULT_ROOT as AGENT_ROOT
 from .verify.agent import serve as serve_agent
+
+if TYPE_CHECKING:  # the matrix and the fleet are imported by their commands only:
+    # `qmpctl migrate` starts without them (docs/testing.md, "Time per run")
+    from .matrix.execute import Executor, MatrixState
+    from .matrix.results import FleetRun
+    from .matrix.spec import MatrixSpec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Drive QEMU live migration over QMP and prove no dirty page was lost.")
@@ -394,6 +377,9 @@ def migrate(
         plot_report(results[0], plot)
     code = _emit(results, json_out, writable)
     if html is not None:
+        from .matrix.html import write_html
+        from .matrix.plan import describe_host
+        from .matrix.repeat import repeat_report
         try:
             write_html(repeat_report(results, _command_line(ctx),
                                      describe_host(probe_kvm()),
@@ -483,6 +469,9 @@ def _bisected(results: list[RunReport], runs: int) -> int:
 
 
 def _matrix_spec(preset: str | None, axes: Path | None) -> tuple[MatrixSpec, str]:
+    from .matrix.presets import PRESETS
+    from .matrix.spec import load_preset, load_toml
+
     if (preset is None) == (axes is None):
         raise UsageError("give one of --preset NAME (" + ", ".join(PRESETS) + ") or "
                          "--axes FILE.toml")
@@ -496,6 +485,8 @@ async def _matrix(state: MatrixState, live: bool, executor: Executor) -> None:
     """Run the matrix under a live table (terminal) or one line per run (a lab
     host's runs as its console prints them, each line prefixed with the host;
     a fleet's infrastructure events prefixed with `[fleet]`)."""
+    from .matrix.table import matrix_table
+
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
@@ -587,6 +578,20 @@ def matrix(
         rich_help_panel="Fleet")] = None,
 ) -> None:
     """Run migrations over a matrix of axes, repeated; loss rate per cell."""
+    from .fleet import options as fleet_options
+    from .fleet.executor import refuse_labs
+    from .matrix.cells import expand, select
+    from .matrix.execute import LocalExecutor, MatrixState
+    from .matrix.html import write_html
+    from .matrix.junit import write_junit
+    from .matrix.knownloss import parse_known_loss
+    from .matrix.labs import LabFn, job_cells, lab_check, lab_runner, load_lab_job
+    from .matrix.markdown import feature_table
+    from .matrix.plan import check_options, describe_host, host_check, plan
+    from .matrix.plot import plot_matrix
+    from .matrix.spec import LOCAL
+    from .matrix.table import matrix_table
+
     t_start = time.monotonic()
     here: str = LOCAL
     lab_fn: LabFn | None = None
@@ -685,6 +690,8 @@ def matrix(
 
 def _print_fleet(fleet: FleetRun) -> None:
     """Per worker: its host and its runs pooled; every infrastructure event."""
+    from .matrix.table import host_lines
+
     machines = {w.name: w.machine for w in fleet.workers}
     for line in host_lines(fleet.hosts):
         m = machines.get(line.plain.strip().partition(":")[0])
@@ -729,6 +736,7 @@ def worker(
         help="Print the resources this host would offer, as JSON, and exit")] = False,
 ) -> None:
     """Serve a fleet: a Dask worker offering what this host can run, running only qmpctl's cells (docs/fleet.md)."""  # noqa: E501
+    from .fleet import options as fleet_options
     from .fleet.security import address, tls_of
     from .fleet.serve import serve_worker, this_fleet_host
 
@@ -775,6 +783,7 @@ def scheduler(
     """Serve a fleet's Dask scheduler, refusing to run code of its own (docs/fleet.md)."""
     import dask
 
+    from .fleet import options as fleet_options
     from .fleet.security import address, tls_of
     from .fleet.serve import serve_scheduler
 
@@ -881,6 +890,15 @@ def compare_results(
     """Flaky or broken: per cell, do two results' loss rates differ? Fisher's
     exact test, Holm-corrected over the cells; exit 1 when a cell or the pool
     differs, 0 when none does, 2 on bad input."""
+    from .matrix.versus import (
+        compare_rates,
+        hosts_of,
+        load_matrix,
+        pairs_by_host,
+        pairs_by_id,
+        render_markdown,
+    )
+
     try:
         first = load_matrix(a)
         if b is not None:
@@ -919,6 +937,9 @@ def html_page(
 ) -> None:
     """Render a results file written earlier as the self-contained HTML page
     `--html` writes, without running anything again."""
+    from .matrix.html import write_html
+    from .matrix.repeat import load_results
+
     try:
         check_writable(out, "OUT")
         report, title = load_results(results)
@@ -1067,4 +1088,8 @@ class _PipeSafe:
 def main() -> None:
     sys.stdout = cast(TextIO, _PipeSafe(sys.stdout))
     sys.stderr = cast(TextIO, _PipeSafe(sys.stderr))
+    # Everything imported so far lives as long as the process: out of the
+    # collector's way (gc.freeze), no collection walks it again, during the
+    # run or at exit, where that took 0.12 s of a `qmpctl migrate` here.
+    gc.freeze()
     app()

@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +39,7 @@ from ..core.errors import (
 )
 from ..core.units import PAGE_SIZE, MiB
 from ..faults.injector import FaultInjector
-from ..guests.base import GuestCheck
+from ..guests.base import GuestCheck, OwnGuest
 from ..guests.gic import ItsTable, ItsTableMap, locate_its_tables
 from ..guests.its import (
     ItsSaveWatch,
@@ -85,7 +85,7 @@ from ..qemu.cmdline import RAM_BLOCK, MachineSpec
 from ..qemu.console import ConsoleView, parse_console
 from ..qemu.machine import QemuMachine
 from ..qemu.rundir import RunDir, free_bytes, sweep_stale
-from ..qemu.schema import QemuSchema, probe_schema
+from ..qemu.schema import QemuSchema, cached_schema
 from ..qemu.supervisor import Supervisor
 from ..report.models import NetnsConfig, RunConfig, RunReport
 from ..report.verdict import before_migration_failure, conclude
@@ -206,11 +206,13 @@ def effective_settings(r: Resolved, policy: Policy) -> MigrationSettings:
 _schemas: dict[tuple[Path, float], QemuSchema] = {}
 
 
-async def qemu_schema(r: Resolved, binary: QemuBinary, run: RunDir) -> QemuSchema:
-    """The binary's QMP schema, read once per binary and process."""
+async def qemu_schema(r: Resolved, binary: QemuBinary, run: RunDir,
+                      side: str = "") -> QemuSchema:
+    """The binary's QMP schema, read once per binary file (a probe QEMU, then
+    the user's cache, `cached_schema`) and kept for the process."""
     key = (binary.path, binary.path.stat().st_mtime)
     if key not in _schemas:
-        schema = await probe_schema(r.arch, binary, run, tag=f"schema{len(_schemas)}")
+        schema = await cached_schema(r.arch, binary, run, tag=f"schema{side}{len(_schemas)}")
         if schema.error is not None:
             raise HostError(f"cannot read the QMP schema of {binary.path}: {schema.error}")
         _schemas[key] = schema
@@ -280,6 +282,7 @@ class Run:
     migration_completed: bool = False
     dst_resumed: bool = False  # `cont` sent to the destination: its guest ran
     t_migrate: float = 0.0
+    t_ended: float = 0.0  # the phases ended (or failed): cleanup from here
     wall_migrate: tuple[float, float] = (0.0, 0.0)  # time.time() at migrate and at the end
     supervisor: Supervisor = field(init=False)
     topology: NetnsPair | None = None  # --topology netns: link()/rate() act on the veth
@@ -296,6 +299,16 @@ class Run:
     ktrace_read: bool = False
     # evidence of what ran before the migration (--cancel-at, --vcpu-dirty-limit)
     before_evidence: list[FeatureEvidence] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """Add the time the block takes to `timings[phase]` (summed over hops)."""
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings[phase] = round(self.timings.get(phase, 0.0) + time.monotonic() - t0,
+                                        3)
 
     def console_history(self) -> ConsoleView:
         """Everything the guest printed so far, on every machine it ran on."""
@@ -356,6 +369,14 @@ class Run:
         return (f"the source's migration is {info.get('status')}"
                 + (f": {info['error-desc']}" if info.get("error-desc") else ""))
 
+    async def shut_down_machines(self) -> None:
+        """Every QEMU of the run at once (each quits, or is signalled, and is
+        waited for); their own exits then find them shut down."""
+        done = await asyncio.gather(*(m.shutdown() for m in self.machines),
+                                    return_exceptions=True)
+        if failed := next((e for e in done if isinstance(e, BaseException)), None):
+            raise failed
+
     async def settle_source(self) -> None:
         """Cleanup's first step; never raises. A source whose migration did
         not complete is cancelled and resumed (`settle_plan` decides)."""
@@ -415,10 +436,11 @@ def settle_plan(*, running: bool, unresponsive: bool, started: bool, completed: 
 
 async def _check_settings(run: Run, settings: MigrationSettings) -> None:
     r = run.r
-    schemas = [await qemu_schema(r, r.qemu_src, run.dir)]
-    if r.qemu_dst.path != r.qemu_src.path:
-        schemas.append(await qemu_schema(r, r.qemu_dst, run.dir))
-    settings.check(*schemas)
+    binaries = [r.qemu_src] + ([r.qemu_dst] if r.qemu_dst.path != r.qemu_src.path else [])
+    # two binaries: both probes at once (each a short-lived QEMU)
+    settings.check(*await asyncio.gather(*(qemu_schema(r, b, run.dir, side)
+                                                for b, side in zip(binaries, ("src", "dst"),
+                                                                   strict=False))))
 
 
 async def _check_pair(run: Run) -> None:
@@ -438,12 +460,47 @@ async def _check_pair(run: Run) -> None:
         run.report.config.forced.append(f"{exc.message} (--force: run anyway)")
 
 
-async def _start_source(run: Run, stack: contextlib.AsyncExitStack) -> QemuMachine:
-    """Launch the source and wait until its workload runs (boot time in the report)."""
-    r, rep, o = run.r, run.report, run.r.options
+def launches_early(r: Resolved) -> bool:
+    """Whether the first destination is launched while the source boots: one
+    of qmpctl's own guests (a foreign one may skip its migration), and no
+    cancelled first attempt (whose destination comes first)."""
+    return isinstance(r.guest, OwnGuest) and r.options.cancel_at is None
+
+
+async def _start_source(run: Run, stack: contextlib.AsyncExitStack,
+                        ) -> tuple[QemuMachine, asyncio.Task[QemuMachine] | None]:
+    """Launch the source and wait until its workload runs (boot time in the
+    report); the first destination's launch, when it starts meanwhile
+    (`launches_early`: it waits paused, -incoming defer -S, either way)."""
+    r = run.r
     t0 = time.monotonic()
-    src = run.src = await run.launch(stack, "src", r.qemu_src)
-    await src.console.wait_for(r.guest.ready, o.boot_timeout, "the workload to start")
+    with run.timed("launch_src"):
+        src = run.src = await run.launch(stack, "src", r.qemu_src)
+    early = (asyncio.create_task(run.launch(stack, run.dst_side, r.qemu_dst))
+             if launches_early(r) else None)
+    async with _landed(early):
+        await _source_ready(run, src, t0)
+    return src, early
+
+
+@contextlib.asynccontextmanager
+async def _landed(launch: asyncio.Task[QemuMachine] | None) -> AsyncIterator[None]:
+    """A failure in the block waits for `launch` to end before it goes on:
+    a launch is never cancelled halfway, and once in the exit stack its QEMU
+    is shut down with the others (its own failure, if any, is dropped)."""
+    try:
+        yield
+    except BaseException:
+        if launch is not None:
+            with contextlib.suppress(BaseException):
+                await launch
+        raise
+
+
+async def _source_ready(run: Run, src: QemuMachine, t0: float) -> None:
+    r, rep, o = run.r, run.report, run.r.options
+    with run.timed("boot"):
+        await src.console.wait_for(r.guest.ready, o.boot_timeout, "the workload to start")
     rep.boot_s = round(time.monotonic() - t0, 3)
     if o.dirty_rate_probe:
         # Off by default: on kvm_pvm a dirty-ring calc-dirty-rate before the
@@ -459,15 +516,18 @@ async def _start_source(run: Run, stack: contextlib.AsyncExitStack) -> QemuMachi
     rep.guest_checks += before
     if (failure := before_migration_failure(before)) is not None:
         raise failure
-    return src
 
 
 async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
-                   policy: Policy, settings: MigrationSettings) -> QemuMachine:
-    """Destination, migration, ring evidence."""
+                   policy: Policy, settings: MigrationSettings,
+                   launched: asyncio.Task[QemuMachine] | None = None) -> QemuMachine:
+    """Destination (`launched` already, or now), migration, ring evidence."""
     r, rep, o = run.r, run.report, run.r.options
-    dst = run.dst = await run.launch(stack, run.dst_side, r.qemu_dst)
+    with run.timed("launch_dst"):  # what is left of it, when it was launched early
+        dst = run.dst = await (launched or run.launch(stack, run.dst_side, r.qemu_dst))
     if run.hop == 1:
+        # both QEMUs at once, once the source is settled
+        stack.push_async_callback(run.shut_down_machines)
         stack.push_async_callback(run.settle_source)  # first thing on the way out
     if run.dst_addr is not None:  # the destination host listens on its own address
         uri = f"tcp:{run.dst_addr}:{NETNS_MIGRATION_PORT}"
@@ -707,7 +767,8 @@ async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
         rep.migration.features = run.before_evidence + feature_evidence(r.features, Observed(
             rep.migration, await src.log_text(), await dst.log_text()))
     run.timings["compare"] = round(time.monotonic() - t0, 3)
-    rep.guest_checks += await dst_image_checks(run, dst, "destination image, before resume")
+    with run.timed("image_check"):
+        rep.guest_checks += await dst_image_checks(run, dst, "destination image, before resume")
 
 
 async def dst_image_checks(run: Run, dst: QemuMachine, stage: str) -> list[GuestCheck]:
@@ -850,18 +911,21 @@ async def _phases(run: Run, stack: contextlib.AsyncExitStack, policy: Policy,
                   settings: MigrationSettings) -> None:
     r, o = run.r, run.r.options
     try:
-        src = await _start_source(run, stack)
+        src, early = await _start_source(run, stack)
     except MigrationSkipped as skipped:
         await _skipped_migration(run, skipped)
         return
-    if o.vcpu_dirty_limit is not None:
-        run.before_evidence.append(await _vcpu_dirty_limit(run, src, o.vcpu_dirty_limit))
-    if o.cancel_at is not None:
-        await _cancelled_attempt(run, src, settings, o.cancel_at)
+    async with _landed(early):
+        if o.vcpu_dirty_limit is not None:
+            run.before_evidence.append(await _vcpu_dirty_limit(run, src, o.vcpu_dirty_limit))
+        if o.cancel_at is not None:
+            await _cancelled_attempt(run, src, settings, o.cancel_at)
     while True:
-        dst = await _migrate(run, stack, src, policy, settings)
+        dst = await _migrate(run, stack, src, policy, settings, early)
+        early = None
         await _verify_memory(run, src, dst)
-        await _resume_and_check(run, src, dst)
+        with run.timed("resume"):
+            await _resume_and_check(run, src, dst)
         if not await r.guest.next_migration(dst, o.guest_timeout):
             break
         await _next_hop(run, src, dst)
@@ -943,8 +1007,19 @@ async def _run(run: Run) -> None:
     settings = effective_settings(run.r, policy)
     run.report.config = run_config(run.r, settings)
     run.report.config.ram_dir = str(run.dir.side("src", "ram").parent.parent)
-    await _check_settings(run, settings)
-    await _check_pair(run)
+    with run.timed("checks"):
+        await _check_settings(run, settings)
+        await _check_pair(run)
+    try:
+        await _in_stack(run, policy, settings)
+    finally:
+        if run.t_ended:
+            run.timings["teardown"] = round(time.monotonic() - run.t_ended, 3)
+
+
+async def _in_stack(run: Run, policy: Policy, settings: MigrationSettings) -> None:
+    """Everything that needs cleaning up, in one exit stack (its unwinding,
+    from `run.t_ended`, is the run's teardown)."""
     async with contextlib.AsyncExitStack() as stack:
         if (artifacts := run.r.options.artifacts) is not None:
             stack.callback(_keep_logs, run.dir, artifacts)  # after the QEMUs are gone
@@ -974,6 +1049,7 @@ async def _run(run: Run) -> None:
                     raise lost from exc
                 raise
             finally:
+                run.t_ended = time.monotonic()
                 sampler.cancel()
                 await run.supervisor.finish(watcher)
 
@@ -988,10 +1064,10 @@ def _keep_logs(run_dir: RunDir, dest: Path) -> None:
 async def run_migrate(r: Resolved, hooks: Hooks | None = None,
                       progress: driver.ProgressFn | None = None) -> RunReport:
     """Run a resolved migration end to end; always returns a report."""
+    t0 = time.monotonic()
     report = new_report()
     report.host = r.kvm
     report.host_facts = probe_host_facts()
-    t0 = time.monotonic()
     ram_root = r.options.ram_dir  # checked by resolve(); None: in the run directory
     for stale in sweep_stale() + (sweep_stale(ram_root) if ram_root is not None else []):
         log.warning("removed %s, left by a qmpctl that died", stale)
@@ -1013,10 +1089,14 @@ async def run_migrate(r: Resolved, hooks: Hooks | None = None,
             report.error = f"unexpected {type(exc).__name__}: {exc}"
             report.exit_code = int(ExitCode.ERROR)
         finally:
-            run.timings["total"] = round(time.monotonic() - t0, 3)
             report.timings_s = run.timings
             report.controller_peak_rss_mib = run.anon.peak_mib
             report.controller_peak_vmhwm_mib = read_mib("VmHWM")
+            t_remove = time.monotonic()
+    # the run directory's removal is teardown too
+    run.timings["teardown"] = round(run.timings.get("teardown", 0.0)
+                                    + time.monotonic() - t_remove, 3)
+    run.timings["total"] = round(time.monotonic() - t0, 3)
     conclude(report)
     return report
 
