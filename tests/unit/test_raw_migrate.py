@@ -12,7 +12,7 @@ from qmpctl.core.units import MiB
 from qmpctl.guests.wave import default_wave
 from qmpctl.migration.policy import Converge, HoldBack
 from qmpctl.qemu.cmdline import MachineSpec, build_argv
-from qmpctl.scenario.options import DEFAULT_RAM, MigrateOptions
+from qmpctl.scenario.options import DEFAULT_RAM, MigrateOptions, resolve
 
 RAW = Path(__file__).resolve().parents[2] / "benchmarks" / "raw_migrate.py"
 
@@ -26,16 +26,17 @@ def raw() -> ModuleType:
 
 
 def test_the_raw_script_has_qmpctl_defaults() -> None:
-    r, o = raw(), MigrateOptions()
+    r, o = raw(), MigrateOptions(accel="tcg")
+    throttle = resolve(o).throttle  # not given: resolved for the guest's size
     held = HoldBack(Converge(downtime_ms=o.downtime_limit)).settings().parameters
     theirs = (r.RAM_MIB, r.WAVE, r.THROTTLE, r.MIN_PASSES, r.HELD_DOWNTIME_MS, r.DOWNTIME_MS,
               r.CONVERGE_BANDWIDTH)
     ours = (DEFAULT_RAM["baremetal"],
             default_wave("x86_64", DEFAULT_RAM["baremetal"]).fw_cfg_string(),
-            o.throttle * MiB, o.min_passes, held["downtime-limit"], o.downtime_limit,
+            throttle * MiB, o.min_passes, held["downtime-limit"], o.downtime_limit,
             Converge().bandwidth)
     assert theirs == ours
-    assert held["max-bandwidth"] == o.throttle * MiB
+    assert held["max-bandwidth"] == throttle * MiB
 
 
 def test_the_raw_script_launches_qemu_as_qmpctl_does(tmp_path: Path) -> None:
