@@ -48,10 +48,13 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def tests(session: nox.Session) -> None:
-    """The suite; JUnit XML (per-test times) in reports/, and the 25 slowest
-    tests in the log: CI must stay well under 30 minutes."""
+    """The suite; JUnit XML (per-test times) in reports/, the 25 slowest
+    tests in the log (CI must stay well under 30 minutes), and every failed
+    test's runs (QEMU logs, serial output, reports, QMP transcript) in
+    reports/artifacts/, so that a failure seen once can be read afterwards."""
     session.run(sys.executable, "-m", "pytest", "--durations=25",
-                "--junitxml=reports/tests-junit.xml", *session.posargs)
+                "--junitxml=reports/tests-junit.xml", "--qmpctl-artifacts=reports/artifacts",
+                *session.posargs)
 
 
 @nox.session(venv_backend="none")
