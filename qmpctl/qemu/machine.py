@@ -27,6 +27,7 @@ from qemu.qmp import ConnectError, EventListener, ExecuteError, QMPClient, QMPEr
 
 from ..core.errors import HostError, LaunchError, MonitorLost, QmpReplyError, QmpTimeout
 from ..host.proc import die_with_parent, process_state
+from ..host.procmem import read_memory, write_memory
 from ..host.remote import Endpoint, RemoteHost
 from .cmdline import QMP_PORT, SERIAL_PORT, MachineSpec, build_argv
 from .console import SerialConsole
@@ -230,29 +231,12 @@ class QemuMachine:
         return self._proc.pid
 
     def read_host_memory(self, address: int, size: int) -> bytes:
-        """Read `size` bytes at `address` in this QEMU's address space
-        (/proc/PID/mem; needs ptrace rights over QEMU, which its parent has as root)."""
-        fd = os.open(f"/proc/{self._own_pid()}/mem", os.O_RDONLY | os.O_CLOEXEC)
-        chunks, done = [], 0
-        try:
-            while done < size:
-                chunk = os.pread(fd, min(size - done, 16 << 20), address + done)
-                if not chunk:
-                    raise OSError(f"{self.name}: short read of {size} bytes at 0x{address:x}")
-                chunks.append(chunk)
-                done += len(chunk)
-        finally:
-            os.close(fd)
-        return b"".join(chunks)
+        """`size` bytes at `address` in this QEMU's address space (host.procmem)."""
+        return read_memory(self._own_pid(), address, size)
 
     def write_host_memory(self, address: int, data: bytes) -> None:
         """Fault injection only: overwrite bytes in this QEMU's address space."""
-        fd = os.open(f"/proc/{self._own_pid()}/mem", os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            if os.pwrite(fd, data, address) != len(data):
-                raise OSError(f"{self.name}: short write at 0x{address:x}")
-        finally:
-            os.close(fd)
+        write_memory(self._own_pid(), address, data)
 
     def listener(self, *names: str) -> EventListener:
         """An event listener registered on this monitor (remove it when done)."""
