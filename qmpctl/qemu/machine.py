@@ -15,21 +15,17 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import subprocess
-import time
-from collections.abc import Awaitable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
 from qemu.qmp import ConnectError, EventListener, ExecuteError, QMPClient, QMPError
 
-from ..core.errors import HostError, LaunchError, MonitorLost, QmpReplyError, QmpTimeout
+from ..core.errors import LaunchError, MonitorLost, QmpReplyError, QmpTimeout
 from ..host.proc import die_with_parent, process_state
 from ..host.procmem import read_memory, write_memory
-from ..host.remote import Endpoint, RemoteHost
-from .cmdline import QMP_PORT, SERIAL_PORT, MachineSpec, build_argv
+from .cmdline import MachineSpec, build_argv
 from .console import SerialConsole
 from .logfollow import LogFollower
 
@@ -39,16 +35,10 @@ log = logging.getLogger(__name__)
 class QemuMachine:
     """A launched QEMU: `qmp` for commands and events, `console` for the UART."""
 
-    def __init__(self, spec: MachineSpec, log_path: Path, host: RemoteHost | None = None
-                 ) -> None:
-        """`host`: a QEMU on the destination host, started and reached its way."""
+    def __init__(self, spec: MachineSpec, log_path: Path) -> None:
         self.spec = spec
         self.name = spec.name
-        self.host = host
         self.argv = build_argv(spec)
-        self.pidfile = spec.ram_path.with_suffix(".pid")  # where `host` records QEMU's pid
-        if host is not None:
-            self.argv = host.command(host.tethered(self.argv, pidfile=self.pidfile), spec.env)
         self.log_path = log_path
         self.qmp = QMPClient(spec.name)
         self.console = SerialConsole(spec.serial_socket, spec.name)
@@ -65,69 +55,20 @@ class QemuMachine:
     async def _spawn(self) -> asyncio.subprocess.Process:
         self._log = self.log_path.open("wb")
         self.log.start()
-        # A tethered QEMU (ssh) lives while its stdin does: held open, with heartbeats.
-        held = self.host is not None and self.host.tethers
         self._proc = proc = await asyncio.create_subprocess_exec(
             *self.argv,
-            stdin=subprocess.PIPE if held else subprocess.DEVNULL, stdout=self._log,
+            stdin=self._stdin(), stdout=self._log,
             stderr=self._log, start_new_session=True, preexec_fn=die_with_parent,
             env={**os.environ, **dict(self.spec.env)} if self.spec.env else None,
         )
-        if held and self.host is not None:
-            self.host.hold(proc)
+        self._spawned(proc)
         return proc
 
-    async def _connect(self, endpoint: Endpoint, deadline: float) -> socket.socket:
-        """A connection to the remote QEMU's `endpoint`, once it listens."""
-        assert self.host is not None
-        while True:
-            try:
-                return await self.host.connect(endpoint, max(1.0, deadline - time.monotonic()))
-            except OSError as exc:
-                if not self.is_running() or time.monotonic() > deadline:
-                    raise LaunchError(
-                        f"{self.name}: cannot reach its monitor ({endpoint.path.name}, port "
-                        f"{endpoint.port}) on {self.host.name}: {exc}", self.argv,
-                        self.exit_code, self.stderr_tail()) from exc
-                await asyncio.sleep(0.05)
+    def _stdin(self) -> int:
+        return subprocess.DEVNULL
 
-    async def _while_running(self, step: Awaitable[None], deadline: float) -> None:
-        """Await `step` (a connection's handshake), unless QEMU ends first."""
-        assert self._proc is not None
-        work = asyncio.ensure_future(step)
-        exited = asyncio.ensure_future(self._proc.wait())
-        try:
-            done, _ = await asyncio.wait({work, exited}, timeout=max(0.0, deadline -
-                                                                    time.monotonic()),
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            exited.cancel()
-        if work in done:
-            work.result()
-            return
-        work.cancel()
-        with contextlib.suppress(BaseException):
-            await work
-        raise OSError("QEMU exited during start-up" if exited in done else
-                      "no monitor connection in time")
-
-    async def _launch_remote(self, timeout: float) -> None:
-        """A QEMU on the other host: it listens, we connect (QMP, then serial)."""
-        deadline = time.monotonic() + timeout
-        spec = self.spec
-        try:
-            await self._spawn()
-            sock = await self._connect(Endpoint(spec.qmp_socket, QMP_PORT), deadline)
-            await self._while_running(self.qmp.connect(sock), deadline)
-            sock = await self._connect(Endpoint(spec.serial_socket, SERIAL_PORT), deadline)
-            await self._while_running(self.console.attach(sock), deadline)
-        except (OSError, QMPError) as exc:
-            await self.shutdown()
-            raise LaunchError(f"{self.name}: cannot start remote QEMU: {exc}", self.argv,
-                              self.exit_code, self.stderr_tail()) from exc
-        except BaseException:
-            await self.shutdown()
-            raise
+    def _spawned(self, proc: asyncio.subprocess.Process) -> None:
+        """Just started (a remote QEMU's tether is held from here)."""
 
     @property
     def pid(self) -> int | None:
@@ -135,8 +76,7 @@ class QemuMachine:
 
     @property
     def exit_code(self) -> int | None:
-        code = self._proc.returncode if self._proc else None
-        return self.host.exit_code(code) if self.host is not None else code
+        return self._proc.returncode if self._proc else None
 
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
@@ -160,12 +100,13 @@ class QemuMachine:
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         await self.shutdown()
 
-    async def launch(self, timeout: float = 30.0) -> None:
-        """Start QEMU and wait until its QMP monitor has connected and negotiated."""
+    def _log_launch(self) -> None:
         log.info("%s: launching %s%s", self.name,
                  "".join(f"{k}={v} " for k, v in self.spec.env), " ".join(self.argv))
-        if self.host is not None:
-            return await self._launch_remote(timeout)
+
+    async def launch(self, timeout: float = 30.0) -> None:
+        """Start QEMU and wait until its QMP monitor has connected and negotiated."""
+        self._log_launch()
         try:
             await self.qmp.start_server(str(self.spec.qmp_socket))
             await self.console.start()
@@ -226,8 +167,6 @@ class QemuMachine:
     def _own_pid(self) -> int:
         if self._proc is None or self._proc.returncode is not None:
             raise OSError(f"{self.name}: QEMU is not running")
-        if self.host is not None and not self.host.same_files:
-            raise OSError(f"{self.name}: QEMU runs on {self.host.name}, not here")
         return self._proc.pid
 
     def read_host_memory(self, address: int, size: int) -> bytes:
@@ -289,26 +228,11 @@ class QemuMachine:
         if not self.is_running():
             raise OSError(f"{self.name}: QEMU is not running")
         assert self._proc is not None
-        if self.host is None:
-            self._proc.send_signal(sig)
-            return f"pid {self._proc.pid}"
-        try:
-            await self.host.signal(self._proc.pid, self.pidfile, sig)
-        except HostError as exc:
-            raise OSError(exc.message) from exc
-        return f"pid in {self.pidfile} on {self.host.name}"
+        self._proc.send_signal(sig)
+        return f"pid {self._proc.pid}"
 
-    async def _fetch_serial_log(self) -> None:
-        """A remote QEMU's serial log, copied beside the local logs."""
-        if self.host is None or self.host.same_files:
-            return
-        try:
-            data = await self.host.read_file(self.spec.serial_log)
-        except (OSError, HostError) as exc:
-            log.warning("%s: could not fetch the serial log from %s: %s", self.name,
-                        self.host.name, exc)
-            return
-        self.log_path.with_suffix(".serial").write_bytes(data)
+    async def _after_shutdown(self) -> None:
+        """Once QEMU is gone (a remote QEMU's serial log is fetched here)."""
 
     async def shutdown(self, timeout: float = 5.0) -> None:
         """Stop QEMU and release everything; safe to call more than once.
@@ -337,6 +261,6 @@ class QemuMachine:
                 self._log.close()
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(10):
-                    await self._fetch_serial_log()
+                    await self._after_shutdown()
             with contextlib.suppress(FileNotFoundError):
                 self.spec.qmp_socket.unlink()

@@ -84,6 +84,7 @@ from ..migration.settings import MigrationSettings
 from ..qemu.cmdline import RAM_BLOCK, MachineSpec
 from ..qemu.console import ConsoleView, parse_console
 from ..qemu.machine import QemuMachine
+from ..qemu.remotemachine import RemoteQemuMachine
 from ..qemu.rundir import RunDir, free_bytes, sweep_stale
 from ..qemu.schema import QemuSchema, cached_schema
 from ..qemu.supervisor import Supervisor
@@ -325,8 +326,10 @@ class Run:
         # Each side's NIC loops back through its own UDP port on 127.0.0.1.
         spec = machine_spec(self.r, self.dir, side, binary, _free_port(socket.SOCK_DGRAM),
                             self.remote)
-        return QemuMachine(spec, self.dir.side(side, "log"),
-                           self.remote if side != "src" else None)
+        log_path = self.dir.side(side, "log")
+        if self.remote is not None and side != "src":  # every destination lives there
+            return RemoteQemuMachine(spec, log_path, self.remote)
+        return QemuMachine(spec, log_path)
 
     async def launch(self, stack: contextlib.AsyncExitStack, side: str,
                      binary: QemuBinary) -> QemuMachine:
