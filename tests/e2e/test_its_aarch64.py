@@ -201,9 +201,14 @@ async def test_kvm_ring_sizes_with_in_kernel_its(qmpctl_migrate: MigrateFn, ring
 
 @pytest.mark.kvm
 @pytest.mark.qmpctl_kvm(ring=True, arch="aarch64", ring_with_bitmap=True)
+# CI carries one table of each way of locating it (the device table KVM
+# saves, an ITT, a pending table whose restore is explained); the others
+# (about 40 s each, nested) are `long`, run by `nox -s lab`.
 @pytest.mark.parametrize(("table", "at"), [
-    ("its-device", 0), ("its-collection", 0), ("itt-dev0", 0), ("lpi-prop", 0),
-    ("its-cmdq", 0), ("lpi-pend-cpu0", 0x404), ("lpi-pend-cpu1", 0x404)])
+    ("its-device", 0), pytest.param("its-collection", 0, marks=pytest.mark.long),
+    ("itt-dev0", 0), pytest.param("lpi-prop", 0, marks=pytest.mark.long),
+    pytest.param("its-cmdq", 0, marks=pytest.mark.long), ("lpi-pend-cpu0", 0x404),
+    pytest.param("lpi-pend-cpu1", 0x404, marks=pytest.mark.long)])
 async def test_kvm_flipped_its_table_byte_is_a_loss_named_by_table(
         qmpctl_migrate: MigrateFn, table: str, at: int) -> None:
     """Under KVM's in-kernel ITS a destination byte flipped in any table kind
