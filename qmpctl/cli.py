@@ -45,7 +45,6 @@ from .report.plots import plot_report, require_matplotlib
 from .report.schema import report_schema
 from .report.text import one_line, summary_lines
 from .report.write import ARTIFACTS_REPORT, write_report
-from .repro.write import make_repro
 from .scenario.hooks import Hooks
 from .scenario.options import (
     GUEST,
@@ -1006,6 +1005,7 @@ def repro(
 ) -> None:
     """Write a stand-alone reproducer of a run that lost pages: QEMU command
     lines, a qemu.qmp-only script, the guest image, a compare script, BUG.md."""
+    from .repro.write import make_repro  # not on `qmpctl migrate`'s start-up path
     try:
         chosen, out, written = make_repro(runs, out)
     except QmpctlError as exc:

@@ -6,10 +6,11 @@ short-lived, paused QEMU of each architecture (`qemu.schema`).
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from . import __version__
 from .core.errors import QmpctlError
+from .core.model import Model
 from .guests.build import missing_message, missing_tools
 from .guests.images import DATA, KNOWN_IMAGES, build_hint, find_root, image_path, image_roots
 from .guests.needs import ALL_NEEDS
@@ -35,14 +36,14 @@ REQUIREMENTS = (
 )
 
 
-class ImageStatus(BaseModel):
+class ImageStatus(Model):
     name: str
     path: str | None = Field(description="where qmpctl takes it from; None: missing")
     source: str | None = Field(description="QMPCTL_IMAGES, checkout, cache or package")
     build: str = Field(description="the command that builds it")
 
 
-class DoctorReport(BaseModel):
+class DoctorReport(Model):
     qmpctl_version: str = __version__
     host_arch: str
     kvm: KvmInfo

@@ -15,8 +15,9 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from ..core.model import Model
 from ..qemu.machine import QemuMachine
 from ..verify.ramimage import flip_byte
 from .spec import FaultSpec
@@ -31,7 +32,7 @@ class Link(Protocol):
     def rate(self, mbit: int | None) -> None: ...
 
 
-class FaultRecord(BaseModel):
+class FaultRecord(Model):
     """One fault qmpctl injected, and when."""
 
     fault: str

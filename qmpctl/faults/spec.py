@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
 from ..core.errors import UsageError
+from ..core.model import Model
 
 FaultKind = Literal["kill-src", "kill-dst", "stop-src", "stop-dst", "drop-qmp-src",
                     "link-down", "link-down-for", "rate", "corrupt-dst"]
@@ -24,7 +25,7 @@ NEEDS_NETNS = ("link-down", "link-down-for", "rate")
 KINDS: tuple[str, ...] = get_args(FaultKind)
 
 
-class Trigger(BaseModel):
+class Trigger(Model):
     model_config = ConfigDict(frozen=True)
 
     kind: TriggerKind
@@ -34,7 +35,7 @@ class Trigger(BaseModel):
         return self.kind if self.kind == "completed" else f"{self.kind}:{self.value}"
 
 
-class FaultSpec(BaseModel):
+class FaultSpec(Model):
     model_config = ConfigDict(frozen=True)
 
     text: str

@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from ..core.errors import UsageError
+from ..core.model import Model
 from .task import TaskOutcome
 
 
-class JournalHeader(BaseModel):
+class JournalHeader(Model):
     """Which matrix a journal belongs to: a resume must be the same one."""
 
     source: str
@@ -23,7 +24,7 @@ class JournalHeader(BaseModel):
     cells: list[str] = Field(description="every cell id of the matrix, in order")
 
 
-class JournalEntry(BaseModel):
+class JournalEntry(Model):
     """One finished task: its outcome, or the cell refused on a worker."""
 
     outcome: TaskOutcome | None = None

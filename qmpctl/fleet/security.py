@@ -8,15 +8,14 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel
-
 from ..core.errors import UsageError
+from ..core.model import Model
 
 Scheme = Literal["tcp", "tls"]
 WILDCARDS = ("", "*", "0.0.0.0", "::", "[::]")
 
 
-class Tls(BaseModel):
+class Tls(Model):
     """One certificate and key (used for every role) and the CA that signed
     the fleet's certificates: each side verifies the other's."""
 

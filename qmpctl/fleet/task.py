@@ -27,9 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from ..core.errors import UsageError
+from ..core.model import Model
 from ..host.kvm import probe_kvm
 from ..matrix.plan import MatrixHost, describe_host
 from ..matrix.results import RunRecord, record
@@ -41,7 +42,7 @@ EVENT_TOPIC = "qmpctl-task"  # a worker logs each start here; the controller fol
 FACTS_TOPIC = "qmpctl-worker"  # each worker's FleetHost, as JSON, when it joins
 
 
-class CellTask(BaseModel):
+class CellTask(Model):
     """One repeat of one cell, as the controller sends it."""
 
     cell: str
@@ -49,7 +50,7 @@ class CellTask(BaseModel):
     options: dict[str, Any] = Field(description="the cell's MigrateOptions keywords")
 
 
-class TaskOutcome(BaseModel):
+class TaskOutcome(Model):
     """One repeat's record, and where it ran."""
 
     cell: str
@@ -113,7 +114,7 @@ async def _run(options: MigrateOptions) -> RunReport:
         RUNNING.remove(key)
 
 
-class MigrationTask(BaseModel):
+class MigrationTask(Model):
     """One `qmpctl_migrate` call of a test (the pytest plugin's
     `--qmpctl-scheduler`): its options, and whether its artifacts come back."""
 
@@ -122,7 +123,7 @@ class MigrationTask(BaseModel):
     artifacts: bool = False
 
 
-class MigrationOutcome(BaseModel):
+class MigrationOutcome(Model):
     """The run's whole report, where it ran, and its artifacts (a .tar.gz)."""
 
     worker: str

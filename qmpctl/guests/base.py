@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from ..core.model import Model
 from ..core.units import MiB
 from ..host.kvm import Arch
 from ..qemu.console import ConsoleView
@@ -33,7 +34,7 @@ def ram_layout(arch: Arch, ram_mib: int, regions: tuple[Region, ...] = ()) -> Ra
     return RamLayout(ram_segments(arch, ram_mib * MiB), regions)
 
 
-class GuestCheck(BaseModel):
+class GuestCheck(Model):
     """One check of the guest's own state: what, when, and what was seen."""
 
     name: str
@@ -42,7 +43,7 @@ class GuestCheck(BaseModel):
     detail: str
 
 
-class GuestResult(BaseModel):
+class GuestResult(Model):
     """What a foreign guest said of itself, by kvm-unit-tests' conventions."""
 
     status: Literal["PASS", "FAIL", "SKIP", "NONE", "NO-RESULT"] = Field(

@@ -9,9 +9,10 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pydantic import BaseModel, Field, computed_field
+from pydantic import Field, computed_field
 
 from ..core.errors import UsageError
+from ..core.model import Model
 from ..core.units import PAGE_SIZE, MiB
 from ..qemu.console import ConsoleView, Record, SerialConsole
 from ..qemu.machine import QemuMachine
@@ -119,7 +120,7 @@ class ItsGuest(WaveGuest):
         return [*(its_check(r, "destination, after resume") for r in checks), *writers]
 
 
-class ItsTableVerdict(BaseModel):
+class ItsTableVerdict(Model):
     """One ITS/LPI table the guest announced, compared source vs destination.
     `identical` only when every page was compared and none differs."""
 
@@ -248,7 +249,7 @@ def table_pages(image: Paged, layout: RamLayout, tables: Sequence[ItsTable]
     return out
 
 
-class ItsSaveEvidence(BaseModel):
+class ItsSaveEvidence(Model):
     """What the ITS save at the source's stop wrote into guest RAM (the
     KVM-written tables just before the stop against after it), and whether
     every page it changed arrived on the destination."""

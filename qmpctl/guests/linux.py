@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ..core.errors import UsageError
+from ..core.model import Model
 from ..core.units import PAGE_SIZE, MiB
 from ..host.kvm import Arch
 from ..qemu.console import ConsoleView, Record, SerialConsole
@@ -189,13 +190,13 @@ class LinuxGuest(OwnGuest):
         return []  # guestload checks itself (`C`), from inside the guest
 
 
-class ThroughputSample(BaseModel):
+class ThroughputSample(Model):
     side: Literal["src", "dst"]
     t_s: float = Field(description="host seconds since the migration started")
     written_mib: int = Field(description="guest's cumulative MiB written")
 
 
-class GuestThroughput(BaseModel):
+class GuestThroughput(Model):
     """Linux guests: write throughput from guestload's progress records."""
 
     before_mib_s: float | None

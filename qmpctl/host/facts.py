@@ -6,13 +6,15 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from ..core.model import Model
 
 # The CPU flags that decide how KVM runs a guest and tracks its dirty pages.
 VIRT_FLAGS = ("vmx", "svm", "ept", "npt", "vpid", "pml", "hypervisor", "pdpe1gb", "la57")
 
 
-class HostFacts(BaseModel):
+class HostFacts(Model):
     """Kernel and CPU of the host the run's QEMUs ran on (the source's host)."""
 
     model_config = ConfigDict(frozen=True)

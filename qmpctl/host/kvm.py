@@ -12,7 +12,9 @@ import platform
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import ConfigDict, Field, computed_field
+
+from ..core.model import Model
 
 Arch = Literal["x86_64", "aarch64"]
 ARCHES: tuple[Arch, ...] = ("x86_64", "aarch64")
@@ -51,7 +53,7 @@ def cap_text(name: str, value: int) -> str:
 KvmFlavour = Literal["vmx", "svm", "pvm", "arm64", "unknown", "none"]
 
 
-class KvmInfo(BaseModel):
+class KvmInfo(Model):
     """KVM on this host. `caps` maps KVM_CAPS names to KVM_CHECK_EXTENSION's value."""
 
     model_config = ConfigDict(frozen=True)

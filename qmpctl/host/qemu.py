@@ -22,6 +22,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.cache import JsonCache, file_key
 from ..core.errors import HostError, UsageError
 from .kvm import Arch
 
@@ -168,26 +169,44 @@ def _run(argv: list[str], env: dict[str, str] | None = None) -> str:
     return proc.stdout + proc.stderr
 
 
-@functools.cache
-def _probe(path: Path, mtime: float) -> QemuBinary:
-    prefix = prefix_of(path)
-    env = prefix_env(prefix) if prefix is not None else ()
+BINARY_CACHE_VERSION = 1  # bump when a probe learns more: old entries then miss
+BINARY_CACHE = JsonCache("qemu-binaries.json", QemuBinary)
+
+
+def _probe(path: Path, env: tuple[tuple[str, str], ...], prefix: Path | None) -> QemuBinary:
     environ = {**os.environ, **dict(env)}
     out = _run([str(path), "-version"], environ)
     version = parse_version(out)
     if version is None:
         raise UsageError(f"{path} does not look like QEMU: {out.strip()[:80]!r}")
-    if version < MIN_QEMU:
-        raise UsageError(f"{path} is QEMU {'.'.join(map(str, version))}; qmpctl needs "
-                         f">= {'.'.join(map(str, MIN_QEMU))}")
     dirs = parse_data_dirs(_run([str(path), "-L", "help"], environ))
     return QemuBinary(path, version, out.splitlines()[0], data_dir=dirs[0] if dirs else None,
                       env=env, prefix=prefix)
 
 
+@functools.cache
+def _known(key: str, path: Path, env: tuple[tuple[str, str], ...],
+           prefix: Path | None) -> QemuBinary:
+    """This binary file's facts: from the cache if it was probed before
+    (two QEMU processes less at every run's start), else probed now."""
+    if (hit := BINARY_CACHE.get(key)) is not None:
+        return hit
+    binary = _probe(path, env, prefix)
+    BINARY_CACHE.store(key, binary, lambda _key, old: old.path != path and old.path.exists())
+    return binary
+
+
 def probe_binary(path: Path) -> QemuBinary:
-    """Version, data directory and environment of the QEMU at `path` (cached)."""
-    return _probe(path, path.stat().st_mtime)
+    """Version, data directory and environment of the QEMU at `path` (cached
+    per file: `file_key`, with the prefix's environment)."""
+    prefix = prefix_of(path)
+    env = prefix_env(prefix) if prefix is not None else ()
+    key = f"v{BINARY_CACHE_VERSION} {file_key(path)} prefix={prefix} env={env}"
+    binary = _known(key, path, env, prefix)
+    if binary.version < MIN_QEMU:
+        raise UsageError(f"{path} is QEMU {binary.version_str}; qmpctl needs "
+                         f">= {'.'.join(map(str, MIN_QEMU))}")
+    return binary
 
 
 def candidate_paths(arch: Arch) -> list[Path]:

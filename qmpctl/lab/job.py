@@ -12,6 +12,7 @@ file system's (concatenated initramfs).
 
 from __future__ import annotations
 
+import ast
 import os
 import shlex
 import stat
@@ -106,17 +107,23 @@ def job_script(plan: JobPlan, arch: str) -> str:
             + "exit $rc\n")
 
 
-def dist_info(pyproject: str) -> dict[str, str]:
-    """METADATA and entry_points.txt for the checkout's qmpctl, so the lab finds its
-    console script and pytest plugin as an installed qmpctl would (pure)."""
+def dist_info(pyproject: str, init: str) -> dict[str, str]:
+    """METADATA and entry_points.txt for the checkout's qmpctl (its
+    pyproject.toml and qmpctl/__init__.py, which holds the version), so the lab
+    finds its console script and pytest plugin as an installed qmpctl would
+    (pure)."""
     project = tomllib.loads(pyproject)["project"]
+    version = next(ast.literal_eval(node.value) for node in ast.parse(init).body
+                   if isinstance(node, ast.Assign)
+                   and any(isinstance(t, ast.Name) and t.id == "__version__"
+                           for t in node.targets))
     groups = {"console_scripts": project.get("scripts", {}),
               **project.get("entry-points", {})}
     entry_points = "".join(
         f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in points.items()) + "\n"
         for group, points in groups.items())
     return {"METADATA": f"Metadata-Version: 2.1\nName: {project['name']}\n"
-                        f"Version: {project['version']}\n",
+                        f"Version: {version}\n",
             "entry_points.txt": entry_points}
 
 
@@ -229,7 +236,8 @@ def pack_job(plan: JobPlan, arch: str, out: BinaryIO, files: Iterable[Path],
     if interactive:  # /init gives the job the console
         cpio.add_bytes("lab/interactive", b"")
     cpio.add_bytes("lab/collect", "".join(f"{p}\n" for p in plan.outputs).encode())
-    for name, text in dist_info((plan.checkout / "pyproject.toml").read_text()).items():
+    for name, text in dist_info((plan.checkout / "pyproject.toml").read_text(),
+                                (plan.checkout / "qmpctl" / "__init__.py").read_text()).items():
         cpio.add_bytes(f"{LAB_SITE}/qmpctl-lab.dist-info/{name}", text.encode())
     for path in [*files, *plan.inputs]:
         cpio.add_file(str(path), path)

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from ..core.model import Model
 from .features import FEATURES
 from .results import CellResult, MatrixReport
 
@@ -39,7 +40,7 @@ FLAT = {"inconclusive": "#c9b8e8", "failed": "#6b6b6b", "interrupted": "#bdbdbd"
 KNOWN_MARK = "#1f4fa8"  # the border and badge of a --known-loss cell
 
 
-class Shade(BaseModel):
+class Shade(Model):
     """How one tile looks and what it says, for the PNG and the page alike."""
 
     kind: ShadeKind
@@ -50,7 +51,7 @@ class Shade(BaseModel):
     lines: list[str] = Field(description="the tile's text, a line each")
 
 
-class Grid(BaseModel):
+class Grid(Model):
     """The heat map: cells[row][column] is a cell of the report, or None where
     the matrix had no such combination."""
 

@@ -15,8 +15,9 @@ from collections import Counter
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from ..core.model import Model
 from ..report.write import write_report
 from .heat import FLAT, HIGH, KNOWN_MARK, LOW, ZERO, grid, shade
 from .results import CellResult, MatrixReport, RunTimeline, host_results
@@ -25,7 +26,7 @@ from .stats import rate_text
 PLOT_W, PLOT_H, PAD = 440.0, 120.0, 28.0  # the timeline SVG, in px
 
 
-class Marker(BaseModel):
+class Marker(Model):
     """A moment on a timeline: a vertical line with its name."""
 
     x: float
@@ -33,7 +34,7 @@ class Marker(BaseModel):
     label: str
 
 
-class TimelineFigure(BaseModel):
+class TimelineFigure(Model):
     """A run's timeline as SVG coordinates: data left remaining per pass
     against seconds since the migration started, with the moments that
     place a loss (postcopy, last ring reap, final flush, VM stop)."""

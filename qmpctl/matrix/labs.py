@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from ..core.errors import QmpctlError, UsageError
+from ..core.model import Model
 from ..guests.images import images_dir
 from ..host.kvm import Arch
 from ..lab.image import find_image
@@ -46,7 +47,7 @@ PROGRESS = re.compile(r"^(?P<id>\S+) #(?P<repeat>\d+): (?P<verdict>[A-Z][A-Z-]*)
 TAIL_LINES = 12
 
 
-class LabJob(BaseModel):
+class LabJob(Model):
     """What a lab's `qmpctl matrix --lab-job FILE` runs: the outer matrix's
     spec as it was given (unset fields left out, so it expands identically),
     and which of its cells are this lab's."""

@@ -20,9 +20,10 @@ import platform
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ..core.errors import HostError, UsageError
+from ..core.model import Model
 from ..host.kvm import ARCHES, KvmInfo
 from ..host.qemu import known_qemus
 from ..scenario.options import MigrateOptions, resolve
@@ -76,7 +77,7 @@ def check_options(cells: list[Cell], options: dict[str, Any], kvm: KvmInfo) -> N
             continue  # the host's problem: the cells say so
 
 
-class MatrixHost(BaseModel):
+class MatrixHost(Model):
     """The host the matrix ran on, for reading its results later."""
 
     hostname: str

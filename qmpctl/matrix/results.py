@@ -19,10 +19,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from .. import __version__
 from ..core.errors import ExitCode, Verdict
+from ..core.model import Model
 from ..migration.models import PassSample
 from ..report.expect import Expect
 from ..report.models import FIRST_SHOWN, RunReport
@@ -42,7 +43,7 @@ EXIT_PRIORITY: tuple[ExitCode, ...] = (
     ExitCode.GUEST_FAILED, ExitCode.ENVIRONMENT, ExitCode.INCONCLUSIVE, ExitCode.USAGE)
 
 
-class RunTimeline(BaseModel):
+class RunTimeline(Model):
     """A run's migration in time, small enough to keep for every run of a
     matrix: the source's samples pass by pass, where postcopy began, and the
     dirty-tracking events that place a loss (the full trace stays in the run
@@ -57,7 +58,7 @@ class RunTimeline(BaseModel):
                           "flush, VM stop, ring-full exits (seconds after the migration start)")
 
 
-class RunRecord(BaseModel):
+class RunRecord(Model):
     """One repeat of one cell: the run report's verdict and key figures."""
 
     repeat: int = Field(description="1-based")
@@ -83,7 +84,7 @@ class RunRecord(BaseModel):
                                                  "has its host's facts); None: this host")
 
 
-class CellResult(BaseModel):
+class CellResult(Model):
     id: str
     axes: dict[str, str]
     options: dict[str, Any] = Field(description="the MigrateOptions keywords the cell sets "
@@ -101,7 +102,7 @@ class CellResult(BaseModel):
     stats: CellStats
 
 
-class LabRun(BaseModel):
+class LabRun(Model):
     """A lab host's one boot: every cell of that host ran in it, as one
     `qmpctl matrix` inside the lab whose JSON came back and was merged."""
 
@@ -117,7 +118,7 @@ class LabRun(BaseModel):
     error: str | None = Field(None, description="the lab failed: its cells have no runs")
 
 
-class InfraEvent(BaseModel):
+class InfraEvent(Model):
     """Something that happened to the fleet, not to a migration: a worker that
     left with a run in progress (the run is re-run elsewhere and counted once),
     a repeat whose every attempt died, a cell no worker is left to run."""
@@ -130,7 +131,7 @@ class InfraEvent(BaseModel):
     detail: str
 
 
-class FleetHost(BaseModel):
+class FleetHost(Model):
     """One worker: its name, the facts its resources come from, the resources."""
 
     name: str = Field(description="the worker's --name (default: its hostname)")
@@ -141,7 +142,7 @@ class FleetHost(BaseModel):
     resources: dict[str, float]
 
 
-class HostResult(BaseModel):
+class HostResult(Model):
     """One value of the host axis: its cells' runs pooled."""
 
     host: str
@@ -152,7 +153,7 @@ class HostResult(BaseModel):
     lab: LabRun | None = None
 
 
-class FleetRun(BaseModel):
+class FleetRun(Model):
     """A matrix run on a Dask cluster (`--scheduler`, `--cluster local`)."""
 
     scheduler: str
@@ -163,7 +164,7 @@ class FleetRun(BaseModel):
                                                 "on one kernel and not another)")
 
 
-class MatrixReport(BaseModel):
+class MatrixReport(Model):
     schema_version: int = SCHEMA_VERSION
     qmpctl_version: str = __version__
     command: list[str]

@@ -28,9 +28,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..core.errors import UsageError
+from ..core.model import Model
 from ..host.kvm import Arch
 from ..host.qemu import is_version
 from ..scenario.options import DEFAULT_RING, MAX_SMP
@@ -68,7 +69,7 @@ def parse_qemu_pair(text: str) -> tuple[str | None, str | None]:
     return src, dst
 
 
-class Axes(BaseModel):
+class Axes(Model):
     """One cartesian product. An axis left out takes its default (one value),
     so a file names only the axes it varies."""
 
@@ -167,7 +168,7 @@ class Axes(BaseModel):
         return self.tracking is not None or self.ring is not None
 
 
-class MatrixSpec(BaseModel):
+class MatrixSpec(Model):
     """A whole matrix: the union of its products, options for every cell, repeats."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

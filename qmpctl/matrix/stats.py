@@ -14,7 +14,9 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from ..core.model import Model
 
 Z95 = 1.959963984540054  # two-sided 95 % quantile of the standard normal
 
@@ -36,7 +38,7 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
-class CellStats(BaseModel):
+class CellStats(Model):
     runs: int
     verified: int
     lost: int = Field(description="runs with verdict mismatch")

@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from ..core.errors import UsageError
+from ..core.model import Model
 from .results import MatrixReport
 from .spec import LOCAL
 from .stats import CellStats, cell_stats, fisher_exact, rate_text
@@ -27,7 +28,7 @@ TEST = "Fisher's exact test, two-sided; a cell differs when Holm's step-down cor
        "over the cells compared keeps p below alpha"
 
 
-class RateComparison(BaseModel):
+class RateComparison(Model):
     """One cell (or the pool) on both sides."""
 
     cell: str
@@ -38,7 +39,7 @@ class RateComparison(BaseModel):
     note: str
 
 
-class Comparison(BaseModel):
+class Comparison(Model):
     a: str = Field(description="what side A is: a file, or a file's host")
     b: str
     alpha: float

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ..core.errors import HostError
+from ..core.model import Model
 from ..qemu.machine import QemuMachine
 
 
-class DirtyRateProbe(BaseModel):
+class DirtyRateProbe(Model):
     mode: str
     calc_time_s: float
     dirty_rate_mib_s: int | None

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from ..core.model import Model
 from ..core.units import PAGE_SIZE
 
 
-class PassSample(BaseModel):
+class PassSample(Model):
     """`query-migrate` as seen when a MIGRATION_PASS event arrives."""
 
     pass_no: int
@@ -37,7 +38,7 @@ class PassSample(BaseModel):
         return max(0, self.pages_sent - self.total // PAGE_SIZE)
 
 
-class Decision(BaseModel):
+class Decision(Model):
     """One action the migration policy took, and why."""
 
     pass_no: int
@@ -46,7 +47,7 @@ class Decision(BaseModel):
     why: str
 
 
-class FeatureEvidence(BaseModel):
+class FeatureEvidence(Model):
     """Whether a requested feature engaged, and the figure that says so."""
 
     feature: str
@@ -55,7 +56,7 @@ class FeatureEvidence(BaseModel):
     figures: dict[str, int | float] = Field(default_factory=dict)
 
 
-class XbzrleStats(BaseModel):
+class XbzrleStats(Model):
     """`query-migrate`'s xbzrle-cache, at the end."""
 
     cache_size: int
@@ -65,7 +66,7 @@ class XbzrleStats(BaseModel):
     overflow: int
 
 
-class RecoveryAttempt(BaseModel):
+class RecoveryAttempt(Model):
     """One `migrate resume=true` of the source."""
 
     attempt: int
@@ -77,7 +78,7 @@ class RecoveryAttempt(BaseModel):
     error: str | None = Field(None, description="QEMU refused the resume (e.g. no route)")
 
 
-class MigrationStats(BaseModel):
+class MigrationStats(Model):
     status: str
     mode: Literal["precopy", "postcopy"] = Field(
         "precopy", description="postcopy only once the source reported postcopy-active: "

@@ -7,16 +7,17 @@ naming it and the QEMU version before any guest starts.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from ..core.errors import UsageError
+from ..core.model import Model
 from ..qemu.machine import QemuMachine
 from ..qemu.schema import QemuSchema
 
 Scalar = int | float | bool | str
 
 
-class MigrationSettings(BaseModel):
+class MigrationSettings(Model):
     """`migrate-set-capabilities` and `migrate-set-parameters` for one run."""
 
     model_config = ConfigDict(frozen=True)

@@ -19,8 +19,9 @@ max-ram-below-4g. arm64 `virt` maps all RAM contiguously from 1 GiB.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
+from ..core.model import Model
 from ..core.units import GiB
 from ..host.kvm import Arch
 
@@ -30,7 +31,7 @@ ABOVE_4G = 4 * GiB  # where pc maps the RAM above lowmem
 VIRT_RAM_BASE = 1 * GiB  # arm64 virt: RAM from here, one piece
 
 
-class RamSegment(BaseModel):
+class RamSegment(Model):
     """A piece of guest RAM: guest-physical [gpa, gpa+size) is the RAM file's
     [offset, offset+size)."""
 

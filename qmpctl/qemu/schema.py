@@ -8,13 +8,14 @@ paused QEMU; `schema_features` is the pure part.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from ..core.cache import JsonCache, file_key
 from ..core.errors import QmpctlError
+from ..core.model import Model
 from ..host.kvm import Arch
 from ..host.qemu import QemuBinary
 from .cmdline import MachineSpec
@@ -27,7 +28,7 @@ WATCHED_COMMANDS = ("calc-dirty-rate", "set-vcpu-dirty-limit", "migrate-incoming
                     "query-dirty-rate", "migrate-pause", "migrate-recover")
 
 
-class QemuSchema(BaseModel):
+class QemuSchema(Model):
     """The migration-relevant part of one QEMU binary's QMP schema."""
 
     arch: str
@@ -117,51 +118,15 @@ async def probe_schema(arch: Arch, binary: QemuBinary, run: RunDir,
 
 
 SCHEMA_CACHE_VERSION = 1  # bump when `schema_features` reads more: old entries then miss
-SCHEMA_CACHE_NAME = "qmp-schema.json"
-
-
-def schema_cache_path() -> Path:
-    """$XDG_CACHE_HOME/qmpctl/qmp-schema.json, else ~/.cache/qmpctl/..."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "qmpctl" / SCHEMA_CACHE_NAME
+SCHEMA_CACHE = JsonCache("qmp-schema.json", QemuSchema)
 
 
 def binary_key(binary: QemuBinary) -> str:
-    """What a schema holds for: this very file (path, inode, size, mtime in
-    ns), its version, the environment it runs with, qmpctl's reading of it."""
-    st = binary.path.stat()
+    """What a schema holds for: this very file, its version, the environment
+    it runs with, qmpctl's reading of it."""
     env = " ".join(f"{k}={v}" for k, v in binary.env)
-    return (f"v{SCHEMA_CACHE_VERSION} {binary.path} ino={st.st_ino} size={st.st_size} "
-            f"mtime={st.st_mtime_ns} version={binary.version_str} env={env}")
-
-
-class SchemaCache(BaseModel):
-    entries: dict[str, QemuSchema] = {}
-
-
-def load_schema_cache(path: Path) -> SchemaCache:
-    """The cached schemas; none if the file is missing, unreadable or corrupt."""
-    try:
-        return SchemaCache.model_validate_json(path.read_bytes())
-    except (OSError, ValueError):
-        return SchemaCache()
-
-
-def store_schema(path: Path, key: str, schema: QemuSchema) -> None:
-    """Add one binary's schema, in place of that path's older one, dropping
-    entries of binaries that went. Best effort: a cache that cannot be
-    written costs a probe next time."""
-    cache = load_schema_cache(path)
-    cache.entries = {k: v for k, v in cache.entries.items()  # another binary, still there
-                     if v.binary not in (None, schema.binary) and Path(v.binary).exists()}
-    cache.entries[key] = schema
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(cache.model_dump_json(indent=1))
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    return (f"v{SCHEMA_CACHE_VERSION} {file_key(binary.path)} version={binary.version_str} "
+            f"env={env}")
 
 
 async def cached_schema(arch: Arch, binary: QemuBinary, run: RunDir,
@@ -169,11 +134,12 @@ async def cached_schema(arch: Arch, binary: QemuBinary, run: RunDir,
     """`probe_schema`, once per binary file: a schema read before is taken
     from the cache (`binary_key`: a rebuilt or replaced binary misses). A
     probe that failed is not cached."""
-    where = cache or schema_cache_path()
+    store = SCHEMA_CACHE if cache is None else JsonCache(SCHEMA_CACHE.name, QemuSchema, cache)
     key = binary_key(binary)
-    if (hit := load_schema_cache(where).entries.get(key)) is not None and hit.error is None:
+    if (hit := store.get(key)) is not None and hit.error is None:
         return hit
     schema = await probe_schema(arch, binary, run, tag)
-    if schema.error is None:
-        store_schema(where, key, schema)
+    if schema.error is None:  # in place of this path's older one; gone binaries' go too
+        store.store(key, schema, lambda _key, old: old.binary not in (None, schema.binary)
+                    and Path(old.binary).exists())
     return schema

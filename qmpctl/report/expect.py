@@ -8,13 +8,14 @@ verdict it expects, and one rule says whether a report meets it.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from ..core.errors import Verdict
+from ..core.model import Model
 from .models import RunReport
 
 
-class Expect(BaseModel):
+class Expect(Model):
     """The verdict a run must end in; `known_loss` also accepts lost pages
     (verdict mismatch) for that reason, a documented host bug, without
     hiding them: they are still counted and shown."""

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ..core.errors import Verdict
+from ..core.model import Model
 from ..faults.injector import FaultRecord
 from ..guests.base import GuestCheck, GuestResult
 from ..guests.its import ItsSaveEvidence, ItsTableVerdict
@@ -29,7 +30,7 @@ SCHEMA_VERSION = 3  # 3: verdict report-unwritten; memory.explained (platform-ex
 # 2: one model per concept (host = KvmInfo), verdicts inconclusive/error
 
 
-class NetnsConfig(BaseModel):
+class NetnsConfig(Model):
     """--topology netns: the two network namespaces the run made, and the veth's addresses."""
 
     src_namespace: str
@@ -42,7 +43,7 @@ class NetnsConfig(BaseModel):
     management_dst_address: str | None = None
 
 
-class DestinationHostConfig(BaseModel):
+class DestinationHostConfig(Model):
     """Where the destination QEMU ran when it was another host, and how it was driven."""
 
     reached_by: Literal["ip netns exec", "ssh"]
@@ -52,7 +53,7 @@ class DestinationHostConfig(BaseModel):
     qmpctl_version: str | None = Field(None, description="qmpctl on that host (ssh)")
 
 
-class RunConfig(BaseModel):
+class RunConfig(Model):
     arch: str
     guest: str
     accel: str
@@ -112,7 +113,7 @@ class RunConfig(BaseModel):
 FIRST_SHOWN = 3  # differing pages named where a loss is summed up (one line, assert, matrix)
 
 
-class Loss(BaseModel):
+class Loss(Model):
     """One place where the destination differs from the source and the
     platform does not explain it: the one decision of "lost" that the
     verdict, `testing.assert_verified` and the matrix's summary all use."""
@@ -156,7 +157,7 @@ def evidence_losses(memory: MemoryVerdict | None, ramblocks: list[RamBlockVerdic
     return out
 
 
-class Hop(BaseModel):
+class Hop(Model):
     """One migration of a guest that asked to be migrated more than once, with
     the same evidence the report's top level carries for the last one."""
 
@@ -183,7 +184,7 @@ class Hop(BaseModel):
         return bool(self.losses())
 
 
-class RunReport(BaseModel):
+class RunReport(Model):
     schema_version: int = SCHEMA_VERSION
     qmpctl_version: str
     started_at: str

@@ -8,8 +8,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
-from pydantic import BaseModel
-
+from ..core.model import Model
 from ..host.kvm import cap_text, ring_size_text
 from ..matrix.stats import LOSS_RATE_DEFINITION, cell_stats, rate_text
 from ..report.models import RunReport
@@ -21,7 +20,7 @@ FIRST_PAGES = 10  # differing pages listed in full
 TIMELINE_EVENTS = 40  # timeline events listed
 
 
-class GuestImage(BaseModel):
+class GuestImage(Model):
     """The guest image copied into the reproducer."""
 
     path: str  # relative to the reproducer

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from ..core.errors import UsageError
+from ..core.model import Model
 from ..report.models import RunReport
 from ..report.write import ARTIFACTS_REPORT
 from .plan import refusal
@@ -25,7 +26,7 @@ SAME_CELL = ("arch", "guest", "accel", "dirty_ring_size", "ram_mib", "smp", "tra
              "migration_settings")
 
 
-class LoadedRun(BaseModel):
+class LoadedRun(Model):
     """One run's report and where it was read."""
 
     source: str

@@ -11,9 +11,10 @@ import re
 from pathlib import PurePath
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ..core.errors import UsageError
+from ..core.model import Model
 from ..faults.spec import parse_fault
 from ..guests.base import ram_layout
 from ..migration.driver import StuckAfter, stuck_after
@@ -28,7 +29,7 @@ REPLAYED_ACTIONS = ("EndHoldBack", "SetParameters")
 Side = Literal["src", "dst"]
 
 
-class RamSegmentSpec(BaseModel):
+class RamSegmentSpec(Model):
     """One piece of the RAM file and where the guest sees it."""
 
     gpa: int
@@ -36,7 +37,7 @@ class RamSegmentSpec(BaseModel):
     size: int
 
 
-class CorruptDst(BaseModel):
+class CorruptDst(Model):
     """`--fault corrupt-dst=GPA` replayed: one destination byte flipped (xor 0x5a)
     after the migration, as qmpctl's injector does."""
 
@@ -44,7 +45,7 @@ class CorruptDst(BaseModel):
     offset: int = Field(description="the byte's offset in the destination's RAM file")
 
 
-class SideFiles(BaseModel):
+class SideFiles(Model):
     """Where a QEMU meets the script: sockets it connects to, its RAM file."""
 
     qmp_socket: str
@@ -52,7 +53,7 @@ class SideFiles(BaseModel):
     ram_file: str
 
 
-class ReproPlan(BaseModel):
+class ReproPlan(Model):
     """Everything repro.py needs; paths hold {run} (its run directory),
     {repro} (the reproducer's directory) and {port} (a free TCP port)."""
 

@@ -13,9 +13,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import ConfigDict, Field, ValidationError, create_model
 
 from ..core.errors import HostError, UsageError
+from ..core.model import Model
 from ..core.units import PAGE_SIZE, MiB
 from ..faults.spec import FaultSpec, fault_problems, parse_fault
 from ..guests.base import RAM_BASE, ram_layout
@@ -71,10 +72,10 @@ def Opt(default: Any, panel: str, help: str) -> Any:
 
 
 if TYPE_CHECKING:  # its fields are read through each feature's own model
-    _FeatureFields = BaseModel
+    _FeatureFields = Model
 else:
     _FeatureFields = create_model(
-        "FeatureFields", __config__=ConfigDict(frozen=True, extra="forbid"),
+        "FeatureFields", __base__=Model,
         **{name: (info.annotation, info) for name, info in option_fields().items()})
 
 

@@ -42,8 +42,9 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from ..core.model import Model
 from ..core.units import PAGE_SIZE
 from .ramimage import RamImage, RamLayout
 from .wave import WaveParams
@@ -92,7 +93,7 @@ class PageClassifier(Protocol):
         ...
 
 
-class KindSummary(BaseModel):
+class KindSummary(Model):
     """The differing pages of one class."""
 
     pages: int = 0
@@ -104,7 +105,7 @@ class KindSummary(BaseModel):
                                 description="guest-physical addresses of the first pages")
 
 
-class MismatchClasses(BaseModel):
+class MismatchClasses(Model):
     """Every differing page classified by the workload's own encoding."""
 
     classifier: str

@@ -38,8 +38,9 @@ from typing import Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, Field, PrivateAttr, computed_field
+from pydantic import Field, PrivateAttr, computed_field
 
+from ..core.model import Model
 from ..core.units import PAGE_SIZE
 from .classify import MismatchClasses
 from .ramimage import RamImage, RamLayout, Region
@@ -64,7 +65,7 @@ def worker_count() -> int:
         return os.cpu_count() or 1
 
 
-class PageMismatch(BaseModel):
+class PageMismatch(Model):
     """One differing page, with enough context to start debugging."""
 
     page: int
@@ -77,7 +78,7 @@ class PageMismatch(BaseModel):
     dst_hex: str
 
 
-class ExplainedPages(BaseModel):
+class ExplainedPages(Model):
     """Differing pages the platform itself explains: named with the proof that
     makes them safe, never counted lost, never hidden."""
 
@@ -88,7 +89,7 @@ class ExplainedPages(BaseModel):
     details: list[str] = Field(description="one line per page: where, and what differs")
 
 
-class MethodChoice(BaseModel):
+class MethodChoice(Model):
     """Which compare method ran and why: a probe's figures, not a constant."""
 
     method: Method
@@ -105,7 +106,7 @@ class MethodChoice(BaseModel):
     detail: str = Field("", description="the rule applied, in words")
 
 
-class MemoryVerdict(BaseModel):
+class MemoryVerdict(Model):
     """Two RAM images compared page by page; `differing` keeps every page index."""
 
     bytes_compared: int
@@ -296,7 +297,7 @@ def describe_page(src: npt.NDArray[np.uint8], dst: npt.NDArray[np.uint8], page: 
     )
 
 
-class Exclusion(BaseModel):
+class Exclusion(Model):
     """A guest-physical range the user left out of the verdict, as asked and as
     applied (whole pages), with the differences it hid."""
 

@@ -18,8 +18,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from ..core.model import Model
 from ..core.units import PAGE_SIZE
 
 # `record-tgid` puts the process id in parentheses after comm-tid.
@@ -42,7 +43,7 @@ _U32 = 1 << 32
 RESERVED = 64
 
 
-class KernelRingVcpu(BaseModel):
+class KernelRingVcpu(Model):
     """One vCPU's ring as the kernel filled it and QEMU emptied it."""
 
     vcpu: int
@@ -67,7 +68,7 @@ class KernelRingVcpu(BaseModel):
     full_exits: int = Field(description="KVM_EXIT_DIRTY_RING_FULL exits (kernel's count)")
 
 
-class KernelRing(BaseModel):
+class KernelRing(Model):
     """`--trace-kernel`: whether the kernel's ring tracepoints were recorded, and what."""
 
     engaged: bool

@@ -16,7 +16,6 @@ corrupt or missing cache file is simply probed again.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -26,8 +25,9 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ValidationError
 
+from ..core.cache import JsonCache
+from ..core.model import Model
 from ..core.units import PAGE_SIZE, MiB
 from ..qemu.rundir import mount_of
 from . import compare
@@ -124,7 +124,7 @@ def probe(src: Path, dst: Path, candidates: tuple[Method, ...] = PREFERENCE,
     return figures, probed // MiB, round(time.perf_counter() - started, 3)
 
 
-class CachedProbe(BaseModel):
+class CachedProbe(Model):
     """One host's probe, as kept on disk."""
 
     key: str
@@ -134,14 +134,7 @@ class CachedProbe(BaseModel):
     probe_s: float
 
 
-class ProbeCache(BaseModel):
-    entries: dict[str, CachedProbe] = {}
-
-
-def cache_path() -> Path:
-    """$XDG_CACHE_HOME/qmpctl/compare-probe.json, else ~/.cache/qmpctl/..."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "qmpctl" / CACHE_NAME
+PROBE_CACHE = JsonCache(CACHE_NAME, CachedProbe)
 
 
 def host_key(ram_file: Path) -> str:
@@ -161,28 +154,10 @@ def host_key(ram_file: Path) -> str:
             f"cpus={worker_count()} fs={fs} page={page}")
 
 
-def load_cache(path: Path) -> ProbeCache:
-    """The cache file's entries; none if it is missing, unreadable or corrupt."""
-    try:
-        return ProbeCache.model_validate(json.loads(path.read_text()))
-    except (OSError, ValueError, ValidationError):
-        return ProbeCache()
-
-
-def store_cache(path: Path, entry: CachedProbe) -> None:
-    """Add `entry`, dropping entries of other boots (they can never match again).
-    Best effort: a cache that cannot be written only costs a probe next time."""
-    cache = load_cache(path)
-    boot = entry.key.split(" ")[1]
-    cache.entries = {k: v for k, v in cache.entries.items() if k.split(" ")[1:2] == [boot]}
-    cache.entries[entry.key] = entry
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(cache.model_dump_json(indent=1))
-        os.replace(tmp, path)
-    except OSError:
-        pass
+def same_boot(key: str) -> Callable[[str, CachedProbe], bool]:
+    """Entries of other boots can never match again."""
+    boot = key.split(" ")[1]
+    return lambda other, _entry: other.split(" ")[1:2] == [boot]
 
 
 def choose_method(requested: Method | None, src: Path, dst: Path,
@@ -194,19 +169,19 @@ def choose_method(requested: Method | None, src: Path, dst: Path,
     if requested is not None:
         return MethodChoice(method=requested, why="forced",
                             detail=f"--compare-method {requested}")
-    where = cache or cache_path()
+    store = PROBE_CACHE if cache is None else JsonCache(CACHE_NAME, CachedProbe, cache)
     key = host_key(src)
-    hit = load_cache(where).entries.get(key)
+    hit = store.get(key)
     if hit is not None:
         chosen = choose(hit.figures)
         return MethodChoice(method=chosen, why="cached", probed_at=hit.probed_at,
                             figures=dict(hit.figures), probe_mib=hit.probe_mib, probe_s=0.0,
                             detail=f"{describe_rule(hit.figures, chosen)} (probe cached in "
-                                   f"{where})")
+                                   f"{store.path})")
     figures, mib, seconds = measure(src, dst)
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    store_cache(where, CachedProbe(key=key, probed_at=now, figures=figures, probe_mib=mib,
-                                   probe_s=seconds))
+    store.store(key, CachedProbe(key=key, probed_at=now, figures=figures, probe_mib=mib,
+                                 probe_s=seconds), same_boot(key))
     chosen = choose(figures)
     return MethodChoice(method=chosen, why="probed", probed_at=now, figures=dict(figures),
                         probe_mib=mib, probe_s=seconds, detail=describe_rule(figures, chosen))

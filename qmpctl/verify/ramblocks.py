@@ -13,8 +13,9 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from ..core.model import Model
 from ..core.units import PAGE_SIZE
 from ..qemu.machine import QemuMachine
 from .compare import MemoryVerdict
@@ -63,7 +64,7 @@ def parse_guest_mappings(mtree: str) -> dict[str, list[tuple[int, int]]]:
     return out
 
 
-class RamBlockVerdict(BaseModel):
+class RamBlockVerdict(Model):
     """One migrated RAMBlock, compared source vs destination, or why not."""
 
     name: str

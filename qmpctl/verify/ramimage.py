@@ -14,8 +14,9 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
+from ..core.model import Model
 from ..core.units import PAGE_SIZE
 from ..qemu.memmap import RamSegment
 
@@ -31,7 +32,7 @@ def flip_byte(ram: Path, offset: int, xor: int = 0x5A) -> tuple[int, int]:
     return old, old ^ xor
 
 
-class Region(BaseModel):
+class Region(Model):
     """A named guest-physical range [start, end): labels pages, names exclusions."""
 
     model_config = ConfigDict(frozen=True)

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from ..core.model import Model
 from ..core.units import PAGE_SIZE
 from .ramimage import RamLayout
 
 OTHER_RAM = "other RAM"  # RamLayout.region_of's name for a page in no region
 
 
-class DiffRange(BaseModel):
+class DiffRange(Model):
     """Contiguous differing pages of one region, guest-physical [start_gpa, end_gpa)."""
 
     start_gpa: int
@@ -31,7 +32,7 @@ class DiffRange(BaseModel):
     region: str
 
 
-class DiffLocation(BaseModel):
+class DiffLocation(Model):
     """Every differing page, by region and as contiguous guest-physical ranges."""
 
     pages: int

@@ -4,12 +4,13 @@ counted inside the migration window only."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from ..core.model import Model
 from .timeline import DirtyTimeline, TimelineSummary
 
 
-class DirtyRingEvidence(BaseModel):
+class DirtyRingEvidence(Model):
     """What the rings delivered while the migration ran, beside what it re-sent."""
 
     reaps: int = Field(description="non-empty ring reaps during the migration")

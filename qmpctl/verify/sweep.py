@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from ..core.model import Model
 from .timeline import trace_lines
 
 SWEEP_TRACE_EVENTS: tuple[str, ...] = ("kvm_vm_ioctl", "kvm_device_ioctl")
@@ -27,7 +28,7 @@ KVM_GET_DIRTY_LOG = 0x4010AE42  # _IOW(KVMIO, 0x42, struct kvm_dirty_log)
 _TYPE = re.compile(r"type 0x([0-9a-fA-F]+)")
 
 
-class SweepEvidence(BaseModel):
+class SweepEvidence(Model):
     """KVM ioctls around the source's VM stop, from its trace."""
 
     vm_stop_s: float | None = Field(description="VM stop, seconds after the migration started")

@@ -49,8 +49,9 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from ..core.model import Model
 from .classify import MismatchClasses, MismatchKind, plural, steps_phrase
 
 TIMELINE_TRACE_EVENTS: tuple[str, ...] = (
@@ -79,7 +80,7 @@ EventKind = Literal["reap", "reaper", "reaper_kick", "flush_begin", "flush_end",
 ReapBy = Literal["vcpu", "reaper", "flush", "other"]
 
 
-class TimelineEvent(BaseModel):
+class TimelineEvent(Model):
     """One trace event, `t_s` seconds after the migration started."""
 
     kind: EventKind
@@ -93,7 +94,7 @@ class TimelineEvent(BaseModel):
                                description="reaper step, migration state, new run state")
 
 
-class PassWindow(BaseModel):
+class PassWindow(Model):
     """Ring activity between two migration bitmap syncs (or before / after)."""
 
     label: str = Field(description="'before migration', 'pass N' (N syncs done), "
@@ -107,7 +108,7 @@ class PassWindow(BaseModel):
         description="dirty pages reported by the bitmap sync that ended the window")
 
 
-class TimelineSummary(BaseModel):
+class TimelineSummary(Model):
     """The figures that place lost pages in time (inside the migration unless named)."""
 
     reaps: int = Field(description="non-empty ring reaps during the migration")
@@ -129,7 +130,7 @@ class TimelineSummary(BaseModel):
     final_state: str | None = Field(description="last migration state in the trace")
 
 
-class DirtyTimeline(BaseModel):
+class DirtyTimeline(Model):
     """The source's dirty-ring and migration events around one migration."""
 
     start_wall: float = Field(description="migration start, Unix time (s)")

@@ -1,11 +1,13 @@
-"""The installable package: its version in one place (the package metadata),
+"""The installable package: its version in one place (`qmpctl.__version__`,
 where an installed qmpctl finds its images, and `qmpctl images build`'s
 plan and messages. (`nox -s package` builds, installs and runs the wheel.)"""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import tomllib
 from importlib import metadata
 from pathlib import Path
 
@@ -25,20 +27,14 @@ from qmpctl.scenario.runner import new_report
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("answer", [None, metadata.PackageNotFoundError("qmpctl")])
-def test_a_checkout_never_installed_reads_its_version_from_pyproject(
-        monkeypatch: pytest.MonkeyPatch, answer: object) -> None:
-    """In a lab the checkout rides on PYTHONPATH beside a host's stray
-    qmpctl.egg-info, whose metadata answers None: the version is then
-    pyproject.toml's, never None (the image cache path is built from it)."""
-    def version(_name: str) -> str | None:
-        if isinstance(answer, Exception):
-            raise answer
-        return answer  # type: ignore[return-value]
-
-    monkeypatch.setattr(qmpctl, "version", version)
-    project = (ROOT / "pyproject.toml").read_text()
-    assert f'version = "{qmpctl._version()}"' in project
+def test_the_version_is_written_once() -> None:
+    """pyproject.toml takes the version from `qmpctl.__version__`, a literal
+    (a lab's checkout on PYTHONPATH, with no metadata, reads it as well)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" in project["project"]["dynamic"]
+    assert "version" not in project["project"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "qmpctl.__version__"}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", qmpctl.__version__)
 
 
 def test_version_is_the_package_metadatas_everywhere() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qmpctl.core.cache import JsonCache
 from qmpctl.core.errors import UsageError
 from qmpctl.core.units import PAGE_SIZE, MiB
 from qmpctl.report.text import choice_line
@@ -126,8 +127,8 @@ def test_corrupt_cache_is_probed_again(images: tuple[Path, Path], tmp_path: Path
     cache.write_text("{not json")
     fake = FakeProbe({"map": 7.5, "read": 5.5})
     assert choose_method(None, *images, cache=cache, measure=fake).why == "probed"
-    assert fake.calls == 1 and json.loads(cache.read_text())["entries"]
-    cache.write_text(json.dumps({"entries": {"x": {"key": 3}}}))  # valid JSON, wrong shape
+    assert fake.calls == 1 and json.loads(cache.read_text())
+    cache.write_text(json.dumps({"x": {"key": 3}}))  # valid JSON, wrong shape
     assert choose_method(None, *images, cache=cache, measure=fake).why == "probed"
 
 
@@ -148,14 +149,15 @@ def test_other_boots_are_dropped_from_the_cache(tmp_path: Path) -> None:
     old = CachedProbe(key="v1 boot=old kernel=k", probed_at="t", figures={"map": 1.0},
                       probe_mib=1, probe_s=0.1)
     new = old.model_copy(update={"key": "v1 boot=new kernel=k"})
-    pr.store_cache(cache, old)
-    pr.store_cache(cache, new)
-    assert list(pr.load_cache(cache).entries) == ["v1 boot=new kernel=k"]
+    store = JsonCache(pr.CACHE_NAME, CachedProbe, cache)
+    store.store(old.key, old, pr.same_boot(old.key))
+    store.store(new.key, new, pr.same_boot(new.key))
+    assert list(store.load()) == ["v1 boot=new kernel=k"]
 
 
 def test_cache_under_xdg_cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert pr.cache_path() == tmp_path / "qmpctl" / pr.CACHE_NAME
+    assert pr.PROBE_CACHE.path == tmp_path / "qmpctl" / pr.CACHE_NAME
 
 
 def test_real_probe_measures_every_candidate(images: tuple[Path, Path]) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from qmpctl.core.cache import JsonCache
 from qmpctl.core.errors import UsageError
 from qmpctl.host import qemu
 from qmpctl.host.qemu import (
@@ -188,3 +189,28 @@ async def test_machine_starts_the_binary_with_its_environment(tmp_path: Path) ->
     with pytest.raises(LaunchError, match="QEMU exited during start-up"):
         await QemuMachine(spec, tmp_path / "log").launch(timeout=10)
     assert (tmp_path / "env").read_text() == "/p/usr/lib/x86_64-linux-gnu\n"
+
+
+def test_a_binary_is_probed_once_per_file_across_runs(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A later run (a new process: the in-process cache cleared) takes the
+    facts from the cache file; a rebuilt binary is probed again."""
+    monkeypatch.setattr(qemu, "BINARY_CACHE", JsonCache("b.json", QemuBinary, tmp_path / "b.json"))
+    path = make_prefix(tmp_path, "7.2", "7.2.22", libs=True) / "usr" / "bin" / "qemu-system-x86_64"
+    ran: list[list[str]] = []
+    real_run = qemu._run
+
+    def counting(argv: list[str], env: dict[str, str] | None = None) -> str:
+        ran.append(argv)
+        return real_run(argv, env)
+
+    monkeypatch.setattr(qemu, "_run", counting)
+    first = qemu.probe_binary(path)
+    assert len(ran) == 2  # -version, -L help
+    qemu._known.cache_clear()
+    assert qemu.probe_binary(path) == first and len(ran) == 2
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # rebuilt
+    qemu._known.cache_clear()
+    assert qemu.probe_binary(path) == first and len(ran) == 4
+    assert len(qemu.BINARY_CACHE.load()) == 1  # the old file's entry went

@@ -9,10 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from qmpctl.core.cache import JsonCache
 from qmpctl.host.qemu import QemuBinary
 from qmpctl.qemu import schema as schema_mod
 from qmpctl.qemu.rundir import RunDir
-from qmpctl.qemu.schema import QemuSchema, binary_key, cached_schema, load_schema_cache
+from qmpctl.qemu.schema import QemuSchema, binary_key, cached_schema
+
+
+def entries(cache: Path) -> dict[str, QemuSchema]:
+    return JsonCache("qmp-schema.json", QemuSchema, cache).load()
 
 
 def binary(tmp_path: Path) -> QemuBinary:
@@ -35,12 +40,12 @@ def test_a_schema_is_probed_once_per_binary_file(tmp_path: Path,
     first = asyncio.run(cached_schema("x86_64", qemu, run, cache=cache))
     again = asyncio.run(cached_schema("x86_64", qemu, run, cache=cache))
     assert probes == ["schema"] and again == first
-    assert list(load_schema_cache(cache).entries) == [binary_key(qemu)]
+    assert list(entries(cache)) == [binary_key(qemu)]
     st = qemu.path.stat()
     os.utime(qemu.path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # a rebuilt binary
     changed = asyncio.run(cached_schema("x86_64", qemu, run, cache=cache))
     assert len(probes) == 2 and changed.migration_capabilities[-1] == "probe2"
-    assert list(load_schema_cache(cache).entries) == [binary_key(qemu)]  # the old one went
+    assert list(entries(cache)) == [binary_key(qemu)]  # the old one went
 
 
 def test_a_failed_probe_is_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,4 +62,4 @@ def test_a_failed_probe_is_not_cached(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_a_corrupt_cache_is_probed_again(tmp_path: Path) -> None:
     cache = tmp_path / "qmp-schema.json"
     cache.write_text("{not json")
-    assert load_schema_cache(cache).entries == {}
+    assert entries(cache) == {}

@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, ClassVar, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 from pydantic.fields import FieldInfo
 
 from ...core.errors import UsageError
+from ...core.model import Model
 from ..models import FeatureEvidence, MigrationStats
 from ..settings import MigrationSettings
 
@@ -110,7 +111,7 @@ def option_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
-class FeatureOptions(BaseModel):
+class FeatureOptions(Model):
     """One migration feature: its fields are its options (None or False: not
     asked for); the class says what they mean for a run."""
 
