@@ -109,7 +109,7 @@ class PhaseResults:
 
     ring: KernelRing | None = None  # --trace-kernel, or why not: its figures once read
     boot_s: float | None = None  # the source, launched until its workload runs
-    dirty_rate: DirtyRateProbe | None = None  # --dirty-rate-probe, then
+    dirty_rate: DirtyRateProbe | None = None  # --dirty-rate-probe, once it booted
     hops: list[HopResults] = field(default_factory=list)  # one a migration, begun in turn
     skipped_migration: str | None = None  # kvm-unit-tests' migrate_skip()
     guest_result: GuestResult | None = None  # a foreign guest's own verdict

@@ -7,7 +7,7 @@ from qmpctl.core.errors import MigrationFailed
 from qmpctl.guests.base import GuestCheck
 from qmpctl.guests.linux import GuestThroughput
 from qmpctl.migration.models import FeatureEvidence, MigrationStats
-from qmpctl.report.models import RunReport
+from qmpctl.report.models import Hop, RunReport
 from qmpctl.report.phases import (
     HopResults,
     MemoryResult,
@@ -128,3 +128,10 @@ def test_a_migration_begun_but_not_run_leaves_the_top_level_empty() -> None:
     # the guest's throughput is the last resumed migration's
     assert report.guest_throughput is not None and report.guest_throughput.before_mib_s == 1
     assert report.guest_checks[-1].name == "after 1"
+
+
+def test_a_migrations_evidence_is_every_field_a_hop_carries() -> None:
+    """Hop (and the top level) take it by name: a name that slipped would be dropped."""
+    evidence = HopResults(number=1, source="src", destination="dst").evidence()
+    assert set(evidence) == set(Hop.model_fields) - {"number", "source", "destination"}
+    assert set(evidence) <= set(RunReport.model_fields)
