@@ -269,16 +269,3 @@ class RunReport(Model):
     def found_difference(self) -> bool:
         """Memory, an ITS table or a guest check says something was lost."""
         return bool(self.losses()) or bool(self.failed_checks)
-
-    def archive_hop(self, number: int, source: str, destination: str) -> None:
-        """Move the top level's migration evidence into `hops`, for the next one."""
-        self.hops.append(Hop(number=number, source=source, destination=destination,
-                             dirty_ring=self.dirty_ring, dirty_timeline=self.dirty_timeline,
-                             migration=self.migration, memory=self.memory,
-                             ramblocks=self.ramblocks, its_tables=self.its_tables,
-                             its_tables_source=self.its_tables_source, its_save=self.its_save,
-                             sweep=self.sweep,
-                             its_pending_unexplained=self.its_pending_unexplained))
-        self.dirty_ring = self.dirty_timeline = self.migration = self.memory = None
-        self.its_save = self.sweep = self.its_tables_source = None
-        self.ramblocks, self.its_tables, self.its_pending_unexplained = [], [], []

@@ -7,6 +7,10 @@ both RAM images (in a worker thread, so QMP keeps being served) -> resume the
 destination and check it again. Whatever happens, an `AsyncExitStack` settles
 the source (cancel, resume), shuts both QEMUs down, keeps the logs the user
 asked for and removes the run directory, in that order.
+
+Each phase returns its result, recorded in `Run.results` as the phase ends;
+`assemble_report` turns them into the report once the run is over, however
+it ended.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .. import __version__
@@ -39,7 +43,7 @@ from ..core.errors import (
 )
 from ..core.units import PAGE_SIZE, MiB
 from ..faults.injector import FaultInjector
-from ..guests.base import GuestCheck, OwnGuest
+from ..guests.base import GuestCheck, GuestResult, OwnGuest
 from ..guests.gic import ItsTable, ItsTableMap, locate_its_tables
 from ..guests.its import (
     ItsSaveWatch,
@@ -60,7 +64,7 @@ from ..host.qemu import QemuBinary
 from ..host.remote import RemoteHost
 from ..host.selfmem import AnonPeak, read_mib
 from ..migration import driver
-from ..migration.dirtyrate import probe_dirty_rate
+from ..migration.dirtyrate import DirtyRateProbe, probe_dirty_rate
 from ..migration.features import (
     Observed,
     feature_settings,
@@ -89,6 +93,14 @@ from ..qemu.rundir import RunDir, free_bytes, sweep_stale
 from ..qemu.schema import QemuSchema, cached_schema
 from ..qemu.supervisor import Supervisor
 from ..report.models import NetnsConfig, RunConfig, RunReport
+from ..report.phases import (
+    HopResults,
+    MemoryResult,
+    PhaseResults,
+    ResumeResult,
+    TrackingResult,
+    assemble_report,
+)
 from ..report.verdict import before_migration_failure, conclude
 from ..verify.agent import AgentClient, RemoteImage
 from ..verify.classify import classify_mismatches
@@ -249,8 +261,8 @@ def netns_pair(run: Run) -> NetnsPair:
     for stale in sweep_stale_namespaces(run.dir.path.parent):
         log.warning("removed network namespace %s, left by a qmpctl that died", stale)
     pair = NetnsPair(run.dir.path.name)
-    if run.report.config is not None:
-        run.report.config.netns = NetnsConfig(
+    if run.config is not None:
+        run.config.netns = NetnsConfig(
             src_namespace=pair.src_ns, dst_namespace=pair.dst_ns, src_address=pair.src_addr,
             dst_address=pair.dst_addr, prefix_len=pair.prefix_len,
             management_src_address=pair.mgmt_src_addr,
@@ -271,10 +283,12 @@ class Run:
     """State of one run, so cleanup can see what exists whatever failed."""
 
     r: Resolved
-    report: RunReport
     dir: RunDir
     hooks: Hooks  # the caller's; `points` is what the run calls
     progress: driver.ProgressFn | None
+    # completed as the run learns it (command lines at launch, netns addresses)
+    config: RunConfig | None = None
+    results: PhaseResults = field(default_factory=PhaseResults)
     src: QemuMachine | None = None
     dst: QemuMachine | None = None
     hop: int = 1  # which migration (a foreign guest may ask for several)
@@ -334,7 +348,7 @@ class Run:
     async def launch(self, stack: contextlib.AsyncExitStack, side: str,
                      binary: QemuBinary) -> QemuMachine:
         machine = await stack.enter_async_context(self.machine(side, binary))
-        if (config := self.report.config) is not None and side in ("src", "dst"):
+        if (config := self.config) is not None and side in ("src", "dst"):
             # What `qmpctl repro` turns into a stand-alone reproducer.
             if side == "src":
                 config.qemu_argv_src = list(machine.argv)
@@ -354,6 +368,12 @@ class Run:
     def src_side(self) -> str:
         return "src" if self.hop == 1 else ("dst" if self.hop == 2 else f"dst{self.hop - 1}")
 
+    def begin_hop(self) -> HopResults:
+        """Where migration `hop`'s results are recorded from now on."""
+        hop = HopResults(number=self.hop, source=self.src_side, destination=self.dst_side)
+        self.results.hops.append(hop)
+        return hop
+
     async def other_side(self, lost: QemuMachine) -> str | None:
         """What the source says when the destination is lost mid-migration."""
         src = self.src
@@ -367,8 +387,8 @@ class Run:
                     "postcopy-paused"):
                 break
             await asyncio.sleep(0.1)
-        if self.report.migration is not None and info.get("error-desc"):
-            self.report.migration.error_desc = info["error-desc"]
+        if (stats := self.results.migration) is not None and info.get("error-desc"):
+            stats.error_desc = info["error-desc"]
         return (f"the source's migration is {info.get('status')}"
                 + (f": {info['error-desc']}" if info.get("error-desc") else ""))
 
@@ -383,28 +403,16 @@ class Run:
     async def settle_source(self) -> None:
         """Cleanup's first step; never raises. A source whose migration did
         not complete is cancelled and resumed (`settle_plan` decides)."""
-        src, rep = self.src, self.report
+        src, results = self.src, self.results
         plan = settle_plan(
             running=src is not None and src.is_running(),
             unresponsive=src is not None and src.unresponsive,
             started=self.migration_started, completed=self.migration_completed,
-            took_over=self.dst_resumed or (rep.migration is not None
-                                           and rep.migration.mode == "postcopy"),
-            state_known=rep.source_state_after is not None)
-        if src is None or plan is Settle.NOTHING:
-            return
-        if plan is Settle.NOT_ASKED:
-            rep.source_state_after = ("unresponsive (stopped or hung): not asked; its cleanup "
-                                      "ends it with signals")
-        elif plan in (Settle.CANCEL_AND_RESUME, Settle.CANCEL_KEEP_BEHIND):
-            rep.source_state_after = await driver.cancel(
-                src, resume_completed=plan is Settle.CANCEL_AND_RESUME)
-        elif plan is Settle.RESUME_AFTER_COMPLETION:
-            with contextlib.suppress(QmpctlError):
-                rep.source_state_after = await driver.ensure_running(src, after_completion=True)
-        else:  # Settle.RECORD_STATE
-            with contextlib.suppress(QmpctlError):
-                rep.source_state_after = await src.status()
+            took_over=self.dst_resumed or (results.migration is not None
+                                           and results.migration.mode == "postcopy"),
+            state_known=results.source_state_after is not None)
+        if src is not None and plan is not Settle.NOTHING:
+            results.source_state_after = await _settle(src, plan)
 
 
 class Settle(enum.Enum):
@@ -417,6 +425,19 @@ class Settle(enum.Enum):
                           "completed meanwhile leaves the source behind, not resumed")
     RESUME_AFTER_COMPLETION = "completed but the destination's guest never ran: resume"
     RECORD_STATE = "no migration to undo: record the source's state"
+
+
+async def _settle(src: QemuMachine, plan: Settle) -> str | None:
+    """Act on `plan`; the source's state after it (None: it did not answer)."""
+    if plan is Settle.NOT_ASKED:
+        return "unresponsive (stopped or hung): not asked; its cleanup ends it with signals"
+    if plan in (Settle.CANCEL_AND_RESUME, Settle.CANCEL_KEEP_BEHIND):
+        return await driver.cancel(src, resume_completed=plan is Settle.CANCEL_AND_RESUME)
+    with contextlib.suppress(QmpctlError):
+        if plan is Settle.RESUME_AFTER_COMPLETION:
+            return await driver.ensure_running(src, after_completion=True)
+        return await src.status()  # Settle.RECORD_STATE
+    return None
 
 
 def settle_plan(*, running: bool, unresponsive: bool, started: bool, completed: bool,
@@ -458,9 +479,9 @@ async def _check_pair(run: Run) -> None:
             r, run.dir, machine_spec(r, run.dir, "xsrc", r.qemu_src, _free_port(udp)),
             machine_spec(r, run.dir, "xdst", r.qemu_dst, _free_port(udp)))
     except UsageError as exc:
-        if not r.options.force or run.report.config is None:
+        if not r.options.force or run.config is None:
             raise
-        run.report.config.forced.append(f"{exc.message} (--force: run anyway)")
+        run.config.forced.append(f"{exc.message} (--force: run anyway)")
 
 
 def launches_early(r: Resolved) -> bool:
@@ -470,19 +491,27 @@ def launches_early(r: Resolved) -> bool:
     return isinstance(r.guest, OwnGuest) and r.options.cancel_at is None
 
 
-async def _start_source(run: Run, stack: contextlib.AsyncExitStack,
+async def _start_source(run: Run, stack: contextlib.AsyncExitStack, hop: HopResults,
                         ) -> tuple[QemuMachine, asyncio.Task[QemuMachine] | None]:
-    """Launch the source and wait until its workload runs (boot time in the
-    report); the first destination's launch, when it starts meanwhile
-    (`launches_early`: it waits paused, -incoming defer -S, either way)."""
-    r = run.r
+    """Launch the source, wait until its workload runs, check the guest
+    before migrating; the first destination's launch, when it starts
+    meanwhile (`launches_early`: it waits paused, -incoming defer -S, either way)."""
+    r, o = run.r, run.r.options
     t0 = time.monotonic()
     with run.timed("launch_src"):
         src = run.src = await run.launch(stack, "src", r.qemu_src)
     early = (asyncio.create_task(run.launch(stack, run.dst_side, r.qemu_dst))
              if launches_early(r) else None)
     async with _landed(early):
-        await _source_ready(run, src, t0)
+        with run.timed("boot"):
+            await src.console.wait_for(r.guest.ready, o.boot_timeout, "the workload to start")
+        run.results.boot_s = round(time.monotonic() - t0, 3)
+        if o.dirty_rate_probe:
+            run.results.dirty_rate = await _probe_dirty_rate(run, src)
+        before = hop.checks_before = await r.guest.before_migration(src.console,
+                                                                    o.boot_timeout)
+        if (failure := before_migration_failure(before)) is not None:
+            raise failure
     return src, early
 
 
@@ -500,32 +529,61 @@ async def _landed(launch: asyncio.Task[QemuMachine] | None) -> AsyncIterator[Non
         raise
 
 
-async def _source_ready(run: Run, src: QemuMachine, t0: float) -> None:
-    r, rep, o = run.r, run.report, run.r.options
-    with run.timed("boot"):
-        await src.console.wait_for(r.guest.ready, o.boot_timeout, "the workload to start")
-    rep.boot_s = round(time.monotonic() - t0, 3)
-    if o.dirty_rate_probe:
-        # Off by default: on kvm_pvm a dirty-ring calc-dirty-rate before the
-        # migration stalls the vCPU during it and once lost pages (docs/findings.md).
-        mode = "dirty-ring" if r.ring else ("dirty-bitmap" if r.accel == "kvm" else "page-sampling")
-        try:
-            rep.dirty_rate = await probe_dirty_rate(src, mode)
-        except QmpctlError as exc:
-            if r.ring:
-                raise HostError(f"dirty ring not active on the source: {exc}") from exc
-            raise
-    before = await r.guest.before_migration(src.console, o.boot_timeout)
-    rep.guest_checks += before
-    if (failure := before_migration_failure(before)) is not None:
-        raise failure
+async def _probe_dirty_rate(run: Run, src: QemuMachine) -> DirtyRateProbe:
+    """--dirty-rate-probe. Off by default: on kvm_pvm a dirty-ring
+    calc-dirty-rate before the migration stalls the vCPU during it and once
+    lost pages (docs/findings.md)."""
+    r = run.r
+    mode = "dirty-ring" if r.ring else ("dirty-bitmap" if r.accel == "kvm" else "page-sampling")
+    try:
+        return await probe_dirty_rate(src, mode)
+    except QmpctlError as exc:
+        if r.ring:
+            raise HostError(f"dirty ring not active on the source: {exc}") from exc
+        raise
 
 
-async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
-                   policy: Policy, settings: MigrationSettings,
-                   launched: asyncio.Task[QemuMachine] | None = None) -> QemuMachine:
-    """Destination (`launched` already, or now), migration, ring evidence."""
-    r, rep, o = run.r, run.report, run.r.options
+async def _hop(run: Run, stack: contextlib.AsyncExitStack, hop: HopResults, src: QemuMachine,
+               policy: Policy, settings: MigrationSettings,
+               launched: asyncio.Task[QemuMachine] | None = None) -> QemuMachine:
+    """One migration, from its destination's launch to the guest resumed
+    there; each phase's result recorded in `hop` as it ends."""
+    r = run.r
+    dst, uri = await _destination(run, stack, src, settings, launched)
+    stats = hop.migration = MigrationStats(status="setup",
+                                           workload_progress_unit=r.guest.progress_unit)
+    await _drive(run, src, dst, uri, policy, settings, stats)
+    hop.tracking = await _tracking(run, src, stats)
+    if (ring := await _trace_kernel(run, src)) is not None:
+        run.results.ring = ring
+    if run.points.after_migration is not None:
+        await run.points.after_migration(src, dst)
+    if run.points.before_verify is not None:
+        await run.points.before_verify(src.spec.ram_path, dst.spec.ram_path)
+    t0 = time.monotonic()
+    memory = hop.memory = await _verify_memory(run, src, dst, hop.tracking)
+    hop.ramblocks = await ramblock_verdicts(src, dst, RAM_BLOCK, dst_remote=run.agent is not None,
+                                            ram=memory.memory)
+    # read now: multifd threads log their end after completion
+    hop.features = run.before_evidence + feature_evidence(r.features, Observed(
+        stats, await src.log_text(), await dst.log_text()))
+    run.timings["compare"] = round(time.monotonic() - t0, 3)
+    with run.timed("image_check"):
+        hop.image_checks = await dst_image_checks(run, dst, "destination image, before resume")
+    with run.timed("resume"):
+        t_cont = time.monotonic()
+        hop.resumed = await _resume(run, dst)
+        hop.after_resume = await _after_resume(run, src, dst, t_cont)
+    return dst
+
+
+async def _destination(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
+                       settings: MigrationSettings,
+                       launched: asyncio.Task[QemuMachine] | None = None,
+                       ) -> tuple[QemuMachine, str]:
+    """The destination (`launched` already, or now), set up to receive: it
+    and the address the migration goes to."""
+    r = run.r
     with run.timed("launch_dst"):  # what is left of it, when it was launched early
         dst = run.dst = await (launched or run.launch(stack, run.dst_side, r.qemu_dst))
     if run.hop == 1:
@@ -538,21 +596,28 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
         uri = {"unix": f"unix:{run.dir.side('mig', 'sock')}",
                "file": f"file:{run.dir.side('mig', 'file')}",
                "tcp": f"tcp:127.0.0.1:{_free_port()}"}[r.transport]
-    to_file = r.transport == "file"
-    if run.hop == 1 and rep.config is not None:
-        rep.config.migration_uri = uri
-    await driver.prepare(src, dst, uri, settings, listen=not to_file)
-    recovery = (Recovery(dst, lambda: _recovery_uri(run), run.dir.path,
-                         fail_first=o.postcopy_recover_fail)
-                if o.postcopy_recover else None)
+    if run.hop == 1 and run.config is not None:
+        run.config.migration_uri = uri
+    await driver.prepare(src, dst, uri, settings, listen=r.transport != "file")
     if run.points.before_migration is not None:
         await run.points.before_migration(src, dst)
-
     run.its_save = None
     if in_kernel_its(r) and run.agent is None:
         announced = r.guest.announced_tables(run.console_history())
         if announced is not None:
             run.its_save = ItsSaveWatch(saved_by_kvm(announced) or None)
+    return dst, uri
+
+
+async def _drive(run: Run, src: QemuMachine, dst: QemuMachine, uri: str, policy: Policy,
+                 settings: MigrationSettings, stats: MigrationStats) -> None:
+    """The migration, under `policy`, into `stats` as it goes; the faults
+    and hooks fire from its events."""
+    r, o = run.r, run.r.options
+    to_file = r.transport == "file"
+    recovery = (Recovery(dst, lambda: _recovery_uri(run), run.dir.path,
+                         fail_first=o.postcopy_recover_fail)
+                if o.postcopy_recover else None)
 
     async def on_pass(n: int) -> None:
         if run.its_save is not None:  # before the policy may let the migration converge
@@ -565,8 +630,6 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
         if run.points.on_status is not None:
             await run.points.on_status(status, src, dst)
 
-    stats = rep.migration = MigrationStats(status="setup",
-                                           workload_progress_unit=r.guest.progress_unit)
     work_before = r.guest.work_done(src.console.view())
 
     def redirtied() -> bool:
@@ -607,8 +670,6 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
     finally:
         if run.points.migration_ended is not None:
             await run.points.migration_ended()
-        rep.faults = run.injector.records
-
         run.timings["migrate"] = round(time.monotonic() - run.t_migrate, 3)
         run.wall_migrate = (wall, time.time())
         if to_file and (file := run.dir.side("mig", "file")).exists():
@@ -617,16 +678,17 @@ async def _migrate(run: Run, stack: contextlib.AsyncExitStack, src: QemuMachine,
         if r.guest.measures_progress:
             stats.workload_progress_during = r.guest.work_done(src.console.view()) - work_before
     run.migration_completed = True
-    log = await src.log_text()
-    rep.dirty_timeline = build_timeline(log, *run.wall_migrate)
-    if in_kernel_its(r):
-        rep.sweep = sweep_evidence(log, run.wall_migrate[0],
-                                   rep.dirty_timeline.summary.vm_stop_s, run.wall_migrate[1])
-    if r.ring:
-        rep.dirty_ring = ring_evidence(rep.dirty_timeline, stats.pages_resent)
-        rep.evidence_missing += ring_problems(rep.dirty_ring)
-    await _trace_kernel(run, src)
-    return dst
+
+
+async def _tracking(run: Run, src: QemuMachine, stats: MigrationStats) -> TrackingResult:
+    """The source's dirty tracking during the migration, from its trace."""
+    r, log = run.r, await src.log_text()
+    timeline = build_timeline(log, *run.wall_migrate)
+    sweep = (sweep_evidence(log, run.wall_migrate[0], timeline.summary.vm_stop_s,
+                            run.wall_migrate[1]) if in_kernel_its(r) else None)
+    ring = ring_evidence(timeline, stats.pages_resent) if r.ring else None
+    return TrackingResult(dirty_timeline=timeline, sweep=sweep, dirty_ring=ring,
+                          evidence_missing=ring_problems(ring) if ring is not None else [])
 
 
 def _trace_failed_migration(run: Run) -> Callable[..., Awaitable[bool]]:
@@ -636,18 +698,20 @@ def _trace_failed_migration(run: Run) -> Callable[..., Awaitable[bool]]:
     async def on_exit(exc_type: type[BaseException] | None, *_: object) -> bool:
         src = run.machines[0] if run.machines else None
         if (src is not None and run.migration_started and exc_type is not None
-                and not issubclass(exc_type, asyncio.CancelledError | KeyboardInterrupt)):
-            await _trace_kernel(run, src)
+                and not issubclass(exc_type, asyncio.CancelledError | KeyboardInterrupt)
+                and (ring := await _trace_kernel(run, src)) is not None):
+            run.results.ring = ring
         return False
     return on_exit
 
 
-async def _trace_kernel(run: Run, src: QemuMachine) -> None:
+async def _trace_kernel(run: Run, src: QemuMachine) -> KernelRing | None:
     """--trace-kernel, first migration: the kernel's ring events (the source
-    QEMU's only) against QEMU's harvests, in a worker thread (large files)."""
+    QEMU's only) against QEMU's harvests, in a worker thread (large files);
+    None when there is nothing (more) to read."""
     trace = run.ktrace
     if trace is None or run.hop != 1 or run.ktrace_read:
-        return
+        return None
     run.ktrace_read = True
 
     def analysed(qemu_log: str) -> KernelRing:
@@ -658,10 +722,10 @@ async def _trace_kernel(run: Run, src: QemuMachine) -> None:
 
     try:
         trace.unfollow()
-        run.report.kernel_ring = await asyncio.to_thread(analysed, await src.log_text())
+        return await asyncio.to_thread(analysed, await src.log_text())
     except OSError as exc:  # extra evidence missing: said so, the run itself stands
         log.warning("--trace-kernel: could not read the traces: %s", exc)
-        run.report.kernel_ring = KernelRing(
+        return KernelRing(
             engaged=True, reason=f"{run.r.kernel_trace[1]}; could not read the traces: {exc}")
 
 
@@ -690,88 +754,73 @@ async def _locate_its_tables(run: Run, src: QemuMachine, dst: QemuMachine, layou
                                    run.dir.side(run.dst_side, "devstate"), announced, read)
 
 
-async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
+async def _verify_memory(run: Run, src: QemuMachine, dst: QemuMachine,
+                         tracking: TrackingResult) -> MemoryResult:
     """Both RAM images page by page (source postmigrate, destination paused)."""
-    r, rep = run.r, run.report
-    if run.points.after_migration is not None:
-        await run.points.after_migration(src, dst)
-    rep.faults = run.injector.records
-    if run.points.before_verify is not None:
-        await run.points.before_verify(src.spec.ram_path, dst.spec.ram_path)
-    t0 = time.monotonic()
+    r = run.r
     view = src.console.view()
     layout = r.guest.layout(view)
     table_map = None
     if (announced := r.guest.announced_tables(run.console_history())) is not None:
         table_map = await _locate_its_tables(run, src, dst, layout, announced)
         layout = layout.with_regions(*table_regions(table_map.tables))
-        rep.its_tables_source = table_map.source
-
+    tables = table_map.tables if table_map is not None else ()
     classifier = r.guest.classifier()
 
-    def compare() -> None:
+    def compare() -> MemoryResult:
         with RamImage(src.spec.ram_path) as si, RamImage(dst.spec.ram_path) as di:
             if run.agent is not None:  # the destination's digests, made where it lives
                 started = time.perf_counter()
                 src_digests = page_digests(si)
                 dst_digests, _ = run.agent.digests(dst.spec.ram_path)
-                memory = rep.memory = compare_digests(
-                    src_digests, dst_digests, layout, list(r.exclusions),
-                    seconds=time.perf_counter() - started)
+                memory = compare_digests(src_digests, dst_digests, layout, list(r.exclusions),
+                                         seconds=time.perf_counter() - started)
             elif r.options.verify == "hash":  # what a remote destination would send back
                 started = time.perf_counter()
                 digests = page_digests(si), page_digests(di)
-                memory = rep.memory = compare_digests(
-                    *digests, layout, list(r.exclusions),
-                    seconds=time.perf_counter() - started)
+                memory = compare_digests(*digests, layout, list(r.exclusions),
+                                         seconds=time.perf_counter() - started)
             else:  # both sides here: the fastest method on this host, or the one forced
                 choice = choose_method(requested_method(r.options), src.spec.ram_path,
                                        dst.spec.ram_path)
-                memory = rep.memory = compare_by(choice.method, si, di, layout,
-                                                 list(r.exclusions))
+                memory = compare_by(choice.method, si, di, layout, list(r.exclusions))
                 memory.choice = choice
             if memory.choice is None:
                 memory.choice = MethodChoice(
                     method="hash", why="verify-hash",
                     detail="--verify hash" if run.agent is None else
                     "the destination's RAM is on another host: qmpctl agent hashes it there")
+            pending: list[str] = []
             if (memory.pages_differing and table_map is not None and in_kernel_its(r)
                     and run.agent is None):
                 # KVM's in-kernel ITS consumes pending bits on restore: name them.
-                rep.its_pending_unexplained = explain_consumed_pending(
-                    memory, si, di, layout, table_map.tables)
-            if run.its_save is not None:
-                rep.its_save = run.its_save.evidence(
-                    si, layout, memory, table_map.tables if table_map else ())
+                pending = explain_consumed_pending(memory, si, di, layout, tables)
+            its_save = (run.its_save.evidence(si, layout, memory, tables)
+                        if run.its_save is not None else None)
             if memory.pages_differing:  # explain: where, what kind
                 memory.location = locate_differences(memory.differing, layout)
                 if classifier is not None and run.agent is None:  # needs both sides' bytes
                     memory.classes = classify_mismatches(si, di, memory.differing, layout,
                                                          classifier)
+            return MemoryResult(memory=memory, its_save=its_save,
+                                its_pending_unexplained=pending,
+                                its_tables_source=table_map.source if table_map else None)
 
-    await asyncio.to_thread(compare)
-    assert rep.memory is not None
-    if r.ring and rep.memory.classes is not None and rep.dirty_timeline is not None:
+    result = await asyncio.to_thread(compare)
+    memory, ring = result.memory, run.results.ring
+    if r.ring and memory.classes is not None:
         # When: relate the pages to the ring's harvests (ring runs only).
-        rep.memory.explanation = relate(rep.dirty_timeline, rep.memory.classes)
-    if rep.kernel_ring is not None and rep.memory.pages_differing and run.hop == 1:
+        memory.explanation = relate(tracking.dirty_timeline, memory.classes)
+    if ring is not None and memory.pages_differing and run.hop == 1:
         # The kernel's part: differing pages among those it overwrote on a full ring.
-        gpas = layout.gpas(rep.memory.differing.astype("int64") * PAGE_SIZE)
-        kernel = explain(rep.kernel_ring, (int(g) for g in gpas))
+        gpas = layout.gpas(memory.differing.astype("int64") * PAGE_SIZE)
+        kernel = explain(ring, (int(g) for g in gpas))
         if kernel is not None:
-            rep.memory.explanation = "; ".join(filter(None, [rep.memory.explanation,
-                                                             f"kernel: {kernel}"]))
-    if table_map is not None:
-        rep.its_tables = table_verdicts(table_map.tables, rep.memory, layout)
-    rep.ramblocks = await ramblock_verdicts(src, dst, RAM_BLOCK,
-                                            dst_remote=run.agent is not None,
-                                            ram=rep.memory)
-    if rep.migration is not None:  # read now: multifd threads log their end after completion
-        rep.migration.features = run.before_evidence + feature_evidence(r.features, Observed(
-            rep.migration, await src.log_text(), await dst.log_text()))
-    run.timings["compare"] = round(time.monotonic() - t0, 3)
-    with run.timed("image_check"):
-        rep.guest_checks += await dst_image_checks(run, dst, "destination image, before resume")
+            memory.explanation = "; ".join(filter(None, [memory.explanation,
+                                                         f"kernel: {kernel}"]))
+    if table_map is None:
+        return result
+    return replace(result, its_tables=table_verdicts(table_map.tables, memory, layout))
 
 
 async def dst_image_checks(run: Run, dst: QemuMachine, stage: str) -> list[GuestCheck]:
@@ -783,10 +832,9 @@ async def dst_image_checks(run: Run, dst: QemuMachine, stage: str) -> list[Guest
     return await asyncio.to_thread(run.r.guest.image_checks, image, f"{stage}, via qmpctl agent")
 
 
-async def _resume_and_check(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
-    """The guest must keep running where it landed, and stay consistent."""
-    r, rep, o = run.r, run.report, run.r.options
-    t_cont = time.monotonic()
+async def _resume(run: Run, dst: QemuMachine) -> GuestCheck:
+    """The guest must keep running where it landed."""
+    r, o = run.r, run.r.options
     run.dst_resumed = True  # before the reply: a lost reply may still have resumed it
     await dst.execute("cont")
     if not r.guest.checks_image_after_resume:
@@ -794,43 +842,52 @@ async def _resume_and_check(run: Run, src: QemuMachine, dst: QemuMachine) -> Non
         run.supervisor.forget(run.dst_side)
     resumed = await r.guest.wait_resumed(dst.console, o.boot_timeout)
     hop = "" if run.hop == 1 else f" (migration {run.hop})"
-    rep.guest_checks.append(GuestCheck(name="workload-resumes",
-                                       stage=f"destination, after cont{hop}",
-                                       ok=True, detail=resumed))
-    rep.guest_checks += await r.guest.after_resume(dst.console, o.boot_timeout)
+    return GuestCheck(name="workload-resumes", stage=f"destination, after cont{hop}",
+                      ok=True, detail=resumed)
+
+
+async def _after_resume(run: Run, src: QemuMachine, dst: QemuMachine,
+                        t_cont: float) -> ResumeResult:
+    """Once resumed, the guest must stay consistent; its throughput across
+    the migration (`t_cont`: when it was resumed)."""
+    r, o = run.r, run.r.options
+    checks = await r.guest.after_resume(dst.console, o.boot_timeout)
     if r.guest.checks_image_after_resume:
         await dst.execute("stop")
-        rep.guest_checks += await dst_image_checks(run, dst, "destination image, after resume")
-    rep.guest_throughput = r.guest.throughput(
+        checks += await dst_image_checks(run, dst, "destination image, after resume")
+    return ResumeResult(checks=checks, throughput=r.guest.throughput(
         src.console.view(), dst.console.view(), run.t_migrate,
-        run.t_migrate + run.timings["migrate"], t_cont)
+        run.t_migrate + run.timings["migrate"], t_cont))
 
 
-async def _next_hop(run: Run, src: QemuMachine, dst: QemuMachine) -> None:
+async def _next_hop(run: Run, src: QemuMachine, dst: QemuMachine) -> HopResults:
     """The guest asked for another migration: its destination becomes the
-    source; the old source (done, paused) goes, RAM file and all."""
+    source; the old source (done, paused) goes, RAM file and all. The next
+    migration's results, its guest checks first."""
     if run.remote is not None and not run.remote.same_files:
         raise UsageError(f"the guest asked for another migration: the destination on "
                          f"{run.remote.name} would become the source, whose RAM qmpctl "
                          "reads here; one migration only with a destination through ssh")
-    run.report.archive_hop(run.hop, run.src_side, run.dst_side)
     run.supervisor.forget(run.src_side)
+    run.hop += 1
+    hop = run.begin_hop()  # the report's top level is this migration's from here
     await src.shutdown()
     src.spec.ram_path.unlink(missing_ok=True)
-    run.hop += 1
     run.supervisor.add(run.src_side, dst)
     run.src, run.dst = dst, None
-    run.report.guest_checks += await run.r.guest.before_migration(
-        dst.console, run.r.options.boot_timeout)
+    hop.checks_before = await run.r.guest.before_migration(dst.console,
+                                                           run.r.options.boot_timeout)
+    return hop
 
 
 async def _cancelled_attempt(run: Run, src: QemuMachine, settings: MigrationSettings,
-                             status: str) -> None:
+                             status: str, stats: MigrationStats,
+                             ) -> tuple[FeatureEvidence, list[GuestCheck]]:
     """--cancel-at: migrate to a first destination, cancel in `status`, and
-    check the source runs on, sound; that destination is then discarded."""
-    r, rep, o = run.r, run.report, run.r.options
+    check the source runs on, sound; that destination is then discarded.
+    The cancel's evidence, and the guest's checks of the source after it."""
+    r, o = run.r, run.r.options
     policy = CancelAt(migration_policy(r), status)
-    stats = rep.cancelled_migration = MigrationStats(status="setup")
     uri = (f"unix:{run.dir.side('mig-cancel', 'sock')}" if r.transport == "unix"
            else f"tcp:{run.dst_addr or '127.0.0.1'}:"
                 f"{NETNS_MIGRATION_PORT - 1 if run.dst_addr else _free_port()}")
@@ -865,8 +922,8 @@ async def _cancelled_attempt(run: Run, src: QemuMachine, settings: MigrationSett
             raise
         source_after = await driver.ensure_running(src)
         run.migration_started = False
-    ok, detail = await _source_sound(run, src)
-    run.before_evidence = [cancel_evidence(status, stats.statuses, source_after, ok, detail)]
+    ok, detail, checks = await _source_sound(run, src)
+    return cancel_evidence(status, stats.statuses, source_after, ok, detail), checks
 
 
 RATE_WINDOW_S = 2.0
@@ -893,68 +950,77 @@ async def _vcpu_dirty_limit(run: Run, src: QemuMachine, mbps: int) -> FeatureEvi
     return vcpu_dirty_limit_evidence(mbps, limits, before, limited, after, guest.progress_unit)
 
 
-async def _source_sound(run: Run, src: QemuMachine) -> tuple[bool, str]:
-    """The source's workload goes on after a cancel, and its memory is consistent."""
+async def _source_sound(run: Run, src: QemuMachine) -> tuple[bool, str, list[GuestCheck]]:
+    """The source's workload goes on after a cancel, and its memory is
+    consistent: whether it is, why, and the guest's checks that say so."""
     r, o = run.r, run.r.options
     progress = await r.guest.wait_resumed(src.console, o.boot_timeout)
     progress = progress.replace("the destination's", "the source's")
     if not r.guest.checks_image_after_resume:
-        return True, progress
+        return True, progress, []
     await src.execute("stop")
     try:
         checks = r.guest.image_checks(src.spec.ram_path, "source image, after the cancel")
     finally:
         await src.execute("cont")
-    run.report.guest_checks += checks
     bad = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
-    return not bad, "; ".join(bad) or f"{progress}; {', '.join(c.name for c in checks)} PASS"
+    return (not bad, "; ".join(bad) or f"{progress}; {', '.join(c.name for c in checks)} PASS",
+            checks)
 
 
 async def _phases(run: Run, stack: contextlib.AsyncExitStack, policy: Policy,
                   settings: MigrationSettings) -> None:
-    r, o = run.r, run.r.options
+    """Every phase in turn, each result recorded in `run.results` as it ends."""
+    r, o, results = run.r, run.r.options, run.results
+    hop = run.begin_hop()
     try:
-        src, early = await _start_source(run, stack)
+        src, early = await _start_source(run, stack, hop)
     except MigrationSkipped as skipped:
-        await _skipped_migration(run, skipped)
+        results.skipped_migration = skipped.message
+        results.guest_result = await _skipped_migration(run)
         return
     async with _landed(early):
         if o.vcpu_dirty_limit is not None:
             run.before_evidence.append(await _vcpu_dirty_limit(run, src, o.vcpu_dirty_limit))
         if o.cancel_at is not None:
-            await _cancelled_attempt(run, src, settings, o.cancel_at)
+            stats = hop.cancelled = MigrationStats(status="setup")  # evidence, even failed
+            cancelled, hop.checks_after_cancel = await _cancelled_attempt(
+                run, src, settings, o.cancel_at, stats)
+            run.before_evidence = [cancelled]
     while True:
-        dst = await _migrate(run, stack, src, policy, settings, early)
+        dst = await _hop(run, stack, hop, src, policy, settings, early)
         early = None
-        await _verify_memory(run, src, dst)
-        with run.timed("resume"):
-            await _resume_and_check(run, src, dst)
         if not await r.guest.next_migration(dst, o.guest_timeout):
             break
-        await _next_hop(run, src, dst)
+        hop = await _next_hop(run, src, dst)
         src, policy = dst, migration_policy(r)  # a policy decides one migration
-    result = run.report.guest_result = r.guest.result(
-        b"".join(bytes(m.console.transcript) for m in run.machines),
-        None if dst.is_running() else dst.exit_code, run.hop)
+    results.guest_result = _guest_result(run, dst)
+
+
+def _guest_result(run: Run, dst: QemuMachine) -> GuestResult | None:
+    """A foreign guest's own verdict, from all it printed on every machine."""
+    o = run.r.options
+    result = run.r.guest.result(b"".join(bytes(m.console.transcript) for m in run.machines),
+                                None if dst.is_running() else dst.exit_code, run.hop)
     if result is not None and result.status == "NO-RESULT" and dst.is_running():
         result.detail = (f"no result and no further migration request within "
                          f"--guest-timeout {o.guest_timeout:g} s; the guest still runs")
+    return result
 
 
-async def _skipped_migration(run: Run, skipped: MigrationSkipped) -> None:
+async def _skipped_migration(run: Run) -> GuestResult | None:
     """kvm-unit-tests' migrate_skip(), as its runner answers it: no migration,
     the key pressed, and the guest's own result stands (the run is then
     inconclusive at best: nothing was migrated)."""
     src, o = run.src, run.r.options
     assert src is not None
-    run.report.skipped_migration = skipped.message
     await src.console.send(KEY)
     with contextlib.suppress(GuestError):  # silence is judged by result(): NO-RESULT
         await src.console.wait_for(
             lambda v: True if exit_status_line(v.lines) is not None else None,
             o.guest_timeout, "the guest's result after its skipped migration")
         await src.wait_exit(5)  # the guest powers off right after EXIT
-    run.report.guest_result = run.r.guest.result(
+    return run.r.guest.result(
         bytes(src.console.transcript), None if src.is_running() else src.exit_code, 0)
 
 
@@ -995,8 +1061,8 @@ async def _open_destination_host(run: Run, stack: contextlib.AsyncExitStack) -> 
     if opened is None:
         return
     run.remote, run.dst_addr, described = opened
-    if run.report.config is not None:
-        run.report.config.destination_host = described
+    if run.config is not None:
+        run.config.destination_host = described
     files = [f for f in (run.r.guest.kernel, run.r.guest.initrd) if f is not None]
     described.qmpctl_version = await check_destination_host(run.remote, run.r.qemu_dst, files)
     shared_ram = run.dir.ram if run.remote.run_dir == run.dir.path else None  # netns exec
@@ -1008,8 +1074,8 @@ async def _run(run: Run) -> None:
     check_space(run)
     policy = migration_policy(run.r)
     settings = effective_settings(run.r, policy)
-    run.report.config = run_config(run.r, settings)
-    run.report.config.ram_dir = str(run.dir.side("src", "ram").parent.parent)
+    run.config = run_config(run.r, settings)
+    run.config.ram_dir = str(run.dir.side("src", "ram").parent.parent)
     with run.timed("checks"):
         await _check_settings(run, settings)
         await _check_pair(run)
@@ -1030,7 +1096,7 @@ async def _in_stack(run: Run, policy: Policy, settings: MigrationSettings) -> No
             run.topology = run.injector.link = stack.enter_context(netns_pair(run))
         await _open_destination_host(run, stack)
         engaged, why = run.r.kernel_trace
-        run.report.kernel_ring = KernelRing(engaged=engaged, reason=why)  # figures: later
+        run.results.ring = KernelRing(engaged=engaged, reason=why)  # figures: once read
         if engaged:
             try:
                 run.ktrace = stack.enter_context(TraceInstance(KERNEL_EVENTS))
@@ -1068,14 +1134,13 @@ async def run_migrate(r: Resolved, hooks: Hooks | None = None,
                       progress: driver.ProgressFn | None = None) -> RunReport:
     """Run a resolved migration end to end; always returns a report."""
     t0 = time.monotonic()
-    report = new_report()
-    report.host = r.kvm
-    report.host_facts = probe_host_facts()
+    started, host_facts = new_report(), probe_host_facts()
     ram_root = r.options.ram_dir  # checked by resolve(); None: in the run directory
     for stale in sweep_stale() + (sweep_stale(ram_root) if ram_root is not None else []):
         log.warning("removed %s, left by a qmpctl that died", stale)
     with RunDir.create(ram_root=ram_root) as run_dir:
-        run = Run(r, report, run_dir, hooks or Hooks(), progress)
+        run = Run(r, run_dir, hooks or Hooks(), progress)
+        error: tuple[str, ExitCode] | None = None
         try:
             try:
                 await _run(run)
@@ -1086,20 +1151,23 @@ async def run_migrate(r: Resolved, hooks: Hooks | None = None,
                 raise Interrupted("interrupted; migration cancelled") from None
         except QmpctlError as exc:
             log.info("run failed: %s", exc.message, exc_info=exc)
-            report.error, report.exit_code = exc.message, int(exc.exit_code)
+            error = exc.message, exc.exit_code
         except Exception as exc:  # a bug or an unforeseen failure: still a report
             log.exception("unexpected failure")
-            report.error = f"unexpected {type(exc).__name__}: {exc}"
-            report.exit_code = int(ExitCode.ERROR)
+            error = f"unexpected {type(exc).__name__}: {exc}", ExitCode.ERROR
         finally:
-            report.timings_s = run.timings
-            report.controller_peak_rss_mib = run.anon.peak_mib
-            report.controller_peak_vmhwm_mib = read_mib("VmHWM")
+            peaks = run.anon.peak_mib, read_mib("VmHWM")
             t_remove = time.monotonic()
     # the run directory's removal is teardown too
     run.timings["teardown"] = round(run.timings.get("teardown", 0.0)
                                     + time.monotonic() - t_remove, 3)
     run.timings["total"] = round(time.monotonic() - t0, 3)
+    header = started.model_copy(update={
+        "error": error[0] if error else None, "exit_code": int(error[1]) if error else 0,
+        "config": run.config, "host": r.kvm, "host_facts": host_facts,
+        "faults": run.injector.records, "timings_s": run.timings,
+        "controller_peak_rss_mib": peaks[0], "controller_peak_vmhwm_mib": peaks[1]})
+    report = assemble_report(header, run.results)
     conclude(report)
     return report
 

@@ -19,7 +19,7 @@ from qmpctl.guests.gic import (
 from qmpctl.guests.kernel import KernelGuest, guest_result, migration_request
 from qmpctl.migration.models import MigrationStats
 from qmpctl.qemu.console import parse_console
-from qmpctl.report.models import RunReport
+from qmpctl.report.models import Hop, RunReport
 from qmpctl.report.verdict import conclude
 from qmpctl.scenario.options import MigrateOptions, option_problems
 from qmpctl.verify.compare import MemoryVerdict
@@ -161,19 +161,19 @@ def test_a_guest_fail_makes_a_verified_run_guest_failed() -> None:
 
 
 def test_a_difference_in_an_earlier_migration_is_a_mismatch() -> None:
-    rep = _report()
-    rep.memory = _memory(1)
-    rep.archive_hop(1, "src", "dst")
-    rep.migration = MigrationStats(status="completed", passes=5, pages_resent=9)
-    assert rep.memory is None and rep.hops[0].found_difference
+    rep = _report(hops=[Hop(number=1, source="src", destination="dst", memory=_memory(1),
+                            migration=MigrationStats(status="completed", passes=5,
+                                                     pages_resent=9))])
+    assert rep.hops[0].found_difference and rep.losses()[0].migration == 1
     conclude(rep)
     assert rep.verdict == "mismatch"
 
 
 def test_every_migration_must_prove_dirty_tracking() -> None:
-    rep = _report()
-    rep.archive_hop(1, "src", "dst")
-    rep.migration = MigrationStats(status="completed", passes=5, pages_resent=0)
+    rep = _report(hops=[Hop(number=1, source="src", destination="dst", memory=_memory(0),
+                            migration=MigrationStats(status="completed", passes=5,
+                                                     pages_resent=9))],
+                  migration=MigrationStats(status="completed", passes=5, pages_resent=0))
     conclude(rep)
     assert rep.verdict == "inconclusive"
     assert rep.inconclusive == ["migration 2: no page was sent twice: no dirty page was ever "
