@@ -986,7 +986,7 @@ async def _phases(run: Run, stack: contextlib.AsyncExitStack, policy: Policy,
             stats = hop.cancelled = MigrationStats(status="setup")  # evidence, even failed
             cancelled, hop.checks_after_cancel = await _cancelled_attempt(
                 run, src, settings, o.cancel_at, stats)
-            run.before_evidence = [cancelled]
+            run.before_evidence.append(cancelled)
     while True:
         dst = await _hop(run, stack, hop, src, policy, settings, early)
         early = None
