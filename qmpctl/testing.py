@@ -20,10 +20,10 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from .core.errors import ExitCode
+from .guests.base import RAM_BASE
 from .report.expect import VERIFIED, Expect
 from .report.models import FIRST_SHOWN, RunReport
 from .scenario.hooks import (
-    RAM_BASE,
     Hooks,
     chain,
     corrupt_destination,

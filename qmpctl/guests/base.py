@@ -15,11 +15,13 @@ from ..core.units import MiB
 from ..host.kvm import Arch
 from ..qemu.console import ConsoleView
 from ..qemu.machine import QemuMachine
-from ..qemu.memmap import ram_segments
+from ..qemu.memmap import VIRT_RAM_BASE, ram_segments
 from ..verify.ramimage import RamLayout, Region
 from .gic import ItsTable
 
-RAM_BASE: dict[Arch, int] = {"x86_64": 0, "aarch64": 0x4000_0000}
+# Guest-physical address of the first byte of RAM: the RAM file's offset 0.
+# x86 `pc` maps RAM from 0; arm64 `virt` from 1 GiB.
+RAM_BASE: dict[Arch, int] = {"x86_64": 0, "aarch64": VIRT_RAM_BASE}
 # Below this offset into RAM live firmware, DTB, the guest image and (arm64)
 # the GIC/ITS tables; the wave stays above it.
 RESERVED_LOW: dict[Arch, int] = {"x86_64": 2 * MiB, "aarch64": 16 * MiB}

@@ -12,18 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from ..faults.injector import FaultInjector
+from ..guests.base import RAM_BASE
 from ..host.kvm import Arch
 from ..qemu.machine import QemuMachine
-from ..qemu.memmap import VIRT_RAM_BASE, ram_segments
+from ..qemu.memmap import ram_segments
 from ..verify.ramblocks import parse_ramblocks
 from ..verify.ramimage import RamLayout, flip_byte
 
 Pair = Callable[[QemuMachine, QemuMachine], Awaitable[None]]
-
-# Guest-physical address of the first byte of RAM: the RAM file's offset 0.
-# x86 `pc` maps RAM from 0; arm64 `virt` from 1 GiB.
-RAM_BASE: dict[str, int] = {"x86_64": 0, "aarch64": VIRT_RAM_BASE}
-
 
 @dataclass
 class Hooks:
