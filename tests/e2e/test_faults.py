@@ -195,9 +195,10 @@ async def test_postcopy_recovers_across_a_cut_link(qmpctl_migrate: MigrateFn) ->
                            topology="netns",
                            postcopy=True, postcopy_recover=True, timeout=120.0,
                            min_passes=3, throttle=64, expect=Expect())
-    assert rep.migration is not None and rep.migration.mode == "postcopy"
+    assert rep.migration is not None and rep.migration.mode == "postcopy", rep.migration
     recover = {f.feature: f for f in rep.migration.features}["postcopy-recover"]
     assert recover.engaged, recover.detail
     attempts, cut = rep.migration.recoveries, rep.faults[0]
     assert cut.at_s <= attempts[0].elapsed_s < cut.at_s + 6, (cut, attempts)  # link down
-    assert rep.migration.statuses[-2:] == ["postcopy-active", "completed"]
+    assert rep.migration.statuses[-2:] == ["postcopy-active", "completed"], (
+        rep.migration.statuses, attempts)
