@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from qmpctl.core.errors import UsageError
 from qmpctl.host.kvm import KvmInfo
 from qmpctl.lab.image import LabImage, config_problems, custom_image, parse_config
-from qmpctl.lab.job import Cpio, dist_info, job_script, pack_job, plan_job
+from qmpctl.lab.job import Cpio, checkout_files, dist_info, job_script, pack_job, plan_job
 from qmpctl.lab.machine import (
     AccelChoice,
     LabSpec,
@@ -230,3 +231,19 @@ def test_results_come_back_only_under_the_planned_outputs(tmp_path: Path) -> Non
     assert bring_back(tar_path, [out]) == [out / "r.json"]
     assert (out / "r.json").read_bytes() == b"{}"
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_the_checkout_goes_with_qmpctls_compiled_bytecode(tmp_path: Path) -> None:
+    """The lab's Python loads qmpctl's .pyc instead of compiling it under TCG;
+    other Pythons' bytecode and ignored files stay behind."""
+    checkout = tmp_path / "co"
+    (checkout / "qmpctl" / "__pycache__").mkdir(parents=True)
+    (checkout / ".gitignore").write_text("__pycache__/\n")
+    (checkout / "qmpctl" / "cli.py").write_text("")
+    tag = sys.implementation.cache_tag
+    ours = checkout / "qmpctl" / "__pycache__" / f"cli.{tag}.pyc"
+    ours.write_bytes(b"")
+    (checkout / "qmpctl" / "__pycache__" / "cli.cpython-39.pyc").write_bytes(b"")
+    subprocess.run(["git", "init", "-q", str(checkout)], check=True)
+    files = checkout_files(checkout)
+    assert set(files) == {checkout / ".gitignore", checkout / "qmpctl" / "cli.py", ours}
