@@ -48,6 +48,11 @@ class JsonCache(Generic[T]):
         """Built at first use, not when the module holding the cache is imported."""
         return TypeAdapter(dict[str, self.entry])  # type: ignore[name-defined]
 
+    def at(self, path: Path | None) -> JsonCache[T]:
+        """This cache kept at `path` instead (None: where it is): tests and
+        callers that name their own file."""
+        return self if path is None else JsonCache(self.name, self.entry, path)
+
     @property
     def path(self) -> Path:
         """Read at each use: XDG_CACHE_HOME may change after construction."""

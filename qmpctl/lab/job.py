@@ -143,9 +143,9 @@ def checkout_files(checkout: Path) -> list[Path]:
     if images.is_dir():
         files += [p for p in images.rglob("*") if p.is_file()]
     # qmpctl's bytecode, as ./bootstrap compiled it: the lab's Python (the same
-    # 3.11) loads it instead of compiling qmpctl under TCG in every process,
-    # about 20 s each (the lab writes no bytecode). A stale file is ignored:
-    # it names its source's mtime and size.
+    # 3.11) loads it instead of compiling qmpctl under TCG in every process
+    # (the lab writes no bytecode; about 2 s of the 18-20 s an import takes
+    # there). A stale file is ignored: it names its source's mtime and size.
     files += sorted((checkout / "qmpctl").rglob(
         f"__pycache__/*.{sys.implementation.cache_tag}.pyc"))
     skip = tuple(checkout / s for s in CHECKOUT_SKIP)

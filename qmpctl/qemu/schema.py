@@ -134,7 +134,7 @@ async def cached_schema(arch: Arch, binary: QemuBinary, run: RunDir,
     """`probe_schema`, once per binary file: a schema read before is taken
     from the cache (`binary_key`: a rebuilt or replaced binary misses). A
     probe that failed is not cached."""
-    store = SCHEMA_CACHE if cache is None else JsonCache(SCHEMA_CACHE.name, QemuSchema, cache)
+    store = SCHEMA_CACHE.at(cache)
     key = binary_key(binary)
     if (hit := store.get(key)) is not None and hit.error is None:
         return hit

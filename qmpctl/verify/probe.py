@@ -169,7 +169,7 @@ def choose_method(requested: Method | None, src: Path, dst: Path,
     if requested is not None:
         return MethodChoice(method=requested, why="forced",
                             detail=f"--compare-method {requested}")
-    store = PROBE_CACHE if cache is None else JsonCache(CACHE_NAME, CachedProbe, cache)
+    store = PROBE_CACHE.at(cache)
     key = host_key(src)
     hit = store.get(key)
     if hit is not None:
