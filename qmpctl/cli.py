@@ -25,24 +25,19 @@ from typing import TYPE_CHECKING, Annotated, Any, TextIO, cast
 import typer
 from pydantic.fields import FieldInfo
 from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 from typer.models import ParameterInfo
 
 from . import __version__
 from .core.errors import ExitCode, QmpctlError, ReportUnwritten, UsageError
 from .host.kvm import cap_text, probe_kvm, ring_size_text
 from .host.netns import sweep_stale_namespaces
-from .host.tether import main as tether_main
 from .lab.commands import app as lab_app
 from .lab.commands import checkout as lab_checkout
-from .matrix.bisect import bisect_outcome
 from .matrix.stats import cell_stats, interval_within, rate_text
 from .migration.features import PANEL as FEATURES_PANEL
 from .qemu.rundir import default_root, sweep_stale
 from .report.models import RunReport
 from .report.plots import plot_report, require_matplotlib
-from .report.schema import report_schema
 from .report.text import one_line, summary_lines
 from .report.write import ARTIFACTS_REPORT, write_report
 from .scenario.hooks import Hooks
@@ -57,11 +52,12 @@ from .scenario.options import (
 )
 from .scenario.options import VERIFY as VERIFY_PANEL
 from .scenario.runner import new_report, run_migrate
-from .verify.agent import DEFAULT_ROOT as AGENT_ROOT
-from .verify.agent import serve as serve_agent
 
-if TYPE_CHECKING:  # the matrix and the fleet are imported by their commands only:
-    # `qmpctl migrate` starts without them (docs/testing.md, "Time per run")
+if TYPE_CHECKING:  # the matrix, the fleet and other commands' modules are imported
+    # by those commands only: `qmpctl migrate` starts without them (docs/testing.md,
+    # "Time per run")
+    from rich.table import Table
+
     from .matrix.execute import Executor, MatrixState
     from .matrix.results import FleetRun
     from .matrix.spec import MatrixSpec
@@ -136,6 +132,8 @@ def check_writable_dir(path: Path, what: str) -> None:
 
 
 def _progress_table(info: dict[str, Any], passes: int) -> Table:
+    from rich.table import Table
+
     ram = info.get("ram", {})
     table = Table.grid(padding=(0, 2))
     table.add_row(
@@ -186,6 +184,8 @@ async def _run(opts: MigrateOptions, live: bool, repeat: int,
             r = replace(resolved, options=opts.model_copy(
                 update={"artifacts": opts.artifacts / f"run-{i}"}))
         if live:
+            from rich.live import Live
+
             with Live(console=err, transient=True, refresh_per_second=4) as view:
                 rep = await run_migrate(r, Hooks(),
                                         lambda info, n: view.update(_progress_table(info, n)))
@@ -462,6 +462,7 @@ def _command_line(ctx: typer.Context) -> list[str]:
 
 def _bisected(results: list[RunReport], runs: int) -> int:
     """--bisect: the exit code `git bisect run` reads, said in one line."""
+    from .matrix.bisect import bisect_outcome
     code, line = bisect_outcome([r.verdict for r in results], runs)
     err.print(line, highlight=False, markup=False, soft_wrap=True)
     return code
@@ -484,6 +485,8 @@ async def _matrix(state: MatrixState, live: bool, executor: Executor) -> None:
     """Run the matrix under a live table (terminal) or one line per run (a lab
     host's runs as its console prints them, each line prefixed with the host;
     a fleet's infrastructure events prefixed with `[fleet]`)."""
+    from rich.live import Live
+
     from .matrix.table import matrix_table
 
     task = asyncio.current_task()
@@ -816,6 +819,8 @@ def doctor(
         help="--clean: also sweep this --ram-dir")] = None,
 ) -> None:
     """Show what this host can do: QEMU, KVM, dirty-ring capabilities, QEMU features."""
+    from rich.table import Table
+
     from .doctor import doctor as run_doctor
 
     if ram_dir is not None and not clean:
@@ -961,6 +966,8 @@ def agent(
     """Hash a destination's RAM where it lives and send back only the digests
     (run it on the destination host; qmpctl connects to it). It prints its
     token on stdout's first line; a client must say hello with it."""
+    from .verify.agent import DEFAULT_ROOT as AGENT_ROOT
+    from .verify.agent import serve as serve_agent
     host, _, port = listen.rpartition(":")
     if not listen.startswith("unix:") and (not host or not port.isdigit()):
         print(f"qmpctl: --listen {listen!r}: expected HOST:PORT or unix:PATH",
@@ -983,12 +990,14 @@ _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True,
 def tether(ctx: typer.Context) -> None:
     """On the destination host: run `-- ARGV` while qmpctl holds the ssh session
     ([--pidfile F] [--run-dir D] [--heartbeat S]; see qmpctl.host.tether)."""
+    from .host.tether import main as tether_main
     raise typer.Exit(tether_main(["tether", *ctx.args]))
 
 
 @app.command(context_settings=_PASS_THROUGH)
 def relay(ctx: typer.Context) -> None:
     """On the destination host: join stdin/stdout to a unix socket (PATH [--wait S])."""
+    from .host.tether import main as tether_main
     raise typer.Exit(tether_main(["relay", *ctx.args]))
 
 
@@ -1020,6 +1029,7 @@ def repro(
 @app.command()
 def schema() -> None:
     """Print the JSON schema of the run report."""
+    from .report.schema import report_schema
     sys.stdout.write(report_schema())
 
 

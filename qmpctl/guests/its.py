@@ -164,17 +164,20 @@ def table_verdicts(tables: Sequence[ItsTable], memory: MemoryVerdict, layout: Ra
     return [its_table_verdict(t, memory, layout) for t in tables]
 
 
-CONSUMED = ExplainedPages(
-    cause="lpi-pending-consumed", pages=[], details=[],
-    why="KVM's ITS restore on the destination (KVM_DEV_ARM_ITS_RESTORE_TABLES, "
-        "vgic_v3_lpi_sync_pending_status) moves each mapped LPI's pending bit from guest RAM "
-        "into the LPI's pending latch and clears the bit in RAM: these LPIs are pending in "
-        "the destination's vGIC, not in its RAM",
-    proof="every differing byte only clears bits (no bit set, nothing outside the LPI range "
-          "or the table), and each cleared bit is an LPI that an ITE in the source's saved "
-          "ITTs maps to a collection on that table's vCPU (KVM ITS ABI rev 0, read from the "
-          "source's RAM): exactly the bits the restore consumes; the guest's own delivery "
-          "check after resume (its-pending) must then see them arrive")
+def consumed(pages: list[int], details: list[str]) -> ExplainedPages:
+    """Pending-table pages whose differences KVM's ITS restore explains (a
+    function, not a constant: building the model at import cost every start)."""
+    return ExplainedPages(
+        cause="lpi-pending-consumed", pages=pages, details=details,
+        why="KVM's ITS restore on the destination (KVM_DEV_ARM_ITS_RESTORE_TABLES, "
+            "vgic_v3_lpi_sync_pending_status) moves each mapped LPI's pending bit from guest "
+            "RAM into the LPI's pending latch and clears the bit in RAM: these LPIs are "
+            "pending in the destination's vGIC, not in its RAM",
+        proof="every differing byte only clears bits (no bit set, nothing outside the LPI "
+              "range or the table), and each cleared bit is an LPI that an ITE in the "
+              "source's saved ITTs maps to a collection on that table's vCPU (KVM ITS ABI "
+              "rev 0, read from the source's RAM): exactly the bits the restore consumes; the "
+              "guest's own delivery check after resume (its-pending) must then see them arrive")
 
 
 def read_table(image: Paged, layout: RamLayout, table: ItsTable) -> bytes:
@@ -221,7 +224,7 @@ def explain_consumed_pending(memory: MemoryVerdict, src: RamImage, dst: RamImage
         details.append(f"page {page} gpa 0x{gpa:x} (ITS table {table.name}): pending bits of "
                        f"{len(found.intids)} LPIs consumed ({lpis})")
     if pages:
-        memory.explain(CONSUMED.model_copy(update={"pages": pages, "details": details}))
+        memory.explain(consumed(pages, details))
     return problems
 
 

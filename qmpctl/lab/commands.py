@@ -7,16 +7,15 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, cast
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
 from ..core.errors import ExitCode, QmpctlError
-from ..guests.images import images_dir
-from ..host.kvm import host_arch, probe_kvm
-from .image import LAB_ARCHES, LabImage, custom_image, find_image
-from .job import plan_job
-from .machine import AccelChoice, LabAccel, LabSpec, choose_accel, nested_enabled, run_lab
+
+if TYPE_CHECKING:  # imported by the commands: `qmpctl migrate` starts without them
+    from .image import LabImage
+    from .machine import AccelChoice, LabSpec
 
 app = typer.Typer(no_args_is_help=True, help=(
     "A KVM host as a VM (arm64 with the in-kernel vGIC-ITS, dirty ring and backup bitmap; "
@@ -51,6 +50,11 @@ ConfigOpt = Annotated[Path | None, typer.Option(
 def _prepare(arch: str, cpus: int, memory: int, accel: str, kernel: Path | None,
              modules: Path | None, kernel_config: Path | None, boot_timeout: float,
              timeout: float) -> tuple[LabSpec, LabImage, AccelChoice]:
+    from ..guests.images import images_dir
+    from ..host.kvm import host_arch, probe_kvm
+    from .image import LAB_ARCHES, custom_image, find_image
+    from .machine import LabAccel, LabSpec, choose_accel, nested_enabled
+
     if arch not in LAB_ARCHES:
         raise typer.BadParameter(f"{arch!r}: one of {', '.join(LAB_ARCHES)}",
                                  param_hint="--arch")
@@ -71,6 +75,9 @@ def _prepare(arch: str, cpus: int, memory: int, accel: str, kernel: Path | None,
 def _run(arch: str, cpus: int, memory: int, accel: str, kernel: Path | None,
          modules: Path | None, kernel_config: Path | None, boot_timeout: float, timeout: float,
          argv: list[str] | None) -> int:
+    from .job import plan_job
+    from .machine import run_lab
+
     try:
         spec, image, choice = _prepare(arch, cpus, memory, accel, kernel, modules,
                                        kernel_config, boot_timeout, timeout)

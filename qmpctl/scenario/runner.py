@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .. import __version__
+from ..core import lazy
 from ..core.aio import task_group
 from ..core.errors import (
     ExitCode,
@@ -270,9 +271,12 @@ def netns_pair(run: Run) -> NetnsPair:
     return pair
 
 
-def new_report(error: QmpctlError | None = None) -> RunReport:
-    return RunReport(qmpctl_version=__version__,
-                     started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def new_report(error: QmpctlError | None = None, started_at: str | None = None) -> RunReport:
+    return RunReport(qmpctl_version=__version__, started_at=started_at or now_iso(),
                      verdict="verified" if error is None else error.verdict,
                      exit_code=0 if error is None else int(error.exit_code),
                      error=None if error is None else error.message)
@@ -626,7 +630,12 @@ async def _drive(run: Run, src: QemuMachine, dst: QemuMachine, uri: str, policy:
         if run.points.on_pass is not None:
             await run.points.on_pass(n, src, dst)
 
+    loading: asyncio.Future[None] | None = None
+
     async def on_status(status: str) -> None:
+        nonlocal loading
+        if status == "active" and loading is None:
+            loading = _prepare_checks()
         if run.points.on_status is not None:
             await run.points.on_status(status, src, dst)
 
@@ -677,7 +686,22 @@ async def _drive(run: Run, src: QemuMachine, dst: QemuMachine, uri: str, policy:
             stats.file_bytes, stats.file_allocated_bytes = st.st_size, st.st_blocks * 512
         if r.guest.measures_progress:
             stats.workload_progress_during = r.guest.work_done(src.console.view()) - work_before
+        if loading is not None:
+            await asyncio.wait({loading})  # no thread outlives the migration
+    if loading is not None:
+        loading.result()  # numpy that does not import fails the run here, not later
     run.migration_completed = True
+
+
+def _prepare_checks() -> asyncio.Future[None]:
+    """Load what the checks after the migration need while it runs, when the
+    controller only waits, so that neither start-up nor the checks pay for it
+    (docs/testing.md, "Time per run"): numpy, which start-up leaves for later
+    (core.lazy), in a thread; the report model's validator, here. Both would
+    otherwise load on first use: this changes when, never what."""
+    loading = asyncio.get_running_loop().run_in_executor(None, lazy.preload)
+    RunReport.model_rebuild()
+    return loading
 
 
 async def _tracking(run: Run, src: QemuMachine, stats: MigrationStats) -> TrackingResult:
@@ -1134,7 +1158,9 @@ async def run_migrate(r: Resolved, hooks: Hooks | None = None,
                       progress: driver.ProgressFn | None = None) -> RunReport:
     """Run a resolved migration end to end; always returns a report."""
     t0 = time.monotonic()
-    started, host_facts = new_report(), probe_host_facts()
+    # the header is built at the end: its model's validator is built while the
+    # migration runs (_prepare_checks), not before the guest starts
+    started_at, host_facts = now_iso(), probe_host_facts()
     ram_root = r.options.ram_dir  # checked by resolve(); None: in the run directory
     for stale in sweep_stale() + (sweep_stale(ram_root) if ram_root is not None else []):
         log.warning("removed %s, left by a qmpctl that died", stale)
@@ -1162,7 +1188,7 @@ async def run_migrate(r: Resolved, hooks: Hooks | None = None,
     run.timings["teardown"] = round(run.timings.get("teardown", 0.0)
                                     + time.monotonic() - t_remove, 3)
     run.timings["total"] = round(time.monotonic() - t0, 3)
-    header = started.model_copy(update={
+    header = new_report(started_at=started_at).model_copy(update={
         "error": error[0] if error else None, "exit_code": int(error[1]) if error else 0,
         "config": run.config, "host": r.kvm, "host_facts": host_facts,
         "faults": run.injector.records, "timings_s": run.timings,

@@ -38,15 +38,18 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..core.errors import HostError
 from .digest import page_digests
 from .ramimage import RamImage
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from ..core.lazy import numpy as np
 
 log = logging.getLogger(__name__)
 

@@ -36,18 +36,23 @@ The two workloads:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
-import numpy as np
-import numpy.typing as npt
 from pydantic import Field
 
 from ..core.model import Model
 from ..core.units import PAGE_SIZE
 from .ramimage import RamImage, RamLayout
 from .wave import WaveParams
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from ..core.lazy import numpy as np
 
 EXAMPLES = 5
 BATCH_PAGES = 2048  # pages gathered per side at once: 8 MiB each
@@ -247,20 +252,28 @@ class WaveClassifier:
 
 # ---- guestload (Linux) -------------------------------------------------------
 
-MAGIC_IDX = np.uint64(0x51A9C7E1D00DFEED)
-MAGIC_TAIL = np.uint64(0x7A11C0FFEE15BEEF)
-_SEQ_MUL = np.uint64(0x9E3779B97F4A7C15)
-_IDX_MUL = np.uint64(0xC2B2AE3D27D4EB4F)
+MAGIC_IDX = 0x51A9C7E1D00DFEED
+MAGIC_TAIL = 0x7A11C0FFEE15BEEF
+_SEQ_MUL = 0x9E3779B97F4A7C15
+_IDX_MUL = 0xC2B2AE3D27D4EB4F
 WORDS = PAGE_SIZE // 8
-GUESTLOAD_FIELDS = np.zeros(PAGE_SIZE, dtype=bool)
-GUESTLOAD_FIELDS[:16] = True  # word 0: sequence, word 1: index ^ MAGIC_IDX
-GUESTLOAD_FIELDS[-8:] = True  # last word: tail_of(index, seq)
+
+
+@functools.cache
+def guestload_fields() -> npt.NDArray[np.bool_]:
+    """The bytes guestload writes in a page (a function: numpy loads on first use)."""
+    fields = np.zeros(PAGE_SIZE, dtype=bool)
+    fields[:16] = True  # word 0: sequence, word 1: index ^ MAGIC_IDX
+    fields[-8:] = True  # last word: tail_of(index, seq)
+    return fields
 
 
 def guestload_tail(index: npt.NDArray[np.uint64], seq: npt.NDArray[np.uint64]
                    ) -> npt.NDArray[np.uint64]:
     """guestload.c's tail_of(page, seq), with the same 64-bit wrap-around."""
-    tail: npt.NDArray[np.uint64] = (seq * _SEQ_MUL) ^ (index * _IDX_MUL) ^ MAGIC_TAIL
+    u64 = np.uint64
+    tail: npt.NDArray[np.uint64] = (seq * u64(_SEQ_MUL)) ^ (index * u64(_IDX_MUL)) \
+        ^ u64(MAGIC_TAIL)
     return tail
 
 
@@ -268,7 +281,7 @@ def guestload_page(index: int, seq: int) -> npt.NDArray[np.uint8]:
     """One page as guestload writes it (for tests and fault injection)."""
     w = np.zeros(WORDS, dtype="<u8")
     w[0] = seq
-    w[1] = np.uint64(index) ^ MAGIC_IDX
+    w[1] = np.uint64(index) ^ np.uint64(MAGIC_IDX)
     w[-1] = guestload_tail(np.array([index], np.uint64), np.array([seq], np.uint64))[0]
     page: npt.NDArray[np.uint8] = w.view(np.uint8)
     return page
@@ -290,10 +303,11 @@ class GuestloadClassifier:
         ws = np.ascontiguousarray(src).view("<u8").reshape(n, WORDS)
         wd = np.ascontiguousarray(dst).view("<u8").reshape(n, WORDS)
         seq_s, seq_d = ws[:, 0], wd[:, 0]
-        idx_s, idx_d = ws[:, 1] ^ MAGIC_IDX, wd[:, 1] ^ MAGIC_IDX
+        magic = np.uint64(MAGIC_IDX)
+        idx_s, idx_d = ws[:, 1] ^ magic, wd[:, 1] ^ magic
         valid_s = ws[:, -1] == guestload_tail(idx_s, seq_s)
         valid_d = wd[:, -1] == guestload_tail(idx_d, seq_d)
-        other = ((src != dst) & ~GUESTLOAD_FIELDS).any(axis=1)
+        other = ((src != dst) & ~guestload_fields()).any(axis=1)
         kind = np.full(n, UNEXPLAINED, dtype=np.int8)
         steps = np.zeros(n, dtype=np.int64)
         both = valid_s & valid_d & ~other & (idx_s == idx_d)

@@ -34,10 +34,8 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
-import numpy as np
-import numpy.typing as npt
 from pydantic import Field, PrivateAttr, computed_field
 
 from ..core.model import Model
@@ -45,6 +43,12 @@ from ..core.units import PAGE_SIZE
 from .classify import MismatchClasses
 from .ramimage import RamImage, RamLayout, Region
 from .ranges import DiffLocation
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from ..core.lazy import numpy as np
 
 T = TypeVar("T")
 

@@ -26,9 +26,8 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
 import xxhash
 
 from ..core.units import PAGE_SIZE
@@ -42,6 +41,12 @@ from .compare import (
     describe_page,
 )
 from .ramimage import RamImage, RamLayout, Region
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from ..core.lazy import numpy as np
 
 DIGEST_ONLY = "(digest only)"
 _xxh3 = xxhash.xxh3_64_intdigest

@@ -35,8 +35,13 @@ number) | 15:0 ICID`; DTE `63 valid | 62:49 next | 48:5 ITT address[51:8] |
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ..core.lazy import numpy as np
+
 
 LPI_FIRST_INTID = 8192
 PENDING_RESERVED = LPI_FIRST_INTID // 8  # the pending table's first 1 KiB: no LPIs

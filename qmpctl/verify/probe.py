@@ -23,8 +23,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..core.cache import JsonCache
 from ..core.model import Model
@@ -41,6 +40,11 @@ from .compare import (
 )
 from .digest import compare_hashed, digest_range
 from .ramimage import RamImage, RamLayout, Region
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ..core.lazy import numpy as np
 
 PROBE_BYTES = 128 * MiB  # of each image, in all (a few tens of ms per method)
 STRIPES = 8  # spread over the file: guest RAM is not alike everywhere (holes, data)

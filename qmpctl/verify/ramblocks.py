@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
 from pydantic import Field
 
 from ..core.model import Model
 from ..core.units import PAGE_SIZE
 from ..qemu.machine import QemuMachine
 from .compare import MemoryVerdict
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ..core.lazy import numpy as np
 
 _BLOCK_RE = re.compile(
     r"^\s*(?P<name>\S+)\s+\d+ \w?i?B\s+0x[0-9a-f]+\s+0x(?P<used>[0-9a-f]+)\s+0x[0-9a-f]+"

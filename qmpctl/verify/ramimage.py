@@ -10,15 +10,19 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-import numpy.typing as npt
 from pydantic import ConfigDict
 
 from ..core.model import Model
 from ..core.units import PAGE_SIZE
 from ..qemu.memmap import RamSegment
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from ..core.lazy import numpy as np
 
 
 def flip_byte(ram: Path, offset: int, xor: int = 0x5A) -> tuple[int, int]:

@@ -12,13 +12,19 @@ two regions or a hole.
 
 from __future__ import annotations
 
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING
+
 from pydantic import Field
 
 from ..core.model import Model
 from ..core.units import PAGE_SIZE
 from .ramimage import RamLayout
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from ..core.lazy import numpy as np
 
 OTHER_RAM = "other RAM"  # RamLayout.region_of's name for a page in no region
 

@@ -45,14 +45,18 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-import numpy.typing as npt
 from pydantic import Field
 
 from ..core.model import Model
 from .classify import MismatchClasses, MismatchKind, plural, steps_phrase
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from ..core.lazy import numpy as np
 
 TIMELINE_TRACE_EVENTS: tuple[str, ...] = (
     "kvm_dirty_ring_reap",

@@ -15,12 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING
 
 from ..core.units import PAGE_SIZE
 from .ramimage import RamLayout, Sampled
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from ..core.lazy import numpy as np
 
 # The x86 guest's limit: its 1 GiB window above 4 GiB must always advance.
 MAX_STRIDE = 256 << 20
