@@ -125,7 +125,7 @@ def test_dist_info_carries_the_console_script_and_the_pytest_plugin() -> None:
     info = dist_info(Path("pyproject.toml").read_text(),
                      '"""doc"""\nX = 1\n__version__ = "9.8.7"\n')
     assert "Name: qmpctl\nVersion: 9.8.7\n" in info["METADATA"]
-    assert "[console_scripts]\nqmpctl = qmpctl.cli:main\n" in info["entry_points.txt"]
+    assert "[console_scripts]\nqmpctl = qmpctl.__main__:main\n" in info["entry_points.txt"]
     assert "[pytest11]\nqmpctl = qmpctl.pytest_plugin\n" in info["entry_points.txt"]
 
 
