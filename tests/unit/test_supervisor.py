@@ -195,3 +195,37 @@ def test_the_cause_of_a_lost_side_prefers_how_the_process_ended(
         running: bool, code: int | None, stopped: bool, error: QmpError | None,
         cause: str) -> None:
     assert lost_cause("dst", running, code, stopped, error, 10.0) == cause
+
+
+class RunningProcess(StoppedProcess):
+    """A real process, running, behind a monitor that never answers."""
+
+
+async def test_a_process_stopped_while_the_heartbeat_waits_is_named_at_once() -> None:
+    # The SIGSTOP lands after query-status went out: a stopped QEMU never
+    # answers, and waiting the 10 s bound made a CI run miss its 7 s liveness.
+    proc = await asyncio.create_subprocess_exec("sleep", "60")
+    try:
+        machine = RunningProcess(proc.pid)
+        asyncio.get_running_loop().call_later(0.2, os.kill, proc.pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        async with asyncio.timeout(3):  # far below the 10 s heartbeat bound
+            lost = await Supervisor(interval=0.05).check("dst", machine)  # type: ignore[arg-type]
+        assert lost is not None and lost.message.startswith("dst QEMU is stopped (SIGSTOP)"), lost
+        assert machine.unresponsive
+        assert time.monotonic() - t0 >= 0.2  # it was asked, and running, first
+    finally:
+        proc.kill()
+        await proc.wait()
+
+
+async def test_a_heartbeat_answered_while_the_process_runs_is_not_cut() -> None:
+    proc = await asyncio.create_subprocess_exec("sleep", "60")
+    try:
+        machine = SlowMonitor(delay=0.3)
+        machine.pid = proc.pid  # type: ignore[assignment]
+        lost = await Supervisor(interval=0.05).check("dst", machine)  # type: ignore[arg-type]
+        assert lost is None and (machine.answered, machine.cut) == (1, 0)
+    finally:
+        proc.kill()
+        await proc.wait()
