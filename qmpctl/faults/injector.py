@@ -58,7 +58,10 @@ class FaultInjector:
         self._tasks: list[asyncio.Task[None]] = []
 
     def begin(self, src: QemuMachine, dst: QemuMachine) -> None:
-        """The migration starts now: arm the timers."""
+        """The migration starts now: arm the timers. (Called from the run's
+        `at_migrate` point, just after the runner took the migration's origin,
+        `driver.Started`: fault times count from no earlier than the driver's,
+        so what a fault sets off is never stamped before it.)"""
         self.src, self.dst, self.started = src, dst, time.monotonic()
         for i, f in enumerate(self.faults):
             if f.when.kind == "after":

@@ -69,6 +69,22 @@ class Watch:
 
 
 @dataclass(frozen=True)
+class Started:
+    """When the caller counts the migration from: `time.monotonic()` and
+    `time.time()` (QEMU stamps its events with the host's real time), read
+    together. Given to `migrate`, the driver's times (passes, decisions,
+    recovery attempts) share the run's origin, which its fault times count
+    from too: an attempt set off by a fault is never stamped before it."""
+
+    monotonic: float
+    wall: float
+
+    @classmethod
+    def now(cls) -> Started:
+        return cls(time.monotonic(), time.time())
+
+
+@dataclass(frozen=True)
 class StuckAfter:
     """How long the stream may send nothing before it counts as stuck, and why."""
 
@@ -123,11 +139,12 @@ async def _destination_status(dst: QemuMachine) -> str:
 class _Driver:
     def __init__(self, src: QemuMachine, policy: Policy, stats: MigrationStats,
                  watch: Watch, recovery: Recovery | None = None,
-                 stuck: StuckAfter | None = None) -> None:
+                 stuck: StuckAfter | None = None, started: Started | None = None) -> None:
         self.src, self.policy, self.stats, self.watch = src, policy, stats, watch
         self.recovery, self.stuck = recovery, stuck
-        self.started = self._moved_at = time.monotonic()
-        self.started_wall = time.time()  # QEMU stamps its events with the host's real time
+        started = started or Started.now()
+        self.started, self.started_wall = started.monotonic, started.wall
+        self._moved_at = time.monotonic()
         self._moved: tuple[str, int] | None = None  # (status, bytes) when last seen to move
 
     def _sent(self, info: dict[str, Any]) -> None:
@@ -262,19 +279,20 @@ class _Driver:
 async def migrate(src: QemuMachine, dst: QemuMachine, uri: str, policy: Policy,
                   stats: MigrationStats, timeout: float, watch: Watch | None = None,
                   recovery: Recovery | None = None, restore_uri: str | None = None,
-                  stuck: StuckAfter | None = None) -> None:
+                  stuck: StuckAfter | None = None, started: Started | None = None) -> None:
     """Migrate `src` into `dst`, filling `stats` as it goes (so a failed run
     keeps what it measured); raise MigrationFailed with QEMU's error-desc.
 
     `restore_uri`: the source migrated to a file; once it completed, the
     destination loads that file (`migrate-incoming`). `stuck`: a stream that
     sends nothing that long is ended (cancelled; broken after a postcopy
-    switchover) instead of waiting for `timeout`.
+    switchover) instead of waiting for `timeout`. `started`: the origin of
+    the times it records (default: now).
 
     `prepare()` must have been called; on any exception the caller is
     responsible for `cancel()`.
     """
-    driver = _Driver(src, policy, stats, watch or Watch(), recovery, stuck)
+    driver = _Driver(src, policy, stats, watch or Watch(), recovery, stuck, started)
     info: dict[str, Any] = {}
     try:
         async with task_group() as group:

@@ -661,7 +661,8 @@ async def _drive(run: Run, src: QemuMachine, dst: QemuMachine, uri: str, policy:
                          redirtied=redirtied, guest_failed=guest_failed)
     run.migration_started, run.migration_completed = True, False
     run.dst_resumed = False
-    run.t_migrate, wall = time.monotonic(), time.time()
+    started = driver.Started.now()  # the origin of the driver's times and the faults'
+    run.t_migrate, wall = started.monotonic, started.wall
     if run.points.at_migrate is not None:
         await run.points.at_migrate(src, dst)
     if run.ktrace is not None and run.hop == 1:
@@ -670,7 +671,7 @@ async def _drive(run: Run, src: QemuMachine, dst: QemuMachine, uri: str, policy:
     try:
         await driver.migrate(src, dst, uri, policy, stats, o.timeout, watch, recovery,
                              restore_uri=uri if to_file else None,
-                             stuck=stuck_bound(r, settings))
+                             stuck=stuck_bound(r, settings), started=started)
     except (MigrationFailed, QmpError) as exc:
         # QEMU's own reason first, but name the side if one of them died.
         if not isinstance(exc, SideLost) and (lost := await run.supervisor.first_failure()):
