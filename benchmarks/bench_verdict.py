@@ -15,6 +15,12 @@ Printed: each pair, the medians, the ratio qmpctl/raw of the medians, and
 qmpctl's phases from its report's `timings_s` (median of each), with the
 part outside them (start-up, option resolution, report writing).
 
+Then per cell, as a matrix or a fleet worker pays it (--cells N, default 5;
+0 skips it): `qmpctl migrate --repeat N` is one process that runs N
+migrations, so start-up is paid once; its wall-clock divided by N is set
+against the raw script's median from the pairs (which pays its own start-up
+every run, as a script does).
+
 It starts QEMU: run it as `flock /tmp/qmpctl-cpu.lock nox -s bench_verdict`.
 Figures, not assertions; a run that does not verify stops the benchmark.
 """
@@ -68,6 +74,20 @@ def qmpctl_run(extra: list[str]) -> tuple[float, dict[str, float]]:
     return wall, dict(data.get("timings_s", {}))
 
 
+def repeated_run(n: int, extra: list[str]) -> float:
+    """`qmpctl migrate --repeat n` in one process: its wall-clock per run."""
+    with tempfile.TemporaryDirectory(prefix="bench-verdict-") as tmp:
+        report = Path(tmp) / "report.json"
+        wall, proc = timed([sys.executable, "-m", "qmpctl", "migrate", "--accel", "tcg",
+                            "--repeat", str(n), "--report", str(report), *extra])
+        runs = json.loads(report.read_text()) if report.exists() else []
+    verdicts = [r.get("verdict") for r in runs]
+    if proc.returncode != 0 or verdicts != ["verified"] * n:
+        raise SystemExit(f"bench_verdict: qmpctl --repeat {n} did not verify every run "
+                         f"({proc.returncode}, {verdicts}):\n{proc.stdout}{proc.stderr}")
+    return wall / n
+
+
 def phase_line(name: str, values: list[float]) -> str:
     return f"  {name:<14} {statistics.median(values):6.2f} s  " + " ".join(
         f"{v:5.2f}" for v in values)
@@ -76,6 +96,9 @@ def phase_line(name: str, values: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--cells", type=int, default=5,
+                        help="runs of `qmpctl migrate --repeat` for the per-cell figure "
+                             "(0: skip it)")
     parser.add_argument("--no-bytecode-cache", action="store_true",
                         help="keep the environment's PYTHONDONTWRITEBYTECODE")
     parser.add_argument("qmpctl_args", nargs="*", help="extra `qmpctl migrate` options "
@@ -127,6 +150,11 @@ def pairs(args: argparse.Namespace) -> int:
         print(phase_line(name, [float(t.get(name, 0.0)) for t in raw_phases]))
     print(phase_line("outside total", [w - float(t.get("total", 0.0))
                                        for w, t in zip(raws, raw_phases, strict=True)]))
+    if args.cells > 0:
+        per_cell = repeated_run(args.cells, args.qmpctl_args)
+        print(f"per cell (`qmpctl migrate --repeat {args.cells}`, one process, as a matrix or "
+              f"a fleet worker runs cells): {per_cell:.2f} s per run; ratio against the raw "
+              f"script's median {per_cell / raw_med:.2f}")
     return 0
 
 
